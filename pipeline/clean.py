@@ -1,0 +1,226 @@
+"""clean: switchable text cleaning, the same fitted cleaner applied to train and test.
+
+Usage: python -m pipeline clean [--data DIR] [--config YAML] [--set clean.lowercase=true ...]
+Reads:  the competition folder
+Writes: data/interim/{train,test}_clean.parquet (id, text, label, extra columns),
+        data/interim/schema.json, data/interim/clean_log.csv (relabelled/dropped rows),
+        reports/clean.json (rows changed per step)
+
+Each step can cost score as well as help (a cased backbone wants its capitals, an emoji
+can carry the label), so each one is a config switch and its effect is counted.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import CleanConfig, Config
+from pipeline.contract import Competition, Schema, encode_labels, load_competition
+from pipeline.embedded import resolve_raw
+from pipeline.io import write_csv, write_json, write_parquet
+from pipeline.paths import Paths
+from pipeline.textstats import HTML_TAG, MENTION, URL, norm_key
+
+log = logging.getLogger(__name__)
+_WORD_TOKEN = r"[A-Za-z]+"
+
+
+class TextCleaner:
+    """scikit-learn-style cleaner: ``fit`` loads what the steps need, ``transform`` applies them.
+
+    ``changes_`` counts, per step, how many rows the last ``transform`` changed.
+    """
+
+    def __init__(self, html: bool = True, urls: str | None = "[URL]", mentions: str | None = "[USER]",
+                 mojibake: bool = True, unicode_form: str | None = "NFKC", whitespace: bool = True,
+                 lowercase: bool = False, spelling: bool = False) -> None:
+        self.html = html
+        self.urls = urls
+        self.mentions = mentions
+        self.mojibake = mojibake
+        self.unicode_form = unicode_form
+        self.whitespace = whitespace
+        self.lowercase = lowercase
+        self.spelling = spelling
+
+    @classmethod
+    def from_config(cls, cfg: CleanConfig) -> "TextCleaner":
+        return cls(html=cfg.html, urls=cfg.urls, mentions=cfg.mentions, mojibake=cfg.mojibake,
+                   unicode_form=cfg.unicode_form, whitespace=cfg.whitespace, lowercase=cfg.lowercase,
+                   spelling=cfg.spelling)
+
+    def fit(self, texts: Any = None) -> "TextCleaner":
+        self.speller_ = _load_speller() if self.spelling else None
+        self.steps_ = self._steps()
+        return self
+
+    def _steps(self) -> list[tuple[str, Callable[[str], str]]]:
+        steps: list[tuple[str, Callable[[str], str]]] = []
+        if self.mojibake:
+            import ftfy
+
+            # Quotes and ligatures are left as they are: only mis-decoding is repaired here.
+            cfg = ftfy.TextFixerConfig(uncurl_quotes=False, fix_latin_ligatures=False, unescape_html=False,
+                                       normalization=None, fix_character_width=False)
+            steps.append(("mojibake", lambda t: ftfy.fix_text(t, cfg)))
+        if self.html:
+            steps.append(("html", lambda t: html.unescape(HTML_TAG.sub(" ", t))))
+        if self.urls is not None:
+            steps.append(("urls", lambda t: URL.sub(self.urls, t)))
+        if self.mentions is not None:
+            steps.append(("mentions", lambda t: MENTION.sub(self.mentions, t)))
+        if self.unicode_form:
+            steps.append(("unicode", lambda t: unicodedata.normalize(self.unicode_form, t)))
+        if self.spelling:
+            steps.append(("spelling", self._correct))
+        if self.lowercase:
+            steps.append(("lowercase", str.lower))
+        if self.whitespace:
+            steps.append(("whitespace", lambda t: " ".join(t.split())))
+        return steps
+
+    def _correct(self, text: str) -> str:
+        import re
+
+        from symspellpy import Verbosity
+
+        def fix(m: re.Match) -> str:
+            word = m.group(0)
+            if len(word) < 4 or word.isupper() or word[0].isupper():
+                return word  # acronyms and names: a dictionary does not know them
+            hits = self.speller_.lookup(word.lower(), Verbosity.TOP, max_edit_distance=1)
+            return hits[0].term if hits else word
+
+        return re.sub(_WORD_TOKEN, fix, text)
+
+    def transform(self, texts: list[str] | pd.Series) -> list[str]:
+        if not hasattr(self, "steps_"):
+            raise RuntimeError("TextCleaner.transform called before fit")
+        out = ["" if (t is None or (isinstance(t, float) and np.isnan(t))) else str(t) for t in texts]
+        self.changes_: dict[str, int] = {}
+        for name, fn in self.steps_:
+            new = [fn(t) for t in out]
+            self.changes_[name] = sum(a != b for a, b in zip(out, new))
+            out = new
+        return out
+
+    def fit_transform(self, texts: list[str] | pd.Series) -> list[str]:
+        return self.fit(texts).transform(texts)
+
+
+def _load_speller() -> Any:
+    import importlib.util
+
+    from symspellpy import SymSpell
+
+    spec = importlib.util.find_spec("symspellpy")
+    dictionary = Path(spec.submodule_search_locations[0]) / "frequency_dictionary_en_82_765.txt"
+    speller = SymSpell(max_dictionary_edit_distance=1)
+    if not speller.load_dictionary(str(dictionary), term_index=0, count_index=1):
+        raise FileNotFoundError(f"symspellpy dictionary not found at {dictionary}")
+    return speller
+
+
+def resolve_duplicates(df: pd.DataFrame, mode: str, log_rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Exact duplicates (after cleaning) with conflicting labels: majority label, ties dropped."""
+    if mode == "keep":
+        return df
+    keys = df["text"].map(norm_key)
+    keep = np.ones(len(df), dtype=bool)
+    labels = df["label"].to_numpy().copy()
+    for key, idx in df.groupby(keys).indices.items():
+        if len(idx) < 2 or len(set(labels[idx])) < 2:
+            continue
+        counts = pd.Series(labels[idx]).value_counts()
+        tie = len(counts) > 1 and counts.iloc[0] == counts.iloc[1]
+        if mode == "drop_conflicts" or tie:
+            keep[idx] = False
+            reason = "tie" if tie else "conflict"
+            log_rows += [{"split": "train", "id": df["id"].iloc[i], "action": "drop",
+                          "detail": f"conflicting duplicate labels ({reason})"} for i in idx]
+            continue
+        majority = counts.index[0]
+        for i in idx:
+            if labels[i] != majority:
+                log_rows.append({"split": "train", "id": df["id"].iloc[i], "action": "relabel",
+                                 "detail": f"label {labels[i]} -> {majority} (majority of {len(idx)} duplicates)"})
+                labels[i] = majority
+    out = df.assign(label=labels)
+    return out.loc[keep].reset_index(drop=True)
+
+
+@dataclass
+class CleanResult:
+    train: pd.DataFrame
+    test: pd.DataFrame
+    schema: Schema
+    changes: dict[str, dict[str, int]]
+    dropped: int
+    relabelled: int
+
+
+def _frame(comp: Competition, split: str, texts: list[str]) -> pd.DataFrame:
+    s = comp.schema
+    src = comp.train if split == "train" else comp.test
+    df = pd.DataFrame({"id": src[s.id_col].to_numpy(), "text": texts})
+    for col in src.columns:
+        if col not in (s.id_col, s.text_col, s.label_col):
+            df[col] = src[col].astype("string").to_numpy()
+    if split == "train":
+        df["label"] = encode_labels(src[s.label_col], s.classes)
+    return df
+
+
+def clean_competition(comp: Competition, cfg: CleanConfig) -> tuple[CleanResult, list[dict[str, Any]]]:
+    cleaner = TextCleaner.from_config(cfg).fit(comp.train[comp.schema.text_col])
+    changes = {}
+    frames = {}
+    for split in ("train", "test"):
+        src = comp.train if split == "train" else comp.test
+        texts = cleaner.transform(src[comp.schema.text_col])
+        changes[split] = dict(cleaner.changes_)
+        frames[split] = _frame(comp, split, texts)
+    log_rows: list[dict[str, Any]] = []
+    train = resolve_duplicates(frames["train"], cfg.duplicates, log_rows)
+    comp.schema.n_train = len(train)
+    return CleanResult(train=train, test=frames["test"], schema=comp.schema, changes=changes,
+                       dropped=sum(r["action"] == "drop" for r in log_rows),
+                       relabelled=sum(r["action"] == "relabel" for r in log_rows)), log_rows
+
+
+def run(cfg: Config, paths: Paths, force: bool = False) -> CleanResult:
+    comp = load_competition(resolve_raw(paths, cfg.data), cfg.data)
+    result, log_rows = clean_competition(comp, cfg.clean)
+    write_parquet(paths.train_clean, result.train)
+    write_parquet(paths.test_clean, result.test)
+    result.schema.save(paths.schema_json)
+    write_csv(paths.clean_log, pd.DataFrame(log_rows, columns=["split", "id", "action", "detail"]))
+    write_json(paths.clean_json, {"steps": {k: v for k, v in vars(cfg.clean).items()},
+                                  "rows_changed": result.changes, "dropped": result.dropped,
+                                  "relabelled": result.relabelled, "train_rows": len(result.train),
+                                  "test_rows": len(result.test), "notes": result.schema.notes})
+    for split, ch in result.changes.items():
+        log.info("clean %s: rows changed per step: %s", split, ", ".join(f"{k}={v}" for k, v in ch.items()))
+    log.info("clean: duplicates=%s: %d relabelled, %d dropped; %d train / %d test rows -> %s",
+             cfg.clean.duplicates, result.relabelled, result.dropped, len(result.train), len(result.test),
+             paths.interim)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.cli import stage_main
+
+    return stage_main("clean", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

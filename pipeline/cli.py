@@ -1,0 +1,95 @@
+"""The command line every stage shares: where the data is, which config, which overrides."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, ConfigError, diff_dict, dump_yaml, load_config
+from pipeline.io import DataError, write_text
+from pipeline.paths import Paths
+
+log = logging.getLogger("pipeline")
+PACKAGES = ("torch", "transformers", "scikit-learn", "pandas", "numpy", "optuna", "nlpaug", "ftfy")
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=None,
+                        help="competition folder with train.csv, test.csv, sample_submission.csv "
+                             "(default: data/raw, or the embedded default when that is empty)")
+    parser.add_argument("--config", action="append", default=[], metavar="YAML",
+                        help="YAML file(s) of diffs over configs/base.yaml, applied in order")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides such as train.lr=2e-5 (must name an existing key)")
+    parser.add_argument("--workdir", default=".", help="where artifacts are written (default: .)")
+    parser.add_argument("--force", action="store_true", help="redo work even if outputs are up to date")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+
+
+def config_files(workdir: Path, extra: list[str]) -> list[Path]:
+    base = workdir / "configs" / "base.yaml"
+    files = [base] if base.exists() else []
+    return files + [Path(p) for p in extra if p]
+
+
+def setup_logging(quiet: bool = False) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        force=True)
+    for noisy in ("matplotlib", "PIL", "urllib3", "httpx", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def environment() -> dict[str, Any]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        rev = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "git": rev,
+            "packages": versions}
+
+
+def write_resolved(path: Path, cfg: Config, argv: list[str] | None) -> None:
+    """The resolved config a stage ran with, its command line and environment."""
+    header = {"command": " ".join(["python -m pipeline", *(argv or sys.argv[1:])]),
+              "time": time.strftime("%Y-%m-%d %H:%M:%S"), "environment": environment(),
+              "changed_from_defaults": diff_dict(cfg)}
+    write_text(path, dump_yaml({"run": header, "config": cfg.to_dict()}))
+
+
+def stage_main(stage: str, doc: str | None, run: Callable[..., Any], argv: list[str] | None = None,
+               extra_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+    """Parse, load config, set up logging, call ``run(cfg, paths, **extra)``; errors become one line."""
+    parser = argparse.ArgumentParser(prog=f"python -m pipeline {stage}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    if extra_args:
+        extra_args(parser)
+    args = parser.parse_args(argv)
+    setup_logging(args.quiet)
+    extra = {k: v for k, v in vars(args).items()
+             if k not in {"data", "config", "set", "workdir", "quiet"}}
+    try:
+        paths = Paths.make(args.workdir, args.data)
+        cfg = load_config(config_files(paths.root, args.config), args.set)
+        write_resolved(paths.stage_config(stage), cfg, argv)
+        run(cfg, paths, **extra)
+    except (ConfigError, DataError, FileNotFoundError) as e:
+        log.error("%s", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return 2
+    return 0

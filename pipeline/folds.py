@@ -1,0 +1,105 @@
+"""folds: one stratified k-fold split, made once, read by every later stage.
+
+Usage: python -m pipeline folds [--set folds.n_splits=5 folds.seed=42]
+Reads:  data/interim/train_clean.parquet
+Writes: data/processed/folds.csv (id, fold) and folds.json beside it
+
+Rows whose normalised text is identical share a fold (grouped stratified split), so a
+duplicate can never sit in training while its twin is validated on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import Config
+from pipeline.io import DataError, read_json, write_csv, write_json
+from pipeline.paths import Paths
+from pipeline.textstats import norm_key
+
+log = logging.getLogger(__name__)
+
+
+class FoldMaker:
+    """scikit-learn-style: ``fit(texts, labels)`` learns ``folds_`` (one fold index per row)."""
+
+    def __init__(self, n_splits: int = 5, random_state: int = 42) -> None:
+        self.n_splits = n_splits
+        self.random_state = random_state
+
+    def fit(self, texts: list[str] | pd.Series, labels: np.ndarray) -> "FoldMaker":
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        labels = np.asarray(labels)
+        counts = np.bincount(pd.factorize(labels)[0])
+        if counts.min() < self.n_splits:
+            raise DataError(f"folds: a class has only {counts.min()} rows, fewer than folds.n_splits="
+                            f"{self.n_splits}")
+        groups = pd.factorize(pd.Series(list(texts)).map(norm_key))[0]
+        splitter = StratifiedGroupKFold(n_splits=self.n_splits, shuffle=True, random_state=self.random_state)
+        folds = np.full(len(labels), -1, dtype=np.int64)
+        for k, (_, val) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
+            folds[val] = k
+        self.folds_ = folds
+        self.groups_ = groups
+        return self
+
+
+@dataclass
+class FoldsResult:
+    folds: pd.DataFrame
+    reused: bool
+
+
+def _fingerprint(train: pd.DataFrame, cfg: Config) -> dict:
+    h = hashlib.sha256()
+    for i, t, y in zip(train["id"].astype(str), train["text"], train["label"]):
+        h.update(f"{i}\x1f{t}\x1f{y}\x1e".encode())
+    return {"n_splits": cfg.folds.n_splits, "seed": cfg.folds.seed, "rows": len(train), "data_sha256": h.hexdigest()}
+
+
+def load_folds(paths: Paths, ids: pd.Series | None = None) -> pd.DataFrame:
+    """folds.csv, checked against the ids it must cover."""
+    if not paths.folds_csv.exists():
+        raise DataError(f"{paths.folds_csv}: not found; run `make folds` first")
+    folds = pd.read_csv(paths.folds_csv)
+    if ids is not None:
+        missing = set(ids.astype(str)) - set(folds["id"].astype(str))
+        if missing:
+            raise DataError(f"{paths.folds_csv}: {len(missing)} train ids have no fold (e.g. "
+                            f"{sorted(missing)[0]!r}); rerun `make folds`")
+    return folds
+
+
+def run(cfg: Config, paths: Paths, force: bool = False) -> FoldsResult:
+    if not paths.train_clean.exists():
+        raise DataError(f"{paths.train_clean}: not found; run `make clean` first")
+    train = pd.read_parquet(paths.train_clean)
+    meta_path = paths.folds_csv.with_suffix(".json")
+    fp = _fingerprint(train, cfg)
+    if not force and paths.folds_csv.exists() and meta_path.exists() and read_json(meta_path) == fp:
+        log.info("folds: %s is up to date (same data, k and seed); left as it is", paths.folds_csv)
+        return FoldsResult(folds=pd.read_csv(paths.folds_csv), reused=True)
+    maker = FoldMaker(cfg.folds.n_splits, cfg.folds.seed).fit(train["text"], train["label"].to_numpy())
+    folds = pd.DataFrame({"id": train["id"], "fold": maker.folds_})
+    write_csv(paths.folds_csv, folds)
+    write_json(meta_path, fp)
+    shares = pd.crosstab(folds["fold"], train["label"], normalize="index").round(3)
+    log.info("folds: %d rows in %d folds (seed %d) -> %s; class shares per fold:\n%s", len(folds),
+             cfg.folds.n_splits, cfg.folds.seed, paths.folds_csv, shares.to_string())
+    return FoldsResult(folds=folds, reused=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.cli import stage_main
+
+    return stage_main("folds", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Model families and training helpers shared by select, tune and train."""

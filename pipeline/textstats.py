@@ -1,0 +1,47 @@
+"""Patterns shared by inspect (counting) and clean (fixing)."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+HTML_TAG = re.compile(r"<\s*/?\s*[a-zA-Z][^<>]{0,200}>")
+HTML_ENTITY = re.compile(r"&(?:[a-zA-Z]{2,8}|#\d{1,6}|#x[0-9a-fA-F]{1,6});")
+URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+MENTION = re.compile(r"(?<![\w@])@\w{1,30}")
+HASHTAG = re.compile(r"(?<![\w#])#\w+")
+EMOJI = re.compile("[\U0001F000-\U0001FAFF\U00002600-\U000027BF\U0001F900-\U0001F9FF\u2B50\u2B55\uFE0F]")
+NON_ASCII = re.compile(r"[^\x00-\x7F]")
+WORD = re.compile(r"[A-Za-z][A-Za-z']+")
+
+
+def norm_key(text: str) -> str:
+    """Key under which two texts count as the same (case and spacing ignored)."""
+    return " ".join(str(text).lower().split())
+
+
+def near_key(text: str) -> str:
+    """Key for near-exact duplicates: lower-cased letters and digits only, URLs removed."""
+    return re.sub(r"[^a-z0-9]", "", URL.sub("", str(text).lower()))
+
+
+def has_mojibake(text: str) -> bool:
+    from ftfy.badness import is_bad
+
+    return bool(is_bad(text))
+
+
+def pattern_counts(texts: pd.Series) -> dict[str, int]:
+    """Rows containing each kind of noise."""
+    t = texts.fillna("").astype(str)
+    return {
+        "html_tags": int(t.str.contains(HTML_TAG).sum()),
+        "html_entities": int(t.str.contains(HTML_ENTITY).sum()),
+        "urls": int(t.str.contains(URL).sum()),
+        "mentions": int(t.str.contains(MENTION).sum()),
+        "hashtags": int(t.str.contains(HASHTAG).sum()),
+        "emoji": int(t.str.contains(EMOJI).sum()),
+        "non_ascii": int(t.str.contains(NON_ASCII).sum()),
+        "mojibake": int(sum(has_mojibake(x) for x in t)),
+    }

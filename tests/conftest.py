@@ -1,0 +1,116 @@
+"""Shared fixtures: small competitions written on the fly, the real data when present,
+and tiny models (built in test_train's fixtures) so nothing touches a network."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "nlp-getting-started"
+
+POS = ["fire", "flood", "earthquake", "evacuation", "storm", "crash", "wildfire", "explosion", "rescue", "injured"]
+NEG = ["party", "movie", "music", "coffee", "weekend", "game", "pizza", "birthday", "holiday", "song"]
+FILL = ["today", "near the city", "right now", "this morning", "on the news", "again", "downtown", "lol"]
+
+
+def synthetic_texts(n: int, words_by_class: list[list[str]], seed: int) -> tuple[list[str], list[int]]:
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for i in range(n):
+        y = i % len(words_by_class)
+        w = rng.sample(words_by_class[y], 2)
+        texts.append(f"{w[0]} {rng.choice(FILL)} {w[1]} {rng.choice(FILL)} #{w[0]} {i % 7}")
+        labels.append(y)
+    return texts, labels
+
+
+def write_binary_competition(folder: Path, n_train: int = 200, n_test: int = 60, seed: int = 0) -> Path:
+    """Disaster-tweets-shaped: id, keyword, location, text, target; sample = id, target."""
+    folder.mkdir(parents=True, exist_ok=True)
+    texts, labels = synthetic_texts(n_train + n_test, [NEG, POS], seed)
+    rng = random.Random(seed)
+    df = pd.DataFrame({"id": range(1, n_train + n_test + 1),
+                       "keyword": [rng.choice(POS + NEG + [None]) for _ in texts],
+                       "location": [rng.choice(["NYC", "", None, "London"]) for _ in texts],
+                       "text": texts, "target": labels})
+    # noise the cleaner and inspect must see: a URL, a mention, HTML, mojibake
+    df.loc[1, "text"] += " http://t.co/abc123"
+    df.loc[2, "text"] = "@someone " + df.loc[2, "text"] + " &amp; <b>more</b>"
+    df.loc[3, "text"] = df.loc[3, "text"] + " donâ€™t"
+    # duplicates: an agreeing pair and a conflicting triple (2 vs 1)
+    df.loc[10, "text"] = df.loc[11, "text"] = "Same text exactly here"
+    df.loc[[10, 11], "target"] = 1
+    df.loc[20, "text"] = df.loc[21, "text"] = df.loc[22, "text"] = "conflicting tweet text"
+    df.loc[[20, 21], "target"] = 1
+    df.loc[22, "target"] = 0
+    train, test = df.iloc[:n_train], df.iloc[n_train:]
+    train.to_csv(folder / "train.csv", index=False)
+    test.drop(columns="target").to_csv(folder / "test.csv", index=False)
+    test[["id"]].assign(target=0).to_csv(folder / "sample_submission.csv", index=False)
+    return folder
+
+
+def write_multiclass_competition(folder: Path, n_train: int = 150, n_test: int = 45, seed: int = 1) -> Path:
+    """String labels, three classes, a probability-per-class submission, string ids."""
+    folder.mkdir(parents=True, exist_ok=True)
+    words = [["awful", "hate", "broken", "worst"], ["okay", "fine", "average", "normal"],
+             ["love", "great", "awesome", "best"]]
+    texts, labels = synthetic_texts(n_train + n_test, words, seed)
+    names = ["negative", "neutral", "positive"]
+    df = pd.DataFrame({"review_id": [f"r{i:04d}" for i in range(n_train + n_test)],
+                       "body": texts, "stars": [str(i % 5) for i in range(len(texts))],
+                       "sentiment": [names[y] for y in labels]})
+    train, test = df.iloc[:n_train], df.iloc[n_train:]
+    train.to_csv(folder / "train.csv", index=False)
+    test.drop(columns="sentiment").to_csv(folder / "test.csv", index=False)
+    sample = test[["review_id"]].copy()
+    for c in names:
+        sample[c] = 1 / 3
+    sample.to_csv(folder / "sample_submission.csv", index=False)
+    return folder
+
+
+@pytest.fixture
+def binary_comp(tmp_path: Path) -> Path:
+    return write_binary_competition(tmp_path / "comp_bin")
+
+
+@pytest.fixture
+def multiclass_comp(tmp_path: Path) -> Path:
+    return write_multiclass_competition(tmp_path / "comp_multi")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    d = tmp_path / "work"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def disaster_dir() -> Path:
+    if not (SHARED / "train.csv").exists():
+        pytest.skip("../shared/data/nlp-getting-started is absent")
+    return SHARED
+
+
+def run_stage(stage: str, workdir: Path, data: Path | None = None, *sets: str, config: Path | None = None) -> int:
+    from pipeline.__main__ import main
+
+    argv = [stage, "--workdir", str(workdir), "-q"]
+    if data is not None:
+        argv += ["--data", str(data)]
+    if config is not None:
+        argv += ["--config", str(config)]
+    if sets:
+        argv += ["--set", *sets]
+    return main(argv)
