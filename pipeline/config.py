@@ -125,6 +125,7 @@ class TrainConfig:
     max_train_rows: int | None = None  # subsample each fold's training rows (screening)
     augment: list[str] = field(default_factory=list)  # augmented sets added to training folds
     device: str = "auto"  # auto, cpu, cuda
+    save_checkpoints: bool = True  # keep each fold's best model under models/<run>/fold<k>/model
     # classical family
     classical_model: str = "lr"  # lr (logistic regression), nbsvm, svm (calibrated linear SVM)
     C: float = 4.0  # inverse regularisation strength
@@ -350,15 +351,36 @@ def load_config(
     overrides: list[str] | tuple[str, ...] = (),
 ) -> Config:
     """Defaults, then each YAML file's diffs in order, then overrides; validated."""
+    return _build(list(files), [], list(overrides))
+
+
+def _build(files: list[Path], diffs: list[dict[str, Any]], overrides: list[str]) -> Config:
     cfg = Config()
     for path in files:
         try:
             _apply(cfg, read_yaml(path))
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
+    for diff in diffs:
+        _apply(cfg, diff)
     for text in overrides:
         _apply(cfg, parse_override(text))
-    return cfg.validate()
+    cfg.validate()
+    # Where it came from, so a stage can layer a generated diff under the user's overrides.
+    object.__setattr__(cfg, "_sources", (files, diffs, overrides))
+    return cfg
+
+
+def with_diff(cfg: Config, diff: dict[str, Any]) -> Config:
+    """``cfg`` rebuilt with ``diff`` applied after its files but before its key=value
+    overrides: a generated experiment (select/tune) never outranks what the user typed."""
+    files, diffs, overrides = getattr(cfg, "_sources", ([], [], []))
+    if not hasattr(cfg, "_sources"):
+        base = Config()
+        _apply(base, diff_dict(cfg))
+        _apply(base, diff)
+        return base.validate()
+    return _build(files, [*diffs, diff], overrides)
 
 
 def diff_dict(cfg: Config, base: Config | None = None) -> dict[str, Any]:

@@ -114,3 +114,44 @@ def run_stage(stage: str, workdir: Path, data: Path | None = None, *sets: str, c
     if sets:
         argv += ["--set", *sets]
     return main(argv)
+
+
+def build_tiny_bert(folder: Path, texts: list[str], layers: int = 2) -> Path:
+    """A few-layer BERT with random weights and a WordPiece tokenizer trained on ``texts``,
+    saved like a hub model so the production ``from_pretrained`` path loads it offline."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(folder)
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128, num_labels=2)
+    import torch
+
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    texts, _ = synthetic_texts(400, [NEG, POS, ["awful", "hate", "okay", "fine", "love", "great"]], 3)
+    texts += ["Same text exactly here", "conflicting tweet text", "[URL] [USER] donâ€™t more"]
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), texts)
+
+
+@pytest.fixture
+def prepared(binary_comp, workdir) -> tuple[Path, Path]:
+    """A workdir on which clean and folds (2 folds, for speed) have run."""
+    assert run_stage("clean", workdir, binary_comp) == 0
+    assert run_stage("folds", workdir, binary_comp, "folds.n_splits=2") == 0
+    return binary_comp, workdir

@@ -1,0 +1,315 @@
+"""train: one model configuration on every fold of folds.csv.
+
+Usage: python -m pipeline train [--config configs/exp/<run>.yaml] [--set train.lr=3e-5 ...]
+       python -m pipeline train --plan reports/selected.json   (every run that select/tune chose)
+Reads:  data/interim/{train,test}_clean.parquet, data/processed/folds.csv,
+        data/interim/augmented/<method>.parquet for each train.augment method
+Writes: models/<run>/{config.yaml, env.json, fold<k>/, oof.parquet, test.parquet, cv.json,
+        history.csv, curves.png}
+
+A killed run resumes: finished folds are kept (their config fingerprint matches), and a
+fold in progress restarts from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import Config, TrainConfig, dump_yaml, with_diff
+from pipeline.contract import Schema, model_inputs
+from pipeline.folds import load_folds
+from pipeline.io import DataError, read_json, save_figure, write_json, write_parquet, write_text
+from pipeline.metrics import score, tune_threshold
+from pipeline.modeling.transformer import FoldData, FoldOutput
+from pipeline.paths import Paths
+
+log = logging.getLogger(__name__)
+# Fields that change where or how fast a run goes, not what it computes.
+_NOT_IN_FINGERPRINT = {"run", "folds", "device", "num_workers", "log_every", "eval_batch_size"}
+
+
+@dataclass
+class TrainingData:
+    train: pd.DataFrame  # id, input, label, fold
+    test: pd.DataFrame  # id, input
+    schema: Schema
+    augmented: pd.DataFrame | None  # source_id, input, label (rows made from train rows)
+    fingerprint: str
+
+
+@dataclass
+class RunResult:
+    run: str
+    run_dir: Path
+    cv: dict[str, Any] | None  # None until every fold is done
+    folds_done: list[int]
+
+
+def proba_cols(n_classes: int) -> list[str]:
+    return [f"p_{i}" for i in range(n_classes)]
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def load_training_data(cfg: Config, paths: Paths) -> TrainingData:
+    for p in (paths.train_clean, paths.test_clean, paths.schema_json):
+        if not p.exists():
+            raise DataError(f"{p}: not found; run `make clean folds` first")
+    schema = Schema.load(paths.schema_json)
+    train = pd.read_parquet(paths.train_clean)
+    test = pd.read_parquet(paths.test_clean)
+    folds = load_folds(paths, train["id"])
+    train = train.merge(folds, on="id", how="left", validate="one_to_one")
+    train["input"] = model_inputs(train, cfg.data)
+    test["input"] = model_inputs(test, cfg.data)
+    digest = [_file_sha(paths.train_clean), _file_sha(paths.test_clean), _file_sha(paths.folds_csv),
+              json.dumps(cfg.data.extra_cols)]
+    augmented = None
+    if cfg.train.augment:
+        parts = []
+        for method in cfg.train.augment:
+            path = paths.augmented(method)
+            if not path.exists():
+                raise DataError(f"{path}: not found (train.augment lists {method!r}); run `make augment`")
+            parts.append(pd.read_parquet(path))
+            digest.append(_file_sha(path))
+        aug = pd.concat(parts, ignore_index=True)
+        aug = aug.rename(columns={"text": "input"})
+        augmented = aug[["source_id", "input", "label"]]
+    return TrainingData(train=train[["id", "input", "label", "fold"]], test=test[["id", "input"]], schema=schema,
+                        augmented=augmented, fingerprint="|".join(digest))
+
+
+def fold_rows(td: TrainingData, k: int, max_rows: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training rows of fold k = originals outside fold k + augmented rows whose source is
+    outside fold k; validation rows = fold-k originals only (never an augmented row)."""
+    train, val = td.train[td.train["fold"] != k], td.train[td.train["fold"] == k]
+    if max_rows is not None and len(train) > max_rows:
+        train = train.sample(n=max_rows, random_state=seed)
+    rows = train[["id", "input", "label"]]
+    if td.augmented is not None:
+        aug = td.augmented[td.augmented["source_id"].isin(set(train["id"]))]
+        rows = pd.concat([rows, aug.rename(columns={"source_id": "id"})[["id", "input", "label"]]],
+                         ignore_index=True)
+    return rows.reset_index(drop=True), val.reset_index(drop=True)
+
+
+def fold_data(td: TrainingData, k: int, cfg: TrainConfig) -> tuple[FoldData, pd.DataFrame]:
+    rows, val = fold_rows(td, k, cfg.max_train_rows, cfg.seed + k)
+    return FoldData(train_texts=rows["input"].tolist(), train_labels=rows["label"].to_numpy(),
+                    val_texts=val["input"].tolist(), val_labels=val["label"].to_numpy(),
+                    test_texts=td.test["input"].tolist()), val
+
+
+def fingerprint(cfg: TrainConfig, td: TrainingData) -> str:
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IN_FINGERPRINT}
+    return hashlib.sha256(json.dumps([fields, td.fingerprint], sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _fold_dir(run_dir: Path, k: int) -> Path:
+    return run_dir / f"fold{k}"
+
+
+def fold_is_done(run_dir: Path, k: int, fp: str) -> bool:
+    meta = _fold_dir(run_dir, k) / "meta.json"
+    return meta.exists() and read_json(meta).get("fingerprint") == fp and \
+        (_fold_dir(run_dir, k) / "oof.parquet").exists()
+
+
+def train_one_fold(cfg: Config, td: TrainingData, k: int, fold_dir: Path | None, tokenizer: Any = None,
+                   on_eval: Callable[[float, float], None] | None = None) -> tuple[FoldOutput, pd.DataFrame]:
+    tc = cfg.train
+    data, val = fold_data(td, k, tc)
+    if tc.family == "classical":
+        from pipeline.modeling.classical import fit_classical_fold
+
+        return fit_classical_fold(tc, data, td.schema.metric, k), val
+    from pipeline.modeling.transformer import FoldTrainer, load_tokenizer, train_fold_with_oom_retry
+
+    tokenizer = tokenizer or load_tokenizer(tc)
+
+    def make(c: TrainConfig) -> FoldTrainer:
+        return FoldTrainer(c, td.schema.n_classes, td.schema.metric, k,
+                           checkpoint_dir=fold_dir / "resume" if fold_dir else None, on_eval=on_eval)
+
+    out = train_fold_with_oom_retry(tc, make, data, tokenizer)
+    if fold_dir is not None and tc.save_checkpoints:
+        trainer_model = out.extra.get("model")
+        if trainer_model is not None:
+            trainer_model.save_pretrained(fold_dir / "model", safe_serialization=True)
+            tokenizer.save_pretrained(fold_dir / "model")
+    out.extra.pop("model", None)
+    return out, val
+
+
+def _save_fold(fold_dir: Path, k: int, out: FoldOutput, val: pd.DataFrame, td: TrainingData, fp: str) -> None:
+    cols = proba_cols(td.schema.n_classes)
+    oof = pd.DataFrame(out.val_proba, columns=cols)
+    oof.insert(0, "id", val["id"].to_numpy())
+    oof.insert(1, "fold", k)
+    oof.insert(2, "label", val["label"].to_numpy())
+    test = pd.DataFrame(out.test_proba, columns=cols)
+    test.insert(0, "id", td.test["id"].to_numpy())
+    write_parquet(fold_dir / "oof.parquet", oof)
+    write_parquet(fold_dir / "test.parquet", test)
+    write_text(fold_dir / "history.csv", pd.DataFrame(out.history).to_csv(index=False))
+    write_json(fold_dir / "meta.json", {
+        "fingerprint": fp, "fold": k, "score": out.best_score, "best_epoch": out.best_epoch,
+        "seconds": round(out.seconds, 2), "train_samples_per_s": round(out.train_samples_per_s, 2),
+        "optimizer_steps": out.optimizer_steps, "batch_size": out.batch_size, "grad_accum": out.grad_accum})
+    shutil.rmtree(fold_dir / "resume", ignore_errors=True)
+
+
+def aggregate(run_dir: Path, cfg: Config, td: TrainingData, n_splits: int) -> dict[str, Any]:
+    """Concatenate the folds' OOF, average their test predictions, score on the whole OOF."""
+    s = td.schema
+    cols = proba_cols(s.n_classes)
+    oofs = [pd.read_parquet(_fold_dir(run_dir, k) / "oof.parquet") for k in range(n_splits)]
+    tests = [pd.read_parquet(_fold_dir(run_dir, k) / "test.parquet") for k in range(n_splits)]
+    oof = pd.concat(oofs, ignore_index=True)
+    if not oof["id"].is_unique or set(oof["id"]) != set(td.train["id"]):
+        raise DataError(f"{run_dir}: the folds' OOF ids do not cover train exactly once")
+    oof = oof.set_index("id").loc[td.train["id"]].reset_index()
+    for t in tests[1:]:
+        if not t["id"].equals(tests[0]["id"]):
+            raise DataError(f"{run_dir}: fold test predictions are not aligned by id")
+    test = tests[0][["id"]].copy()
+    test[cols] = np.mean([t[cols].to_numpy() for t in tests], axis=0)
+    y, p = oof["label"].to_numpy(), oof[cols].to_numpy()
+    metas = [read_json(_fold_dir(run_dir, k) / "meta.json") for k in range(n_splits)]
+    cv = {"run": cfg.train.run, "family": cfg.train.family, "metric": s.metric,
+          "cv": score(s.metric, y, p), "logloss": score("logloss", y, p), "accuracy": score("accuracy", y, p),
+          "folds": [{"fold": k, "score": score(s.metric, y[oof["fold"] == k], p[(oof["fold"] == k).to_numpy()]),
+                     **{m: metas[k][m] for m in ("best_epoch", "seconds", "train_samples_per_s", "optimizer_steps")}}
+                    for k in range(n_splits)],
+          "seconds": round(sum(m["seconds"] for m in metas), 2),
+          "train_samples_per_s": round(float(np.mean([m["train_samples_per_s"] for m in metas])), 2)}
+    if s.binary and s.metric == "f1":
+        t, f1 = tune_threshold(y, p[:, 1])
+        cv["threshold"] = {"value": t, "f1": f1}
+    write_parquet(run_dir / "oof.parquet", oof)
+    write_parquet(run_dir / "test.parquet", test)
+    history = pd.concat([pd.read_csv(_fold_dir(run_dir, k) / "history.csv") for k in range(n_splits)])
+    write_text(run_dir / "history.csv", history.to_csv(index=False))
+    plot_curves(history, run_dir / "curves.png", s.metric)
+    write_json(run_dir / "cv.json", cv)
+    return cv
+
+
+def plot_curves(history: pd.DataFrame, path: Path, metric: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for fold, h in history.groupby("fold"):
+        tr, ev = h[h["kind"] == "train"], h[h["kind"] == "eval"]
+        if "train_loss" in tr and tr["train_loss"].notna().any():
+            axes[0].plot(tr["epoch"], tr["train_loss"], alpha=0.6, label=f"train f{fold}")
+        axes[0].plot(ev["epoch"], ev["val_loss"], "o--", label=f"val f{fold}")
+        axes[1].plot(ev["epoch"], ev["metric"], "o-", label=f"fold {fold}")
+        if "lr" in tr and tr["lr"].notna().any():
+            axes[2].plot(tr["step"], tr["lr"], label=f"fold {fold}")
+    axes[0].set(title="loss", xlabel="epoch")
+    axes[1].set(title=f"validation {metric}", xlabel="epoch")
+    axes[2].set(title="learning rate", xlabel="optimizer step")
+    for ax in axes:
+        if ax.lines:
+            ax.legend(fontsize=6)
+    save_figure(path, fig)
+
+
+def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
+    tc = cfg.train
+    td = load_training_data(cfg, paths)
+    run_dir = paths.run_dir(tc.run)
+    n_splits = int(td.train["fold"].max()) + 1
+    todo = tc.folds if tc.folds is not None else list(range(n_splits))
+    bad = [k for k in todo if not 0 <= k < n_splits]
+    if bad:
+        raise DataError(f"train.folds: fold {bad[0]} does not exist (folds.csv has {n_splits})")
+    fp = fingerprint(tc, td)
+    write_text(run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
+    from pipeline.cli import environment
+
+    write_json(run_dir / "env.json", environment())
+    log.info("train %s (%s, %s): folds %s; metric %s", tc.run, tc.family,
+             tc.backbone if tc.family == "transformer" else tc.classical_model, todo, td.schema.metric)
+    tokenizer = None
+    if tc.family == "transformer":
+        from pipeline.modeling.transformer import load_tokenizer
+
+        tokenizer = load_tokenizer(tc)
+    for k in todo:
+        fold_dir = _fold_dir(run_dir, k)
+        if not force and fold_is_done(run_dir, k, fp):
+            log.info("fold %d: done already (same config and data): kept", k)
+            continue
+        # A finished fold with another fingerprint, or a half-done one from another config: start over.
+        resume_fp = fold_dir / "resume" / "fingerprint"
+        stale = (fold_dir / "meta.json").exists() or (resume_fp.exists() and resume_fp.read_text() != fp)
+        if force or stale:
+            shutil.rmtree(fold_dir, ignore_errors=True)
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        (fold_dir / "resume").mkdir(exist_ok=True)
+        write_text(fold_dir / "resume" / "fingerprint", fp)
+        t0 = time.perf_counter()
+        out, val = train_one_fold(cfg, td, k, fold_dir, tokenizer)
+        _save_fold(fold_dir, k, out, val, td, fp)
+        log.info("fold %d: %s %.4f (best at epoch %.2f) in %.1fs", k, td.schema.metric, out.best_score,
+                 out.best_epoch, time.perf_counter() - t0)
+    done = [k for k in range(n_splits) if fold_is_done(run_dir, k, fp)]
+    cv = None
+    if len(done) == n_splits:
+        cv = aggregate(run_dir, cfg, td, n_splits)
+        extra = f" (F1 {cv['threshold']['f1']:.4f} at threshold {cv['threshold']['value']})" if "threshold" in cv else ""
+        log.info("train %s: CV %s %.4f%s over %d folds -> %s", tc.run, cv["metric"], cv["cv"], extra, n_splits,
+                 run_dir)
+    else:
+        log.info("train %s: %d of %d folds done; oof/test/cv are written once all are", tc.run, len(done),
+                 n_splits)
+    return RunResult(run=tc.run, run_dir=run_dir, cv=cv, folds_done=done)
+
+
+def run(cfg: Config, paths: Paths, force: bool = False, plan: str | None = None) -> list[RunResult]:
+    if not plan:
+        return [train_run(cfg, paths, force)]
+    plan_path = Path(plan)
+    if not plan_path.exists():
+        raise DataError(f"{plan_path}: not found; run `make select` (and `make tune`) first")
+    return [train_run(with_diff(cfg, entry["diff"]), paths, force) for entry in read_json(plan_path)["runs"]]
+
+
+def _args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plan", default=None, help="train every run listed in this plan (reports/plan.json)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.cli import stage_main
+    from pipeline.modeling.transformer import TrainingError
+
+    try:
+        return stage_main("train", __doc__, run, argv, _args)
+    except TrainingError as e:
+        log.error("%s", e)
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,276 @@
+"""Training: each feature pinned on a tiny BERT built on the fly (offline, CPU)."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import NEG, POS, run_stage, synthetic_texts
+from pipeline.config import TrainConfig
+from pipeline.modeling.data import LengthGroupedBatches, PadCollator
+from pipeline.modeling.schedule import lr_factor
+from pipeline.modeling.transformer import FoldData, FoldTrainer, TrainingError, load_model, param_groups
+
+
+def _cfg(tiny_bert, **kw) -> TrainConfig:
+    base = dict(backbone=str(tiny_bert), max_len=32, epochs=1, batch_size=8, lr=1e-3, warmup_ratio=0.0,
+                dropout=0.0, head_dropout=0.0, log_every=1, eval_batch_size=16, save_checkpoints=False)
+    base.update(kw)
+    cfg = TrainConfig(**base)
+    cfg.validate()
+    return cfg
+
+
+def _data(n=24, seed=0) -> FoldData:
+    texts, labels = synthetic_texts(n + 12, [NEG, POS], seed)
+    return FoldData(texts[:n], np.array(labels[:n]), texts[n:], np.array(labels[n:]), texts[n:n + 6])
+
+
+def _tok(tiny_bert):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_bert)
+
+
+# -- schedule ----------------------------------------------------------------------------
+def test_schedule_endpoints():
+    total, warm = 100, 10
+    assert lr_factor(0, total, warm) == pytest.approx(1 / 11)
+    assert lr_factor(warm, total, warm) == pytest.approx(1.0)  # peak right after warmup
+    assert lr_factor(total, total, warm, "cosine", 0.1) == pytest.approx(0.1)  # decays to the floor
+    assert lr_factor(55, total, warm, "cosine") == pytest.approx(0.5)  # cosine halfway
+    assert lr_factor(55, total, warm, "linear") == pytest.approx(0.5)
+    assert lr_factor(90, total, warm, "constant") == 1.0
+    assert max(lr_factor(s, total, 0, "onecycle") for s in range(total)) == pytest.approx(1.0, abs=0.05)
+    assert lr_factor(0, total, 0, "onecycle") < 0.1
+    values = [lr_factor(s, total, warm) for s in range(warm, total)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_param_groups_llrd_head_lr_and_no_decay(tiny_bert):
+    cfg = _cfg(tiny_bert, lr=1e-4, head_lr=1e-3, llrd=0.5, weight_decay=0.05)
+    model = load_model(cfg, 2)
+    groups = param_groups(model, cfg)
+    by_param = {id(p): g for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert by_param[id(named["classifier.weight"])]["lr"] == pytest.approx(1e-3)
+    assert by_param[id(named["bert.encoder.layer.1.attention.self.query.weight"])]["lr"] == pytest.approx(1e-4)
+    assert by_param[id(named["bert.encoder.layer.0.attention.self.query.weight"])]["lr"] == pytest.approx(5e-5)
+    assert by_param[id(named["bert.embeddings.word_embeddings.weight"])]["lr"] == pytest.approx(2.5e-5)
+    for name, p in named.items():
+        wd = by_param[id(p)]["weight_decay"]
+        if name.endswith("bias") or "LayerNorm" in name:
+            assert wd == 0.0, name
+        else:
+            assert wd == 0.05, name
+
+
+def test_label_smoothing_matches_closed_form():
+    logits, y, eps = torch.randn(6, 3), torch.tensor([0, 1, 2, 1, 0, 2]), 0.1
+    logp = torch.log_softmax(logits, -1)
+    closed = ((1 - eps) * -logp[torch.arange(6), y] + eps * -logp.mean(-1)).mean()
+    assert torch.nn.CrossEntropyLoss(label_smoothing=eps)(logits, y).item() == pytest.approx(closed.item(), abs=1e-6)
+
+
+# -- batches -----------------------------------------------------------------------------
+def test_length_grouped_batches_cover_each_index_once_and_group_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 120, size=1000)
+    s = LengthGroupedBatches(lengths, 16, seed=1, group=True, mega=20)
+    batches = s.batches()
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(1000)) and len(batches) == len(s)
+    spread_grouped = np.mean([np.ptp(lengths[b]) for b in batches])
+    plain = LengthGroupedBatches(lengths, 16, seed=1, group=False).batches()
+    assert spread_grouped < 0.25 * np.mean([np.ptp(lengths[b]) for b in plain])
+    assert s.batches() == batches  # deterministic for an epoch
+    s.set_epoch(1)
+    assert s.batches() != batches
+
+
+def test_pad_collator_dynamic_and_multiple():
+    out = PadCollator(0, multiple=8)([{"input_ids": [5, 6, 7], "labels": 1}, {"input_ids": [5], "labels": 0}])
+    assert out["input_ids"].shape == (2, 8) and out["attention_mask"][1].tolist() == [1] + [0] * 7
+    assert PadCollator(0)([{"input_ids": [5, 6, 7]}])["input_ids"].shape == (1, 3)
+
+
+# -- the loop ----------------------------------------------------------------------------
+def _grads_at_first_step(tiny_bert, batch_size, accum):
+    grads = {}
+
+    def capture(model, step):
+        if step == 0:
+            grads.update({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+
+    cfg = _cfg(tiny_bert, batch_size=batch_size, grad_accum=accum, group_by_length=False, clip_norm=None)
+    out = FoldTrainer(cfg, 2, "f1", 0, before_step=capture).fit(_data(8), _tok(tiny_bert))
+    return grads, out
+
+
+def test_accumulation_equals_big_batch(tiny_bert):
+    big, out_big = _grads_at_first_step(tiny_bert, 8, 1)
+    acc, out_acc = _grads_at_first_step(tiny_bert, 4, 2)
+    assert out_big.optimizer_steps == out_acc.optimizer_steps == 1
+    assert big.keys() == acc.keys() and len(big) > 10
+    for name in big:
+        assert torch.allclose(big[name], acc[name], atol=1e-6, rtol=0), name
+
+
+def test_optimizer_step_count_with_ragged_last_group(tiny_bert):
+    # 24 rows / batch 4 = 6 micro-batches; accum 4 -> a step after batch 4 and after the last: 2 per epoch
+    # (the popular `step % accum == 0` would also fire on the first micro-batch: 3 per epoch)
+    cfg = _cfg(tiny_bert, batch_size=4, grad_accum=4, epochs=2)
+    out = FoldTrainer(cfg, 2, "f1", 0).fit(_data(24), _tok(tiny_bert))
+    assert out.optimizer_steps == 4
+    lrs = [h["lr"] for h in out.history if h["kind"] == "train"]
+    assert len(lrs) == 4
+
+
+def test_same_config_twice_gives_same_predictions(tiny_bert):
+    cfg = _cfg(tiny_bert, epochs=2, dropout=0.1)
+    a = FoldTrainer(cfg, 2, "f1", 3).fit(_data(), _tok(tiny_bert))
+    b = FoldTrainer(cfg, 2, "f1", 3).fit(_data(), _tok(tiny_bert))
+    assert np.abs(a.val_proba - b.val_proba).max() < 1e-6
+    assert np.abs(a.test_proba - b.test_proba).max() < 1e-6
+
+
+def test_nonfinite_loss_stops_with_step_and_lr(tiny_bert):
+    def poison(model, step):
+        if step == 1:
+            with torch.no_grad():
+                model.classifier.weight.fill_(float("nan"))
+
+    cfg = _cfg(tiny_bert, batch_size=4)
+    with pytest.raises(TrainingError, match=r"fold 0: loss is nan at optimizer step 2 .*lr "):
+        FoldTrainer(cfg, 2, "f1", 0, before_step=poison).fit(_data(), _tok(tiny_bert))
+
+
+@pytest.mark.parametrize("kw, frozen, trained", [
+    ({"freeze_embeddings": True}, "bert.embeddings.word_embeddings.weight", "bert.encoder.layer.0.output.dense.weight"),
+    ({"freeze_layers": 1}, "bert.encoder.layer.0.output.dense.weight", "bert.encoder.layer.1.output.dense.weight"),
+    ({"freeze_encoder_epochs": 1}, "bert.encoder.layer.1.output.dense.weight", "classifier.weight"),
+])
+def test_freezing(tiny_bert, kw, frozen, trained):
+    cfg = _cfg(tiny_bert, **kw)
+    before = dict(load_model(cfg, 2).named_parameters())
+    before = {k: v.detach().clone() for k, v in before.items()}
+    trainer = FoldTrainer(cfg, 2, "f1", 0)
+    out = trainer.fit(_data(), _tok(tiny_bert))
+    after = dict(out.extra["model"].named_parameters())
+    assert torch.equal(before[frozen], after[frozen].detach())
+    assert not torch.equal(before[trained], after[trained].detach())
+
+
+def test_early_stopping_and_best_checkpoint(tiny_bert):
+    cfg = _cfg(tiny_bert, lr=1e-12, head_lr=1e-12, epochs=6, patience=2, evals_per_epoch=1)
+    out = FoldTrainer(cfg, 2, "f1", 0).fit(_data(), _tok(tiny_bert))
+    evals = [h for h in out.history if h["kind"] == "eval"]
+    assert len(evals) == 3  # the first sets the best, two more without improvement stop it
+    assert out.best_epoch == 1.0
+
+
+def test_ema_changes_the_evaluated_weights(tiny_bert):
+    plain = FoldTrainer(_cfg(tiny_bert, epochs=2), 2, "f1", 0).fit(_data(), _tok(tiny_bert))
+    ema = FoldTrainer(_cfg(tiny_bert, epochs=2, ema=0.5), 2, "f1", 0).fit(_data(), _tok(tiny_bert))
+    assert np.abs(plain.val_proba - ema.val_proba).max() > 1e-4
+
+
+def test_resume_within_fold_matches_uninterrupted(tiny_bert, tmp_path):
+    cfg = _cfg(tiny_bert, epochs=3, batch_size=4, dropout=0.1)
+    full = FoldTrainer(cfg, 2, "f1", 1).fit(_data(), _tok(tiny_bert))
+
+    class Killed(Exception):
+        pass
+
+    def kill(model, step):
+        if step == 8:  # mid second epoch (6 steps per epoch)
+            raise Killed
+
+    ckpt = tmp_path / "resume"
+    with pytest.raises(Killed):
+        FoldTrainer(cfg, 2, "f1", 1, checkpoint_dir=ckpt, before_step=kill).fit(_data(), _tok(tiny_bert))
+    assert (ckpt / "state.pt").exists()
+    resumed = FoldTrainer(cfg, 2, "f1", 1, checkpoint_dir=ckpt).fit(_data(), _tok(tiny_bert))
+    assert resumed.optimizer_steps == full.optimizer_steps == 18
+    assert np.abs(resumed.val_proba - full.val_proba).max() < 1e-6
+
+
+def test_checkpoint_with_pickled_objects_is_refused(tiny_bert, tmp_path):
+    ckpt = tmp_path / "resume"
+    ckpt.mkdir()
+    torch.save({"epoch": 0, "evil": TrainConfig()}, ckpt / "state.pt")
+    with pytest.raises(TrainingError, match="checkpoint does not load"):
+        FoldTrainer(_cfg(tiny_bert), 2, "f1", 0, checkpoint_dir=ckpt).fit(_data(), _tok(tiny_bert))
+
+
+# -- the stage ---------------------------------------------------------------------------
+def _train(workdir, data, tiny_bert, *sets):
+    return run_stage("train", workdir, data, f"train.backbone={tiny_bert}", "train.max_len=32", "train.epochs=1",
+                     "train.batch_size=16", "train.lr=1e-3", *sets)
+
+
+def test_train_stage_writes_oof_test_cv_and_resumes_per_fold(prepared, tiny_bert):
+    data, workdir = prepared
+    assert _train(workdir, data, tiny_bert, "train.run=tiny", "train.folds=[0]") == 0
+    run = workdir / "models" / "tiny"
+    assert (run / "fold0" / "oof.parquet").exists() and not (run / "oof.parquet").exists()
+    stamp = (run / "fold0" / "oof.parquet").stat().st_mtime_ns
+    assert _train(workdir, data, tiny_bert, "train.run=tiny") == 0
+    assert (run / "fold0" / "oof.parquet").stat().st_mtime_ns == stamp  # finished fold kept
+    oof, test = pd.read_parquet(run / "oof.parquet"), pd.read_parquet(run / "test.parquet")
+    train = pd.read_parquet(workdir / "data/interim/train_clean.parquet")
+    assert oof["id"].is_unique and set(oof["id"]) == set(train["id"])
+    assert np.allclose(oof[["p_0", "p_1"]].sum(1), 1, atol=1e-5)
+    assert len(test) == 60 and np.allclose(test[["p_0", "p_1"]].sum(1), 1, atol=1e-5)
+    cv = json.loads((run / "cv.json").read_text())
+    assert cv["metric"] == "f1" and len(cv["folds"]) == 2 and 0 <= cv["cv"] <= 1 and "threshold" in cv
+    assert (run / "fold1" / "model" / "model.safetensors").exists()
+    assert (run / "curves.png").exists() and (run / "config.yaml").exists() and (run / "env.json").exists()
+    hist = pd.read_csv(run / "history.csv")
+    assert {"train", "eval"} <= set(hist["kind"]) and hist["lr"].notna().any()
+    # a changed hyper-parameter invalidates finished folds
+    assert _train(workdir, data, tiny_bert, "train.run=tiny", "train.lr=5e-4") == 0
+    assert (run / "fold0" / "oof.parquet").stat().st_mtime_ns != stamp
+
+
+def test_classical_models_multiclass(multiclass_comp, workdir):
+    assert run_stage("clean", workdir, multiclass_comp) == 0
+    assert run_stage("folds", workdir, multiclass_comp, "folds.n_splits=3") == 0
+    for model in ("lr", "nbsvm", "svm"):
+        assert run_stage("train", workdir, multiclass_comp, "train.family=classical",
+                         f"train.classical_model={model}", f"train.run={model}") == 0
+        cv = json.loads((workdir / "models" / model / "cv.json").read_text())
+        assert cv["metric"] == "logloss" and cv["accuracy"] > 0.9, (model, cv)
+        oof = pd.read_parquet(workdir / "models" / model / "oof.parquet")
+        assert np.allclose(oof[["p_0", "p_1", "p_2"]].sum(1), 1, atol=1e-6)
+
+
+def test_augmented_rows_never_leak_into_their_sources_validation_fold():
+    from pipeline.train import TrainingData, fold_rows
+
+    train = pd.DataFrame({"id": [1, 2, 3, 4], "input": list("abcd"), "label": [0, 1, 0, 1], "fold": [0, 0, 1, 1]})
+    aug = pd.DataFrame({"source_id": [1, 3, 3], "input": ["a'", "c'", "c''"], "label": [0, 0, 0]})
+    td = TrainingData(train=train, test=train[["id", "input"]], schema=None, augmented=aug, fingerprint="")
+    rows, val = fold_rows(td, 0)
+    assert sorted(val["id"]) == [1, 2] and "a'" not in set(val["input"])
+    assert sorted(rows["input"]) == ["c", "c'", "c''", "d"]  # fold-0 sources' copies excluded
+    rows, val = fold_rows(td, 1)
+    assert sorted(rows["input"]) == ["a", "a'", "b"] and sorted(val["id"]) == [3, 4]
+
+
+def test_bad_fold_selection_is_a_clear_error(prepared, tiny_bert, capsys):
+    data, workdir = prepared
+    assert _train(workdir, data, tiny_bert, "train.folds=[7]") == 2
+    assert "train.folds: fold 7 does not exist" in capsys.readouterr().err
+
+
+def test_lr_schedule_in_history_follows_warmup_then_decay(tiny_bert):
+    cfg = _cfg(tiny_bert, batch_size=2, epochs=1, warmup_ratio=0.25)
+    out = FoldTrainer(cfg, 2, "f1", 0).fit(_data(16), _tok(tiny_bert))
+    lrs = [h["lr"] for h in out.history if h["kind"] == "train"]
+    peak = int(np.argmax(lrs))
+    assert 0 < peak < len(lrs) - 1 and math.isclose(max(lrs), 1e-3, rel_tol=1e-6)
+    assert lrs[-1] < lrs[peak] / 10
