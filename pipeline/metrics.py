@@ -47,7 +47,18 @@ def better(metric: str, a: float, b: float | None) -> bool:
 def tune_threshold(y: np.ndarray, p1: np.ndarray, grid: np.ndarray | None = None) -> tuple[float, float]:
     """The threshold on P(class 1) that maximises F1 on (out-of-fold) predictions, and that F1."""
     grid = np.round(np.arange(0.05, 0.951, 0.01), 2) if grid is None else grid
-    y = np.asarray(y)
-    scores = [skm.f1_score(y, (p1 >= t).astype(int), zero_division=0) for t in grid]
+    scores = f1_curve(y, p1, grid)
     i = int(np.argmax(scores))
     return float(grid[i]), float(scores[i])
+
+
+def f1_curve(y: np.ndarray, p1: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """F1 of ``p1 >= t`` for every t in ``grid``, vectorised (sorted counts, no loop)."""
+    y = np.asarray(y).astype(bool)
+    p1 = np.asarray(p1, dtype=np.float64)
+    pos = np.sort(p1[y])
+    every = np.sort(p1)
+    tp = len(pos) - np.searchsorted(pos, grid, side="left")
+    predicted = len(every) - np.searchsorted(every, grid, side="left")
+    denom = predicted + len(pos)
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)

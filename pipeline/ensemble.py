@@ -1,0 +1,254 @@
+"""ensemble: blend the runs' out-of-fold predictions; weights and threshold fitted on OOF only.
+
+Usage: python -m pipeline ensemble [--set ensemble.runs=[tfidf,minilm] ensemble.method=weighted]
+Reads:  models/<run>/{oof,test}.parquet for every finished run (or ensemble.runs)
+Writes: ensembles/<name>/{weights.json, oof.parquet, test.parquet, cv.json, methods.csv}
+
+Methods compared in one table: the best single run, plain probability mean, rank mean,
+majority vote, and non-negative weights summing to 1 fitted with scipy.optimize. Each gets
+an in-sample score (fitted and scored on all OOF) and a nested one (fitted on folds != k,
+scored on fold k): only the nested one is an honest estimate of the blend's gain.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+from scipy.stats import rankdata
+
+from pipeline.config import Config
+from pipeline.contract import Schema
+from pipeline.io import DataError, write_csv, write_json, write_parquet
+from pipeline.metrics import GREATER_IS_BETTER, score, tune_threshold
+from pipeline.paths import Paths
+from pipeline.train import proba_cols
+
+log = logging.getLogger(__name__)
+METHODS = ("best_single", "mean", "rank", "vote", "weighted")
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def _mix(probas: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """probas: (models, n, k); w: (models,) -> (n, k)."""
+    return np.tensordot(w, probas, axes=1)
+
+
+class WeightedBlender:
+    """Non-negative weights summing to 1 over the models' probabilities (scikit-learn style).
+
+    ``objective="logloss"`` minimises the smooth log loss with SLSQP; ``"metric"`` then
+    searches (Nelder-Mead over softmax logits, so the simplex constraint holds by
+    construction) for the weights that best score ``metric`` itself, from the log-loss
+    solution and from equal weights.
+    """
+
+    def __init__(self, metric: str = "logloss", objective: str = "metric", random_state: int = 0) -> None:
+        self.metric = metric
+        self.objective = objective
+        self.random_state = random_state
+
+    def _loss(self, probas: np.ndarray, y: np.ndarray, w: np.ndarray, metric: str) -> float:
+        if metric == "f1":  # F1 at its best threshold: the threshold is tuned after, on the same OOF
+            return -float(tune_threshold(y, _mix(probas, w)[:, 1])[1])
+        s = score(metric, y, _mix(probas, w))
+        return s if not GREATER_IS_BETTER[metric] else -s
+
+    def fit(self, probas: np.ndarray, y: np.ndarray) -> "WeightedBlender":
+        probas = np.asarray(probas, dtype=np.float64)
+        m = probas.shape[0]
+        equal = np.full(m, 1.0 / m)
+        res = optimize.minimize(lambda w: self._loss(probas, y, np.clip(w, 0, 1) / max(np.clip(w, 0, 1).sum(), 1e-12),
+                                                     "logloss"),
+                                equal, method="SLSQP", bounds=[(0, 1)] * m,
+                                constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}])
+        w = np.clip(res.x, 0, None)
+        w = w / w.sum() if w.sum() > 0 else equal
+        if self.objective == "metric" and self.metric != "logloss" and m > 1:
+            best_w, best = w, self._loss(probas, y, w, self.metric)
+            rng = np.random.default_rng(self.random_state)
+            starts = [np.log(np.maximum(w, 1e-6)), np.zeros(m), *[rng.normal(0, 1, m) for _ in range(3)]]
+            for z0 in starts:
+                r = optimize.minimize(lambda z: self._loss(probas, y, _softmax(z), self.metric), z0,
+                                      method="Nelder-Mead", options={"maxiter": 200 * m, "xatol": 1e-4,
+                                                                      "fatol": 1e-6})
+                cand = _softmax(r.x)
+                val = self._loss(probas, y, cand, self.metric)
+                if val < best - 1e-12:
+                    best_w, best = cand, val
+            w = best_w
+        self.weights_ = w
+        return self
+
+    def predict_proba(self, probas: np.ndarray) -> np.ndarray:
+        return _mix(np.asarray(probas, dtype=np.float64), self.weights_)
+
+
+def rank_mean(probas: np.ndarray) -> np.ndarray:
+    """Average of per-model ranks (scaled to [0, 1]) per class, rows renormalised."""
+    ranks = np.stack([np.column_stack([rankdata(p[:, c]) / len(p) for c in range(p.shape[1])]) for p in probas])
+    out = ranks.mean(0)
+    if out.shape[1] == 2:
+        return np.column_stack([1 - out[:, 1], out[:, 1]])
+    return out / out.sum(1, keepdims=True)
+
+
+def vote(probas: np.ndarray) -> np.ndarray:
+    """Share of models voting for each class (argmax per model)."""
+    k = probas.shape[2]
+    votes = np.stack([np.eye(k)[p.argmax(1)] for p in probas])
+    return votes.mean(0)
+
+
+@dataclass
+class Blend:
+    method: str
+    weights: np.ndarray
+    threshold: float | None
+
+
+def fit_blend(method: str, probas: np.ndarray, y: np.ndarray, metric: str, objective: str,
+              tune_thr: bool) -> Blend:
+    m = probas.shape[0]
+    if method == "best_single":
+        scores = [score(metric, y, p) for p in probas]
+        i = int(np.argmax(scores) if GREATER_IS_BETTER[metric] else np.argmin(scores))
+        w = np.eye(m)[i]
+    elif method == "weighted":
+        w = WeightedBlender(metric, objective).fit(probas, y).weights_
+    else:
+        w = np.full(m, 1.0 / m)
+    blend = Blend(method, w, None)
+    if tune_thr:
+        blend.threshold = tune_threshold(y, apply_blend(blend, probas)[:, 1])[0]
+    return blend
+
+
+def apply_blend(blend: Blend, probas: np.ndarray) -> np.ndarray:
+    if blend.method == "rank":
+        return rank_mean(probas)
+    if blend.method == "vote":
+        return vote(probas)
+    return _mix(probas, blend.weights)
+
+
+def evaluate(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, objective: str,
+             tune_thr: bool) -> dict[str, Any]:
+    blend = fit_blend(method, probas, y, metric, objective, tune_thr)
+    in_sample = score(metric, y, apply_blend(blend, probas), blend.threshold)
+    nested_pred = np.zeros(probas.shape[1:])
+    thresholds = np.zeros(len(y))
+    for k in np.unique(folds):
+        tr, va = folds != k, folds == k
+        b = fit_blend(method, probas[:, tr], y[tr], metric, objective, tune_thr)
+        nested_pred[va] = apply_blend(b, probas[:, va])
+        thresholds[va] = b.threshold if b.threshold is not None else 0.5
+    if tune_thr:
+        pred = (nested_pred[:, 1] >= thresholds).astype(int)
+        nested = score(metric, y, np.eye(2)[pred])
+    else:
+        nested = score(metric, y, nested_pred)
+    return {"method": method, "in_sample": in_sample, "nested": nested, "blend": blend}
+
+
+@dataclass
+class EnsembleResult:
+    table: pd.DataFrame
+    chosen: str
+    weights: dict[str, float]
+    threshold: float | None
+    cv: dict[str, Any]
+
+
+def load_runs(paths: Paths, runs: list[str] | None) -> tuple[list[str], list[pd.DataFrame], list[pd.DataFrame]]:
+    if runs is None:
+        runs = sorted(p.parent.name for p in paths.models.glob("*/cv.json") if (p.parent / "oof.parquet").exists())
+    if not runs:
+        raise DataError(f"{paths.models}: no finished run (models/<run>/oof.parquet); run `make train` first")
+    oofs, tests = [], []
+    for run in runs:
+        d = paths.run_dir(run)
+        for name in ("oof.parquet", "test.parquet"):
+            if not (d / name).exists():
+                raise DataError(f"{d / name}: not found; finish `train` for run {run!r}")
+        oofs.append(pd.read_parquet(d / "oof.parquet"))
+        tests.append(pd.read_parquet(d / "test.parquet"))
+    ref_oof, ref_test = oofs[0], tests[0]
+    for run, oof, test in zip(runs, oofs, tests):
+        if set(oof["id"]) != set(ref_oof["id"]) or len(oof) != len(ref_oof):
+            raise DataError(f"{paths.run_dir(run) / 'oof.parquet'}: its ids differ from {runs[0]!r}'s; "
+                            "retrain it on the current folds")
+        if set(test["id"]) != set(ref_test["id"]):
+            raise DataError(f"{paths.run_dir(run) / 'test.parquet'}: its ids differ from {runs[0]!r}'s")
+    oofs = [o.set_index("id").loc[ref_oof["id"]].reset_index() for o in oofs]
+    tests = [t.set_index("id").loc[ref_test["id"]].reset_index() for t in tests]
+    for run, o in zip(runs, oofs):
+        if not (o["fold"].to_numpy() == oofs[0]["fold"].to_numpy()).all():
+            raise DataError(f"{paths.run_dir(run)}: trained on other folds than {runs[0]!r}")
+    return runs, oofs, tests
+
+
+def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
+    schema = Schema.load(paths.schema_json)
+    runs, oofs, tests = load_runs(paths, cfg.ensemble.runs)
+    cols = proba_cols(schema.n_classes)
+    probas = np.stack([o[cols].to_numpy(np.float64) for o in oofs])
+    test_probas = np.stack([t[cols].to_numpy(np.float64) for t in tests])
+    y, folds = oofs[0]["label"].to_numpy(), oofs[0]["fold"].to_numpy()
+    tune_thr = schema.binary and schema.metric == "f1"
+    methods = [m for m in METHODS if len(runs) > 1 or m == "best_single"]
+    results = [evaluate(m, probas, y, folds, schema.metric, cfg.ensemble.objective, tune_thr) for m in methods]
+    sign = 1 if GREATER_IS_BETTER[schema.metric] else -1
+    if cfg.ensemble.method == "auto":
+        chosen = max(results, key=lambda r: (sign * r["nested"], r["method"] == "best_single"))
+    else:
+        chosen = next((r for r in results if r["method"] == cfg.ensemble.method), None)
+        if chosen is None:
+            raise DataError(f"ensemble.method={cfg.ensemble.method} needs at least two runs; found {runs}")
+    blend: Blend = chosen["blend"]
+    singles = {run: score(schema.metric, y, probas[i], tune_threshold(y, probas[i][:, 1])[0] if tune_thr else None)
+               for i, run in enumerate(runs)}
+    table = pd.DataFrame([{"method": r["method"], "in_sample": round(r["in_sample"], 5), "nested": round(r["nested"], 5),
+                           "weights": " ".join(f"{run}={w:.3f}" for run, w in zip(runs, r["blend"].weights)),
+                           "threshold": r["blend"].threshold, "chosen": r is chosen} for r in results])
+    out_dir = paths.ensemble_dir(cfg.ensemble.name)
+    oof_df = oofs[0][["id", "fold", "label"]].copy()
+    oof_df[cols] = apply_blend(blend, probas)
+    test_df = tests[0][["id"]].copy()
+    test_df[cols] = apply_blend(blend, test_probas)
+    best_single = next(r for r in results if r["method"] == "best_single")
+    gain = sign * (chosen["nested"] - best_single["nested"])
+    weights = {run: float(w) for run, w in zip(runs, blend.weights)}
+    cv = {"metric": schema.metric, "chosen": blend.method, "in_sample": chosen["in_sample"],
+          "nested": chosen["nested"], "best_single_nested": best_single["nested"],
+          "beats_best_single_nested": bool(gain > 0), "runs": singles, "threshold": blend.threshold,
+          "methods": table.drop(columns="chosen").to_dict("records")}
+    write_parquet(out_dir / "oof.parquet", oof_df)
+    write_parquet(out_dir / "test.parquet", test_df)
+    write_csv(out_dir / "methods.csv", table)
+    write_json(out_dir / "weights.json", {"method": blend.method, "runs": runs, "weights": weights,
+                                          "threshold": blend.threshold})
+    write_json(out_dir / "cv.json", cv)
+    log.info("ensemble over %s (metric %s):\n%s", ", ".join(runs), schema.metric, table.to_string(index=False))
+    verdict = "beats" if gain > 0 else "does NOT beat"
+    log.info("chosen: %s (nested %.4f); it %s the best single run on the nested estimate (%.4f) -> %s",
+             blend.method, chosen["nested"], verdict, best_single["nested"], out_dir)
+    return EnsembleResult(table=table, chosen=blend.method, weights=weights, threshold=blend.threshold, cv=cv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.cli import stage_main
+
+    return stage_main("ensemble", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_stage
+from pipeline.ensemble import WeightedBlender, evaluate, rank_mean, vote
+from pipeline.metrics import f1_curve, score, tune_threshold
+
+
+def _two_col(p):
+    return np.column_stack([1 - p, p])
+
+
+def test_blender_recovers_known_weights():
+    rng = np.random.default_rng(0)
+    n = 20000
+    pa, pb, pc = rng.uniform(0.02, 0.98, (3, n))
+    y = rng.binomial(1, 0.7 * pa + 0.3 * pb)  # the truth is this mixture; pc is noise
+    probas = np.stack([_two_col(pa), _two_col(pb), _two_col(pc)])
+    w = WeightedBlender("logloss", "logloss").fit(probas, y).weights_
+    assert np.all(w >= 0) and w.sum() == pytest.approx(1)
+    assert w == pytest.approx([0.7, 0.3, 0.0], abs=0.05)
+
+
+def test_blender_metric_objective_beats_or_equals_best_single_in_sample():
+    rng = np.random.default_rng(1)
+    n = 3000
+    y = rng.integers(0, 2, n)
+    good = np.clip(0.5 * y + rng.uniform(0, 0.6, n), 0, 1)
+    other = np.clip(0.4 * y + rng.uniform(0, 0.7, n), 0, 1)
+    probas = np.stack([_two_col(good), _two_col(other)])
+    blender = WeightedBlender("f1", "metric").fit(probas, y)
+    assert np.all(blender.weights_ >= 0) and blender.weights_.sum() == pytest.approx(1)
+    blended = tune_threshold(y, blender.predict_proba(probas)[:, 1])[1]
+    singles = [tune_threshold(y, p[:, 1])[1] for p in probas]
+    assert blended >= max(singles) - 1e-12
+
+
+def test_threshold_tuning_matches_sklearn_and_finds_the_best():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 800)
+    p = np.clip(0.3 * y + rng.uniform(0, 0.7, 800), 0, 1)
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
+    curve = f1_curve(y, p, grid)
+    assert np.allclose(curve, [f1_score(y, (p >= t).astype(int)) for t in grid])
+    t, f1 = tune_threshold(y, p)
+    assert f1 == pytest.approx(curve.max()) and f1 >= score("f1", y, _two_col(p), 0.5)
+
+
+def test_rank_and_vote():
+    a = _two_col(np.array([0.1, 0.2, 0.9]))
+    b = _two_col(np.array([0.3, 0.6, 0.7]))
+    r = rank_mean(np.stack([a, b]))
+    assert np.allclose(r.sum(1), 1) and r[:, 1].argmax() == 2
+    v = vote(np.stack([a, b]))
+    assert v[:, 1].tolist() == [0.0, 0.5, 1.0]
+
+
+def test_nested_estimate_is_not_in_sample():
+    rng = np.random.default_rng(3)
+    n = 600
+    y = rng.integers(0, 2, n)
+    folds = np.arange(n) % 5
+    probas = np.stack([_two_col(np.clip(0.2 * y + rng.uniform(0, 0.8, n), 0, 1)) for _ in range(3)])
+    r = evaluate("weighted", probas, y, folds, "f1", "metric", True)
+    assert r["nested"] <= r["in_sample"] + 1e-9  # fitted and scored on the same rows is optimistic
+
+
+def test_ensemble_and_submit_stages_binary(prepared, workdir):
+    data, workdir = prepared
+    for model in ("lr", "nbsvm"):
+        assert run_stage("train", workdir, data, "train.family=classical", f"train.classical_model={model}",
+                         f"train.run={model}") == 0
+    assert run_stage("ensemble", workdir, data) == 0
+    cv = json.loads((workdir / "ensembles/blend/cv.json").read_text())
+    assert {m["method"] for m in cv["methods"]} == {"best_single", "mean", "rank", "vote", "weighted"}
+    w = json.loads((workdir / "ensembles/blend/weights.json").read_text())
+    assert sum(w["weights"].values()) == pytest.approx(1) and 0 < w["threshold"] < 1
+    assert run_stage("submit", workdir, data) == 0
+    sub = pd.read_csv(workdir / "submissions/submission.csv")
+    sample = pd.read_csv(data / "sample_submission.csv")
+    assert list(sub.columns) == list(sample.columns) and sub["id"].tolist() == sample["id"].tolist()
+    assert set(sub["target"]) <= {0, 1}
+
+
+def test_submit_probabilities_multiclass_string_labels(multiclass_comp, workdir):
+    assert run_stage("clean", workdir, multiclass_comp) == 0
+    assert run_stage("folds", workdir, multiclass_comp, "folds.n_splits=3") == 0
+    assert run_stage("train", workdir, multiclass_comp, "train.family=classical", "train.run=lr") == 0
+    assert run_stage("submit", workdir, multiclass_comp, "submit.source=run:lr") == 0
+    sub = pd.read_csv(workdir / "submissions/submission.csv")
+    assert list(sub.columns) == ["review_id", "negative", "neutral", "positive"]
+    assert np.allclose(sub[["negative", "neutral", "positive"]].sum(1), 1, atol=1e-6)
+    assert sub["review_id"].tolist() == pd.read_csv(multiclass_comp / "sample_submission.csv")["review_id"].tolist()
