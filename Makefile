@@ -6,17 +6,20 @@
 #   SET="k=v k=v"         overrides such as SET="train.lr=2e-5 folds.seed=7"
 PYTHON ?= python3
 DATA ?=
+PROFILE ?= configs/cpu.yaml
 CONFIG ?=
 SET ?=
 FOLDS ?=
 
 SETS = $(strip $(SET) $(if $(FOLDS),train.folds=[$(FOLDS)]))
-STAGE_ARGS = $(if $(DATA),--data $(DATA)) $(if $(CONFIG),--config $(CONFIG)) $(if $(SETS),--set $(SETS))
+STAGE_ARGS = $(if $(DATA),--data $(DATA)) $(if $(PROFILE),--config $(PROFILE)) $(if $(CONFIG),--config $(CONFIG)) \
+             $(if $(SETS),--set $(SETS))
 RUN = $(PYTHON) -m pipeline
 STAMP = .make/installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup all inspect clean folds test test-slow lint clobber
+.PHONY: help setup all inspect clean folds select tune train train-plan lr-find ensemble submit \
+        test test-slow bench lint clobber
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -29,7 +32,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## install the package and its dependencies
 
-all: $(STAMP) inspect clean folds ## the whole flow on DATA (default: the embedded competition)
+all: $(STAMP) inspect clean folds select tune train-plan ensemble submit ## the whole flow on DATA (default: the embedded competition)
 
 inspect: $(STAMP) ## data report -> reports/inspect.md
 	$(RUN) inspect $(STAGE_ARGS)
@@ -39,6 +42,30 @@ clean: $(STAMP) ## cleaned train/test -> data/interim/
 
 folds: $(STAMP) clean ## stratified grouped folds -> data/processed/folds.csv
 	$(RUN) folds $(STAGE_ARGS)
+
+select: $(STAMP) ## screen candidate models -> reports/model_selection.csv, reports/selected.json
+	$(RUN) select $(STAGE_ARGS)
+
+tune: $(STAMP) ## Optuna search -> tune/<run>/, configs/generated/, reports/plan.json
+	$(RUN) tune $(STAGE_ARGS)
+
+train: $(STAMP) ## train one config (CONFIG=configs/exp/<run>.yaml; FOLDS=0,1 for a subset) -> models/<run>/
+	$(RUN) train $(STAGE_ARGS)
+
+train-plan: $(STAMP) ## train every run in reports/plan.json (what select/tune chose)
+	$(RUN) train --plan reports/plan.json $(STAGE_ARGS)
+
+lr-find: $(STAMP) ## LR range test -> reports/lr_find.png with a suggested LR
+	$(RUN) lr-find $(STAGE_ARGS)
+
+ensemble: $(STAMP) ## blend the runs' OOF -> ensembles/blend/
+	$(RUN) ensemble $(STAGE_ARGS)
+
+submit: $(STAMP) ## write and validate submissions/submission.csv
+	$(RUN) submit $(STAGE_ARGS)
+
+bench: $(STAMP) ## benchmarks -> benchmarks/results/latest.json and BENCHMARKS.md
+	$(PYTHON) benchmarks/run.py
 
 test: $(STAMP) ## the fast test tier (no GPU, no network)
 	$(PYTHON) -m pytest -q

@@ -188,7 +188,7 @@ class TuneConfig:
     pruner: str = "median"  # median, hyperband, none
     folds: list[int] = field(default_factory=lambda: [0])  # folds a trial trains on
     max_train_rows: int | None = 1500  # subsample of a trial's training rows
-    families: list[str] = field(default_factory=lambda: ["transformer"])  # families that get tuned
+    families: list[str] = field(default_factory=lambda: ["transformer", "classical"])  # families tuned
     lr: list[float] = field(default_factory=lambda: [1e-5, 1e-4])  # log-uniform range
     batch_size: list[int] = field(default_factory=lambda: [16, 32])  # effective batch choices
     epochs: list[int] = field(default_factory=lambda: [3, 5])  # integer range

@@ -109,6 +109,10 @@ class Paths:
     def selected_json(self) -> Path:
         return self.reports / "selected.json"
 
+    @property
+    def plan_json(self) -> Path:
+        return self.reports / "plan.json"
+
     def tune_dir(self, study: str) -> Path:
         return self.root / "tune" / study
 

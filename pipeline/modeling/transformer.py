@@ -108,6 +108,7 @@ def load_model(cfg: TrainConfig, n_classes: int) -> nn.Module:
             if hasattr(config, name):
                 setattr(config, name, cfg.head_dropout)
     verbosity = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected: it is what we train
     try:
         return AutoModelForSequenceClassification.from_pretrained(path, config=config)

@@ -1,0 +1,209 @@
+"""tune: Optuna search over the selected candidates' hyper-parameters, with pruning.
+
+Usage: python -m pipeline tune [--set tune.n_trials=20 tune.storage=postgresql://user:pw@host/db]
+Reads:  reports/selected.json, clean data, folds.csv
+Writes: tune/<run>/{trials.csv, best.json, history.png, importance.png}, the study in
+        tune/<run>/study.db (or tune.storage), configs/generated/<run>.yaml and
+        reports/plan.json (the runs train --plan trains)
+
+The study lives in its storage, so a crashed search resumes where it stopped, and several
+machines pointed at one RDB URL (PostgreSQL) share one study: each runs `make tune` and
+Optuna hands out trials. Trials report each validation pass so the pruner can stop bad
+ones early (median or Hyperband).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.config import Config, dump_yaml, with_diff
+from pipeline.contract import Schema
+from pipeline.io import DataError, read_json, save_figure, write_csv, write_json, write_text
+from pipeline.metrics import GREATER_IS_BETTER
+from pipeline.paths import Paths
+from pipeline.train import load_training_data, train_one_fold
+
+log = logging.getLogger(__name__)
+
+
+def suggest(trial: Any, cfg: Config, family: str) -> dict[str, Any]:
+    """A trial's train.* diff, drawn from the ranges in tune.*."""
+    t = cfg.tune
+    if family == "classical":
+        return {"C": trial.suggest_float("C", *t.C, log=True)}
+    effective = trial.suggest_categorical("batch_size", list(t.batch_size))
+    micro = min(effective, cfg.train.batch_size)
+    return {
+        "lr": trial.suggest_float("lr", *t.lr, log=True),
+        "batch_size": micro,
+        "grad_accum": max(1, effective // micro),  # same effective batch on a smaller micro-batch
+        "epochs": trial.suggest_int("epochs", *t.epochs),
+        "weight_decay": trial.suggest_float("weight_decay", *t.weight_decay),
+        "label_smoothing": trial.suggest_float("label_smoothing", *t.label_smoothing),
+        "warmup_ratio": trial.suggest_float("warmup_ratio", *t.warmup_ratio),
+        "dropout": trial.suggest_float("dropout", *t.dropout),
+        "llrd": trial.suggest_float("llrd", *t.llrd),
+    }
+
+
+def baseline_params(cfg: Config, family: str) -> dict[str, Any]:
+    """The current config's values as trial parameters, clipped into the search ranges."""
+    t, tc = cfg.tune, cfg.train
+
+    def clip(v: float, lo_hi: list[float]) -> float:
+        return min(max(v, lo_hi[0]), lo_hi[1])
+
+    if family == "classical":
+        return {"C": clip(tc.C, t.C)}
+    effective = tc.batch_size * tc.grad_accum
+    return {"lr": clip(tc.lr, t.lr), "batch_size": min(t.batch_size, key=lambda b: abs(b - effective)),
+            "epochs": int(clip(tc.epochs, t.epochs)), "weight_decay": clip(tc.weight_decay, t.weight_decay),
+            "label_smoothing": clip(tc.label_smoothing, t.label_smoothing),
+            "warmup_ratio": clip(tc.warmup_ratio, t.warmup_ratio), "dropout": clip(tc.dropout or 0.1, t.dropout),
+            "llrd": clip(tc.llrd, t.llrd)}
+
+
+def make_pruner(kind: str) -> Any:
+    import optuna
+
+    if kind == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    return optuna.pruners.NopPruner()
+
+
+def storage_url(cfg: Config, paths: Paths, run: str) -> str:
+    if cfg.tune.storage:
+        return cfg.tune.storage
+    d = paths.tune_dir(run)
+    d.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{d / 'study.db'}"
+
+
+def tune_run(cfg: Config, paths: Paths, entry: dict[str, Any], schema: Schema) -> dict[str, Any]:
+    import optuna
+
+    base = with_diff(cfg, entry["diff"])
+    run, family = base.train.run, base.train.family
+    direction = "maximize" if GREATER_IS_BETTER[schema.metric] else "minimize"
+    study = optuna.create_study(study_name=run, storage=storage_url(cfg, paths, run), direction=direction,
+                                load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=cfg.tune.sampler_seed),
+                                pruner=make_pruner(cfg.tune.pruner))
+    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    if not study.trials:
+        # The hand-set config is trial 0: the search can only improve on it (on the tuning folds).
+        study.enqueue_trial(baseline_params(base, family), skip_if_exists=True)
+    td = load_training_data(base, paths)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest(trial, base, family)
+        c = with_diff(cfg, {**entry["diff"], "train": {**entry["diff"].get("train", {}), **params}})
+        c.train.folds, c.train.max_train_rows, c.train.save_checkpoints = list(cfg.tune.folds), cfg.tune.max_train_rows, False
+        evals = [0]
+
+        def report(epoch: float, value: float) -> None:
+            trial.report(value, evals[0])
+            evals[0] += 1
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch:.2f} with {value:.4f}")
+
+        scores = [train_one_fold(c, td, k, None, on_eval=report)[0].best_score for k in c.train.folds]
+        return float(sum(scores) / len(scores))
+
+    remaining = max(0, cfg.tune.n_trials - len(done))
+    log.info("tune %s: %d trials done in the study, %d to run (storage %s)", run, len(done), remaining,
+             storage_url(cfg, paths, run))
+    if remaining:
+        study.optimize(objective, n_trials=remaining, timeout=cfg.tune.timeout_s, catch=())
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise DataError(f"tune {run}: no trial completed (all pruned or failed); raise tune.n_trials")
+    best = study.best_trial
+    params = suggest(optuna.trial.FixedTrial(best.params), base, family)
+    diff = {**entry["diff"], "train": {**entry["diff"].get("train", {}), **params}}
+    out = paths.tune_dir(run)
+    trials = study.trials_dataframe()
+    write_csv(out / "trials.csv", trials)
+    write_json(out / "best.json", {"run": run, "value": best.value, "params": best.params, "train": params,
+                                   "trials": len(study.trials), "metric": schema.metric})
+    write_text(paths.generated_configs / f"{run}.yaml",
+               f"# generated by `make tune` from {entry['config']}: best of {len(complete)} trials "
+               f"({schema.metric} {best.value:.4f})\n" + dump_yaml(diff))
+    plot_study(study, out)
+    log.info("tune %s: best %s %.4f with %s", run, schema.metric, best.value, best.params)
+    return {"run": run, "candidate": entry.get("candidate"), "config": str(paths.generated_configs / f"{run}.yaml"),
+            "diff": diff, "tuned": True, "value": best.value}
+
+
+def plot_study(study: Any, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+
+    values = [(t.number, t.value) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.plot([n for n, _ in values], [v for _, v in values], "o", label="trial")
+    best, run_best = [], None
+    for _, v in values:
+        run_best = v if run_best is None else (max(run_best, v) if study.direction.name == "MAXIMIZE"
+                                               else min(run_best, v))
+        best.append(run_best)
+    ax.plot([n for n, _ in values], best, "-", label="best so far")
+    ax.set(title=f"optimisation history: {study.study_name}", xlabel="trial")
+    ax.legend()
+    save_figure(out / "history.png", fig)
+    try:
+        imp = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError) as e:  # too few complete trials or a single parameter value
+        log.info("tune: no parameter importances (%s)", e)
+        return
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.35 * len(imp)))
+    ax.barh(list(imp), list(imp.values()))
+    ax.invert_yaxis()
+    ax.set(title="parameter importance")
+    save_figure(out / "importance.png", fig)
+
+
+@dataclass
+class TuneResult:
+    plan: dict[str, Any]
+
+
+def run(cfg: Config, paths: Paths, force: bool = False) -> TuneResult:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not paths.selected_json.exists():
+        raise DataError(f"{paths.selected_json}: not found; run `make select` first")
+    selected = read_json(paths.selected_json)
+    schema = Schema.load(paths.schema_json)
+    runs = []
+    for entry in selected["runs"]:
+        family = with_diff(cfg, entry["diff"]).train.family
+        if cfg.tune.enabled and family in cfg.tune.families:
+            runs.append(tune_run(cfg, paths, entry, schema))
+        else:
+            runs.append({**entry, "tuned": False})
+    plan = {"metric": schema.metric, "runs": runs}
+    write_json(paths.plan_json, plan)
+    log.info("tune: plan for train -> %s: %s", paths.plan_json,
+             ", ".join(f"{r['run']} ({'tuned' if r['tuned'] else 'as selected'})" for r in runs))
+    return TuneResult(plan=plan)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.cli import stage_main
+
+    return stage_main("tune", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+import json
+
+import pandas as pd
+import pytest
+
+from conftest import run_stage
+
+
+@pytest.fixture
+def exp_dir(tmp_path, tiny_bert):
+    d = tmp_path / "exp"
+    d.mkdir()
+    (d / "tiny.yaml").write_text(f"train:\n  run: tiny\n  family: transformer\n  backbone: {tiny_bert}\n"
+                                 "  max_len: 32\n  batch_size: 16\n  lr: 1.0e-3\n")
+    (d / "broken.yaml").write_text("train:\n  run: broken\n  family: transformer\n"
+                                   "  backbone: /nonexistent/model-dir-xyz\n")
+    (d / "lr.yaml").write_text("train:\n  run: lr\n  family: classical\n  classical_model: lr\n")
+    (d / "nbsvm.yaml").write_text("train:\n  run: nbsvm\n  family: classical\n  classical_model: nbsvm\n")
+    return d
+
+
+def test_select_ranks_records_failures_and_pins(prepared, exp_dir):
+    data, workdir = prepared
+    cands = f"select.candidates=[{exp_dir}/lr.yaml,{exp_dir}/broken.yaml,{exp_dir}/tiny.yaml]"
+    assert run_stage("select", workdir, data, cands, "select.top_k=1", "select.max_train_rows=60") == 0
+    table = pd.read_csv(workdir / "reports/model_selection.csv")
+    assert table["rank"].tolist()[:2] == [1.0, 2.0]
+    ok = table[table["score"].notna()]
+    assert ok["score"].is_monotonic_decreasing  # f1: higher is better
+    broken = table[table["candidate"].str.contains("broken")]
+    assert broken["score"].isna().all() and broken["error"].str.len().gt(0).all()
+    sel = json.loads((workdir / "reports/selected.json").read_text())
+    assert len(sel["runs"]) == 1 and sel["runs"][0]["candidate"] == ok["candidate"].iloc[0]
+    assert (workdir / "reports/figures/model_selection.png").exists()
+    assert run_stage("select", workdir, data, cands, f"select.pinned=[{exp_dir}/tiny.yaml]") == 0
+    sel = json.loads((workdir / "reports/selected.json").read_text())
+    assert [r["run"] for r in sel["runs"]] == ["tiny"]
+
+
+def test_tune_resumes_its_study_and_writes_a_plan(prepared, exp_dir):
+    data, workdir = prepared
+    cands = f"select.candidates=[{exp_dir}/lr.yaml]"
+    assert run_stage("select", workdir, data, cands) == 0
+    assert run_stage("tune", workdir, data, "tune.n_trials=2") == 0
+    best = json.loads((workdir / "tune/lr/best.json").read_text())
+    assert best["trials"] == 2 and 0.5 <= best["params"]["C"] <= 20
+    trials = pd.read_csv(workdir / "tune/lr/trials.csv")
+    assert trials.loc[0, "params_C"] == pytest.approx(4.0)  # the hand-set config is trial 0
+    assert run_stage("tune", workdir, data, "tune.n_trials=4") == 0  # resumes: 2 more, not 4
+    assert json.loads((workdir / "tune/lr/best.json").read_text())["trials"] == 4
+    plan = json.loads((workdir / "reports/plan.json").read_text())
+    assert plan["runs"][0]["tuned"]
+    assert plan["runs"][0]["diff"]["train"]["C"] == json.loads((workdir / "tune/lr/best.json").read_text())["params"]["C"]
+    gen = (workdir / "configs/generated/lr.yaml").read_text()
+    assert "C:" in gen and "classical" in gen
+
+
+def test_tune_transformer_with_pruning_then_train_plan(prepared, exp_dir):
+    data, workdir = prepared
+    assert run_stage("select", workdir, data, f"select.candidates=[{exp_dir}/tiny.yaml,{exp_dir}/lr.yaml]",
+                     "select.top_k=2") == 0
+    assert run_stage("tune", workdir, data, "tune.n_trials=3", "tune.epochs=[1,2]", "tune.families=[transformer]",
+                     "tune.max_train_rows=60") == 0
+    trials = pd.read_csv(workdir / "tune/tiny/trials.csv")
+    assert len(trials) == 3 and set(trials["state"]) <= {"COMPLETE", "PRUNED"}
+    plan = json.loads((workdir / "reports/plan.json").read_text())
+    assert {r["run"]: r["tuned"] for r in plan["runs"]} == {"tiny": True, "lr": False}
+    from pipeline.__main__ import main
+
+    assert main(["train", "--workdir", str(workdir), "--data", str(data), "-q", "--plan",
+                 str(workdir / "reports/plan.json")]) == 0
+    for run in ("tiny", "lr"):
+        assert (workdir / "models" / run / "cv.json").exists()
+    tiny_cfg = (workdir / "models/tiny/config.yaml").read_text()
+    tiny_plan = next(r for r in plan["runs"] if r["run"] == "tiny")
+    assert f"lr: {tiny_plan['diff']['train']['lr']}" in tiny_cfg
