@@ -274,3 +274,35 @@ def test_lr_schedule_in_history_follows_warmup_then_decay(tiny_bert):
     peak = int(np.argmax(lrs))
     assert 0 < peak < len(lrs) - 1 and math.isclose(max(lrs), 1e-3, rel_tol=1e-6)
     assert lrs[-1] < lrs[peak] / 10
+
+
+def test_sigkill_mid_fold_then_rerun_matches_uninterrupted(prepared, tiny_bert, tmp_path):
+    """A real SIGKILL while a fold trains; `train` again resumes and gives the same OOF."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    data, workdir = prepared
+    sets = [f"train.backbone={tiny_bert}", "train.max_len=32", "train.epochs=4", "train.batch_size=8",
+            "train.lr=1e-3", "train.folds=[0]", "train.save_checkpoints=false"]
+    assert run_stage("train", workdir, data, *sets, "train.run=straight") == 0
+    cmd = [sys.executable, "-m", "pipeline", "train", "--workdir", str(workdir), "--data", str(data), "-q",
+           "--set", *sets, "train.run=killed"]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = workdir / "models/killed/fold0/resume/state.pt"
+    deadline = time.time() + 120
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert state.exists(), "no epoch checkpoint appeared"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (workdir / "models/killed/fold0/oof.parquet").exists()
+    assert run_stage("train", workdir, data, *sets, "train.run=killed") == 0
+    a = pd.read_parquet(workdir / "models/straight/fold0/oof.parquet")
+    b = pd.read_parquet(workdir / "models/killed/fold0/oof.parquet")
+    assert a["id"].tolist() == b["id"].tolist()
+    assert np.abs(a[["p_0", "p_1"]].to_numpy() - b[["p_0", "p_1"]].to_numpy()).max() < 1e-6
