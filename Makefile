@@ -18,7 +18,7 @@ RUN = $(PYTHON) -m pipeline
 STAMP = .make/installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup all inspect clean folds select tune train train-plan lr-find ensemble submit \
+.PHONY: help setup setup-apertium all inspect clean folds augment select tune train train-plan lr-find ensemble submit \
         test test-slow bench lint clobber
 
 help: ## list the targets
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## install the package and its dependencies
 
-all: $(STAMP) inspect clean folds select tune train-plan ensemble submit ## the whole flow on DATA (default: the embedded competition)
+all: $(STAMP) inspect clean folds augment select tune train-plan ensemble submit ## the whole flow on DATA (default: the embedded competition)
 
 inspect: $(STAMP) ## data report -> reports/inspect.md
 	$(RUN) inspect $(STAGE_ARGS)
@@ -42,6 +42,14 @@ clean: $(STAMP) ## cleaned train/test -> data/interim/
 
 folds: $(STAMP) clean ## stratified grouped folds -> data/processed/folds.csv
 	$(RUN) folds $(STAGE_ARGS)
+
+augment: $(STAMP) ## back-translation / nlpaug copies of train rows -> data/interim/augmented/
+	$(RUN) augment $(STAGE_ARGS)
+
+setup-apertium: ## install Debian's apertium + the eng-spa pair (offline back-translation engine)
+	@command -v apertium >/dev/null && apertium -l | grep -q eng-spa && echo "apertium eng-spa: installed" || \
+	  { command -v apt-get >/dev/null && apt-get install -y -q apertium apertium-eng-spa; } || \
+	  echo "apertium could not be installed here (needs apt-get and root); the marian engine needs no system package"
 
 select: $(STAMP) ## screen candidate models -> reports/model_selection.csv, reports/selected.json
 	$(RUN) select $(STAGE_ARGS)

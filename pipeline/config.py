@@ -164,6 +164,46 @@ class TrainConfig:
 
 
 @dataclass
+class AugmentConfig:
+    methods: list[str] = field(default_factory=list)  # backtranslation and/or nlpaug methods (see augment.py)
+    engines: list[str] = field(default_factory=lambda: ["apertium"])  # back-translation engines, by preference
+    pivots: list[str] = field(default_factory=lambda: ["zh"])  # marian pivot languages (one copy each)
+    apertium_pivot: str = "spa"  # apertium's pivot (a pair eng-<pivot> must be installed)
+    marian_forward: str = "Helsinki-NLP/opus-mt-en-{pivot}"  # en->pivot model: local dir or hub name
+    marian_backward: str = "Helsinki-NLP/opus-mt-{pivot}-en"  # pivot->en model: local dir or hub name
+    batch_size: int = 64  # sentences per generate() call
+    num_beams: int = 1  # 1 = greedy (or sampling when do_sample)
+    do_sample: bool = False  # sample for diversity
+    temperature: float = 1.0  # sampling temperature
+    top_p: float = 1.0  # nucleus sampling mass
+    max_new_tokens_ratio: float = 1.5  # generated tokens <= ratio * source tokens + 8
+    chunk_size: int = 512  # texts per cache chunk (a crash keeps finished chunks)
+    drop_identical: bool = True  # drop outputs equal to the source (case/space-insensitive)
+    min_len_ratio: float = 0.5  # drop outputs shorter than this share of the source (chars)
+    max_len_ratio: float = 2.0  # drop outputs longer than this multiple of the source
+    min_similarity: float | None = None  # drop outputs whose char TF-IDF cosine to the source is lower
+    n_per_row: int = 1  # nlpaug copies per row
+    aug_p: float = 0.1  # nlpaug share of words/characters changed
+    seed: int = 42  # augmentation seed
+
+    def validate(self) -> None:
+        for e in self.engines:
+            _choice("augment.engines[]", e, ("apertium", "marian"))
+        for m in self.methods:
+            _choice("augment.methods[]", m, AUGMENT_METHODS)
+        _positive("augment.batch_size", self.batch_size)
+        _positive("augment.n_per_row", self.n_per_row)
+        if not 0 < self.aug_p <= 1:
+            raise ConfigError(f"augment.aug_p must be in (0, 1], got {self.aug_p}")
+        if not 0 <= self.min_len_ratio <= 1 <= self.max_len_ratio:
+            raise ConfigError("augment.min_len_ratio must be in [0, 1] and augment.max_len_ratio >= 1")
+
+
+AUGMENT_METHODS = ("backtranslation", "random_swap", "random_delete", "random_crop", "keyboard", "ocr",
+                   "spelling", "synonym")
+
+
+@dataclass
 class SelectConfig:
     candidates: list[str] = field(default_factory=lambda: ["tfidf", "minilm"])  # configs/exp/<name>.yaml
     folds: list[int] = field(default_factory=lambda: [0])  # folds screened
@@ -228,6 +268,7 @@ class Config:
     inspect: InspectConfig = field(default_factory=InspectConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)

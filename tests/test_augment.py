@@ -1,0 +1,141 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_stage
+from pipeline.augment import (ApertiumTranslator, BackTranslationCache, EngineUnavailable, MarianTranslator,
+                              back_translate, quality_filter)
+from pipeline.config import AugmentConfig, Config
+from pipeline.paths import Paths
+
+
+class Counting:
+    """A translator that records what it was asked (and can fail on a given call)."""
+
+    name = "counting"
+
+    def __init__(self, fail_on_call=None):
+        self.calls, self.fail_on_call = [], fail_on_call
+
+    def translate(self, texts, src, tgt):
+        self.calls.append(list(texts))
+        if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
+            raise RuntimeError("killed midway")
+        return [f"{t} ({tgt})" if tgt != "en" else t.replace(" (xx)", "!") for t in texts]
+
+
+def test_cache_second_run_translates_nothing(tmp_path):
+    texts = [f"text number {i}" for i in range(10)] + ["text number 3"]
+    tr = Counting()
+    out = back_translate(texts, tr, "xx", BackTranslationCache(tmp_path, "k"), chunk_size=4, src="en")
+    assert out[0] == "text number 0!" and len(out) == 11
+    assert sum(len(c) for c in tr.calls) == 20  # 10 unique texts, both directions
+    tr2 = Counting()
+    assert back_translate(texts, tr2, "xx", BackTranslationCache(tmp_path, "k"), 4, "en") == out
+    assert tr2.calls == []
+    tr3 = Counting()
+    back_translate(texts, tr3, "xx", BackTranslationCache(tmp_path, "other settings"), 4, "en")
+    assert tr3.calls  # another engine/settings key does not reuse the cache
+
+
+def test_crash_midway_keeps_finished_chunks(tmp_path):
+    texts = [f"tweet {i}" for i in range(10)]
+    with pytest.raises(RuntimeError):
+        back_translate(texts, Counting(fail_on_call=3), "xx", BackTranslationCache(tmp_path, "k"), 4, "en")
+    assert len(BackTranslationCache(tmp_path, "k").store) == 4  # chunk 1 (2 calls) survived
+    tr = Counting()
+    back_translate(texts, tr, "xx", BackTranslationCache(tmp_path, "k"), 4, "en")
+    assert sorted(t for c in tr.calls[::2] for t in c) == sorted(texts[4:])
+
+
+def test_quality_filter_counts_each_rule():
+    cfg = AugmentConfig(min_similarity=0.2)
+    src = ["the fire spreads fast", "flood in the city", "a b c d e f g h", "storm", "big earthquake today"]
+    out = ["", "Flood in  the city", "a", "storm storm storm storm storm", "zzzz qqqq wwww xxxx yyyy"]
+    keep, st = quality_filter(src + ["the fire is spreading fast"], out + ["the fire spreading quickly"], cfg)
+    assert (st.empty, st.identical, st.length_ratio, st.similarity, st.kept) == (1, 1, 2, 1, 1)
+    assert keep.tolist() == [False] * 5 + [True]
+
+
+def test_marian_engine_through_production_path(tiny_marian):
+    cfg = AugmentConfig(marian_forward=str(tiny_marian), marian_backward=str(tiny_marian), batch_size=4,
+                        max_new_tokens_ratio=1.0)
+    tr = MarianTranslator(cfg, device="cpu")
+    texts = ["fire near the city today", "party music weekend", "flood"]
+    out = tr.translate(texts, "en", "zh")
+    assert len(out) == 3 and all(isinstance(o, str) for o in out)
+    assert tr.translate(texts, "en", "zh") == out  # greedy is deterministic
+    sample = AugmentConfig(marian_forward=str(tiny_marian), marian_backward=str(tiny_marian), do_sample=True,
+                           temperature=1.5)
+    a = MarianTranslator(sample, device="cpu").translate_with(str(tiny_marian), texts * 3, seed=7)
+    b = MarianTranslator(sample, device="cpu").translate_with(str(tiny_marian), texts * 3, seed=7)
+    assert a == b  # sampling is seeded
+
+
+def test_missing_engines_say_what_is_missing(binary_comp, workdir, tmp_path):
+    assert run_stage("clean", workdir, binary_comp) == 0
+    cfg = Config()
+    cfg.augment.methods = ["backtranslation"]
+    cfg.augment.engines = ["marian"]
+    cfg.augment.marian_forward = str(tmp_path / "no-such-model-dir")
+    from pipeline.augment import run
+
+    with pytest.raises(EngineUnavailable, match="huggingface-cli download"):
+        run(cfg, Paths.make(workdir))
+    with pytest.raises(EngineUnavailable, match="apertium-eng-spa|not installed"):
+        ApertiumTranslator(binary="apertium-does-not-exist").check("eng", "spa")
+
+
+def test_engine_preference_falls_back_and_report_says_which_ran(binary_comp, workdir, tmp_path):
+    from pipeline.augment import run
+
+    assert run_stage("clean", workdir, binary_comp) == 0
+    cfg = Config()
+    cfg.augment.methods = ["backtranslation"]
+    cfg.augment.engines = ["marian", "apertium"]
+    cfg.augment.marian_forward = str(tmp_path / "missing")
+    res = run(cfg, Paths.make(workdir), translators={"apertium": Counting()})
+    assert res.report["backtranslation"]["engine"] == "apertium"
+    df = pd.read_parquet(workdir / "data/interim/augmented/backtranslation.parquet")
+    assert list(df.columns) == ["aug_id", "source_id", "text", "label", "method"]
+    train = pd.read_parquet(workdir / "data/interim/train_clean.parquet")
+    labels = train.set_index("id")["label"]
+    assert (df["label"].to_numpy() == labels.loc[df["source_id"]].to_numpy()).all()
+
+
+def test_nlpaug_methods_are_seeded_and_offline(binary_comp, workdir):
+    assert run_stage("clean", workdir, binary_comp) == 0
+    sets = ("augment.methods=[random_swap,keyboard,spelling]", "augment.aug_p=0.3", "augment.n_per_row=2")
+    assert run_stage("augment", workdir, binary_comp, *sets) == 0
+    first = {m: pd.read_parquet(workdir / f"data/interim/augmented/{m}.parquet") for m in ("random_swap", "keyboard")}
+    assert run_stage("augment", workdir, binary_comp, *sets) == 0
+    for m, df in first.items():
+        again = pd.read_parquet(workdir / f"data/interim/augmented/{m}.parquet")
+        assert df.equals(again), m
+        assert len(df) > 200 and df["source_id"].value_counts().max() <= 2
+    rep = json.loads((workdir / "reports/augment.json").read_text())
+    assert set(rep) == {"random_swap", "keyboard", "spelling"}
+
+
+@pytest.mark.skipif(shutil.which("apertium") is None, reason="apertium is not installed")
+def test_apertium_round_trip_keeps_line_alignment():
+    tr = ApertiumTranslator()
+    tr.check("eng", "spa")
+    texts = ["The fire is spreading fast.", "I love this song!", "", "Flood\nwarning for the city"]
+    es = tr.translate(texts, "eng", "spa")
+    back = tr.translate(es, "spa", "eng")
+    assert len(back) == 4 and back[2] == "" and "fire" in back[0].lower()
+
+
+def test_augmented_training_never_validates_on_augmented_rows(prepared, tiny_bert):
+    data, workdir = prepared
+    assert run_stage("augment", workdir, data, "augment.methods=[random_swap]", "augment.aug_p=0.3") == 0
+    assert run_stage("train", workdir, data, "train.family=classical", "train.run=aug",
+                     "train.augment=[random_swap]") == 0
+    oof = pd.read_parquet(workdir / "models/aug/oof.parquet")
+    train = pd.read_parquet(workdir / "data/interim/train_clean.parquet")
+    assert len(oof) == len(train) and set(oof["id"]) == set(train["id"])
+    assert np.isfinite(oof[["p_0", "p_1"]].to_numpy()).all()
