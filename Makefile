@@ -18,7 +18,7 @@ RUN = $(PYTHON) -m pipeline
 STAMP = .make/installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-apertium all inspect clean folds augment select tune train train-plan lr-find ensemble submit \
+.PHONY: help setup setup-apertium all inspect clean folds augment select tune train train-plan lr-find ensemble submit report kaggle-submit \
         test test-slow bench lint clobber
 
 help: ## list the targets
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## install the package and its dependencies
 
-all: $(STAMP) inspect clean folds augment select tune train-plan ensemble submit ## the whole flow on DATA (default: the embedded competition)
+all: $(STAMP) inspect clean folds augment select tune train-plan ensemble submit report ## the whole flow on DATA (default: the embedded competition)
 
 inspect: $(STAMP) ## data report -> reports/inspect.md
 	$(RUN) inspect $(STAGE_ARGS)
@@ -71,6 +71,18 @@ ensemble: $(STAMP) ## blend the runs' OOF -> ensembles/blend/
 
 submit: $(STAMP) ## write and validate submissions/submission.csv
 	$(RUN) submit $(STAGE_ARGS)
+
+report: $(STAMP) ## one page for the competition + the tuning doctor -> reports/index.{md,html}
+	$(RUN) report $(STAGE_ARGS)
+
+kaggle-submit: ## submit with the official kaggle CLI: make kaggle-submit COMPETITION=<slug> MESSAGE="..."
+	@command -v kaggle >/dev/null || { echo "error: the kaggle CLI is not installed (pip install kaggle)"; exit 2; }
+	@test -n "$(COMPETITION)" || { echo "error: set COMPETITION=<competition slug>"; exit 2; }
+	@test -f submissions/submission.csv || { echo "error: submissions/submission.csv not found; run make submit"; exit 2; }
+	@test -f $${KAGGLE_CONFIG_DIR:-$$HOME/.kaggle}/kaggle.json || test -n "$$KAGGLE_KEY" || \
+	  { echo "error: no Kaggle credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)"; exit 2; }
+	kaggle competitions submit -c $(COMPETITION) -f submissions/submission.csv \
+	  -m "$(MESSAGE) (CV $$($(PYTHON) -c "import json;print(round(json.load(open('submissions/submission.json'))['cv'],4))"))"
 
 bench: $(STAMP) ## benchmarks -> benchmarks/results/latest.json and BENCHMARKS.md
 	$(PYTHON) benchmarks/run.py

@@ -263,6 +263,20 @@ class SubmitConfig:
 
 
 @dataclass
+class ReportConfig:
+    overfit_evals: int = 2  # validation loss rising this many evaluations in a row while train loss falls
+    underfit_ratio: float = 0.8  # final train loss above this share of the first one = still high
+    underfit_slope: float = 0.05  # ... and falling less than this share over the last quarter = slowly
+    spike_factor: float = 2.0  # a train-loss point this many times the running minimum is a spike
+    update_ratio_high: float = 1e-2  # median update/weight ratio above this (notes: ~1e-3) = LR too high
+    update_ratio_low: float = 1e-5  # ... below this = LR too low
+    confidence_margin: float = 0.1  # mean validation confidence within this of chance = not separating
+    fold_deviation: float = 0.03  # a fold's score this far from the others' mean = unstable
+    adversarial_auc: float = 0.7  # inspect's adversarial AUC above this = train/test mismatch
+    top_mistakes: int = 15  # most confident mistakes listed per run
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     inspect: InspectConfig = field(default_factory=InspectConfig)
@@ -274,6 +288,7 @@ class Config:
     tune: TuneConfig = field(default_factory=TuneConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):

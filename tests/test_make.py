@@ -22,7 +22,7 @@ def _make(*args: str) -> str:
 def test_make_all_dry_run_points_at_real_stages():
     text = _make("all", "DATA=/x/comp", "CONFIG=configs/cpu.yaml", "SET=train.lr=1e-5 folds.seed=3")
     stages = re.findall(r"-m pipeline ([\w-]+)", text)
-    assert stages == ["inspect", "clean", "folds", "augment", "select", "tune", "train", "ensemble", "submit"]
+    assert stages == ["inspect", "clean", "folds", "augment", "select", "tune", "train", "ensemble", "submit", "report"]
     for stage in stages:
         assert stage in STAGES
         module = STAGES[stage][0].replace(".", "/") + ".py"

@@ -5,6 +5,7 @@ A baseline to beat and an ensemble member whose errors differ from a transformer
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -14,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
 from pipeline.config import TrainConfig
-from pipeline.modeling.transformer import FoldData, FoldOutput
+from pipeline.modeling.transformer import FoldData, FoldOutput, confidence_histogram
 
 
 class TfidfClassifier:
@@ -87,7 +88,7 @@ def fit_classical_fold(cfg: TrainConfig, data: FoldData, metric: str, fold: int)
     history = [{"fold": fold, "kind": "eval", "epoch": 1.0, "step": 1, "metric": s,
                 "val_loss": score("logloss", data.val_labels, val), "train_loss":
                 score("logloss", data.train_labels, clf.predict_proba(data.train_texts)),
-                "confidence": float(val.max(1).mean())}]
+                "confidence": float(val.max(1).mean()), "conf_hist": json.dumps(confidence_histogram(val))}]
     return FoldOutput(val_proba=val, test_proba=test, history=history, best_epoch=1.0, best_score=s,
                       optimizer_steps=0, seconds=seconds, train_samples_per_s=len(data.train_texts) / seconds,
                       batch_size=len(data.train_texts), grad_accum=1)

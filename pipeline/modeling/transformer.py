@@ -8,6 +8,7 @@ EMA, early stopping, and a per-epoch checkpoint that a killed run resumes from.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import re
@@ -138,8 +139,32 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
         else:
             lr = cfg.lr * cfg.llrd ** (n_layers - depth)
         wd = 0.0 if p.ndim == 1 else cfg.weight_decay
-        groups.setdefault((lr, wd), []).append(p)
-    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+        part = "embeddings" if depth == 0 else ("head" if depth > n_layers else f"layer{depth - 1}")
+        groups.setdefault((lr, wd), {"names": set(), "params": []})
+        groups[(lr, wd)]["names"].add(part)
+        groups[(lr, wd)]["params"].append(p)
+    return [{"params": g["params"], "lr": lr, "weight_decay": wd,
+             "name": "+".join(sorted(g["names"])) + ("" if wd else " (no decay)")}
+            for (lr, wd), g in groups.items()]
+
+
+def update_ratios(groups: list[dict[str, Any]], before: list[list[torch.Tensor]]) -> dict[str, float]:
+    """||update|| / ||weights|| per parameter group: the notes' health check (~1e-3)."""
+    out = {}
+    for g, old in zip(groups, before):
+        new = [p.detach() for p in g["params"] if p.requires_grad]
+        if not new:
+            continue
+        upd = torch.sqrt(sum(((a.float() - b.float()) ** 2).sum() for a, b in zip(new, old)))
+        norm = torch.sqrt(sum((a.float() ** 2).sum() for a in new))
+        out[g.get("name", str(len(out)))] = float(upd / norm.clamp_min(1e-12))
+    return out
+
+
+def confidence_histogram(proba: np.ndarray, bins: int = 10) -> list[int]:
+    """Counts of the predicted-class probability in equal bins from chance (1/k) to 1."""
+    k = proba.shape[1]
+    return np.histogram(proba.max(1), bins=bins, range=(1 / k, 1.0))[0].tolist()
 
 
 def set_trainable(model: nn.Module, cfg: TrainConfig, epoch: int) -> None:
@@ -309,6 +334,9 @@ class FoldTrainer:
                     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm or float("inf"))
                     if self.before_step:
                         self.before_step(model, step)
+                    logging_now = (step + 1) % cfg.log_every == 0 or i + 1 == n_batches
+                    before = ([[p.detach().clone() for p in g["params"] if p.requires_grad]
+                               for g in optimizer.param_groups] if logging_now else None)
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
@@ -316,13 +344,17 @@ class FoldTrainer:
                     step += 1
                     if ema is not None:
                         ema.update_parameters(model)
-                    if step % cfg.log_every == 0 or i + 1 == n_batches:
+                    if logging_now:
                         avg = (run_loss / max(run_n, 1)).item()
                         if not math.isfinite(avg):
                             self._nonfinite(avg, step, epoch, scheduler)
+                        ratios = update_ratios(optimizer.param_groups, before)
                         history.append({"fold": self.fold, "kind": "train", "epoch": epoch + (i + 1) / n_batches,
                                         "step": step, "lr": scheduler.get_last_lr()[-1], "train_loss": avg,
-                                        "grad_norm": float(grad_norm)})
+                                        "grad_norm": float(grad_norm),
+                                        "update_ratio": float(np.median(list(ratios.values()))) if ratios else None,
+                                        "update_ratio_max": max(ratios.values()) if ratios else None,
+                                        "update_ratios": json.dumps(ratios)})
                         run_loss, run_n = torch.zeros((), device=device), 0
                 if i in eval_at:
                     t_eval = time.perf_counter()
@@ -334,7 +366,8 @@ class FoldTrainer:
                     ep = epoch + (i + 1) / n_batches
                     history.append({"fold": self.fold, "kind": "eval", "epoch": ep, "step": step,
                                     "val_loss": val_loss, "metric": val_score,
-                                    "confidence": float(proba.max(1).mean())})
+                                    "confidence": float(proba.max(1).mean()),
+                                    "conf_hist": json.dumps(confidence_histogram(proba))})
                     eval_seconds += time.perf_counter() - t_eval
                     if self.on_eval:
                         self.on_eval(ep, val_score)

@@ -1,0 +1,322 @@
+"""report: one page for the whole competition, and the tuning doctor's reading of each run.
+
+Usage: python -m pipeline report
+Reads:  whatever the stages wrote (inspect, clean, selection, tuning, runs, ensemble, submission)
+Writes: reports/index.md and reports/index.html (static, opens without a server),
+        reports/runs/<run>.md (+ .html, PNGs): findings, confusion matrix, score by length and
+        by extra column, most confident mistakes, calibration; reports/doctor.json
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipeline.config import Config
+from pipeline.contract import Schema
+from pipeline.doctor import Finding, diagnose
+from pipeline.io import DataError, read_json, save_figure, write_json, write_text
+from pipeline.metrics import predict_labels, score
+from pipeline.paths import Paths
+from pipeline.train import proba_cols
+
+log = logging.getLogger(__name__)
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        cells = [(str(int(v)) if float(v).is_integer() else f"{v:.4f}") if isinstance(v, float) and np.isfinite(v)
+                 else str(v) for v in r.tolist()]
+        lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _rel(path: Path, start: Path) -> str:
+    import os
+
+    return Path(os.path.relpath(path, start)).as_posix()
+
+
+@dataclass
+class RunAnalysis:
+    run: str
+    findings: list[Finding]
+    page: Path
+    cv: dict[str, Any]
+
+
+def error_analysis(oof: pd.DataFrame, train: pd.DataFrame, schema: Schema, threshold: float | None,
+                   cfg: Config, out: Path, run: str) -> str:
+    """Markdown (with PNGs beside it) for one run's OOF predictions."""
+    plt = _plt()
+    cols = proba_cols(schema.n_classes)
+    df = oof.merge(train.drop(columns=["label", "fold"], errors="ignore"), on="id", how="left")
+    proba = df[cols].to_numpy()
+    y = df["label"].to_numpy()
+    pred = predict_labels(proba, threshold if schema.binary and schema.metric == "f1" else None)
+    names = [str(c) for c in schema.classes]
+    md = []
+    # confusion matrix
+    cm = pd.crosstab(pd.Categorical(y, categories=range(schema.n_classes)),
+                     pd.Categorical(pred, categories=range(schema.n_classes)), dropna=False)
+    cm.index, cm.columns = [f"true {n}" for n in names], [f"pred {n}" for n in names]
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * schema.n_classes, 1 + 0.8 * schema.n_classes))
+    ax.imshow(cm.to_numpy(), cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm.to_numpy()):
+        ax.text(j, i, str(v), ha="center", va="center")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), names)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (OOF)")
+    save_figure(out / f"{run}_confusion.png", fig)
+    md += ["## Confusion matrix (out-of-fold)\n\n", _table(cm.reset_index(names="")),
+           f"\n\n![confusion]({run}_confusion.png)\n"]
+    # by length
+    length = df["text"].fillna("").str.len()
+    buckets = pd.qcut(length, q=min(4, length.nunique()), duplicates="drop")
+    rows = []
+    for b, idx in df.groupby(buckets, observed=True).groups.items():
+        i = df.index.get_indexer(idx)
+        rows.append({"chars": str(b), "rows": len(i), schema.metric: _safe_score(schema.metric, y[i], proba[i], threshold),
+                     "accuracy": float((pred[i] == y[i]).mean())})
+    md += ["\n## Score by text length\n\n", _table(pd.DataFrame(rows)), "\n"]
+    # by extra columns
+    extra = [c for c in train.columns if c not in ("id", "text", "label", "fold", "input") and train[c].dtype != float]
+    for col in extra:
+        vals = df[col].fillna("(missing)").astype(str)
+        top = vals.value_counts()
+        top = top[top >= 10].head(10)
+        if top.empty:
+            continue
+        rows = []
+        for v in top.index:
+            i = np.flatnonzero((vals == v).to_numpy())
+            rows.append({col: v, "rows": len(i), "accuracy": float((pred[i] == y[i]).mean())})
+        md += [f"\n## Accuracy by `{col}` (10 most frequent values with >= 10 rows)\n\n", _table(pd.DataFrame(rows)), "\n"]
+    # most confident mistakes
+    conf = proba[np.arange(len(pred)), pred]
+    wrong = np.flatnonzero(pred != y)
+    top = wrong[np.argsort(-conf[wrong])][: cfg.report.top_mistakes]
+    mistakes = pd.DataFrame({"id": df["id"].to_numpy()[top], "true": [names[i] for i in y[top]],
+                             "predicted": [names[i] for i in pred[top]], "confidence": conf[top].round(3),
+                             "text": df["text"].fillna("").str.slice(0, 140).to_numpy()[top]})
+    md += ["\n## Most confident mistakes\n",
+           "Often label noise (the disaster-tweets set has known mislabelled duplicates): read them before tuning.\n\n",
+           _table(mistakes), "\n"]
+    # calibration
+    bins = np.linspace(0, 1, 11)
+    p_pos = proba[:, 1] if schema.binary else conf
+    hit = (y == 1) if schema.binary else (pred == y)
+    which = np.clip(np.digitize(p_pos, bins) - 1, 0, 9)
+    xs, ys, ns = [], [], []
+    for b in range(10):
+        m = which == b
+        if m.any():
+            xs.append(float(p_pos[m].mean()))
+            ys.append(float(hit[m].mean()))
+            ns.append(int(m.sum()))
+    ece = float(sum(n * abs(x - t) for x, t, n in zip(xs, ys, ns)) / max(sum(ns), 1))
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], "k:", label="perfect")
+    ax.plot(xs, ys, "o-", label=f"{run} (ECE {ece:.3f})")
+    ax.set(xlabel="predicted probability" + (" of class 1" if schema.binary else " of predicted class"),
+           ylabel="observed frequency", title="reliability curve (OOF)")
+    ax.legend()
+    save_figure(out / f"{run}_calibration.png", fig)
+    md += [f"\n## Calibration\n\nExpected calibration error {ece:.4f}.\n\n![calibration]({run}_calibration.png)\n"]
+    return "".join(md)
+
+
+def _safe_score(metric: str, y: np.ndarray, proba: np.ndarray, thr: float | None) -> float:
+    try:
+        return score(metric, y, proba, thr)
+    except ValueError:
+        return float("nan")
+
+
+def analyse_run(run_dir: Path, cfg: Config, paths: Paths, schema: Schema, train: pd.DataFrame,
+                inspect: dict[str, Any] | None) -> RunAnalysis:
+    run = run_dir.name
+    cv = read_json(run_dir / "cv.json")
+    history = pd.read_csv(run_dir / "history.csv")
+    run_cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    lr = run_cfg["train"]["lr"] if run_cfg["train"]["family"] == "transformer" else None
+    lr_json = paths.reports / "lr_find.json"
+    suggestion = read_json(lr_json)["suggested_lr"] if lr_json.exists() else None
+    findings = diagnose(history, cv, cfg.report, schema.n_classes, lr, suggestion, inspect)
+    out = paths.reports / "runs"
+    thr = cv.get("threshold", {}).get("value")
+    md = [f"# Run `{run}` ({cv['family']})\n\n",
+          f"CV {cv['metric']} on the concatenated OOF: **{cv['cv']:.4f}**"
+          + (f" (F1 {cv['threshold']['f1']:.4f} at the OOF-tuned threshold {thr})" if thr else "")
+          + f"; log loss {cv['logloss']:.4f}; {cv['seconds']:.0f}s of training.\n\n",
+          _table(pd.DataFrame(cv["folds"])), "\n\n",
+          f"![curves]({_rel(run_dir / 'curves.png', out)})\n\n", "## Tuning doctor\n\n"]
+    if findings:
+        md += [f"- **{f.rule}**: {f.message}. *Change:* {f.advice}.\n" for f in findings]
+    else:
+        md += ["No rule fired: no overfitting, underfitting, LR trouble, confidence stuck at chance or unstable fold "
+               "by the thresholds in `report.*`.\n"]
+    md += ["\n", error_analysis(pd.read_parquet(run_dir / "oof.parquet"), train, schema, thr, cfg, out, run)]
+    page = write_text(out / f"{run}.md", "".join(md))
+    write_text(out / f"{run}.html", to_html("".join(md), f"run {run}"))
+    return RunAnalysis(run=run, findings=findings, page=page, cv=cv)
+
+
+def to_html(md: str, title: str) -> str:
+    """The Markdown this module writes (headings, tables, images, links, lists) as static HTML."""
+    def inline(s: str) -> str:
+        s = html.escape(s, quote=False)
+        s = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m: f'<img alt="{m[1]}" src="{_html_href(m[2])}">', s)
+        s = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", lambda m: f'<a href="{_html_href(m[2])}">{m[1]}</a>', s)
+        s = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)
+        s = re.sub(r"\*([^*]+)\*", r"<i>\1</i>", s)
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+
+    out, lines, i = [], md.splitlines(), 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                if not re.match(r"^\|(\s*:?-+:?\s*\|)+\s*$", lines[i]):
+                    rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            head, body = rows[0], rows[1:]
+            out.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in body)
+                       + "</table>")
+            continue
+        m = re.match(r"^(#{1,4}) (.*)", line)
+        if m:
+            out.append(f"<h{len(m[1])}>{inline(m[2])}</h{len(m[1])}>")
+        elif line.startswith("- "):
+            items = []
+            while i < len(lines) and lines[i].startswith("- "):
+                items.append(f"<li>{inline(lines[i][2:])}</li>")
+                i += 1
+            out.append("<ul>" + "".join(items) + "</ul>")
+            continue
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+        i += 1
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+             "font-size:13px}th{background:#f0f0f0}img{max-width:100%}code{background:#f4f4f4}")
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+
+
+def _html_href(href: str) -> str:
+    return re.sub(r"\.md$", ".html", href) if not href.startswith("http") else href
+
+
+def competition_page(paths: Paths, analyses: list[RunAnalysis], schema: Schema) -> str:
+    r = paths.reports
+    md = ["# Competition report\n\n",
+          f"Metric **{schema.metric}** · {schema.n_train} train rows · {schema.n_test} test rows · classes "
+          f"{', '.join(map(str, schema.classes))} · submission: {schema.submission}\n\n"]
+    sub = read_json(paths.submission_json) if paths.submission_json.exists() else None
+    if sub and sub.get("holdout_score") is not None:
+        md.append(f"**Submission scored on the held-back test labels: {schema.metric} {sub['holdout_score']:.4f}** "
+                  f"(CV {sub['cv']:.4f}).\n\n")
+    md += ["## 1. Data\n\n", f"- [data report]({_rel(paths.inspect_md, r)})\n" if paths.inspect_md.exists() else ""]
+    if paths.inspect_json.exists():
+        ins = read_json(paths.inspect_json)
+        d = ins["duplicates"]
+        md.append(f"- {d['exact_duplicate_rows']} duplicate rows, {d['conflicting_groups']} groups with conflicting "
+                  f"labels; suggested max_len {ins['suggested_max_len']}; adversarial AUC "
+                  f"{ins['shift'].get('adversarial_auc')}\n")
+    if paths.clean_json.exists():
+        c = read_json(paths.clean_json)
+        md += ["\n## 2. Cleaning\n\n",
+               f"- rows changed per step (train): "
+               f"{', '.join(f'{k} {v}' for k, v in c['rows_changed']['train'].items())}\n",
+               f"- duplicates: {c['relabelled']} relabelled, {c['dropped']} dropped "
+               f"([log]({_rel(paths.clean_log, r)}))\n"]
+    if paths.selection_csv.exists():
+        sel = pd.read_csv(paths.selection_csv)
+        keep = [c for c in ("rank", "candidate", "family", "model", "score", "seconds", "selected") if c in sel]
+        sel["candidate"] = sel["candidate"].map(lambda s: Path(str(s)).stem)
+        md += ["\n## 3. Model selection\n\n", _table(sel[keep]),
+               f"\n\n![selection]({_rel(paths.figure('model_selection'), r)})\n"]
+    tune_dirs = sorted(p.parent for p in (paths.root / "tune").glob("*/best.json"))
+    if tune_dirs:
+        md.append("\n## 4. Tuning\n\n")
+        for d in tune_dirs:
+            best = read_json(d / "best.json")
+            params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+            md.append(f"- `{best['run']}`: best {best['metric']} {best['value']:.4f} over {best['trials']} trials: "
+                      f"{params} ([trials]({_rel(d / 'trials.csv', r)}))\n")
+            for png in ("history.png", "importance.png"):
+                if (d / png).exists():
+                    md.append(f"\n![{d.name} {png}]({_rel(d / png, r)})\n")
+    md.append("\n## 5. Runs and the tuning doctor\n\n")
+    for a in analyses:
+        md.append(f"- [`{a.run}`]({_rel(a.page, r)}): CV {a.cv['metric']} {a.cv['cv']:.4f}; "
+                  f"{len(a.findings)} finding(s)\n")
+        md += [f"    - {f.rule}: {f.message}\n" for f in a.findings[:6]]
+    ens_dir = next(iter(sorted((paths.root / "ensembles").glob("*/cv.json"))), None)
+    if ens_dir:
+        ens = read_json(ens_dir)
+        weights = read_json(ens_dir.parent / "weights.json")
+        md += ["\n## 6. Ensemble\n\n", _table(pd.DataFrame(ens["methods"])),
+               f"\n\nChosen: **{ens['chosen']}** (nested {ens['nested']:.4f}); "
+               f"{'beats' if ens['beats_best_single_nested'] else 'does NOT beat'} the best single run on the "
+               f"nested estimate ({ens['best_single_nested']:.4f}). Weights: "
+               f"{', '.join(f'{k} {v:.3f}' for k, v in weights['weights'].items())}.\n"]
+    if sub:
+        md += ["\n## 7. Submission\n\n",
+               f"`{_rel(paths.submission, r)}` from {sub['source']}: {sub['rows']} rows, columns "
+               f"{', '.join(sub['columns'])}, validated against sample_submission.csv.\n\n",
+               "## 8. Final CV table\n\n", "```\n", sub["table"], "\n```\n"]
+    return "".join(md)
+
+
+def run(cfg: Config, paths: Paths, force: bool = False) -> list[RunAnalysis]:
+    schema = Schema.load(paths.schema_json)
+    if not paths.train_clean.exists():
+        raise DataError(f"{paths.train_clean}: not found; run `make clean` first")
+    train = pd.read_parquet(paths.train_clean)
+    inspect = read_json(paths.inspect_json) if paths.inspect_json.exists() else None
+    analyses = [analyse_run(p.parent, cfg, paths, schema, train, inspect)
+                for p in sorted(paths.models.glob("*/cv.json")) if (p.parent / "oof.parquet").exists()]
+    write_json(paths.reports / "doctor.json", {a.run: [f.to_dict() for f in a.findings] for a in analyses})
+    md = competition_page(paths, analyses, schema)
+    write_text(paths.reports / "index.md", md)
+    write_text(paths.reports / "index.html", to_html(md.replace("```\n", ""), "competition report"))
+    if paths.inspect_md.exists():
+        write_text(paths.reports / "inspect.html", to_html(paths.inspect_md.read_text(), "data report"))
+    for a in analyses:
+        for f in a.findings:
+            log.info("doctor %s: %s: %s -> %s", a.run, f.rule, f.message, f.advice)
+    log.info("report: %d runs -> %s", len(analyses), paths.reports / "index.html")
+    return analyses
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.cli import stage_main
+
+    return stage_main("report", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
