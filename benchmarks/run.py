@@ -164,6 +164,66 @@ def spawn(args: argparse.Namespace, which: str) -> dict:
     return out
 
 
+def build_marian(out: Path, texts: list[str], gpu: bool) -> str:
+    """The Marian architecture (opus-mt sizes on GPU, a smaller one on CPU), random weights,
+    with a word-level tokenizer trained on the benchmark texts."""
+    if (out / "config.json").exists():
+        return str(out)
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=8000, special_tokens=["<pad>", "</s>", "<unk>"]))
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>").save_pretrained(out)
+    size = dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8, decoder_attention_heads=8,
+                encoder_ffn_dim=2048, decoder_ffn_dim=2048) if gpu else \
+        dict(d_model=256, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4, decoder_attention_heads=4,
+             encoder_ffn_dim=1024, decoder_ffn_dim=1024)
+    torch.manual_seed(0)
+    MarianMTModel(MarianConfig(vocab_size=tok.get_vocab_size(), max_position_embeddings=512, pad_token_id=0,
+                               eos_token_id=1, decoder_start_token_id=0, forced_eos_token_id=1, **size)).save_pretrained(out)
+    return str(out)
+
+
+def bench_backtranslation(args: argparse.Namespace) -> dict:
+    """Sentences/s of the augment stage's Marian engine vs nlpaug's BackTranslationAug, same model and inputs."""
+    import nlpaug.augmenter.word as naw
+    import torch
+
+    from pipeline.augment import MarianTranslator
+    from pipeline.config import AugmentConfig
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    gpu = args.device == "cuda"
+    pool, _, _, _, source = load_slice(20000, 0)
+    texts = pool[: args.bt_n]
+    model = build_marian(Path(args.tmp) / ("marian-base" if gpu else "marian-small"), pool, gpu)
+    cfg = AugmentConfig(marian_forward=model, marian_backward=model, batch_size=64)
+    ours = MarianTranslator(cfg, device=args.device)
+    ours.translate_with(model, texts[:8])  # load + warm up, as nlpaug's constructor does
+    t0 = time.perf_counter()
+    ours.round_trip(texts, "en", "xx")
+    ours_s = time.perf_counter() - t0
+    cap = int(cfg.max_new_tokens_ratio * max(len(t.split()) for t in texts) * 1.3) + 8
+    out = {"bt_model": ("Marian opus-mt size" if gpu else "Marian d_model 256, 3+3 layers") + ", random weights",
+           "bt_texts": len(texts), "bt_data": source, "bt_sentences_per_s": len(texts) / ours_s}
+    for label, max_length in (("", 300), ("_matched_cap", cap)):
+        aug = naw.BackTranslationAug(from_model_name=model, to_model_name=model, device=args.device, batch_size=64,
+                                     max_length=max_length)
+        aug.augment(texts[:8])
+        t0 = time.perf_counter()
+        aug.augment(texts)
+        out[f"nlpaug_bt{label}_sentences_per_s"] = len(texts) / (time.perf_counter() - t0)
+        out[f"nlpaug_bt{label}_max_length"] = max_length
+    out["bt_speedup_vs_nlpaug"] = out["bt_sentences_per_s"] / out["nlpaug_bt_sentences_per_s"]
+    out["bt_speedup_vs_nlpaug_matched_cap"] = out["bt_sentences_per_s"] / out["nlpaug_bt_matched_cap_sentences_per_s"]
+    sys.stderr.write(f"backtranslation: {out}\n")
+    return out
+
+
 def device_name(device: str) -> str:
     import torch
 
@@ -172,9 +232,38 @@ def device_name(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__})"
 
 
+def _replace_section(text: str, title: str, lines: list[str]) -> str:
+    start = text.find(title)
+    if start >= 0:
+        end = text.find("\n## ", start + 5)
+        return text[:start] + "\n".join(lines) + (text[end + 1:] if end >= 0 else "")
+    return text.rstrip() + "\n\n" + "\n".join(lines)
+
+
 def write_markdown(res: dict) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by `make bench` (benchmarks/run.py).\n"
+    if "bt_sentences_per_s" in res:
+        bt = ["## Back-translation vs nlpaug BackTranslationAug", "",
+              f"`make bench` on {res['device']}, {res['date']}: {res['bt_model']}, the same model directory for both "
+              f"directions, {res['bt_texts']} {res['bt_data']} texts, greedy, batch 64, en -> pivot -> en.", "",
+              "| engine | sentences/s (round trip) | ours / it |", "|---|---|---|",
+              f"| ours (augment stage, Marian engine: length-sorted batches, output capped at 1.5x source + 8) | "
+              f"{res['bt_sentences_per_s']:.2f} | 1.00 |",
+              f"| nlpaug BackTranslationAug (defaults: max_length {res['nlpaug_bt_max_length']}) | "
+              f"{res['nlpaug_bt_sentences_per_s']:.2f} | {res['bt_speedup_vs_nlpaug']:.2f} |",
+              f"| nlpaug BackTranslationAug (max_length {res['nlpaug_bt_matched_cap_max_length']}, near our cap) | "
+              f"{res['nlpaug_bt_matched_cap_sentences_per_s']:.2f} | {res['bt_speedup_vs_nlpaug_matched_cap']:.2f} |",
+              ""]
+        text = _replace_section(text, "## Back-translation vs nlpaug BackTranslationAug", bt)
+    if "trainer" in res:
+        text = _replace_section(text, "## Trainer vs Hugging Face Trainer", _trainer_lines(res))
+    path.write_text(text)
+
+
+def _trainer_lines(res: dict) -> list[str]:
     t = res["trainer"]
-    lines = [
+    return [
         "## Trainer vs Hugging Face Trainer",
         "",
         f"`make bench` on {res['device']}, {res['date']}: {t['model']} on {t['n_train']} {t['data']} texts "
@@ -192,15 +281,6 @@ def write_markdown(res: dict) -> None:
         f"{t['hf_grouped']['peak_mem_mb']:.0f} |",
         "",
     ]
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures written by `make bench` (benchmarks/run.py).\n\n"
-    start = text.find("## Trainer vs Hugging Face Trainer")
-    if start >= 0:
-        end = text.find("\n## ", start + 5)
-        text = text[:start] + "\n".join(lines) + (text[end + 1:] if end >= 0 else "")
-    else:
-        text = text.rstrip() + "\n\n" + "\n".join(lines)
-    path.write_text(text)
 
 
 def main() -> None:
@@ -216,6 +296,8 @@ def main() -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--tmp", default=str(RESULTS / "tmp"))
+    p.add_argument("--bt-n", type=int, default=None, help="texts in the back-translation benchmark")
+    p.add_argument("--only", choices=["trainer", "bt"], default=None)
     args = p.parse_args()
     import torch
 
@@ -230,8 +312,15 @@ def main() -> None:
     Path(args.tmp).mkdir(parents=True, exist_ok=True)
     if not gpu:
         sys.stderr.write(f"no GPU: CPU benchmark with {args.model} on {args.n_train} texts\n")
+    args.bt_n = args.bt_n or (2000 if gpu else 64)
+    res: dict = {"device": device_name(args.device), "date": time.strftime("%Y-%m-%d")}
+    if args.only != "trainer":
+        res.update(bench_backtranslation(args))
+    if args.only == "bt":
+        save(res)
+        return
     runs = {w: spawn(args, w) for w in ("ours", "hf_maxlen", "hf_grouped")}
-    res = {
+    res.update({
         "device": device_name(args.device), "date": time.strftime("%Y-%m-%d"),
         "train_samples_per_s": runs["ours"]["samples_per_s"],
         "hf_trainer_samples_per_s": runs["hf_maxlen"]["samples_per_s"],
@@ -242,13 +331,17 @@ def main() -> None:
         "trainer": {"model": args.model, "data": load_slice(1, 1)[4], "n_train": args.n_train, "n_val": args.n_val,
                     "max_len": args.max_len, "batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr,
                     **runs},
-    }
+    })
+    save(res)
+
+
+def save(res: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     latest = RESULTS / "latest.json"
     old = json.loads(latest.read_text()) if latest.exists() else {}
     old.update(res)
     latest.write_text(json.dumps(old, indent=2) + "\n")
-    write_markdown(res)
+    write_markdown(old)
     sys.stdout.write(json.dumps({k: v for k, v in res.items() if k != "trainer"}, indent=2) + "\n")
 
 

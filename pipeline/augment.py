@@ -109,7 +109,11 @@ class MarianTranslator:
             self.models[name] = (tok, model)
         return self.models[name]
 
-    def translate_with(self, name: str, texts: list[str], seed: int = 0) -> list[str]:
+    def translate_with(self, name: str, texts: list[str], seed: int = 0,
+                       ref_lengths: list[int] | None = None) -> list[str]:
+        """Translate with one model. The output cap is ratio x source tokens + 8, where the
+        source of a round trip's second leg is the original text (``ref_lengths``), so a
+        runaway pivot translation cannot make the way back longer still."""
         import torch
 
         tok, model = self._load(name)
@@ -121,7 +125,8 @@ class MarianTranslator:
             idx = order[start:start + self.cfg.batch_size]
             enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                       max_length=256).to(self.device)
-            limit = int(self.cfg.max_new_tokens_ratio * enc["input_ids"].shape[1]) + 8
+            src_len = max(ref_lengths[i] for i in idx) if ref_lengths else enc["input_ids"].shape[1]
+            limit = int(self.cfg.max_new_tokens_ratio * src_len) + 8
             with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
                 gen = model.generate(**enc, max_new_tokens=limit, num_beams=self.cfg.num_beams,
                                      do_sample=self.cfg.do_sample, temperature=self.cfg.temperature,
@@ -133,6 +138,13 @@ class MarianTranslator:
     def translate(self, texts: list[str], src: str, tgt: str) -> list[str]:
         pivot = tgt if src == "en" else src
         return self.translate_with(self.model_name(src, tgt, pivot), texts)
+
+    def round_trip(self, texts: list[str], src: str, pivot: str) -> list[str]:
+        fwd = self.model_name(src, pivot, pivot)
+        tok, _ = self._load(fwd)
+        lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=256)["input_ids"]]
+        there = self.translate_with(fwd, texts)
+        return self.translate_with(self.model_name(pivot, src, pivot), there, ref_lengths=lengths)
 
 
 class BackTranslationCache:
@@ -220,8 +232,10 @@ def back_translate(texts: list[str], translator: Translator, pivot: str, cache: 
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start:start + chunk_size]
         t0 = time.perf_counter()
-        there = translator.translate(chunk, src, pivot)
-        back = translator.translate(there, pivot, src)
+        if hasattr(translator, "round_trip"):
+            back = translator.round_trip(chunk, src, pivot)
+        else:
+            back = translator.translate(translator.translate(chunk, src, pivot), pivot, src)
         cache.add(chunk, back)
         log.info("back-translated %d/%d (%.1f sentences/s)", min(start + chunk_size, len(todo)), len(todo),
                  len(chunk) / max(time.perf_counter() - t0, 1e-9))
