@@ -93,8 +93,13 @@ def run_ours(args: argparse.Namespace, backbone: str, data: tuple) -> dict:
 def run_hf(args: argparse.Namespace, backbone: str, data: tuple, grouped: bool) -> dict:
     import numpy as np
     import torch
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     from pipeline.metrics import score
 

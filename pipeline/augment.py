@@ -326,7 +326,7 @@ def run_nlpaug(train: pd.DataFrame, method: str, cfg: AugmentConfig) -> pd.DataF
     np.random.seed(cfg.seed)
     texts = train["text"].tolist()
     rows = []
-    for copy in range(cfg.n_per_row):
+    for _ in range(cfg.n_per_row):
         outs = aug.augment(texts)
         for sid, label, src, out in zip(train["id"], train["label"], texts, outs):
             out = out[0] if isinstance(out, list) else out

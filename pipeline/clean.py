@@ -53,12 +53,12 @@ class TextCleaner:
         self.spelling = spelling
 
     @classmethod
-    def from_config(cls, cfg: CleanConfig) -> "TextCleaner":
+    def from_config(cls, cfg: CleanConfig) -> TextCleaner:
         return cls(html=cfg.html, urls=cfg.urls, mentions=cfg.mentions, mojibake=cfg.mojibake,
                    unicode_form=cfg.unicode_form, whitespace=cfg.whitespace, lowercase=cfg.lowercase,
                    spelling=cfg.spelling)
 
-    def fit(self, texts: Any = None) -> "TextCleaner":
+    def fit(self, texts: Any = None) -> TextCleaner:
         self.speller_ = _load_speller() if self.spelling else None
         self.steps_ = self._steps()
         return self
@@ -137,7 +137,7 @@ def resolve_duplicates(df: pd.DataFrame, mode: str, log_rows: list[dict[str, Any
     keys = df["text"].map(norm_key)
     keep = np.ones(len(df), dtype=bool)
     labels = df["label"].to_numpy().copy()
-    for key, idx in df.groupby(keys).indices.items():
+    for idx in df.groupby(keys).indices.values():
         if len(idx) < 2 or len(set(labels[idx])) < 2:
             continue
         counts = pd.Series(labels[idx]).value_counts()

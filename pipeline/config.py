@@ -290,7 +290,7 @@ class Config:
     submit: SubmitConfig = field(default_factory=SubmitConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
             if hasattr(section, "validate"):

@@ -50,7 +50,7 @@ class Schema:
         write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: Path) -> "Schema":
+    def load(cls, path: Path) -> Schema:
         if not Path(path).exists():
             raise DataError(f"{path}: not found; run `make clean` first")
         return cls(**read_json(path))

@@ -62,7 +62,7 @@ class WeightedBlender:
         s = score(metric, y, _mix(probas, w))
         return s if not GREATER_IS_BETTER[metric] else -s
 
-    def fit(self, probas: np.ndarray, y: np.ndarray) -> "WeightedBlender":
+    def fit(self, probas: np.ndarray, y: np.ndarray) -> WeightedBlender:
         probas = np.asarray(probas, dtype=np.float64)
         m = probas.shape[0]
         equal = np.full(m, 1.0 / m)

@@ -32,7 +32,7 @@ class FoldMaker:
         self.n_splits = n_splits
         self.random_state = random_state
 
-    def fit(self, texts: list[str] | pd.Series, labels: np.ndarray) -> "FoldMaker":
+    def fit(self, texts: list[str] | pd.Series, labels: np.ndarray) -> FoldMaker:
         from sklearn.model_selection import StratifiedGroupKFold
 
         labels = np.asarray(labels)

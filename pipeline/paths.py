@@ -14,7 +14,7 @@ class Paths:
     raw: Path  # the competition's folder (train.csv, test.csv, sample_submission.csv)
 
     @classmethod
-    def make(cls, root: Path | str = ".", data: Path | str | None = None) -> "Paths":
+    def make(cls, root: Path | str = ".", data: Path | str | None = None) -> Paths:
         root = Path(root).resolve()
         raw = Path(data).expanduser().resolve() if data else root / "data" / "raw"
         return cls(root=root, raw=raw)

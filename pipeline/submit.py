@@ -41,7 +41,7 @@ class SubmissionValidator:
     def __init__(self, atol: float = 1e-4) -> None:
         self.atol = atol
 
-    def fit(self, sample: pd.DataFrame, schema: Schema) -> "SubmissionValidator":
+    def fit(self, sample: pd.DataFrame, schema: Schema) -> SubmissionValidator:
         self.columns_ = list(sample.columns)
         self.ids_ = sample[schema.id_col].astype(str).tolist()
         self.id_col_ = schema.id_col

@@ -148,7 +148,9 @@ def train_one_fold(cfg: Config, td: TrainingData, k: int, fold_dir: Path | None,
                            checkpoint_dir=fold_dir / "resume" if fold_dir else None, on_eval=on_eval)
 
     out = train_fold_with_oom_retry(tc, make, data, tokenizer)
-    if fold_dir is not None and tc.save_checkpoints:
+    from pipeline.modeling.distributed import is_main
+
+    if fold_dir is not None and tc.save_checkpoints and is_main():
         trainer_model = out.extra.get("model")
         if trainer_model is not None:
             trainer_model.save_pretrained(fold_dir / "model", safe_serialization=True)
@@ -245,10 +247,13 @@ def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
     if bad:
         raise DataError(f"train.folds: fold {bad[0]} does not exist (folds.csv has {n_splits})")
     fp = fingerprint(tc, td)
-    write_text(run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
     from pipeline.cli import environment
+    from pipeline.modeling import distributed as dist_
 
-    write_json(run_dir / "env.json", environment())
+    main = dist_.is_main()  # under torchrun / accelerate launch only rank 0 writes artifacts
+    if main:
+        write_text(run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
+        write_json(run_dir / "env.json", environment())
     log.info("train %s (%s, %s): folds %s; metric %s", tc.run, tc.family,
              tc.backbone if tc.family == "transformer" else tc.classical_model, todo, td.schema.metric)
     tokenizer = None
@@ -264,19 +269,23 @@ def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
         # A finished fold with another fingerprint, or a half-done one from another config: start over.
         resume_fp = fold_dir / "resume" / "fingerprint"
         stale = (fold_dir / "meta.json").exists() or (resume_fp.exists() and resume_fp.read_text() != fp)
-        if force or stale:
-            shutil.rmtree(fold_dir, ignore_errors=True)
-        fold_dir.mkdir(parents=True, exist_ok=True)
-        (fold_dir / "resume").mkdir(exist_ok=True)
-        write_text(fold_dir / "resume" / "fingerprint", fp)
+        if main:
+            if force or stale:
+                shutil.rmtree(fold_dir, ignore_errors=True)
+            fold_dir.mkdir(parents=True, exist_ok=True)
+            (fold_dir / "resume").mkdir(exist_ok=True)
+            write_text(fold_dir / "resume" / "fingerprint", fp)
+        dist_.barrier()
         t0 = time.perf_counter()
         out, val = train_one_fold(cfg, td, k, fold_dir, tokenizer)
-        _save_fold(fold_dir, k, out, val, td, fp)
+        if main:
+            _save_fold(fold_dir, k, out, val, td, fp)
+        dist_.barrier()
         log.info("fold %d: %s %.4f (best at epoch %.2f) in %.1fs", k, td.schema.metric, out.best_score,
                  out.best_epoch, time.perf_counter() - t0)
     done = [k for k in range(n_splits) if fold_is_done(run_dir, k, fp)]
     cv = None
-    if len(done) == n_splits:
+    if len(done) == n_splits and main:
         cv = aggregate(run_dir, cfg, td, n_splits)
         extra = f" (F1 {cv['threshold']['f1']:.4f} at threshold {cv['threshold']['value']})" if "threshold" in cv else ""
         log.info("train %s: CV %s %.4f%s over %d folds -> %s", tc.run, cv["metric"], cv["cv"], extra, n_splits,

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from pipeline.config import Config, dump_yaml, with_diff
 from pipeline.contract import Schema
 from pipeline.io import DataError, read_json, save_figure, write_csv, write_json, write_text

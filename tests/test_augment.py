@@ -4,10 +4,16 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_stage
-from pipeline.augment import (ApertiumTranslator, BackTranslationCache, EngineUnavailable, MarianTranslator,
-                              back_translate, quality_filter)
+
+from pipeline.augment import (
+    ApertiumTranslator,
+    BackTranslationCache,
+    EngineUnavailable,
+    MarianTranslator,
+    back_translate,
+    quality_filter,
+)
 from pipeline.config import AugmentConfig, Config
 from pipeline.paths import Paths
 

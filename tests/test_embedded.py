@@ -1,6 +1,6 @@
 import pandas as pd
-
 from conftest import run_stage
+
 from pipeline.config import DataConfig
 from pipeline.embedded import resolve_raw
 from pipeline.paths import Paths

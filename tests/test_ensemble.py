@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import run_stage
+
 from pipeline.ensemble import WeightedBlender, evaluate, rank_mean, vote
 from pipeline.metrics import f1_curve, score, tune_threshold
 

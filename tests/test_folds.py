@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
-
 from conftest import run_stage
+
 from pipeline.folds import FoldMaker
 from pipeline.textstats import norm_key
 

@@ -1,8 +1,8 @@
 import json
 
 import numpy as np
-
 from conftest import run_stage
+
 from pipeline.lr_find import suggest_lr
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import NEG, POS, run_stage, synthetic_texts
+
 from pipeline.config import TrainConfig
 from pipeline.modeling.data import LengthGroupedBatches, PadCollator
 from pipeline.modeling.schedule import lr_factor

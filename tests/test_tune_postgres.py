@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import run_stage
 
 BIN = Path("/usr/lib/postgresql")

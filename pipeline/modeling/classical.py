@@ -33,7 +33,7 @@ class TfidfClassifier:
     def _features(self, texts: list[str]) -> sp.csr_matrix:
         return sp.hstack([self.word_.transform(texts), self.char_.transform(texts)]).tocsr()
 
-    def fit(self, texts: list[str], y: np.ndarray) -> "TfidfClassifier":
+    def fit(self, texts: list[str], y: np.ndarray) -> TfidfClassifier:
         y = np.asarray(y)
         self.word_ = TfidfVectorizer(ngram_range=tuple(self.word_ngrams), min_df=2, sublinear_tf=True,
                                      max_features=self.max_features, lowercase=True)

@@ -19,7 +19,7 @@ class Encoded(torch.utils.data.Dataset):
 
     @classmethod
     def from_texts(cls, tokenizer: Any, texts: list[str], max_len: int,
-                   labels: np.ndarray | None = None) -> "Encoded":
+                   labels: np.ndarray | None = None) -> Encoded:
         ids = tokenizer(list(texts), truncation=True, max_length=max_len, padding=False)["input_ids"]
         return cls(ids, labels)
 
@@ -43,13 +43,15 @@ class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
     the order stays random. Seeded per epoch (``set_epoch``) so a resumed run replays it."""
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, group: bool = True,
-                 mega: int = 50, drop_last: bool = False) -> None:
+                 mega: int = 50, drop_last: bool = False, rank: int = 0, world: int = 1) -> None:
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
         self.group = group
         self.mega = mega
         self.drop_last = drop_last
+        self.rank = rank  # several processes: each takes every world-th batch of the same order
+        self.world = world
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -68,6 +70,8 @@ class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
         if self.group:
             perm = rng.permutation(len(batches))
             batches = [batches[i] for i in perm]
+        if self.world > 1:  # every process must run the same number of steps (DDP all-reduces each)
+            batches = batches[: len(batches) - len(batches) % self.world][self.rank::self.world]
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -75,7 +79,8 @@ class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
 
     def __len__(self) -> int:
         n = len(self.lengths) / self.batch_size
-        return math.floor(n) if self.drop_last else math.ceil(n)
+        n = math.floor(n) if self.drop_last else math.ceil(n)
+        return n // self.world if self.world > 1 else n
 
 
 class PadCollator:

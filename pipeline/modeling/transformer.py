@@ -26,6 +26,7 @@ from torch import nn
 
 from pipeline.config import TrainConfig
 from pipeline.metrics import better, score
+from pipeline.modeling import distributed as dist_
 from pipeline.modeling.backbones import resolve_backbone
 from pipeline.modeling.data import Encoded, LengthGroupedBatches, PadCollator, eval_batches
 from pipeline.modeling.schedule import lr_factor, warmup_steps
@@ -73,7 +74,7 @@ def seed_everything(seed: int) -> None:
 
 def pick_device(cfg: TrainConfig) -> torch.device:
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
+        return torch.device("cuda", dist_.local_rank())
     return torch.device("cpu")
 
 
@@ -216,7 +217,8 @@ class FoldTrainer:
     def predict(self, model: nn.Module, ds: Encoded, collate: PadCollator) -> tuple[np.ndarray, np.ndarray]:
         """Softmax probabilities and logits in the dataset's order (batched by length)."""
         model.eval()
-        batches = eval_batches(ds.lengths, self.cfg.eval_batch_size)
+        rank, size = dist_.world()
+        batches = eval_batches(ds.lengths, self.cfg.eval_batch_size)[rank::size]  # each process a share
         loader = self._loader(ds, batches, collate)
         logits = torch.empty((len(ds), self.n_classes), dtype=torch.float32)
         for idx, batch in zip(batches, loader):
@@ -224,6 +226,10 @@ class FoldTrainer:
                 out = model(input_ids=batch["input_ids"].to(self.device, non_blocking=True),
                             attention_mask=batch["attention_mask"].to(self.device, non_blocking=True)).logits
             logits[idx] = out.float().cpu()
+        if size > 1:  # gather every process's rows: all of them see the whole prediction
+            for part_batches, part in dist_.gather_objects(([i for b in batches for i in b],
+                                                            logits[[i for b in batches for i in b]])):
+                logits[part_batches] = part
         return torch.softmax(logits, -1).numpy(), logits.numpy()
 
     def _save_state(self, epoch: int, state: dict[str, Any]) -> None:
@@ -231,6 +237,8 @@ class FoldTrainer:
 
         from pipeline.io import atomic_path
 
+        if not dist_.is_main():  # one writer; the others wait at the barrier after the save
+            return
         d = self.checkpoint_dir
         d.mkdir(parents=True, exist_ok=True)
         for key in ("model", "best", "ema"):
@@ -270,8 +278,12 @@ class FoldTrainer:
         train_ds = Encoded.from_texts(tokenizer, data.train_texts, cfg.max_len, data.train_labels)
         val_ds = Encoded.from_texts(tokenizer, data.val_texts, cfg.max_len, data.val_labels)
         collate = PadCollator(tokenizer.pad_token_id or 0, cfg.pad_to_multiple_of)
+        rank, size = dist_.world()
+        if size > 1 and cfg.freeze_encoder_epochs:
+            raise TrainingError("train.freeze_encoder_epochs cannot change trainable weights under DDP "
+                                "(several processes); set it to 0 or train in one process")
         sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, seed=cfg.seed + self.fold,
-                                       group=cfg.group_by_length)
+                                       group=cfg.group_by_length, rank=rank, world=size)
         loader = self._loader(train_ds, sampler, collate)
         n_batches = len(sampler)
         steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
@@ -282,7 +294,9 @@ class FoldTrainer:
             optimizer, lambda s: lr_factor(s, total, warm, cfg.schedule, cfg.min_lr_ratio))
         scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-        forward = torch.compile(model) if cfg.compile else model
+        set_trainable(model, cfg, 0)  # DDP registers the trainable parameters once, at wrapping
+        forward = dist_.wrap(model, device)  # DDP under torchrun / accelerate launch
+        forward = torch.compile(forward) if cfg.compile else forward
         eval_at = sorted({max(0, round(n_batches * (j + 1) / cfg.evals_per_epoch) - 1)
                           for j in range(cfg.evals_per_epoch)})
 
@@ -385,6 +399,7 @@ class FoldTrainer:
                             stop = True
                             break
             if self.checkpoint_dir is not None:
+                dist_.barrier()
                 self._save_state(epoch, {
                     "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                     "ema": ({k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
@@ -394,6 +409,7 @@ class FoldTrainer:
                     "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "step": step,
                     "history": history, "best_score": best, "best_epoch": best_epoch, "bad_evals": bad_evals,
                     "best_proba": torch.from_numpy(best_proba) if best_proba is not None else None})
+                dist_.barrier()
             if stop:
                 break
         seconds = time.perf_counter() - t0
