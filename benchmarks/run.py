@@ -175,21 +175,24 @@ def build_marian(out: Path, texts: list[str], gpu: bool) -> str:
     if (out / "config.json").exists():
         return str(out)
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=8000, special_tokens=["<pad>", "</s>", "<unk>"]))
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>").save_pretrained(out)
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(vocab_size=8000, special_tokens=["</s>", "<unk>"]))
+    tok.add_special_tokens([AddedToken("<pad>", special=True)])  # opus-mt layout: pad is the last id
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 0)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
+    fast.save_pretrained(out)
     size = dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8, decoder_attention_heads=8,
                 encoder_ffn_dim=2048, decoder_ffn_dim=2048) if gpu else \
         dict(d_model=256, encoder_layers=3, decoder_layers=3, encoder_attention_heads=4, decoder_attention_heads=4,
              encoder_ffn_dim=1024, decoder_ffn_dim=1024)
     torch.manual_seed(0)
-    MarianMTModel(MarianConfig(vocab_size=tok.get_vocab_size(), max_position_embeddings=512, pad_token_id=0,
-                               eos_token_id=1, decoder_start_token_id=0, forced_eos_token_id=1, **size)).save_pretrained(out)
+    pad = fast.pad_token_id
+    MarianMTModel(MarianConfig(vocab_size=len(fast), max_position_embeddings=512, pad_token_id=pad, eos_token_id=0,
+                               decoder_start_token_id=pad, forced_eos_token_id=0, **size)).save_pretrained(out)
     return str(out)
 
 
@@ -212,9 +215,21 @@ def bench_backtranslation(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     ours.round_trip(texts, "en", "xx")
     ours_s = time.perf_counter() - t0
+    try:
+        from pipeline.augment import CTranslate2Translator
+
+        ct2 = CTranslate2Translator(cfg, Path(args.tmp) / "ct2", device=args.device)
+        ct2.round_trip(texts[:8], "en", "xx")
+        t0 = time.perf_counter()
+        ct2.round_trip(texts, "en", "xx")
+        ct2_rate = len(texts) / (time.perf_counter() - t0)
+    except Exception as e:  # noqa: BLE001 - the optional engine is reported as missing, not fatal
+        sys.stderr.write(f"ctranslate2 engine skipped: {e}\n")
+        ct2_rate = None
     cap = int(cfg.max_new_tokens_ratio * max(len(t.split()) for t in texts) * 1.3) + 8
     out = {"bt_model": ("Marian opus-mt size" if gpu else "Marian d_model 256, 3+3 layers") + ", random weights",
-           "bt_texts": len(texts), "bt_data": source, "bt_sentences_per_s": len(texts) / ours_s}
+           "bt_texts": len(texts), "bt_data": source, "bt_sentences_per_s": len(texts) / ours_s,
+           "bt_ct2_sentences_per_s": ct2_rate}
     for label, max_length in (("", 300), ("_matched_cap", cap)):
         aug = naw.BackTranslationAug(from_model_name=model, to_model_name=model, device=args.device, batch_size=64,
                                      max_length=max_length)
@@ -255,6 +270,9 @@ def write_markdown(res: dict) -> None:
               "| engine | sentences/s (round trip) | ours / it |", "|---|---|---|",
               f"| ours (augment stage, Marian engine: length-sorted batches, output capped at 1.5x source + 8) | "
               f"{res['bt_sentences_per_s']:.2f} | 1.00 |",
+              *([f"| ours, ctranslate2 engine (same model converted) | {res['bt_ct2_sentences_per_s']:.2f} | "
+                 f"{res['bt_sentences_per_s'] / res['bt_ct2_sentences_per_s']:.2f} |"]
+                if res.get("bt_ct2_sentences_per_s") else []),
               f"| nlpaug BackTranslationAug (defaults: max_length {res['nlpaug_bt_max_length']}) | "
               f"{res['nlpaug_bt_sentences_per_s']:.2f} | {res['bt_speedup_vs_nlpaug']:.2f} |",
               f"| nlpaug BackTranslationAug (max_length {res['nlpaug_bt_matched_cap_max_length']}, near our cap) | "

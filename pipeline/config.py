@@ -177,6 +177,7 @@ class AugmentConfig:
     temperature: float = 1.0  # sampling temperature
     top_p: float = 1.0  # nucleus sampling mass
     max_new_tokens_ratio: float = 1.5  # generated tokens <= ratio * source tokens + 8
+    ct2_quantization: str = "default"  # ctranslate2 engine: default, int8, int8_float16, float16 ...
     chunk_size: int = 512  # texts per cache chunk (a crash keeps finished chunks)
     drop_identical: bool = True  # drop outputs equal to the source (case/space-insensitive)
     min_len_ratio: float = 0.5  # drop outputs shorter than this share of the source (chars)
@@ -188,7 +189,7 @@ class AugmentConfig:
 
     def validate(self) -> None:
         for e in self.engines:
-            _choice("augment.engines[]", e, ("apertium", "marian"))
+            _choice("augment.engines[]", e, ("apertium", "marian", "ctranslate2"))
         for m in self.methods:
             _choice("augment.methods[]", m, AUGMENT_METHODS)
         _positive("augment.batch_size", self.batch_size)

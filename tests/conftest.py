@@ -158,20 +158,23 @@ def prepared(binary_comp, workdir) -> tuple[Path, Path]:
 
 
 def build_tiny_marian(folder: Path, texts: list[str]) -> Path:
-    """A 1-layer MarianMT with random weights and a tokenizer trained on ``texts``."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    """A 1-layer MarianMT with random weights and a tokenizer trained on ``texts``, laid out
+    like opus-mt (</s> = 0, <unk> = 1, <pad> the last id) so CTranslate2 converts it too."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import MarianConfig, MarianMTModel, PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["<pad>", "</s>", "<unk>"]))
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["</s>", "<unk>"]))
+    tok.add_special_tokens([AddedToken("<pad>", special=True)])
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 0)])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
     fast.save_pretrained(folder)
-    config = MarianConfig(vocab_size=tok.get_vocab_size(), d_model=32, encoder_layers=1, decoder_layers=1,
+    pad = fast.pad_token_id
+    config = MarianConfig(vocab_size=len(fast), d_model=32, encoder_layers=1, decoder_layers=1,
                           encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                          decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=0, eos_token_id=1,
-                          decoder_start_token_id=0, forced_eos_token_id=1)
+                          decoder_ffn_dim=64, max_position_embeddings=128, pad_token_id=pad, eos_token_id=0,
+                          decoder_start_token_id=pad, forced_eos_token_id=0)
     import torch
 
     torch.manual_seed(0)
