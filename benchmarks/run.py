@@ -86,8 +86,26 @@ def run_ours(args: argparse.Namespace, backbone: str, data: tuple) -> dict:
                       compile=args.compile, save_checkpoints=False, log_every=50)
     fold = FoldData(tr_x, np.array(tr_y), va_x, np.array(va_y), va_x[:8])
     out = FoldTrainer(cfg, 2, "f1", 0).fit(fold, load_tokenizer(cfg))
-    return {"samples_per_s": out.train_samples_per_s, "f1": score("f1", np.array(va_y), out.val_proba),
-            "peak_mem_mb": peak_mem_mb(), "seconds": out.seconds}
+    res = {"samples_per_s": out.train_samples_per_s, "f1": score("f1", np.array(va_y), out.val_proba),
+           "peak_mem_mb": peak_mem_mb(), "seconds": out.seconds, "tokens_per_s": out.extra["train_tokens_per_s"],
+           "parameters": out.extra["parameters"]}
+    peak = peak_flops(args.device)
+    # model FLOPs of training ~ 6 x parameters x tokens (forward 2, backward 4), real tokens only
+    res["mfu"] = 6 * res["parameters"] * res["tokens_per_s"] / peak if peak else None
+    return res
+
+
+def peak_flops(device: str) -> float | None:
+    """Dense bf16 peak of the GPU (H100/H200 SXM: 989 TFLOP/s); None on CPU."""
+    if device != "cuda":
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name(0)
+    for key, tflops in (("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L4", 121e12)):
+        if key in name:
+            return tflops
+    return None
 
 
 def run_hf(args: argparse.Namespace, backbone: str, data: tuple, grouped: bool) -> dict:
@@ -351,6 +369,7 @@ def main() -> None:
         "hf_trainer_grouped_samples_per_s": runs["hf_grouped"]["samples_per_s"],
         "train_speedup_vs_hf_grouped": runs["ours"]["samples_per_s"] / runs["hf_grouped"]["samples_per_s"],
         "peak_mem_mb": runs["ours"]["peak_mem_mb"],
+        "mfu": runs["ours"].get("mfu"),
         "trainer": {"model": args.model, "data": load_slice(1, 1)[4], "n_train": args.n_train, "n_val": args.n_val,
                     "max_len": args.max_len, "batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr,
                     **runs},

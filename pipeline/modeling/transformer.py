@@ -323,6 +323,7 @@ class FoldTrainer:
         self._log_header(len(train_ds), n_batches, total, warm, tokenizer, train_ds)
         check_every_step = device.type != "cuda"  # a host sync per step is free on CPU, not on GPU
         t0, seen, stop, eval_seconds = time.perf_counter(), 0, False, 0.0
+        tokens = torch.zeros((), dtype=torch.long, device=device)  # real (unpadded) tokens, summed on device
         for epoch in range(start_epoch, cfg.epochs):
             sampler.set_epoch(epoch)
             set_trainable(model, cfg, epoch)
@@ -343,6 +344,7 @@ class FoldTrainer:
                 run_loss += loss.detach()
                 run_n += 1
                 seen += len(batch["labels"])
+                tokens += batch["attention_mask"].sum()
                 if (i + 1) % cfg.grad_accum == 0 or i + 1 == n_batches:
                     scaler.unscale_(optimizer)
                     grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm or float("inf"))
@@ -422,7 +424,9 @@ class FoldTrainer:
                           best_score=float(best), optimizer_steps=step, seconds=seconds,
                           # training throughput: evaluation passes are not training work
                           train_samples_per_s=seen / max(seconds - eval_seconds, 1e-9),
-                          batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, extra={"model": final})
+                          batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
+                          extra={"model": final, "train_tokens_per_s": float(tokens) / max(seconds - eval_seconds, 1e-9),
+                                 "parameters": sum(p.numel() for p in final.parameters())})
 
     def _nonfinite(self, loss: Any, step: int, epoch: int, scheduler: Any) -> None:
         raise TrainingError(f"fold {self.fold}: loss is {float(torch.as_tensor(loss).detach())} at optimizer step {step} (epoch {epoch}, "
