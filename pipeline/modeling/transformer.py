@@ -149,16 +149,25 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
             for (lr, wd), g in groups.items()]
 
 
-def update_ratios(groups: list[dict[str, Any]], before: list[list[torch.Tensor]]) -> dict[str, float]:
-    """||update|| / ||weights|| per parameter group: the notes' health check (~1e-3)."""
+def ratio_probes(groups: list[dict[str, Any]]) -> list[torch.Tensor | None]:
+    """Per parameter group, its largest trainable tensor: the update ratio is measured on it, so
+    the snapshot costs a few MB per logged step instead of a copy of the whole model."""
+    probes = []
+    for g in groups:
+        live = [p for p in g["params"] if p.requires_grad]
+        probes.append(max(live, key=lambda p: p.numel()) if live else None)
+    return probes
+
+
+def update_ratios(groups: list[dict[str, Any]], probes: list[torch.Tensor | None],
+                  before: list[torch.Tensor | None]) -> dict[str, float]:
+    """||update|| / ||weights|| per parameter group (on its probe tensor): the notes' health check (~1e-3)."""
     out = {}
-    for g, old in zip(groups, before):
-        new = [p.detach() for p in g["params"] if p.requires_grad]
-        if not new:
+    for i, (g, p, old) in enumerate(zip(groups, probes, before)):
+        if p is None or old is None:
             continue
-        upd = torch.sqrt(sum(((a.float() - b.float()) ** 2).sum() for a, b in zip(new, old)))
-        norm = torch.sqrt(sum((a.float() ** 2).sum() for a in new))
-        out[g.get("name", str(len(out)))] = float(upd / norm.clamp_min(1e-12))
+        new = p.detach().float()
+        out[g.get("name", str(i))] = float((new - old).norm() / new.norm().clamp_min(1e-12))
     return out
 
 
@@ -351,8 +360,9 @@ class FoldTrainer:
                     if self.before_step:
                         self.before_step(model, step)
                     logging_now = (step + 1) % cfg.log_every == 0 or i + 1 == n_batches
-                    before = ([[p.detach().clone() for p in g["params"] if p.requires_grad]
-                               for g in optimizer.param_groups] if logging_now else None)
+                    if logging_now:
+                        probes = ratio_probes(optimizer.param_groups)
+                        before = [p.detach().float().clone() if p is not None else None for p in probes]
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
@@ -364,7 +374,7 @@ class FoldTrainer:
                         avg = (run_loss / max(run_n, 1)).item()
                         if not math.isfinite(avg):
                             self._nonfinite(avg, step, epoch, scheduler)
-                        ratios = update_ratios(optimizer.param_groups, before)
+                        ratios = update_ratios(optimizer.param_groups, probes, before)
                         history.append({"fold": self.fold, "kind": "train", "epoch": epoch + (i + 1) / n_batches,
                                         "step": step, "lr": scheduler.get_last_lr()[-1], "train_loss": avg,
                                         "grad_norm": float(grad_norm),
