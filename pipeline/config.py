@@ -52,7 +52,6 @@ class InspectConfig:
     coverage: float = 0.99  # share of texts the suggested max_len must cover
     top_tokens: int = 15  # most frequent tokens listed per class
     adversarial: bool = True  # train-vs-test adversarial-validation AUC
-    near_dup_chars: int = 0  # 0 = near-duplicates compare lower-cased alphanumerics only
 
     def validate(self) -> None:
         if not 0.5 <= self.coverage < 1:

@@ -27,6 +27,3 @@ def resolve_backbone(name: str) -> str:
         return str(path.resolve())
     return name
 
-
-def is_local(name: str) -> bool:
-    return name.startswith("packaged:") or Path(name).expanduser().exists()
