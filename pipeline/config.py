@@ -31,7 +31,9 @@ class DataConfig:
     extra_cols: list[str] = field(default_factory=list)  # columns joined into the model input
     extra_template: str = "{col}: {value}"  # how an extra column is spelled in the input
     sep: str = " | "  # joins extra columns and the text
-    metric: str | None = None  # f1, macro_f1, accuracy, logloss, roc_auc; default from the data
+    ignore_cols: list[str] = field(default_factory=list)  # columns dropped from both files (e.g. one only test has)
+    metric: str | None = None  # f1, macro_f1, accuracy, logloss, roc_auc; default from the submission kind
+    submission: str | None = None  # label or proba; default from the metric, else from the sample's values
     empty_text: str = "keep"  # keep (as "") or drop: train rows whose text is empty or NaN
     nan_label: str = "error"  # error or drop: train rows without a label
     embedded_train_rows: int = 3000  # rows of the embedded default's train.csv
@@ -40,6 +42,7 @@ class DataConfig:
 
     def validate(self) -> None:
         _choice("data.metric", self.metric, METRICS, allow_none=True)
+        _choice("data.submission", self.submission, ("label", "proba"), allow_none=True)
         _choice("data.empty_text", self.empty_text, ("keep", "drop"))
         _choice("data.nan_label", self.nan_label, ("error", "drop"))
         _positive("data.embedded_train_rows", self.embedded_train_rows)

@@ -63,11 +63,16 @@ def _fingerprint(train: pd.DataFrame, cfg: Config) -> dict:
     return {"n_splits": cfg.folds.n_splits, "seed": cfg.folds.seed, "rows": len(train), "data_sha256": h.hexdigest()}
 
 
+def read_folds_csv(paths: Paths) -> pd.DataFrame:
+    """folds.csv with ids as the text they are (a zero-padded id keeps its zeros)."""
+    return pd.read_csv(paths.folds_csv, dtype={"id": str}, keep_default_na=False)
+
+
 def load_folds(paths: Paths, ids: pd.Series | None = None) -> pd.DataFrame:
     """folds.csv, checked against the ids it must cover."""
     if not paths.folds_csv.exists():
         raise DataError(f"{paths.folds_csv}: not found; run `make folds` first")
-    folds = pd.read_csv(paths.folds_csv)
+    folds = read_folds_csv(paths)
     if ids is not None:
         missing = set(ids.astype(str)) - set(folds["id"].astype(str))
         if missing:
@@ -84,7 +89,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> FoldsResult:
     fp = _fingerprint(train, cfg)
     if not force and paths.folds_csv.exists() and meta_path.exists() and read_json(meta_path) == fp:
         log.info("folds: %s is up to date (same data, k and seed); left as it is", paths.folds_csv)
-        return FoldsResult(folds=pd.read_csv(paths.folds_csv), reused=True)
+        return FoldsResult(folds=read_folds_csv(paths), reused=True)
     maker = FoldMaker(cfg.folds.n_splits, cfg.folds.seed).fit(train["text"], train["label"].to_numpy())
     folds = pd.DataFrame({"id": train["id"], "fold": maker.folds_})
     write_csv(paths.folds_csv, folds)

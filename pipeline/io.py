@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -82,7 +83,13 @@ def save_figure(path: Path, fig: Any) -> Path:
 
 
 def read_competition_csv(path: Path) -> pd.DataFrame:
-    """Read a user CSV as strings-where-text, failing with one clear line on bad input."""
+    """Read a user CSV with every cell as the text it holds, failing with one clear line on bad input.
+
+    Cells stay strings (``"000123"`` keeps its zeros, ``1`` never becomes ``1.0``); only an
+    empty cell is missing (``"NA"``, ``"null"`` and ``"None"`` are text, as a tweet may say).
+    ``df.attrs["lines"]`` holds each row's first physical line (line 1 is the header), so
+    errors point at the right line even after quoted fields with line breaks.
+    """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
@@ -97,30 +104,65 @@ def read_competition_csv(path: Path) -> pd.DataFrame:
             f"{path}: line {line}: bytes that are not UTF-8 ({raw[e.start:e.start + 4]!r}); "
             "re-save the file as UTF-8"
         ) from None
-    _check_ragged(path, text)
-    try:
-        df = pd.read_csv(path, encoding="utf-8-sig", keep_default_na=True, low_memory=False)
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: file has no header row") from None
-    except pd.errors.ParserError as e:
-        raise DataError(f"{path}: cannot parse CSV: {str(e).strip()}") from None
-    if df.empty:
+    header, rows, lines = _parse_csv(path, text)
+    if not rows:
         raise DataError(f"{path}: file has a header but no rows")
-    df.columns = [str(c).strip() for c in df.columns]
+    df = pd.DataFrame(rows, columns=header, dtype=object).replace("", np.nan)
+    df.attrs["lines"] = lines
     return df
 
 
-def _check_ragged(path: Path, text: str) -> None:
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _parse_csv(path: Path, text: str) -> tuple[list[str], list[list[str]], list[int]]:
+    csv.field_size_limit(2**31 - 1)  # a long text is data, not an error (pandas has no limit either)
+    # strict: a stray quote is an error, not a field that silently swallows the following rows
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     header: list[str] | None = None
-    for row in reader:
-        if header is None:
-            header = row
-            continue
-        if not row or row == [""]:
-            continue
-        if len(row) != len(header):
-            # csv's line_num counts physical lines, which is what an editor shows.
-            raise DataError(
-                f"{path}: line {reader.line_num}: {len(row)} fields where the header has {len(header)}"
-            )
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    start = 1
+    try:
+        for row in reader:
+            if header is None:
+                header = _check_header(path, row)
+                start = reader.line_num + 1
+                continue
+            if not row or row == [""]:
+                start = reader.line_num + 1
+                continue  # blank line
+            if len(row) != len(header):
+                raise DataError(f"{path}: line {start}: {len(row)} fields where the header has {len(header)}")
+            rows.append(row)
+            lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as e:
+        hint = " (a quote opened in this row is never closed)" if "end of data" in str(e) else ""
+        raise DataError(f"{path}: line {start}: cannot parse CSV: {e}{hint}") from None
+    if header is None:
+        raise DataError(f"{path}: file has no header row")
+    return header, rows, lines
+
+
+def _check_header(path: Path, row: list[str]) -> list[str]:
+    names = [c.strip() for c in row]
+    if len(names) == 1:
+        for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+            if sep in names[0]:
+                raise DataError(f"{path}: line 1: the header is one field holding {name}s; the file looks "
+                                f"{name}-separated, and competition files are comma-separated: re-save it as CSV")
+    for i, name in enumerate(names):
+        if not name:
+            raise DataError(f"{path}: line 1, column {i + 1}: empty column name (a saved index column?); "
+                            "name it or remove it")
+        if name in names[:i]:
+            raise DataError(f"{path}: line 1, column {i + 1}: column {name!r} appears twice in the header")
+    return names
+
+
+def row_line(df: pd.DataFrame, i: int) -> int:
+    """Physical line of the row at position ``i`` of a frame read by ``read_competition_csv``
+    (rows may have been dropped since: the line follows the row's original index label)."""
+    label = df.index[i]
+    lines = df.attrs.get("lines")
+    if lines is not None and isinstance(label, (int, np.integer)) and 0 <= label < len(lines):
+        return int(lines[label])
+    return int(label) + 2

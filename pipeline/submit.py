@@ -139,7 +139,7 @@ def holdout_score(paths: Paths, raw: object, schema: Schema, sub: pd.DataFrame) 
     """Score against the embedded default's held-back labels (never read by training)."""
     if raw != paths.embedded or not paths.holdout_labels.exists():
         return None
-    held = pd.read_csv(paths.holdout_labels)
+    held = read_competition_csv(paths.holdout_labels)
     merged = sub.merge(held, on=schema.id_col, suffixes=("_pred", ""))
     y = encode_labels(merged[schema.label_col], schema.classes)
     if schema.submission == "label":

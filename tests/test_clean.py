@@ -60,9 +60,9 @@ def test_clean_stage_on_competition(binary_comp, workdir):
     test = pd.read_parquet(workdir / "data/interim/test_clean.parquet")
     assert len(test) == 60  # cleaning never drops a test row
     assert list(train.columns[:2]) == ["id", "text"] and "label" in train and "label" not in test
-    assert "[URL]" in train.loc[train["id"] == 2, "text"].item()
-    assert train.loc[train["id"] == 4, "text"].item().endswith("don’t")
+    assert "[URL]" in train.loc[train["id"] == "2", "text"].item()
+    assert train.loc[train["id"] == "4", "text"].item().endswith("don’t")
     # the conflicting triple resolved to its majority (1), logged
-    assert train.loc[train["id"].isin([21, 22, 23]), "label"].tolist() == [1, 1, 1]
+    assert train.loc[train["id"].isin(["21", "22", "23"]), "label"].tolist() == [1, 1, 1]
     log = pd.read_csv(workdir / "data/interim/clean_log.csv")
     assert (log["action"] == "relabel").sum() == 1

@@ -9,7 +9,7 @@ def test_disaster_tweets_contract(disaster_dir):
     comp = load_competition(disaster_dir, DataConfig())
     s = comp.schema
     assert (s.id_col, s.label_col, s.text_col) == ("id", "target", "text")
-    assert s.classes == [0, 1] and s.binary
+    assert s.classes == ["0", "1"] and s.binary  # labels as spelled in the file
     assert s.submission == "label" and s.pred_cols == ["target"]
     assert s.metric == "f1"
 
@@ -51,3 +51,26 @@ def test_f1_on_multiclass_is_rejected(multiclass_comp):
 
     with pytest.raises(DataError, match="f1 needs a binary label"):
         load_competition(multiclass_comp, DataConfig(metric="f1"))
+
+
+def test_ranking_metric_decides_a_probability_submission_over_a_0_1_sample(binary_comp):
+    # the sample shows 0/1, but ROC-AUC ranks: hard labels would throw the ranking away
+    comp = load_competition(binary_comp, DataConfig(metric="roc_auc"))
+    assert comp.schema.submission == "proba"
+    assert any("roc_auc scores probabilities" in n for n in comp.schema.notes)
+    assert load_competition(binary_comp, DataConfig()).schema.submission == "label"
+    forced = load_competition(binary_comp, DataConfig(metric="f1", submission="proba"))
+    assert forced.schema.submission == "proba"
+
+
+def test_every_choice_is_logged_with_its_reason(binary_comp, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="pipeline.contract"):
+        comp = load_competition(binary_comp, DataConfig())
+    said = caplog.text
+    assert "label: 'target' (the only train column that test.csv lacks)" in said
+    assert "text: 'text' (the longest free-text column" in said
+    assert "metric: f1 (the default for a label submission with 2 classes" in said
+    assert "extra columns (usable with data.extra_cols): keyword, location" in said
+    assert comp.schema.notes and all(n in said for n in comp.schema.notes)

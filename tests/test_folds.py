@@ -24,7 +24,7 @@ def test_folds_stage_invariants_and_reproducible(binary_comp, workdir):
     path = workdir / "data/processed/folds.csv"
     first = path.read_bytes()
     train = pd.read_parquet(workdir / "data/interim/train_clean.parquet")
-    _check_folds(train, pd.read_csv(path), 5)
+    _check_folds(train, pd.read_csv(path, dtype={"id": str}), 5)
     assert run_stage("folds", workdir, binary_comp, "folds.seed=42") == 0
     assert path.read_bytes() == first
     path.unlink()

@@ -59,3 +59,41 @@ def test_build_keeps_string_labels_and_threshold():
     assert sub["id"].tolist() == [3, 1, 2] and sub["target"].tolist() == ["yes", "no", "no"]
     sub = build_submission(SAMPLE, schema, test, threshold=None, clip=1e-6)
     assert sub["target"].tolist() == ["yes", "no", "yes"]
+
+
+def _raw_rows(path) -> list[list[str]]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+def test_ids_and_labels_verbatim_from_clean_to_submit(tmp_path, workdir):
+    """Zero-padded, hex-like, float-looking and mixed ids; label codes with leading zeros;
+    a dropped empty label: the submission spells every id and label as the files did."""
+    from conftest import NEG, POS, run_stage, synthetic_texts
+
+    texts, labels = synthetic_texts(90, [NEG, POS], 11)
+    ids = [f"{i:06d}" if i % 3 == 0 else (f"0x{i:04X}" if i % 3 == 1 else f"{i}.0") for i in range(90)]
+    ids[7] = "1e3"  # reads as a float 1000.0 anywhere ids are parsed as numbers
+    codes = [f"0{y}" for y in labels]
+    codes[5] = ""  # dropped by data.nan_label=drop
+    folder = tmp_path / "comp"
+    folder.mkdir()
+    train = pd.DataFrame({"id": ids[:60], "text": texts[:60], "label": codes[:60]})
+    test = pd.DataFrame({"id": ids[60:], "text": texts[60:]})
+    train.to_csv(folder / "train.csv", index=False)
+    test.to_csv(folder / "test.csv", index=False)
+    sample_ids = ids[60:][::-1]  # the sample's order, not test's, is the submission's order
+    pd.DataFrame({"id": sample_ids, "label": "00"}).to_csv(folder / "sample_submission.csv", index=False)
+    sets = ("data.nan_label=drop",)
+    assert run_stage("clean", workdir, folder, *sets) == 0
+    assert run_stage("folds", workdir, folder, *sets, "folds.n_splits=2") == 0
+    assert run_stage("train", workdir, folder, *sets, "train.family=classical", "train.run=lr") == 0
+    assert run_stage("submit", workdir, folder, *sets, "submit.source=run:lr") == 0
+    rows = _raw_rows(workdir / "submissions/submission.csv")
+    assert rows[0] == ["id", "label"]
+    assert [r[0] for r in rows[1:]] == sample_ids
+    assert {r[1] for r in rows[1:]} <= {"00", "01"} and len({r[1] for r in rows[1:]}) == 2
+    folds = _raw_rows(workdir / "data/processed/folds.csv")
+    assert {r[0] for r in folds[1:]} == set(ids[:60]) - {ids[5]}
