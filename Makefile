@@ -2,20 +2,28 @@
 # Variables passed to every stage:
 #   DATA=path/to/folder   a competition folder (train.csv, test.csv, sample_submission.csv);
 #                         default data/raw, or the embedded default when that is empty
-#   CONFIG=file.yaml      a YAML file of diffs over configs/base.yaml (e.g. configs/cpu.yaml)
-#   SET="k=v k=v"         overrides such as SET="train.lr=2e-5 folds.seed=7"
-PYTHON ?= python3
-DATA ?=
+#   CONFIG=file.yaml      a YAML file of diffs over configs/base.yaml (e.g. configs/exp/minilm.yaml)
+#   PROFILE=file.yaml     the profile under CONFIG (default configs/cpu.yaml)
+#   SET="k=v k=v"         overrides such as SET="train.lr=2e-5 folds.seed=7" (split by the program, shell-style)
+#   FOLDS=0,1             train only these folds;  WORKDIR=dir  where artifacts go (default .)
+# The values reach the program through the environment (TEXTCOMP_*), never pasted into a shell
+# command: a DATA path with spaces works, and `;`, `$(...)`, backticks or quotes in it run nothing.
+# PYTHON: the active virtualenv / conda env, else the project's .venv (python3 -m pipeline.setup_env).
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell python3 -m pipeline.setup_env which 2>/dev/null || echo python3)
+endif
 PROFILE ?= configs/cpu.yaml
-CONFIG ?=
-SET ?=
-FOLDS ?=
 
-SETS = $(strip $(SET) $(if $(FOLDS),train.folds=[$(FOLDS)]))
-STAGE_ARGS = $(if $(DATA),--data $(DATA)) $(if $(PROFILE),--config $(PROFILE)) $(if $(CONFIG),--config $(CONFIG)) \
-             $(if $(SETS),--set $(SETS))
+export TEXTCOMP_DATA = $(value DATA)
+export TEXTCOMP_PROFILE = $(value PROFILE)
+export TEXTCOMP_CONFIG = $(value CONFIG)
+export TEXTCOMP_SET = $(value SET)
+export TEXTCOMP_FOLDS = $(value FOLDS)
+export TEXTCOMP_WORKDIR = $(value WORKDIR)
+export TEXTCOMP_COMPETITION = $(value COMPETITION)
+export TEXTCOMP_MESSAGE = $(value MESSAGE)
 RUN = $(PYTHON) -m pipeline
-STAMP = .make/installed
+STAMP ?= .make/installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-apertium all inspect clean folds augment select tune train train-plan lr-find ensemble submit report kaggle-submit \
@@ -25,26 +33,28 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
+	@# where packages go: the active venv/conda env, else .venv here (made with python3 -m venv or uv)
+	python3 -m pipeline.setup_env ensure >/dev/null
 	@# torch first: a bare `torch` requirement would pull a multi-GB CUDA build; keep one already there
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "torch==2.13.0"
 	$(PYTHON) -m pip install -q -e ".[dev]"
-	@mkdir -p $(dir $@) && touch $@
+	@mkdir -p $(dir $@) && echo "$(PYTHON)" > $@
 
 setup: $(STAMP) ## install the package and its dependencies
 
 all: $(STAMP) inspect clean folds augment select tune train-plan ensemble submit report ## the whole flow on DATA (default: the embedded competition)
 
 inspect: $(STAMP) ## data report -> reports/inspect.md
-	$(RUN) inspect $(STAGE_ARGS)
+	$(RUN) inspect
 
 clean: $(STAMP) ## cleaned train/test -> data/interim/
-	$(RUN) clean $(STAGE_ARGS)
+	$(RUN) clean
 
 folds: $(STAMP) clean ## stratified grouped folds -> data/processed/folds.csv
-	$(RUN) folds $(STAGE_ARGS)
+	$(RUN) folds
 
 augment: $(STAMP) ## back-translation / nlpaug copies of train rows -> data/interim/augmented/
-	$(RUN) augment $(STAGE_ARGS)
+	$(RUN) augment
 
 setup-apertium: ## install Debian's apertium + the eng-spa pair (offline back-translation engine)
 	@command -v apertium >/dev/null && apertium -l | grep -q eng-spa && echo "apertium eng-spa: installed" || \
@@ -52,37 +62,37 @@ setup-apertium: ## install Debian's apertium + the eng-spa pair (offline back-tr
 	  echo "apertium could not be installed here (needs apt-get and root); the marian engine needs no system package"
 
 select: $(STAMP) ## screen candidate models -> reports/model_selection.csv, reports/selected.json
-	$(RUN) select $(STAGE_ARGS)
+	$(RUN) select
 
 tune: $(STAMP) ## Optuna search -> tune/<run>/, configs/generated/, reports/plan.json
-	$(RUN) tune $(STAGE_ARGS)
+	$(RUN) tune
 
 train: $(STAMP) ## train one config (CONFIG=configs/exp/<run>.yaml; FOLDS=0,1 for a subset) -> models/<run>/
-	$(RUN) train $(STAGE_ARGS)
+	$(RUN) train
 
 train-plan: $(STAMP) ## train every run in reports/plan.json (what select/tune chose)
-	$(RUN) train --plan reports/plan.json $(STAGE_ARGS)
+	$(RUN) train --plan reports/plan.json
 
 lr-find: $(STAMP) ## LR range test -> reports/lr_find.png with a suggested LR
-	$(RUN) lr-find $(STAGE_ARGS)
+	$(RUN) lr-find
 
 ensemble: $(STAMP) ## blend the runs' OOF -> ensembles/blend/
-	$(RUN) ensemble $(STAGE_ARGS)
+	$(RUN) ensemble
 
 submit: $(STAMP) ## write and validate submissions/submission.csv
-	$(RUN) submit $(STAGE_ARGS)
+	$(RUN) submit
 
 report: $(STAMP) ## one page for the competition + the tuning doctor -> reports/index.{md,html}
-	$(RUN) report $(STAGE_ARGS)
+	$(RUN) report
 
 kaggle-submit: ## submit with the official kaggle CLI: make kaggle-submit COMPETITION=<slug> MESSAGE="..."
 	@command -v kaggle >/dev/null || { echo "error: the kaggle CLI is not installed (pip install kaggle)"; exit 2; }
-	@test -n "$(COMPETITION)" || { echo "error: set COMPETITION=<competition slug>"; exit 2; }
+	@test -n "$$TEXTCOMP_COMPETITION" || { echo "error: set COMPETITION=<competition slug>"; exit 2; }
 	@test -f submissions/submission.csv || { echo "error: submissions/submission.csv not found; run make submit"; exit 2; }
 	@test -f $${KAGGLE_CONFIG_DIR:-$$HOME/.kaggle}/kaggle.json || test -n "$$KAGGLE_KEY" || \
 	  { echo "error: no Kaggle credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)"; exit 2; }
-	kaggle competitions submit -c $(COMPETITION) -f submissions/submission.csv \
-	  -m "$(MESSAGE) (CV $$($(PYTHON) -c "import json;print(round(json.load(open('submissions/submission.json'))['cv'],4))"))"
+	@# the slug and message reach kaggle as one argv item each, never re-parsed by a shell
+	$(PYTHON) -c "from pipeline.submit import kaggle_submit; raise SystemExit(kaggle_submit())"
 
 bench: $(STAMP) ## benchmarks -> benchmarks/results/latest.json and BENCHMARKS.md
 	$(PYTHON) benchmarks/run.py

@@ -151,9 +151,14 @@ def run_hf(args: argparse.Namespace, backbone: str, data: tuple, grouped: bool) 
                       data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=8 if args.device == "cuda"
                                                             else None))
     metrics = trainer.train().metrics
-    logits = trainer.predict(DS(va_x, va_y)).predictions
-    proba = torch.softmax(torch.tensor(logits, dtype=torch.float32), -1).numpy()
-    return {"samples_per_s": metrics["train_samples_per_second"], "f1": score("f1", np.array(va_y), proba),
+    # With train_sampling_strategy="group_by_length", transformers 5.x also length-groups (and
+    # shuffles) the *evaluation* sampler, so predictions come back in another order than the
+    # dataset's. Scoring them against va_y was why this peer "collapsed" to F1 0.14-0.40; a
+    # competent user scores against the label_ids returned beside the predictions, as
+    # compute_metrics does.
+    pred = trainer.predict(DS(va_x, va_y))
+    proba = torch.softmax(torch.tensor(pred.predictions, dtype=torch.float32), -1).numpy()
+    return {"samples_per_s": metrics["train_samples_per_second"], "f1": score("f1", np.asarray(pred.label_ids), proba),
             "peak_mem_mb": peak_mem_mb(), "seconds": metrics["train_runtime"]}
 
 
@@ -317,9 +322,10 @@ def _trainer_lines(res: dict) -> list[str]:
         f"| ours (dynamic padding, length-grouped) | {t['ours']['samples_per_s']:.1f} | 1.00 | "
         f"{t['ours']['f1']:.3f} | {t['ours']['peak_mem_mb']:.0f} |",
         f"| HF Trainer, padding=max_length | {t['hf_maxlen']['samples_per_s']:.1f} | "
-        f"{res['train_speedup_vs_hf']:.2f} | {t['hf_maxlen']['f1']:.3f} | {t['hf_maxlen']['peak_mem_mb']:.0f} |",
-        f"| HF Trainer, group_by_length + dynamic padding | {t['hf_grouped']['samples_per_s']:.1f} | "
-        f"{res['train_speedup_vs_hf_grouped']:.2f} | {t['hf_grouped']['f1']:.3f} | "
+        f"{_ratio_cell(res['train_speedup_vs_hf'])} | {t['hf_maxlen']['f1']:.3f} | {t['hf_maxlen']['peak_mem_mb']:.0f} |",
+        f"| HF Trainer, train_sampling_strategy=group_by_length + dynamic padding | "
+        f"{t['hf_grouped']['samples_per_s']:.1f} | "
+        f"{_ratio_cell(res['train_speedup_vs_hf_grouped'])} | {t['hf_grouped']['f1']:.3f} | "
         f"{t['hf_grouped']['peak_mem_mb']:.0f} |",
         "",
         f"Tuning-doctor evidence (train loss, LR, gradient norm, update/weight ratio per parameter group every 20 "
@@ -369,12 +375,14 @@ def main() -> None:
         return
     runs = {w: spawn(args, w) for w in ("ours", "hf_maxlen", "hf_grouped", "ours_nolog")}
     res.update({
+        # a speed ratio means something only between runs that learn equally well
+        "peer_comparable": {w: comparable(runs["ours"], runs[w]) for w in ("hf_maxlen", "hf_grouped")},
         "device": device_name(args.device), "date": time.strftime("%Y-%m-%d"),
         "train_samples_per_s": runs["ours"]["samples_per_s"],
         "hf_trainer_samples_per_s": runs["hf_maxlen"]["samples_per_s"],
-        "train_speedup_vs_hf": runs["ours"]["samples_per_s"] / runs["hf_maxlen"]["samples_per_s"],
+        "train_speedup_vs_hf": ratio(runs["ours"], runs["hf_maxlen"]),
         "hf_trainer_grouped_samples_per_s": runs["hf_grouped"]["samples_per_s"],
-        "train_speedup_vs_hf_grouped": runs["ours"]["samples_per_s"] / runs["hf_grouped"]["samples_per_s"],
+        "train_speedup_vs_hf_grouped": ratio(runs["ours"], runs["hf_grouped"]),
         "peak_mem_mb": runs["ours"]["peak_mem_mb"],
         "mfu": runs["ours"].get("mfu"),
         # the doctor's evidence (loss, LR, grad norm, update/weight ratios every 5 steps) vs none at all
@@ -384,6 +392,22 @@ def main() -> None:
                     **runs},
     })
     save(res)
+
+
+F1_TOLERANCE = 0.02  # a peer's validation F1 must be this close to ours for a speed ratio to be reported
+
+
+def comparable(ours: dict, peer: dict) -> bool:
+    return abs(ours["f1"] - peer["f1"]) <= F1_TOLERANCE
+
+
+def ratio(ours: dict, peer: dict) -> float | None:
+    """ours / peer samples per second, or None ("not comparable") when the peer learned worse or better."""
+    return ours["samples_per_s"] / peer["samples_per_s"] if comparable(ours, peer) else None
+
+
+def _ratio_cell(r: float | None) -> str:
+    return f"{r:.2f}" if r is not None else f"not comparable (F1 differs by > {F1_TOLERANCE})"
 
 
 def save(res: dict) -> None:

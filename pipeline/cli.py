@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import platform
 import subprocess
 import sys
@@ -19,6 +20,34 @@ from pipeline.paths import Paths
 
 log = logging.getLogger("pipeline")
 PACKAGES = ("torch", "transformers", "scikit-learn", "pandas", "numpy", "optuna", "nlpaug", "ftfy")
+
+
+ENV_PREFIX = "TEXTCOMP_"  # how make hands DATA, PROFILE, CONFIG, SET, FOLDS, WORKDIR over (never via a shell)
+
+
+def env_args(env: dict[str, str] | None = None) -> list[str]:
+    """Arguments from make's variables, placed before the command line's own (which win).
+
+    Each value is one argument as it stands, spaces and quotes included; only SET is split,
+    shell-style, by shlex here (never by a shell)."""
+    import shlex
+
+    env = dict(os.environ if env is None else env)
+    get = lambda k: env.get(ENV_PREFIX + k, "")  # noqa: E731
+    args: list[str] = []
+    if get("WORKDIR"):
+        args += ["--workdir", get("WORKDIR")]
+    if get("DATA"):
+        args += ["--data", get("DATA")]
+    for key in ("PROFILE", "CONFIG"):
+        if get(key):
+            args += ["--config", get(key)]
+    sets = shlex.split(get("SET"))
+    if get("FOLDS"):
+        sets.append(f"train.folds=[{get('FOLDS')}]")
+    if sets:
+        args += ["--set", *sets]
+    return args
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +101,19 @@ def write_resolved(path: Path, cfg: Config, argv: list[str] | None) -> None:
     write_text(path, dump_yaml({"run": header, "config": cfg.to_dict()}))
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """make's variables first, then the command line: a --data or --workdir given by hand
+    replaces make's, --config files and --set overrides are added after make's."""
+    first = parser.parse_args(env_args())
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args.config = [*first.config, *args.config]
+    args.set = [*first.set, *args.set]
+    for key in ("data", "workdir"):
+        if getattr(args, key) == parser.get_default(key):
+            setattr(args, key, getattr(first, key))
+    return args
+
+
 def stage_main(stage: str, doc: str | None, run: Callable[..., Any], argv: list[str] | None = None,
                extra_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
     """Parse, load config, set up logging, call ``run(cfg, paths, **extra)``; errors become one line."""
@@ -80,7 +122,7 @@ def stage_main(stage: str, doc: str | None, run: Callable[..., Any], argv: list[
     add_common_args(parser)
     if extra_args:
         extra_args(parser)
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     setup_logging(args.quiet)
     extra = {k: v for k, v in vars(args).items()
              if k not in {"data", "config", "set", "workdir", "quiet"}}
@@ -90,6 +132,7 @@ def stage_main(stage: str, doc: str | None, run: Callable[..., Any], argv: list[
         write_resolved(paths.stage_config(stage), cfg, argv)
         run(cfg, paths, **extra)
     except (ConfigError, DataError, FileNotFoundError) as e:
-        log.error("%s", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        # one line, whatever a path in it holds
+        log.error("%s", str(e).replace("\n", "\\n") if str(e) else type(e).__name__)
         return 2
     return 0

@@ -189,6 +189,20 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> SubmitResult:
     return SubmitResult(submission=sub, source=desc, holdout_score=held)
 
 
+def kaggle_submit(env: dict[str, str] | None = None) -> int:
+    """`make kaggle-submit`: the official CLI with the CV in the message; values from the
+    environment (TEXTCOMP_COMPETITION, TEXTCOMP_MESSAGE) go in as single arguments."""
+    import os
+    import subprocess
+
+    env = dict(os.environ if env is None else env)
+    paths = Paths.make(env.get("TEXTCOMP_WORKDIR") or ".")
+    cv = read_json(paths.submission_json)["cv"]
+    cmd = ["kaggle", "competitions", "submit", "-c", env["TEXTCOMP_COMPETITION"], "-f", str(paths.submission),
+           "-m", f"{env.get('TEXTCOMP_MESSAGE', '')} (CV {cv:.4f})"]
+    return subprocess.call(cmd)
+
+
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli import stage_main
 

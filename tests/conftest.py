@@ -10,6 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# `make test` exports make's variables (TEXTCOMP_PROFILE=configs/cpu.yaml ...) for the stages;
+# tests pass their own arguments, so none of them may leak in.
+for _key in [k for k in os.environ if k.startswith("TEXTCOMP_")]:
+    del os.environ[_key]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

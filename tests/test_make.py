@@ -1,13 +1,17 @@
-"""`make -n all` names only stages that exist; `make help` documents the targets."""
+"""The Makefile: `make -n all` names only stages that exist, `make help` documents the targets,
+and make's variables reach the program as values, never as shell code."""
 
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_binary_competition
 
 from pipeline.__main__ import STAGES
+from pipeline.cli import env_args
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -27,12 +31,46 @@ def test_make_all_dry_run_points_at_real_stages():
         assert stage in STAGES
         module = STAGES[stage][0].replace(".", "/") + ".py"
         assert (ROOT / module).exists(), module
-    for line in (ln for ln in text.splitlines() if "-m pipeline" in ln):
-        assert "--data /x/comp" in line and "--config configs/cpu.yaml" in line
-        assert "--set train.lr=1e-5 folds.seed=3" in line
+    assert "/x/comp" not in text  # values travel in the environment, not in the command line
 
 
 def test_make_help_lists_targets():
     out = subprocess.run(["make", "help"], cwd=ROOT, capture_output=True, text=True).stdout
     for target in ("all", "test", "inspect", "clean", "folds"):
         assert re.search(rf"^\s+{target}\s+\S", out, re.M), target
+
+
+def test_env_args_keep_each_value_whole_and_split_only_set():
+    env = {"TEXTCOMP_DATA": "my comp; rm -rf x", "TEXTCOMP_PROFILE": "configs/cpu.yaml",
+           "TEXTCOMP_CONFIG": "", "TEXTCOMP_SET": "train.lr=2e-5 'data.sep= | '", "TEXTCOMP_FOLDS": "0,1",
+           "TEXTCOMP_WORKDIR": "/tmp/a b"}
+    assert env_args(env) == ["--workdir", "/tmp/a b", "--data", "my comp; rm -rf x", "--config", "configs/cpu.yaml",
+                             "--set", "train.lr=2e-5", "data.sep= | ", "train.folds=[0,1]"]
+
+
+def _run_make(target: str, tmp: Path, **variables: str) -> subprocess.CompletedProcess:
+    stamp = tmp / "installed"
+    stamp.touch()  # the package is installed already: skip `make setup`
+    args = ["make", "-s", target, f"PYTHON={sys.executable}", f"STAMP={stamp}", f"WORKDIR={tmp / 'work'}",
+            "PROFILE=", *[f"{k}={v}" for k, v in variables.items()]]
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("evil", ["x; touch {pwned}", "$(touch {pwned})", "`touch {pwned}`", "x' && touch '{pwned}",
+                                  'x" && touch "{pwned}', "x\ntouch {pwned}"])
+def test_data_variable_runs_no_command(tmp_path, evil):
+    pwned = tmp_path / "pwned"
+    data = evil.format(pwned=pwned)
+    out = _run_make("clean", tmp_path, DATA=data)
+    assert not pwned.exists()
+    assert out.returncode == 2, out.stderr
+    # the whole value arrived as one path
+    assert "train.csv: file not found" in out.stderr and str(pwned) in out.stderr
+
+
+def test_data_path_with_a_space_works(tmp_path):
+    data = write_binary_competition(tmp_path / "my comp")
+    out = _run_make("clean", tmp_path, DATA=str(data), SET="clean.lowercase=true")
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "work/data/interim/train_clean.parquet").exists()
+    assert "lowercase: true" in (tmp_path / "work/reports/configs/clean.yaml").read_text()
