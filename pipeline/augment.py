@@ -32,6 +32,7 @@ from pipeline.config import AugmentConfig, Config
 from pipeline.io import DataError, write_json, write_parquet
 from pipeline.paths import Paths
 from pipeline.textstats import norm_key
+from pipeline.transaction import inputs_of, publish
 
 log = logging.getLogger(__name__)
 
@@ -404,10 +405,9 @@ def run(cfg: Config, paths: Paths, force: bool = False,
     if not ac.methods:
         log.info("augment: no methods configured (augment.methods=[]); nothing to do")
         return AugmentResult(written={}, report={})
-    if not paths.train_clean.exists():
-        raise DataError(f"{paths.train_clean}: not found; run `make clean` first")
+    inputs = inputs_of(paths, ["clean"], config={"augment": asdict(ac)})
     train = pd.read_parquet(paths.train_clean)
-    written, report = {}, {}
+    written, report, frames = {}, {}, {}
     for method in ac.methods:
         t0 = time.perf_counter()
         if method == "backtranslation":
@@ -415,12 +415,15 @@ def run(cfg: Config, paths: Paths, force: bool = False,
         else:
             df, info = run_nlpaug(train, method, ac), {}
         df.insert(0, "aug_id", [f"{method}-{i}" for i in range(len(df))])
-        written[method] = write_parquet(paths.augmented(method), df)
+        frames[method], written[method] = df, paths.augmented(method)
         report[method] = {**info, "rows": len(df), "sources": int(df["source_id"].nunique()),
                           "seconds": round(time.perf_counter() - t0, 2)}
         log.info("augment %s: %d rows from %d sources in %.1fs -> %s", method, len(df), df["source_id"].nunique(),
                  report[method]["seconds"], written[method])
-    write_json(paths.reports / "augment.json", report)
+    with publish(paths, "augment", inputs) as tx:  # every method's rows and the report together
+        for method, df in frames.items():
+            write_parquet(tx.path(written[method]), df)
+        write_json(tx.path(paths.reports / "augment.json"), report)
     return AugmentResult(written=written, report=report)
 
 

@@ -16,7 +16,7 @@ import html
 import logging
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,9 @@ from pipeline.config import CleanConfig, Config
 from pipeline.contract import Competition, Schema, encode_labels, load_competition
 from pipeline.embedded import resolve_raw
 from pipeline.io import write_csv, write_json, write_parquet
-from pipeline.paths import Paths
+from pipeline.paths import RAW_FILES, Paths
 from pipeline.textstats import HTML_TAG, MENTION, URL, norm_key
+from pipeline.transaction import inputs_of, publish
 
 log = logging.getLogger(__name__)
 _WORD_TOKEN = r"[A-Za-z]+"
@@ -198,16 +199,20 @@ def clean_competition(comp: Competition, cfg: CleanConfig) -> tuple[CleanResult,
 
 
 def run(cfg: Config, paths: Paths, force: bool = False) -> CleanResult:
-    comp = load_competition(resolve_raw(paths, cfg.data), cfg.data)
+    raw = resolve_raw(paths, cfg.data)
+    comp = load_competition(raw, cfg.data)
     result, log_rows = clean_competition(comp, cfg.clean)
-    write_parquet(paths.train_clean, result.train)
-    write_parquet(paths.test_clean, result.test)
-    result.schema.save(paths.schema_json)
-    write_csv(paths.clean_log, pd.DataFrame(log_rows, columns=["split", "id", "action", "detail"]))
-    write_json(paths.clean_json, {"steps": {k: v for k, v in vars(cfg.clean).items()},
-                                  "rows_changed": result.changes, "dropped": result.dropped,
-                                  "relabelled": result.relabelled, "train_rows": len(result.train),
-                                  "test_rows": len(result.test), "notes": result.schema.notes})
+    inputs = inputs_of(paths, [], files={name: raw / name for name in RAW_FILES},
+                       config={"data": asdict(cfg.data), "clean": asdict(cfg.clean)})
+    with publish(paths, "clean", inputs) as tx:  # train, test and schema change together or not at all
+        write_parquet(tx.path(paths.train_clean), result.train)
+        write_parquet(tx.path(paths.test_clean), result.test)
+        result.schema.save(tx.path(paths.schema_json))
+        write_csv(tx.path(paths.clean_log), pd.DataFrame(log_rows, columns=["split", "id", "action", "detail"]))
+        write_json(tx.path(paths.clean_json), {
+            "steps": {k: v for k, v in vars(cfg.clean).items()}, "rows_changed": result.changes,
+            "dropped": result.dropped, "relabelled": result.relabelled, "train_rows": len(result.train),
+            "test_rows": len(result.test), "notes": result.schema.notes})
     for split, ch in result.changes.items():
         log.info("clean %s: rows changed per step: %s", split, ", ".join(f"{k}={v}" for k, v in ch.items()))
     log.info("clean: duplicates=%s: %d relabelled, %d dropped; %d train / %d test rows -> %s",

@@ -16,7 +16,7 @@ from typing import Any
 
 from pipeline.config import Config, ConfigError, diff_dict, dump_yaml, load_config
 from pipeline.io import DataError, write_text
-from pipeline.paths import Paths
+from pipeline.paths import PathError, Paths
 
 log = logging.getLogger("pipeline")
 PACKAGES = ("torch", "transformers", "scikit-learn", "pandas", "numpy", "optuna", "nlpaug", "ftfy")
@@ -131,7 +131,7 @@ def stage_main(stage: str, doc: str | None, run: Callable[..., Any], argv: list[
         cfg = load_config(config_files(paths.root, args.config), args.set)
         write_resolved(paths.stage_config(stage), cfg, argv)
         run(cfg, paths, **extra)
-    except (ConfigError, DataError, FileNotFoundError) as e:
+    except (ConfigError, DataError, PathError, FileNotFoundError) as e:
         # one line, whatever a path in it holds
         log.error("%s", str(e).replace("\n", "\\n") if str(e) else type(e).__name__)
         return 2

@@ -16,11 +16,21 @@ from typing import Any
 
 import yaml
 
+from pipeline.paths import PathError, check_name
+
 METRICS = ("f1", "macro_f1", "accuracy", "logloss", "roc_auc")
 
 
 class ConfigError(ValueError):
     """A config file or override that does not fit the schema."""
+
+
+def _name(what: str, value: Any) -> None:
+    """A config value that becomes a folder or file name: no way out of the project."""
+    try:
+        check_name(value, what)
+    except PathError as e:
+        raise ConfigError(str(e)) from None
 
 
 @dataclass
@@ -136,6 +146,7 @@ class TrainConfig:
     max_features: int = 200000  # per vectorizer
 
     def validate(self) -> None:
+        _name("train.run", self.run)
         _choice("train.family", self.family, ("transformer", "classical"))
         _choice("train.schedule", self.schedule, ("cosine", "linear", "constant", "onecycle"))
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
@@ -255,6 +266,9 @@ class EnsembleConfig:
     objective: str = "metric"  # metric or logloss (smooth surrogate) for the weight search
 
     def validate(self) -> None:
+        _name("ensemble.name", self.name)
+        for i, run in enumerate(self.runs or []):
+            _name(f"ensemble.runs[{i}]", run)
         _choice("ensemble.method", self.method, ("auto", "weighted", "mean", "rank", "vote", "best_single"))
         _choice("ensemble.objective", self.objective, ("metric", "logloss"))
 
@@ -263,6 +277,13 @@ class EnsembleConfig:
 class SubmitConfig:
     source: str = "ensemble"  # ensemble, or run:<name> to submit one run
     clip: float = 1e-6  # probabilities clipped to [clip, 1 - clip]
+
+    def validate(self) -> None:
+        # only the project's own runs and ensembles: never a path
+        if self.source != "ensemble":
+            if not self.source.startswith("run:"):
+                raise ConfigError(f"submit.source must be 'ensemble' or 'run:<name>', got {self.source!r}")
+            _name("submit.source run", self.source[4:])
 
 
 @dataclass

@@ -13,7 +13,7 @@ scored on fold k): only the nested one is an honest estimate of the blend's gain
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from pipeline.io import DataError, write_csv, write_json, write_parquet
 from pipeline.metrics import GREATER_IS_BETTER, score, tune_threshold
 from pipeline.paths import Paths
 from pipeline.train import proba_cols
+from pipeline.transaction import inputs_of, publish, value_digest
 
 log = logging.getLogger(__name__)
 METHODS = ("best_single", "mean", "rank", "vote", "weighted")
@@ -168,17 +169,27 @@ class EnsembleResult:
     cv: dict[str, Any]
 
 
-def load_runs(paths: Paths, runs: list[str] | None) -> tuple[list[str], list[pd.DataFrame], list[pd.DataFrame]]:
-    if runs is None:
-        runs = sorted(p.parent.name for p in paths.models.glob("*/cv.json") if (p.parent / "oof.parquet").exists())
+def finished_runs(paths: Paths) -> list[str]:
+    """Runs whose outputs were published whole (a manifest); a run folder without one was
+    killed while publishing, or trained only some folds: left out, and said so."""
+    runs = sorted(p.stem.removeprefix("train-") for p in paths.manifests.glob("train-*.json"))
+    for d in sorted(p.parent for p in paths.models.glob("*/cv.json")):
+        if d.name not in runs:
+            log.warning("ensemble: %s has outputs but no manifest (killed while publishing?): left out; rerun "
+                        "`make train` for it", d)
+    return runs
+
+
+def load_runs(paths: Paths, runs: list[str] | None) -> tuple[list[str], list[pd.DataFrame], list[pd.DataFrame],
+                                                           dict[str, str]]:
+    runs = finished_runs(paths) if runs is None else runs
     if not runs:
         raise DataError(f"{paths.models}: no finished run (models/<run>/oof.parquet); run `make train` first")
+    # every run complete and made from the current clean/folds, or a one-line error
+    inputs = inputs_of(paths, [f"train-{run}" for run in runs])
     oofs, tests = [], []
     for run in runs:
         d = paths.run_dir(run)
-        for name in ("oof.parquet", "test.parquet"):
-            if not (d / name).exists():
-                raise DataError(f"{d / name}: not found; finish `train` for run {run!r}")
         oofs.append(pd.read_parquet(d / "oof.parquet"))
         tests.append(pd.read_parquet(d / "test.parquet"))
     ref_oof, ref_test = oofs[0], tests[0]
@@ -193,12 +204,12 @@ def load_runs(paths: Paths, runs: list[str] | None) -> tuple[list[str], list[pd.
     for run, o in zip(runs, oofs):
         if not (o["fold"].to_numpy() == oofs[0]["fold"].to_numpy()).all():
             raise DataError(f"{paths.run_dir(run)}: trained on other folds than {runs[0]!r}")
-    return runs, oofs, tests
+    return runs, oofs, tests, inputs
 
 
 def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
+    runs, oofs, tests, inputs = load_runs(paths, cfg.ensemble.runs)
     schema = Schema.load(paths.schema_json)
-    runs, oofs, tests = load_runs(paths, cfg.ensemble.runs)
     cols = proba_cols(schema.n_classes)
     probas = np.stack([o[cols].to_numpy(np.float64) for o in oofs])
     test_probas = np.stack([t[cols].to_numpy(np.float64) for t in tests])
@@ -231,12 +242,14 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
           "nested": chosen["nested"], "best_single_nested": best_single["nested"],
           "beats_best_single_nested": bool(gain > 0), "runs": singles, "threshold": blend.threshold,
           "methods": table.drop(columns="chosen").to_dict("records")}
-    write_parquet(out_dir / "oof.parquet", oof_df)
-    write_parquet(out_dir / "test.parquet", test_df)
-    write_csv(out_dir / "methods.csv", table)
-    write_json(out_dir / "weights.json", {"method": blend.method, "runs": runs, "weights": weights,
-                                          "threshold": blend.threshold})
-    write_json(out_dir / "cv.json", cv)
+    inputs["config:ensemble"] = value_digest(asdict(cfg.ensemble))
+    with publish(paths, f"ensemble-{cfg.ensemble.name}", inputs) as tx:  # weights, threshold, predictions together
+        write_parquet(tx.path(out_dir / "oof.parquet"), oof_df)
+        write_parquet(tx.path(out_dir / "test.parquet"), test_df)
+        write_csv(tx.path(out_dir / "methods.csv"), table)
+        write_json(tx.path(out_dir / "weights.json"), {"method": blend.method, "runs": runs, "weights": weights,
+                                                       "threshold": blend.threshold})
+        write_json(tx.path(out_dir / "cv.json"), cv)
     log.info("ensemble over %s (metric %s):\n%s", ", ".join(runs), schema.metric, table.to_string(index=False))
     verdict = "beats" if gain > 0 else "does NOT beat"
     log.info("chosen: %s (nested %.4f); it %s the best single run on the nested estimate (%.4f) -> %s",

@@ -21,6 +21,7 @@ from pipeline.config import Config
 from pipeline.io import DataError, read_json, write_csv, write_json
 from pipeline.paths import Paths
 from pipeline.textstats import norm_key
+from pipeline.transaction import inputs_of, publish
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +83,22 @@ def load_folds(paths: Paths, ids: pd.Series | None = None) -> pd.DataFrame:
 
 
 def run(cfg: Config, paths: Paths, force: bool = False) -> FoldsResult:
-    if not paths.train_clean.exists():
-        raise DataError(f"{paths.train_clean}: not found; run `make clean` first")
+    inputs = inputs_of(paths, ["clean"], config={"folds": {"n_splits": cfg.folds.n_splits, "seed": cfg.folds.seed}})
     train = pd.read_parquet(paths.train_clean)
     meta_path = paths.folds_csv.with_suffix(".json")
     fp = _fingerprint(train, cfg)
     if not force and paths.folds_csv.exists() and meta_path.exists() and read_json(meta_path) == fp:
         log.info("folds: %s is up to date (same data, k and seed); left as it is", paths.folds_csv)
-        return FoldsResult(folds=read_folds_csv(paths), reused=True)
+        folds = read_folds_csv(paths)
+        with publish(paths, "folds", inputs) as tx:  # the same bytes, recorded against today's inputs
+            write_csv(tx.path(paths.folds_csv), folds)
+            write_json(tx.path(meta_path), fp)
+        return FoldsResult(folds=folds, reused=True)
     maker = FoldMaker(cfg.folds.n_splits, cfg.folds.seed).fit(train["text"], train["label"].to_numpy())
     folds = pd.DataFrame({"id": train["id"], "fold": maker.folds_})
-    write_csv(paths.folds_csv, folds)
-    write_json(meta_path, fp)
+    with publish(paths, "folds", inputs) as tx:  # folds.csv and folds.json together
+        write_csv(tx.path(paths.folds_csv), folds)
+        write_json(tx.path(meta_path), fp)
     shares = pd.crosstab(folds["fold"], train["label"], normalize="index").round(3)
     log.info("folds: %d rows in %d folds (seed %d) -> %s; class shares per fold:\n%s", len(folds),
              cfg.folds.n_splits, cfg.folds.seed, paths.folds_csv, shares.to_string())

@@ -22,6 +22,7 @@ from pipeline.config import Config
 from pipeline.contract import Competition, load_competition
 from pipeline.embedded import resolve_raw
 from pipeline.io import save_figure, write_json, write_text
+from pipeline.markdown import md_escape, md_table
 from pipeline.paths import Paths
 from pipeline.textstats import URL, WORD, near_key, norm_key, pattern_counts
 
@@ -208,25 +209,24 @@ def plot(report: dict[str, Any], paths: Paths) -> dict[str, Path]:
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(x).replace("|", "\\|").replace("\n", " ") for x in r) + " |" for r in rows]
-    return "\n".join(lines)
+    return md_table(rows, header)
 
 
 def render(report: dict[str, Any], figures: dict[str, Path], paths: Paths) -> str:
     s, d, sh = report["schema"], report["duplicates"], report["shift"]
     rel = {k: Path(v).relative_to(paths.reports).as_posix() for k, v in figures.items()}
     unit = "tokens" if report["tokenizer"] else "words (no tokenizer loaded)"
-    md = [f"# Data report\n\nCompetition folder: `{Path(report['files']['train']).parent}`\n",
+    e = md_escape  # everything below that came from the files (names, classes, texts) goes through it
+    md = [f"# Data report\n\nCompetition folder: {e(Path(report['files']['train']).parent)}\n",
           "## Shape\n",
           _table([["train", report["rows"]["train"], len(report["columns"]["train"])],
                   ["test", report["rows"]["test"], len(report["columns"]["test"])],
                   ["sample_submission", report["rows"]["sample_submission"], len(s["pred_cols"]) + 1]],
                  ["file", "rows", "columns"]),
-          f"\nid `{s['id_col']}` · label `{s['label_col']}` · text `{s['text_col']}` · "
-          f"{len(s['classes'])} classes ({', '.join(map(str, s['classes']))}) · submission: {s['submission']} "
-          f"({', '.join(s['pred_cols'])}) · metric: **{s['metric']}**\n"]
-    md += [f"- {n}\n" for n in s["notes"]]
+          f"\nid {e(s['id_col'])} · label {e(s['label_col'])} · text {e(s['text_col'])} · "
+          f"{len(s['classes'])} classes ({e(', '.join(map(str, s['classes'])))}) · submission: {s['submission']} "
+          f"({e(', '.join(s['pred_cols']))}) · metric: **{s['metric']}**\n"]
+    md += [f"- {e(n)}\n" for n in s["notes"]]
     nulls = [[c, report["nulls"]["train"].get(c, "-"), report["nulls"]["test"].get(c, "-")]
              for c in report["columns"]["train"]]
     md += ["\n## Nulls per column\n", _table(nulls, ["column", "train", "test"]),
@@ -256,7 +256,7 @@ def render(report: dict[str, Any], figures: dict[str, Path], paths: Paths) -> st
     pt = report["patterns"]
     md += [_table([[k, pt["train"][k], pt["test"][k]] for k in pt["train"]], ["pattern", "train", "test"]),
            "\n\n## Most frequent words per class\n"]
-    md += [f"- **{c}**: {', '.join(f'{w} ({n})' for w, n in toks)}\n" for c, toks in report["top_tokens"].items()]
+    md += [f"- **{e(c)}**: {e(', '.join(f'{w} ({n})' for w, n in toks))}\n" for c, toks in report["top_tokens"].items()]
     md += ["\n## Train vs test shift\n",
            f"- token-length KS statistic: {sh['ks_token_length']}\n"
            f"- mean chars train/test: {sh['mean_chars_train']} / {sh['mean_chars_test']}\n"]

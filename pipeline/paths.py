@@ -1,11 +1,35 @@
-"""Every artifact path, spelled once. No other module builds a path by hand."""
+"""Every artifact path, spelled once. No other module builds a path by hand.
+
+A name that becomes a folder or file (a run, an ensemble, a study, an augmentation method)
+goes through ``check_name``: ``[A-Za-z0-9][A-Za-z0-9._-]*``, so no ``..``, no slash, no
+absolute path. Every resolved artifact path must lie under the work directory's artifact
+folders, and ``remove_tree`` is the only deletion of a folder: it refuses anything else.
+"""
 
 from __future__ import annotations
 
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 RAW_FILES = ("train.csv", "test.csv", "sample_submission.csv")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# the folders (under the work directory) that stages write into and may delete inside
+ARTIFACT_DIRS = ("data/interim", "data/processed", "data/embedded", "data/holdout", "reports", "models",
+                 "ensembles", "submissions", "tune", "configs/generated", ".staging", ".manifests")
+
+
+class PathError(ValueError):
+    """A user-given name or path that would reach outside the project's artifact folders."""
+
+
+def check_name(name: object, what: str = "name") -> str:
+    """A user-given name that becomes a folder or file name, or a one-line error."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise PathError(f"{what}={name!r}: must match [A-Za-z0-9][A-Za-z0-9._-]* (at most 100 characters), "
+                        "since it becomes a folder name under the project")
+    return name
 
 
 @dataclass(frozen=True)
@@ -18,6 +42,34 @@ class Paths:
         root = Path(root).resolve()
         raw = Path(data).expanduser().resolve() if data else root / "data" / "raw"
         return cls(root=root, raw=raw)
+
+    def inside(self, path: Path) -> Path:
+        """``path`` if it resolves (symlinks followed) under one of the artifact folders."""
+        resolved = Path(path).resolve()
+        for d in ARTIFACT_DIRS:
+            base = (self.root / d).resolve()
+            if resolved == base or resolved.is_relative_to(base):
+                return Path(path)
+        raise PathError(f"{path}: outside the project's artifact folders ({', '.join(ARTIFACT_DIRS)}) under "
+                        f"{self.root}; refused")
+
+    def remove_tree(self, path: Path) -> None:
+        """Delete a folder the stages made: only strictly inside an artifact folder."""
+        target = self.inside(path)
+        if any(Path(target).resolve() == (self.root / d).resolve() for d in ARTIFACT_DIRS):
+            raise PathError(f"{path}: refusing to delete a whole artifact folder")
+        shutil.rmtree(target, ignore_errors=True)
+
+    # stage transactions (pipeline/transaction.py)
+    def staging(self, stage: str) -> Path:
+        return self.root / ".staging" / check_name(stage, "stage")
+
+    @property
+    def manifests(self) -> Path:
+        return self.root / ".manifests"
+
+    def manifest(self, stage: str) -> Path:
+        return self.manifests / f"{check_name(stage, 'stage')}.json"
 
     # raw inputs (never written)
     @property
@@ -51,7 +103,7 @@ class Paths:
         return self.reports / "figures"
 
     def figure(self, name: str) -> Path:
-        return self.figures / f"{name}.png"
+        return self.figures / f"{check_name(name, 'figure')}.png"
 
     @property
     def inspect_md(self) -> Path:
@@ -62,7 +114,7 @@ class Paths:
         return self.reports / "inspect.json"
 
     def stage_config(self, stage: str) -> Path:
-        return self.reports / "configs" / f"{stage}.yaml"
+        return self.reports / "configs" / f"{check_name(stage, 'stage')}.yaml"
 
     # interim / processed data
     @property
@@ -94,7 +146,7 @@ class Paths:
         return self.root / "data" / "processed" / "folds.csv"
 
     def augmented(self, method: str) -> Path:
-        return self.interim / "augmented" / f"{method}.parquet"
+        return self.interim / "augmented" / f"{check_name(method, 'augment method')}.parquet"
 
     @property
     def bt_cache(self) -> Path:
@@ -114,7 +166,7 @@ class Paths:
         return self.reports / "plan.json"
 
     def tune_dir(self, study: str) -> Path:
-        return self.root / "tune" / study
+        return self.inside(self.root / "tune" / check_name(study, "tune study"))
 
     @property
     def generated_configs(self) -> Path:
@@ -122,14 +174,17 @@ class Paths:
 
     # runs, ensembles, submission
     def run_dir(self, run: str) -> Path:
-        return self.root / "models" / run
+        return self.inside(self.models / check_name(run, "train.run"))
+
+    def fold_dir(self, run: str, k: int) -> Path:
+        return self.run_dir(run) / f"fold{int(k)}"
 
     @property
     def models(self) -> Path:
         return self.root / "models"
 
     def ensemble_dir(self, name: str) -> Path:
-        return self.root / "ensembles" / name
+        return self.inside(self.root / "ensembles" / check_name(name, "ensemble.name"))
 
     @property
     def submission(self) -> Path:

@@ -9,9 +9,7 @@ Writes: reports/index.md and reports/index.html (static, opens without a server)
 
 from __future__ import annotations
 
-import html
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from pipeline.config import Config
 from pipeline.contract import Schema
 from pipeline.doctor import Finding, diagnose
 from pipeline.io import DataError, read_json, save_figure, write_json, write_text
+from pipeline.markdown import md_escape, md_table, to_html
 from pipeline.metrics import predict_labels, score
 from pipeline.paths import Paths
 from pipeline.train import proba_cols
@@ -41,13 +40,7 @@ def _plt() -> Any:
 
 
 def _table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        cells = [(str(int(v)) if float(v).is_integer() else f"{v:.4f}") if isinstance(v, float) and np.isfinite(v)
-                 else str(v) for v in r.tolist()]
-        lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
-    return "\n".join(lines)
+    return md_table(df.itertuples(index=False), list(df.columns))
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -110,7 +103,8 @@ def error_analysis(oof: pd.DataFrame, train: pd.DataFrame, schema: Schema, thres
         for v in top.index:
             i = np.flatnonzero((vals == v).to_numpy())
             rows.append({col: v, "rows": len(i), "accuracy": float((pred[i] == y[i]).mean())})
-        md += [f"\n## Accuracy by `{col}` (10 most frequent values with >= 10 rows)\n\n", _table(pd.DataFrame(rows)), "\n"]
+        md += [f"\n## Accuracy by {md_escape(col)} (10 most frequent values with >= 10 rows)\n\n",
+               _table(pd.DataFrame(rows)), "\n"]
     # most confident mistakes
     conf = proba[np.arange(len(pred)), pred]
     wrong = np.flatnonzero(pred != y)
@@ -181,59 +175,11 @@ def analyse_run(run_dir: Path, cfg: Config, paths: Paths, schema: Schema, train:
     return RunAnalysis(run=run, findings=findings, page=page, cv=cv)
 
 
-def to_html(md: str, title: str) -> str:
-    """The Markdown this module writes (headings, tables, images, links, lists) as static HTML."""
-    def inline(s: str) -> str:
-        s = html.escape(s, quote=False)
-        s = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m: f'<img alt="{m[1]}" src="{_html_href(m[2])}">', s)
-        s = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", lambda m: f'<a href="{_html_href(m[2])}">{m[1]}</a>', s)
-        s = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)
-        s = re.sub(r"\*([^*]+)\*", r"<i>\1</i>", s)
-        return re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
-
-    out, lines, i = [], md.splitlines(), 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].startswith("|"):
-                if not re.match(r"^\|(\s*:?-+:?\s*\|)+\s*$", lines[i]):
-                    rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
-                i += 1
-            head, body = rows[0], rows[1:]
-            out.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in head) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in r) + "</tr>" for r in body)
-                       + "</table>")
-            continue
-        m = re.match(r"^(#{1,4}) (.*)", line)
-        if m:
-            out.append(f"<h{len(m[1])}>{inline(m[2])}</h{len(m[1])}>")
-        elif line.startswith("- "):
-            items = []
-            while i < len(lines) and lines[i].startswith("- "):
-                items.append(f"<li>{inline(lines[i][2:])}</li>")
-                i += 1
-            out.append("<ul>" + "".join(items) + "</ul>")
-            continue
-        elif line.strip():
-            out.append(f"<p>{inline(line)}</p>")
-        i += 1
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-             "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-             "font-size:13px}th{background:#f0f0f0}img{max-width:100%}code{background:#f4f4f4}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
-
-
-def _html_href(href: str) -> str:
-    return re.sub(r"\.md$", ".html", href) if not href.startswith("http") else href
-
-
 def competition_page(paths: Paths, analyses: list[RunAnalysis], schema: Schema) -> str:
     r = paths.reports
     md = ["# Competition report\n\n",
           f"Metric **{schema.metric}** · {schema.n_train} train rows · {schema.n_test} test rows · classes "
-          f"{', '.join(map(str, schema.classes))} · submission: {schema.submission}\n\n"]
+          f"{md_escape(', '.join(map(str, schema.classes)))} · submission: {schema.submission}\n\n"]
     sub = read_json(paths.submission_json) if paths.submission_json.exists() else None
     if sub and sub.get("holdout_score") is not None:
         md.append(f"**Submission scored on the held-back test labels: {schema.metric} {sub['holdout_score']:.4f}** "
@@ -302,7 +248,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> list[RunAnalysis]:
     write_json(paths.reports / "doctor.json", {a.run: [f.to_dict() for f in a.findings] for a in analyses})
     md = competition_page(paths, analyses, schema)
     write_text(paths.reports / "index.md", md)
-    write_text(paths.reports / "index.html", to_html(md.replace("```\n", ""), "competition report"))
+    write_text(paths.reports / "index.html", to_html(md, "competition report"))
     if paths.inspect_md.exists():
         write_text(paths.reports / "inspect.html", to_html(paths.inspect_md.read_text(), "data report"))
     for a in analyses:

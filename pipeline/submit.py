@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -19,10 +19,11 @@ import pandas as pd
 from pipeline.config import Config
 from pipeline.contract import Schema, encode_labels
 from pipeline.embedded import resolve_raw
-from pipeline.io import DataError, atomic_path, read_competition_csv, read_json, write_json
+from pipeline.io import DataError, read_competition_csv, read_json, write_json
 from pipeline.metrics import score
 from pipeline.paths import Paths
 from pipeline.train import proba_cols
+from pipeline.transaction import inputs_of, publish, require
 
 log = logging.getLogger(__name__)
 
@@ -89,22 +90,22 @@ class SubmitResult:
     holdout_score: float | None
 
 
-def _source(cfg: Config, paths: Paths) -> tuple[str, pd.DataFrame, float | None, dict[str, Any]]:
-    """(description, test predictions, threshold, CV summary) of what gets submitted."""
+def _source(cfg: Config, paths: Paths) -> tuple[str, pd.DataFrame, float | None, dict[str, Any], str]:
+    """(description, test predictions, threshold, CV summary, manifest stage) of what gets submitted:
+    only the project's own runs and ensembles, each complete and current (its manifest)."""
     if cfg.submit.source.startswith("run:"):
         run = cfg.submit.source.split(":", 1)[1]
-        d = paths.run_dir(run)
-        if not (d / "test.parquet").exists():
-            raise DataError(f"{d / 'test.parquet'}: not found; finish `train` for run {run!r}")
+        d, stage = paths.run_dir(run), f"train-{run}"
+        require(paths, stage)
         cv = read_json(d / "cv.json")
         thr = cv.get("threshold", {}).get("value")
-        return f"run {run}", pd.read_parquet(d / "test.parquet"), thr, {"cv": cv["cv"], "metric": cv["metric"]}
-    d = paths.ensemble_dir(cfg.ensemble.name)
-    if not (d / "test.parquet").exists():
-        raise DataError(f"{d / 'test.parquet'}: not found; run `make ensemble` first")
+        return (f"run {run}", pd.read_parquet(d / "test.parquet"), thr, {"cv": cv["cv"], "metric": cv["metric"]},
+                stage)
+    d, stage = paths.ensemble_dir(cfg.ensemble.name), f"ensemble-{cfg.ensemble.name}"
+    require(paths, stage)
     weights, cv = read_json(d / "weights.json"), read_json(d / "cv.json")
     return (f"ensemble {cfg.ensemble.name} ({weights['method']})", pd.read_parquet(d / "test.parquet"),
-            weights.get("threshold"), cv)
+            weights.get("threshold"), cv, stage)
 
 
 def build_submission(sample: pd.DataFrame, schema: Schema, test: pd.DataFrame, threshold: float | None,
@@ -151,8 +152,8 @@ def holdout_score(paths: Paths, raw: object, schema: Schema, sub: pd.DataFrame) 
 
 def cv_table(paths: Paths, ens: dict[str, Any] | None) -> str:
     rows = []
-    for cv_path in sorted(paths.models.glob("*/cv.json")):
-        cv = read_json(cv_path)
+    for m in sorted(paths.manifests.glob("train-*.json")):  # runs published whole
+        cv = read_json(paths.run_dir(m.stem.removeprefix("train-")) / "cv.json")
         thr = cv.get("threshold")
         rows.append((f"run {cv['run']} ({cv['family']})", f"{cv['cv']:.4f}",
                      f"{thr['f1']:.4f} @ {thr['value']}" if thr else "-", "-"))
@@ -170,18 +171,20 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> SubmitResult:
     schema = Schema.load(paths.schema_json)
     raw = resolve_raw(paths, cfg.data)
     sample = read_competition_csv(raw / "sample_submission.csv")
-    desc, test, threshold, cv = _source(cfg, paths)
+    desc, test, threshold, cv, stage = _source(cfg, paths)
+    inputs = inputs_of(paths, [stage], files={"sample": raw / "sample_submission.csv"},
+                       config={"submit": asdict(cfg.submit)})
     sub = build_submission(sample, schema, test, threshold, cfg.submit.clip)
     SubmissionValidator().fit(sample, schema).validate(sub)
-    with atomic_path(paths.submission) as tmp:
-        sub.to_csv(tmp, index=False, lineterminator="\n")
-    SubmissionValidator().fit(sample, schema).validate(read_competition_csv(paths.submission))  # as written
     held = holdout_score(paths, raw, schema, sub)
     table = cv_table(paths, cv if "methods" in cv else None)
-    write_json(paths.submission_json, {"source": desc, "threshold": threshold, "rows": len(sub),
-                                       "columns": list(sub.columns), "valid": True, "metric": schema.metric,
-                                       "cv": cv.get("nested", cv.get("cv")), "holdout_score": held,
-                                       "table": table})
+    with publish(paths, "submit", inputs) as tx:  # the CSV and the JSON that describes it, together
+        staged = tx.path(paths.submission)
+        sub.to_csv(staged, index=False, lineterminator="\n")
+        SubmissionValidator().fit(sample, schema).validate(read_competition_csv(staged))  # as written
+        write_json(tx.path(paths.submission_json), {
+            "source": desc, "threshold": threshold, "rows": len(sub), "columns": list(sub.columns), "valid": True,
+            "metric": schema.metric, "cv": cv.get("nested", cv.get("cv")), "holdout_score": held, "table": table})
     sys.stdout.write(f"\nFinal CV table ({schema.metric}):\n{table}\n")
     if held is not None:
         sys.stdout.write(f"Held-back test labels of the embedded default: {schema.metric} {held:.4f}\n")

@@ -18,7 +18,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from pipeline.io import DataError, read_json, save_figure, write_json, write_par
 from pipeline.metrics import score, tune_threshold
 from pipeline.modeling.transformer import FoldData, FoldOutput
 from pipeline.paths import Paths
+from pipeline.transaction import inputs_of, publish
 
 log = logging.getLogger(__name__)
 # Fields that change where or how fast a run goes, not what it computes.
@@ -48,6 +48,7 @@ class TrainingData:
     schema: Schema
     augmented: pd.DataFrame | None  # source_id, input, label (rows made from train rows)
     fingerprint: str
+    inputs: dict[str, str]  # the upstream manifests read (transaction.inputs_of)
 
 
 @dataclass
@@ -62,14 +63,9 @@ def proba_cols(n_classes: int) -> list[str]:
     return [f"p_{i}" for i in range(n_classes)]
 
 
-def _file_sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
 def load_training_data(cfg: Config, paths: Paths) -> TrainingData:
-    for p in (paths.train_clean, paths.test_clean, paths.schema_json):
-        if not p.exists():
-            raise DataError(f"{p}: not found; run `make clean folds` first")
+    stages = ["clean", "folds"] + (["augment"] if cfg.train.augment else [])
+    inputs = inputs_of(paths, stages)  # complete and current, or a one-line error naming what to re-run
     schema = Schema.load(paths.schema_json)
     train = pd.read_parquet(paths.train_clean)
     test = pd.read_parquet(paths.test_clean)
@@ -77,8 +73,7 @@ def load_training_data(cfg: Config, paths: Paths) -> TrainingData:
     train = train.merge(folds, on="id", how="left", validate="one_to_one")
     train["input"] = model_inputs(train, cfg.data)
     test["input"] = model_inputs(test, cfg.data)
-    digest = [_file_sha(paths.train_clean), _file_sha(paths.test_clean), _file_sha(paths.folds_csv),
-              json.dumps(cfg.data.extra_cols)]
+    digest = [*sorted(inputs.values()), json.dumps(cfg.data.extra_cols)]
     augmented = None
     if cfg.train.augment:
         parts = []
@@ -87,12 +82,11 @@ def load_training_data(cfg: Config, paths: Paths) -> TrainingData:
             if not path.exists():
                 raise DataError(f"{path}: not found (train.augment lists {method!r}); run `make augment`")
             parts.append(pd.read_parquet(path))
-            digest.append(_file_sha(path))
         aug = pd.concat(parts, ignore_index=True)
         aug = aug.rename(columns={"text": "input"})
         augmented = aug[["source_id", "input", "label"]]
     return TrainingData(train=train[["id", "input", "label", "fold"]], test=test[["id", "input"]], schema=schema,
-                        augmented=augmented, fingerprint="|".join(digest))
+                        augmented=augmented, fingerprint="|".join(digest), inputs=inputs)
 
 
 def fold_rows(td: TrainingData, k: int, max_rows: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -159,7 +153,8 @@ def train_one_fold(cfg: Config, td: TrainingData, k: int, fold_dir: Path | None,
     return out, val
 
 
-def _save_fold(fold_dir: Path, k: int, out: FoldOutput, val: pd.DataFrame, td: TrainingData, fp: str) -> None:
+def _save_fold(paths: Paths, fold_dir: Path, k: int, out: FoldOutput, val: pd.DataFrame, td: TrainingData,
+               fp: str) -> None:
     cols = proba_cols(td.schema.n_classes)
     oof = pd.DataFrame(out.val_proba, columns=cols)
     oof.insert(0, "id", val["id"].to_numpy())
@@ -174,11 +169,13 @@ def _save_fold(fold_dir: Path, k: int, out: FoldOutput, val: pd.DataFrame, td: T
         "fingerprint": fp, "fold": k, "score": out.best_score, "best_epoch": out.best_epoch,
         "seconds": round(out.seconds, 2), "train_samples_per_s": round(out.train_samples_per_s, 2),
         "optimizer_steps": out.optimizer_steps, "batch_size": out.batch_size, "grad_accum": out.grad_accum})
-    shutil.rmtree(fold_dir / "resume", ignore_errors=True)
+    paths.remove_tree(fold_dir / "resume")
 
 
-def aggregate(run_dir: Path, cfg: Config, td: TrainingData, n_splits: int) -> dict[str, Any]:
-    """Concatenate the folds' OOF, average their test predictions, score on the whole OOF."""
+def aggregate(paths: Paths, cfg: Config, td: TrainingData, n_splits: int, fp: str) -> dict[str, Any]:
+    """Concatenate the folds' OOF, average their test predictions, score on the whole OOF, and
+    publish the run's files in one transaction, its description (config.yaml) among them."""
+    run_dir = paths.run_dir(cfg.train.run)
     s = td.schema
     cols = proba_cols(s.n_classes)
     oofs = [pd.read_parquet(_fold_dir(run_dir, k) / "oof.parquet") for k in range(n_splits)]
@@ -204,12 +201,17 @@ def aggregate(run_dir: Path, cfg: Config, td: TrainingData, n_splits: int) -> di
     if s.binary and s.metric == "f1":
         t, f1 = tune_threshold(y, p[:, 1])
         cv["threshold"] = {"value": t, "f1": f1}
-    write_parquet(run_dir / "oof.parquet", oof)
-    write_parquet(run_dir / "test.parquet", test)
     history = pd.concat([pd.read_csv(_fold_dir(run_dir, k) / "history.csv") for k in range(n_splits)])
-    write_text(run_dir / "history.csv", history.to_csv(index=False))
-    plot_curves(history, run_dir / "curves.png", s.metric)
-    write_json(run_dir / "cv.json", cv)
+    from pipeline.cli import environment
+
+    with publish(paths, f"train-{cfg.train.run}", {**td.inputs, "config:train": fp}) as tx:
+        write_parquet(tx.path(run_dir / "oof.parquet"), oof)
+        write_parquet(tx.path(run_dir / "test.parquet"), test)
+        write_text(tx.path(run_dir / "history.csv"), history.to_csv(index=False))
+        plot_curves(history, tx.path(run_dir / "curves.png"), s.metric)
+        write_json(tx.path(run_dir / "cv.json"), cv)
+        write_json(tx.path(run_dir / "env.json"), environment())
+        write_text(tx.path(run_dir / "config.yaml"), dump_yaml(cfg.to_dict()))
     return cv
 
 
@@ -247,13 +249,9 @@ def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
     if bad:
         raise DataError(f"train.folds: fold {bad[0]} does not exist (folds.csv has {n_splits})")
     fp = fingerprint(tc, td)
-    from pipeline.cli import environment
     from pipeline.modeling import distributed as dist_
 
     main = dist_.is_main()  # under torchrun / accelerate launch only rank 0 writes artifacts
-    if main:
-        write_text(run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
-        write_json(run_dir / "env.json", environment())
     log.info("train %s (%s, %s): folds %s; metric %s", tc.run, tc.family,
              tc.backbone if tc.family == "transformer" else tc.classical_model, todo, td.schema.metric)
     tokenizer = None
@@ -262,7 +260,7 @@ def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
 
         tokenizer = load_tokenizer(tc)
     for k in todo:
-        fold_dir = _fold_dir(run_dir, k)
+        fold_dir = paths.fold_dir(tc.run, k)
         if not force and fold_is_done(run_dir, k, fp):
             log.info("fold %d: done already (same config and data): kept", k)
             continue
@@ -271,7 +269,7 @@ def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
         stale = (fold_dir / "meta.json").exists() or (resume_fp.exists() and resume_fp.read_text() != fp)
         if main:
             if force or stale:
-                shutil.rmtree(fold_dir, ignore_errors=True)
+                paths.remove_tree(fold_dir)
             fold_dir.mkdir(parents=True, exist_ok=True)
             (fold_dir / "resume").mkdir(exist_ok=True)
             write_text(fold_dir / "resume" / "fingerprint", fp)
@@ -279,14 +277,14 @@ def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
         t0 = time.perf_counter()
         out, val = train_one_fold(cfg, td, k, fold_dir, tokenizer)
         if main:
-            _save_fold(fold_dir, k, out, val, td, fp)
+            _save_fold(paths, fold_dir, k, out, val, td, fp)
         dist_.barrier()
         log.info("fold %d: %s %.4f (best at epoch %.2f) in %.1fs", k, td.schema.metric, out.best_score,
                  out.best_epoch, time.perf_counter() - t0)
     done = [k for k in range(n_splits) if fold_is_done(run_dir, k, fp)]
     cv = None
     if len(done) == n_splits and main:
-        cv = aggregate(run_dir, cfg, td, n_splits)
+        cv = aggregate(paths, cfg, td, n_splits, fp)
         extra = f" (F1 {cv['threshold']['f1']:.4f} at threshold {cv['threshold']['value']})" if "threshold" in cv else ""
         log.info("train %s: CV %s %.4f%s over %d folds -> %s", tc.run, cv["metric"], cv["cv"], extra, n_splits,
                  run_dir)

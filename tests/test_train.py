@@ -253,7 +253,7 @@ def test_augmented_rows_never_leak_into_their_sources_validation_fold():
 
     train = pd.DataFrame({"id": [1, 2, 3, 4], "input": list("abcd"), "label": [0, 1, 0, 1], "fold": [0, 0, 1, 1]})
     aug = pd.DataFrame({"source_id": [1, 3, 3], "input": ["a'", "c'", "c''"], "label": [0, 0, 0]})
-    td = TrainingData(train=train, test=train[["id", "input"]], schema=None, augmented=aug, fingerprint="")
+    td = TrainingData(train=train, test=train[["id", "input"]], schema=None, augmented=aug, fingerprint="", inputs={})
     rows, val = fold_rows(td, 0)
     assert sorted(val["id"]) == [1, 2] and "a'" not in set(val["input"])
     assert sorted(rows["input"]) == ["c", "c'", "c''", "d"]  # fold-0 sources' copies excluded

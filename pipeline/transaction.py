@@ -1,0 +1,155 @@
+"""A stage's outputs as one transaction, and the manifest that says what they were made from.
+
+A stage writes every output into ``.staging/<stage>/`` (same file system, mirrored layout),
+then publishes: (1) it removes its old manifest, (2) renames each staged file onto its place,
+(3) writes ``.manifests/<stage>.json`` last — the sha256 of every output and of everything
+it read (upstream manifests, raw files, the config sections that matter). Killed before (1),
+the previous outputs and manifest stand untouched; killed between (1) and (3), there is no
+manifest and every reader refuses; after (3), the new set is complete.
+
+A reader calls ``require``: the upstream manifest must exist, its outputs must hash as
+recorded (no mixed set), and what *it* read must still be current (no stale chain), else a
+one-line error names the stage to re-run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.io import DataError, write_json
+from pipeline.paths import Paths, check_name
+
+log = logging.getLogger(__name__)
+MAKE_TARGET = {"train": "train", "ensemble": "ensemble"}  # stage name prefix -> make target
+
+
+class StaleInput(DataError):
+    """An artifact that is missing, half-published, or made from inputs that have changed."""
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def value_digest(value: Any) -> str:
+    """The digest of a config section (or any JSON-able value)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class Manifest:
+    stage: str
+    inputs: dict[str, str]  # "manifest:<stage>" / "file:<path>" / "config:<what>" -> sha256
+    outputs: dict[str, str]  # path relative to the work directory -> sha256
+    time: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return value_digest({"stage": self.stage, "inputs": self.inputs, "outputs": self.outputs})
+
+
+def _target(stage: str) -> str:
+    return "make " + MAKE_TARGET.get(stage.split("-", 1)[0], stage.split("-", 1)[0])
+
+
+def load_manifest(paths: Paths, stage: str) -> Manifest | None:
+    path = paths.manifest(stage)
+    if not path.exists():
+        return None
+    return Manifest(**json.loads(path.read_text()))
+
+
+def require(paths: Paths, stage: str, check_inputs: bool = True) -> Manifest:
+    """The complete, current outputs of ``stage``, or a one-line error naming what to re-run."""
+    m = load_manifest(paths, stage)
+    if m is None:
+        raise StaleInput(f"{paths.manifest(stage)}: no manifest for stage {stage!r} (never run, or killed while "
+                         f"publishing); run `{_target(stage)}`")
+    for rel, digest in m.outputs.items():
+        path = paths.root / rel
+        if not path.exists() or file_digest(path) != digest:
+            raise StaleInput(f"{path}: not the file stage {stage!r} published (a half-finished publish or an "
+                             f"edit by hand); run `{_target(stage)}` again")
+    if check_inputs:
+        for key, digest in m.inputs.items():
+            if not key.startswith("manifest:"):
+                continue
+            up = key.split(":", 1)[1]
+            current = load_manifest(paths, up)
+            if current is None or current.digest != digest:
+                raise StaleInput(f"stage {stage!r} is stale: {up!r} has changed since it ran; run `{_target(stage)}` "
+                                 "again")
+    return m
+
+
+def inputs_of(paths: Paths, stages: list[str], files: dict[str, Path] | None = None,
+              config: dict[str, Any] | None = None) -> dict[str, str]:
+    """What a stage reads, as digests: upstream manifests (required, so checked), files, config."""
+    out = {f"manifest:{s}": require(paths, s).digest for s in stages}
+    out.update({f"file:{name}": file_digest(p) for name, p in (files or {}).items()})
+    out.update({f"config:{name}": value_digest(v) for name, v in (config or {}).items()})
+    return out
+
+
+class Transaction:
+    """``with publish(paths, "clean", inputs) as tx: write_parquet(tx.path(paths.train_clean), df)``."""
+
+    def __init__(self, paths: Paths, stage: str, inputs: dict[str, str]) -> None:
+        self.paths = paths
+        self.stage = check_name(stage, "stage")
+        self.inputs = inputs
+        self.staging = paths.staging(stage)
+        self.files: dict[Path, Path] = {}  # final -> staged
+        self.meta: dict[str, Any] = {}
+
+    def path(self, final: Path) -> Path:
+        final = self.paths.inside(final)
+        rel = Path(final).resolve().relative_to(self.paths.root.resolve())
+        staged = self.staging / rel
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        self.files[Path(final)] = staged
+        return staged
+
+    def commit(self) -> Manifest:
+        outputs = {}
+        for final, staged in self.files.items():
+            if not staged.exists():
+                raise RuntimeError(f"stage {self.stage}: {final} was staged but never written")
+            outputs[Path(final).resolve().relative_to(self.paths.root.resolve()).as_posix()] = file_digest(staged)
+        manifest_path = self.paths.manifest(self.stage)
+        manifest_path.unlink(missing_ok=True)  # from here until the new one is written, readers refuse
+        for final, staged in self.files.items():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, final)
+        m = Manifest(stage=self.stage, inputs=self.inputs, outputs=outputs,
+                     time=time.strftime("%Y-%m-%d %H:%M:%S"), meta=self.meta)
+        write_json(manifest_path, asdict(m))
+        self.paths.remove_tree(self.staging)
+        return m
+
+
+@contextmanager
+def publish(paths: Paths, stage: str, inputs: dict[str, str]) -> Iterator[Transaction]:
+    """Stage the outputs; publish them all, manifest last, only if the block succeeds."""
+    tx = Transaction(paths, stage, inputs)
+    paths.remove_tree(tx.staging)  # what a killed run left half-written
+    try:
+        yield tx
+        tx.commit()
+    finally:
+        if tx.staging.exists():
+            paths.remove_tree(tx.staging)
