@@ -11,7 +11,8 @@ import logging
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ from pipeline.contract import Competition, load_competition
 from pipeline.embedded import resolve_raw
 from pipeline.io import save_figure, write_json, write_text
 from pipeline.markdown import md_escape, md_table
-from pipeline.paths import Paths
+from pipeline.paths import RAW_FILES, Paths
 from pipeline.textstats import URL, WORD, near_key, norm_key, pattern_counts
+from pipeline.transaction import inputs_of, publish
 
 log = logging.getLogger(__name__)
 STOP = set("the a an and or to of in on for is are was were be been it this that i you he she we they my "
@@ -169,7 +171,8 @@ def analyse(comp: Competition, cfg: Config) -> dict[str, Any]:
     }
 
 
-def plot(report: dict[str, Any], paths: Paths) -> dict[str, Path]:
+def plot(report: dict[str, Any], paths: Paths, place: Callable[[Path], Path] = lambda p: p) -> dict[str, Path]:
+    """The data report's figures, written where ``place`` says (a transaction's staging), keyed to their final paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,7 +184,8 @@ def plot(report: dict[str, Any], paths: Paths) -> dict[str, Path]:
     ax.bar(list(bal), [v["count"] for v in bal.values()], color="#4c72b0")
     ax.set_title("label balance (train)")
     ax.set_ylabel("rows")
-    out["labels"] = save_figure(paths.figure("inspect_labels"), fig)
+    out["labels"] = paths.figure("inspect_labels")
+    save_figure(place(out["labels"]), fig)
 
     tl = report["_token_lengths"]
     unit = "tokens" if report["tokenizer"] else "words"
@@ -194,7 +198,8 @@ def plot(report: dict[str, Any], paths: Paths) -> dict[str, Path]:
     ax.set_xlabel(unit)
     ax.set_title(f"length in {unit}: train vs test")
     ax.legend()
-    out["lengths"] = save_figure(paths.figure("inspect_lengths"), fig)
+    out["lengths"] = paths.figure("inspect_lengths")
+    save_figure(place(out["lengths"]), fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     labels = np.array(tl["labels"])
@@ -204,7 +209,8 @@ def plot(report: dict[str, Any], paths: Paths) -> dict[str, Path]:
     ax.set_xticks(range(1, len(names) + 1), names)
     ax.set_ylabel(unit)
     ax.set_title(f"length in {unit} by class (train)")
-    out["length_by_class"] = save_figure(paths.figure("inspect_length_by_class"), fig)
+    out["length_by_class"] = paths.figure("inspect_length_by_class")
+    save_figure(place(out["length_by_class"]), fig)
     return out
 
 
@@ -268,13 +274,17 @@ def render(report: dict[str, Any], figures: dict[str, Path], paths: Paths) -> st
 
 
 def run(cfg: Config, paths: Paths, force: bool = False) -> InspectResult:
-    comp = load_competition(resolve_raw(paths, cfg.data), cfg.data)
+    raw = resolve_raw(paths, cfg.data)
+    comp = load_competition(raw, cfg.data)
+    inputs = inputs_of(paths, [], files={name: raw / name for name in RAW_FILES},
+                       config={"data": asdict(cfg.data), "inspect": asdict(cfg.inspect), "backbone": cfg.train.backbone})
     report = analyse(comp, cfg)
-    figures = plot(report, paths)
-    md = render(report, figures, paths)
-    report.pop("_token_lengths")
-    write_json(paths.inspect_json, report)
-    write_text(paths.inspect_md, md)
+    with publish(paths, "inspect", inputs) as tx:  # the page, its JSON and its figures together
+        figures = plot(report, paths, tx.path)
+        md = render(report, figures, paths)
+        report.pop("_token_lengths")
+        write_json(tx.path(paths.inspect_json), report)
+        write_text(tx.path(paths.inspect_md), md)
     d = report["duplicates"]
     log.info("inspect: %d train / %d test rows; %d duplicate rows, %d conflicting groups; suggested max_len %d; "
              "adversarial AUC %s -> %s", report["rows"]["train"], report["rows"]["test"],

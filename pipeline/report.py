@@ -10,7 +10,7 @@ Writes: reports/index.md and reports/index.html (static, opens without a server)
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,12 @@ import yaml
 from pipeline.config import Config
 from pipeline.contract import Schema
 from pipeline.doctor import Finding, diagnose
-from pipeline.io import DataError, read_json, save_figure, write_json, write_text
+from pipeline.io import read_json, save_figure, write_json, write_text
 from pipeline.markdown import md_escape, md_table, to_html
 from pipeline.metrics import predict_labels, score
 from pipeline.paths import Paths
 from pipeline.train import proba_cols
+from pipeline.transaction import Transaction, inputs_of, publish
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def _safe_score(metric: str, y: np.ndarray, proba: np.ndarray, thr: float | None
 
 
 def analyse_run(run_dir: Path, cfg: Config, paths: Paths, schema: Schema, train: pd.DataFrame,
-                inspect: dict[str, Any] | None) -> RunAnalysis:
+                inspect: dict[str, Any] | None, tx: Transaction) -> RunAnalysis:
     run = run_dir.name
     cv = read_json(run_dir / "cv.json")
     history = pd.read_csv(run_dir / "history.csv")
@@ -169,9 +170,11 @@ def analyse_run(run_dir: Path, cfg: Config, paths: Paths, schema: Schema, train:
     else:
         md += ["No rule fired: no overfitting, underfitting, LR trouble, confidence stuck at chance or unstable fold "
                "by the thresholds in `report.*`.\n"]
-    md += ["\n", error_analysis(pd.read_parquet(run_dir / "oof.parquet"), train, schema, thr, cfg, out, run)]
-    page = write_text(out / f"{run}.md", "".join(md))
-    write_text(out / f"{run}.html", to_html("".join(md), f"run {run}"))
+    staged = tx.path(out)  # links are computed from `out`, files are written to its staging twin
+    md += ["\n", error_analysis(pd.read_parquet(run_dir / "oof.parquet"), train, schema, thr, cfg, staged, run)]
+    page = out / f"{run}.md"
+    write_text(staged / f"{run}.md", "".join(md))
+    write_text(staged / f"{run}.html", to_html("".join(md), f"run {run}"))
     return RunAnalysis(run=run, findings=findings, page=page, cv=cv)
 
 
@@ -238,19 +241,22 @@ def competition_page(paths: Paths, analyses: list[RunAnalysis], schema: Schema) 
 
 
 def run(cfg: Config, paths: Paths, force: bool = False) -> list[RunAnalysis]:
+    from pipeline.ensemble import finished_runs
+
+    runs = finished_runs(paths)  # published whole; each checked against its manifest below
+    inputs = inputs_of(paths, ["clean", *[f"train-{r}" for r in runs]], config={"report": asdict(cfg.report)})
     schema = Schema.load(paths.schema_json)
-    if not paths.train_clean.exists():
-        raise DataError(f"{paths.train_clean}: not found; run `make clean` first")
     train = pd.read_parquet(paths.train_clean)
     inspect = read_json(paths.inspect_json) if paths.inspect_json.exists() else None
-    analyses = [analyse_run(p.parent, cfg, paths, schema, train, inspect)
-                for p in sorted(paths.models.glob("*/cv.json")) if (p.parent / "oof.parquet").exists()]
-    write_json(paths.reports / "doctor.json", {a.run: [f.to_dict() for f in a.findings] for a in analyses})
-    md = competition_page(paths, analyses, schema)
-    write_text(paths.reports / "index.md", md)
-    write_text(paths.reports / "index.html", to_html(md, "competition report"))
-    if paths.inspect_md.exists():
-        write_text(paths.reports / "inspect.html", to_html(paths.inspect_md.read_text(), "data report"))
+    with publish(paths, "report", inputs) as tx:  # every page of the report from one moment
+        analyses = [analyse_run(paths.run_dir(r), cfg, paths, schema, train, inspect, tx) for r in runs]
+        write_json(tx.path(paths.reports / "doctor.json"),
+                   {a.run: [f.to_dict() for f in a.findings] for a in analyses})
+        md = competition_page(paths, analyses, schema)
+        write_text(tx.path(paths.reports / "index.md"), md)
+        write_text(tx.path(paths.reports / "index.html"), to_html(md, "competition report"))
+        if paths.inspect_md.exists():
+            write_text(tx.path(paths.reports / "inspect.html"), to_html(paths.inspect_md.read_text(), "data report"))
     for a in analyses:
         for f in a.findings:
             log.info("doctor %s: %s: %s -> %s", a.run, f.rule, f.message, f.advice)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from pipeline.io import DataError, save_figure, write_csv, write_json
 from pipeline.metrics import GREATER_IS_BETTER
 from pipeline.paths import Paths
 from pipeline.train import load_training_data, train_one_fold
+from pipeline.transaction import inputs_of, publish
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ def plot(table: pd.DataFrame, metric: str, path: Path) -> None:
 def run(cfg: Config, paths: Paths, force: bool = False) -> SelectResult:
     from pipeline.contract import Schema
 
+    inputs = inputs_of(paths, ["clean", "folds"], config={"select": asdict(cfg.select), "train": asdict(cfg.train)})
     schema = Schema.load(paths.schema_json)
     rows = [screen(cfg, paths, name) for name in cfg.select.candidates]
     table = rank(pd.DataFrame(rows), schema.metric)
@@ -118,13 +120,15 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> SelectResult:
     if not chosen:
         raise DataError("select: every candidate failed; see the errors in reports/model_selection.csv")
     table["selected"] = table["candidate"].isin(chosen)
-    write_csv(paths.selection_csv, table)
-    plot(table, schema.metric, paths.figure("model_selection"))
     runs = []
     for name in chosen:
         diff, path = candidate_diff(name, paths.root)
         runs.append({"run": diff["train"]["run"], "candidate": name, "config": str(path), "diff": diff})
-    write_json(paths.selected_json, {"metric": schema.metric, "pinned": bool(cfg.select.pinned), "runs": runs})
+    with publish(paths, "select", inputs) as tx:  # the table and the choice it implies, together
+        write_csv(tx.path(paths.selection_csv), table)
+        plot(table, schema.metric, tx.path(paths.figure("model_selection")))
+        write_json(tx.path(paths.selected_json), {"metric": schema.metric, "pinned": bool(cfg.select.pinned),
+                                                  "runs": runs})
     log.info("select (metric %s):\n%s\nselected: %s -> %s", schema.metric,
              table.drop(columns=["config"]).to_string(index=False), ", ".join(chosen), paths.selected_json)
     return SelectResult(table=table, selected=chosen)

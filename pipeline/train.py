@@ -34,7 +34,7 @@ from pipeline.io import DataError, read_json, save_figure, write_json, write_par
 from pipeline.metrics import score, tune_threshold
 from pipeline.modeling.transformer import FoldData, FoldOutput
 from pipeline.paths import Paths
-from pipeline.transaction import inputs_of, publish
+from pipeline.transaction import inputs_of, publish, require
 
 log = logging.getLogger(__name__)
 # Fields that change where or how fast a run goes, not what it computes.
@@ -300,6 +300,8 @@ def run(cfg: Config, paths: Paths, force: bool = False, plan: str | None = None)
     plan_path = Path(plan)
     if not plan_path.exists():
         raise DataError(f"{plan_path}: not found; run `make select` (and `make tune`) first")
+    if plan_path.resolve() == paths.plan_json.resolve():
+        require(paths, "tune")  # the plan tune published, whole and current
     return [train_run(with_diff(cfg, entry["diff"]), paths, force) for entry in read_json(plan_path)["runs"]]
 
 

@@ -113,28 +113,25 @@ class Transaction:
         self.stage = check_name(stage, "stage")
         self.inputs = inputs
         self.staging = paths.staging(stage)
-        self.files: dict[Path, Path] = {}  # final -> staged
         self.meta: dict[str, Any] = {}
 
     def path(self, final: Path) -> Path:
-        final = self.paths.inside(final)
-        rel = Path(final).resolve().relative_to(self.paths.root.resolve())
+        """Where to write the file that will be published as ``final`` (a folder works too:
+        everything written below the staged folder is published below ``final``)."""
+        rel = Path(self.paths.inside(final)).resolve().relative_to(self.paths.root.resolve())
         staged = self.staging / rel
         staged.parent.mkdir(parents=True, exist_ok=True)
-        self.files[Path(final)] = staged
         return staged
 
     def commit(self) -> Manifest:
-        outputs = {}
-        for final, staged in self.files.items():
-            if not staged.exists():
-                raise RuntimeError(f"stage {self.stage}: {final} was staged but never written")
-            outputs[Path(final).resolve().relative_to(self.paths.root.resolve()).as_posix()] = file_digest(staged)
+        staged = sorted(p for p in self.staging.rglob("*") if p.is_file()) if self.staging.exists() else []
+        outputs = {p.relative_to(self.staging).as_posix(): file_digest(p) for p in staged}
         manifest_path = self.paths.manifest(self.stage)
         manifest_path.unlink(missing_ok=True)  # from here until the new one is written, readers refuse
-        for final, staged in self.files.items():
+        for p in staged:
+            final = self.paths.root / p.relative_to(self.staging)
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged, final)
+            os.replace(p, final)
         m = Manifest(stage=self.stage, inputs=self.inputs, outputs=outputs,
                      time=time.strftime("%Y-%m-%d %H:%M:%S"), meta=self.meta)
         write_json(manifest_path, asdict(m))
