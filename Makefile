@@ -107,4 +107,5 @@ lint: $(STAMP) ## ruff over pipeline/ and tests/
 	$(PYTHON) -m ruff check pipeline tests benchmarks
 
 clobber: ## delete every generated artifact (never data/raw)
-	rm -rf data/interim data/processed data/embedded data/holdout reports models ensembles submissions tune configs/generated
+	rm -rf data/interim data/processed data/embedded data/holdout reports models ensembles submissions tune configs/generated \
+	  .staging .manifests

@@ -399,13 +399,17 @@ class AugmentResult:
     report: dict[str, Any]
 
 
+def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
+    return inputs_of(paths, ["clean"], config={"augment": asdict(cfg.augment)})
+
+
 def run(cfg: Config, paths: Paths, force: bool = False,
         translators: dict[str, Translator] | None = None) -> AugmentResult:
     ac = cfg.augment
     if not ac.methods:
         log.info("augment: no methods configured (augment.methods=[]); nothing to do")
         return AugmentResult(written={}, report={})
-    inputs = inputs_of(paths, ["clean"], config={"augment": asdict(ac)})
+    inputs = stage_inputs(cfg, paths)
     train = pd.read_parquet(paths.train_clean)
     written, report, frames = {}, {}, {}
     for method in ac.methods:
@@ -430,7 +434,7 @@ def run(cfg: Config, paths: Paths, force: bool = False,
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli import stage_main
 
-    return stage_main("augment", __doc__, run, argv)
+    return stage_main("augment", __doc__, run, argv, inputs=stage_inputs)
 
 
 if __name__ == "__main__":

@@ -198,12 +198,17 @@ def clean_competition(comp: Competition, cfg: CleanConfig) -> tuple[CleanResult,
                        relabelled=sum(r["action"] == "relabel" for r in log_rows)), log_rows
 
 
-def run(cfg: Config, paths: Paths, force: bool = False) -> CleanResult:
+def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
+    """What clean reads: the three raw files and the data/clean settings."""
     raw = resolve_raw(paths, cfg.data)
-    comp = load_competition(raw, cfg.data)
+    return inputs_of(paths, [], files={name: raw / name for name in RAW_FILES},
+                     config={"data": asdict(cfg.data), "clean": asdict(cfg.clean)})
+
+
+def run(cfg: Config, paths: Paths, force: bool = False) -> CleanResult:
+    inputs = stage_inputs(cfg, paths)
+    comp = load_competition(resolve_raw(paths, cfg.data), cfg.data)
     result, log_rows = clean_competition(comp, cfg.clean)
-    inputs = inputs_of(paths, [], files={name: raw / name for name in RAW_FILES},
-                       config={"data": asdict(cfg.data), "clean": asdict(cfg.clean)})
     with publish(paths, "clean", inputs) as tx:  # train, test and schema change together or not at all
         write_parquet(tx.path(paths.train_clean), result.train)
         write_parquet(tx.path(paths.test_clean), result.test)
@@ -224,7 +229,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> CleanResult:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli import stage_main
 
-    return stage_main("clean", __doc__, run, argv)
+    return stage_main("clean", __doc__, run, argv, inputs=stage_inputs)
 
 
 if __name__ == "__main__":

@@ -114,9 +114,29 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
     return args
 
 
+def up_to_date(stage: str, cfg: Config, paths: Paths, inputs: Callable[[Config, Paths], dict[str, str]]) -> bool:
+    """The stage's published outputs are intact and were made from exactly today's inputs."""
+    from pipeline.transaction import StaleInput, load_manifest, require
+
+    m = load_manifest(paths, stage)
+    if m is None:
+        return False
+    try:
+        require(paths, stage)
+        return m.inputs == inputs(cfg, paths)
+    except (StaleInput, DataError, ConfigError):
+        return False
+
+
 def stage_main(stage: str, doc: str | None, run: Callable[..., Any], argv: list[str] | None = None,
-               extra_args: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
-    """Parse, load config, set up logging, call ``run(cfg, paths, **extra)``; errors become one line."""
+               extra_args: Callable[[argparse.ArgumentParser], None] | None = None,
+               inputs: Callable[[Config, Paths], dict[str, str]] | None = None,
+               manifest: Callable[[Config], str] | None = None) -> int:
+    """Parse, load config, set up logging, call ``run(cfg, paths, **extra)``; errors become one line.
+
+    With ``inputs`` (what the stage reads, as digests), a stage whose published outputs were
+    made from exactly those inputs is not run again: make's DAG, by content rather than by
+    timestamps, so a changed DATA, SET or config file re-runs what it touches and nothing else."""
     parser = argparse.ArgumentParser(prog=f"python -m pipeline {stage}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
@@ -129,6 +149,11 @@ def stage_main(stage: str, doc: str | None, run: Callable[..., Any], argv: list[
     try:
         paths = Paths.make(args.workdir, args.data)
         cfg = load_config(config_files(paths.root, args.config), args.set)
+        published = manifest(cfg) if manifest else stage
+        if inputs is not None and not extra.get("force") and up_to_date(published, cfg, paths, inputs):
+            log.info("%s: up to date (its inputs have not changed since it ran); nothing to do (--force redoes it)",
+                     stage)
+            return 0
         write_resolved(paths.stage_config(stage), cfg, argv)
         run(cfg, paths, **extra)
     except (ConfigError, DataError, PathError, FileNotFoundError) as e:

@@ -27,7 +27,7 @@ from pipeline.io import DataError, write_csv, write_json, write_parquet
 from pipeline.metrics import GREATER_IS_BETTER, score, tune_threshold
 from pipeline.paths import Paths
 from pipeline.train import proba_cols
-from pipeline.transaction import inputs_of, publish, value_digest
+from pipeline.transaction import inputs_of, publish
 
 log = logging.getLogger(__name__)
 METHODS = ("best_single", "mean", "rank", "vote", "weighted")
@@ -180,13 +180,16 @@ def finished_runs(paths: Paths) -> list[str]:
     return runs
 
 
-def load_runs(paths: Paths, runs: list[str] | None) -> tuple[list[str], list[pd.DataFrame], list[pd.DataFrame],
-                                                           dict[str, str]]:
+def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
+    """Every run blended, complete and made from the current clean/folds, or a one-line error."""
+    runs = finished_runs(paths) if cfg.ensemble.runs is None else cfg.ensemble.runs
+    return inputs_of(paths, [f"train-{run}" for run in runs], config={"ensemble": asdict(cfg.ensemble)})
+
+
+def load_runs(paths: Paths, runs: list[str] | None) -> tuple[list[str], list[pd.DataFrame], list[pd.DataFrame]]:
     runs = finished_runs(paths) if runs is None else runs
     if not runs:
         raise DataError(f"{paths.models}: no finished run (models/<run>/oof.parquet); run `make train` first")
-    # every run complete and made from the current clean/folds, or a one-line error
-    inputs = inputs_of(paths, [f"train-{run}" for run in runs])
     oofs, tests = [], []
     for run in runs:
         d = paths.run_dir(run)
@@ -204,11 +207,12 @@ def load_runs(paths: Paths, runs: list[str] | None) -> tuple[list[str], list[pd.
     for run, o in zip(runs, oofs):
         if not (o["fold"].to_numpy() == oofs[0]["fold"].to_numpy()).all():
             raise DataError(f"{paths.run_dir(run)}: trained on other folds than {runs[0]!r}")
-    return runs, oofs, tests, inputs
+    return runs, oofs, tests
 
 
 def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
-    runs, oofs, tests, inputs = load_runs(paths, cfg.ensemble.runs)
+    inputs = stage_inputs(cfg, paths)
+    runs, oofs, tests = load_runs(paths, cfg.ensemble.runs)
     schema = Schema.load(paths.schema_json)
     cols = proba_cols(schema.n_classes)
     probas = np.stack([o[cols].to_numpy(np.float64) for o in oofs])
@@ -242,7 +246,6 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
           "nested": chosen["nested"], "best_single_nested": best_single["nested"],
           "beats_best_single_nested": bool(gain > 0), "runs": singles, "threshold": blend.threshold,
           "methods": table.drop(columns="chosen").to_dict("records")}
-    inputs["config:ensemble"] = value_digest(asdict(cfg.ensemble))
     with publish(paths, f"ensemble-{cfg.ensemble.name}", inputs) as tx:  # weights, threshold, predictions together
         write_parquet(tx.path(out_dir / "oof.parquet"), oof_df)
         write_parquet(tx.path(out_dir / "test.parquet"), test_df)
@@ -260,7 +263,8 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli import stage_main
 
-    return stage_main("ensemble", __doc__, run, argv)
+    return stage_main("ensemble", __doc__, run, argv, inputs=stage_inputs,
+                      manifest=lambda cfg: f"ensemble-{cfg.ensemble.name}")
 
 
 if __name__ == "__main__":

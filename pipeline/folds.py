@@ -82,8 +82,12 @@ def load_folds(paths: Paths, ids: pd.Series | None = None) -> pd.DataFrame:
     return folds
 
 
+def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
+    return inputs_of(paths, ["clean"], config={"folds": {"n_splits": cfg.folds.n_splits, "seed": cfg.folds.seed}})
+
+
 def run(cfg: Config, paths: Paths, force: bool = False) -> FoldsResult:
-    inputs = inputs_of(paths, ["clean"], config={"folds": {"n_splits": cfg.folds.n_splits, "seed": cfg.folds.seed}})
+    inputs = stage_inputs(cfg, paths)
     train = pd.read_parquet(paths.train_clean)
     meta_path = paths.folds_csv.with_suffix(".json")
     fp = _fingerprint(train, cfg)
@@ -108,7 +112,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> FoldsResult:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli import stage_main
 
-    return stage_main("folds", __doc__, run, argv)
+    return stage_main("folds", __doc__, run, argv, inputs=stage_inputs)
 
 
 if __name__ == "__main__":

@@ -273,11 +273,16 @@ def render(report: dict[str, Any], figures: dict[str, Path], paths: Paths) -> st
     return re.sub(r"\n+## ", "\n\n## ", "".join(md)).strip() + "\n"
 
 
-def run(cfg: Config, paths: Paths, force: bool = False) -> InspectResult:
+def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
     raw = resolve_raw(paths, cfg.data)
-    comp = load_competition(raw, cfg.data)
-    inputs = inputs_of(paths, [], files={name: raw / name for name in RAW_FILES},
-                       config={"data": asdict(cfg.data), "inspect": asdict(cfg.inspect), "backbone": cfg.train.backbone})
+    return inputs_of(paths, [], files={name: raw / name for name in RAW_FILES},
+                     config={"data": asdict(cfg.data), "inspect": asdict(cfg.inspect), "backbone": cfg.train.backbone,
+                             "seed": cfg.folds.seed})
+
+
+def run(cfg: Config, paths: Paths, force: bool = False) -> InspectResult:
+    inputs = stage_inputs(cfg, paths)
+    comp = load_competition(resolve_raw(paths, cfg.data), cfg.data)
     report = analyse(comp, cfg)
     with publish(paths, "inspect", inputs) as tx:  # the page, its JSON and its figures together
         figures = plot(report, paths, tx.path)
@@ -296,7 +301,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> InspectResult:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli import stage_main
 
-    return stage_main("inspect", __doc__, run, argv)
+    return stage_main("inspect", __doc__, run, argv, inputs=stage_inputs)
 
 
 if __name__ == "__main__":

@@ -240,11 +240,21 @@ def competition_page(paths: Paths, analyses: list[RunAnalysis], schema: Schema) 
     return "".join(md)
 
 
+def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
+    """Everything the page shows: clean, inspect, select, tune, each run, the ensemble, the submission."""
+    from pipeline.ensemble import finished_runs
+
+    optional = [s for s in ("inspect", "select", "tune", f"ensemble-{cfg.ensemble.name}", "submit")
+                if paths.manifest(s).exists()]
+    return inputs_of(paths, ["clean", *optional, *[f"train-{r}" for r in finished_runs(paths)]],
+                     config={"report": asdict(cfg.report)})
+
+
 def run(cfg: Config, paths: Paths, force: bool = False) -> list[RunAnalysis]:
     from pipeline.ensemble import finished_runs
 
-    runs = finished_runs(paths)  # published whole; each checked against its manifest below
-    inputs = inputs_of(paths, ["clean", *[f"train-{r}" for r in runs]], config={"report": asdict(cfg.report)})
+    inputs = stage_inputs(cfg, paths)
+    runs = finished_runs(paths)  # published whole; each checked against its manifest by stage_inputs
     schema = Schema.load(paths.schema_json)
     train = pd.read_parquet(paths.train_clean)
     inspect = read_json(paths.inspect_json) if paths.inspect_json.exists() else None
@@ -267,7 +277,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> list[RunAnalysis]:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli import stage_main
 
-    return stage_main("report", __doc__, run, argv)
+    return stage_main("report", __doc__, run, argv, inputs=stage_inputs)
 
 
 if __name__ == "__main__":

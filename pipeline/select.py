@@ -31,9 +31,13 @@ from pipeline.transaction import inputs_of, publish
 log = logging.getLogger(__name__)
 
 
-def candidate_diff(name: str, root: Path) -> tuple[dict[str, Any], Path]:
+def candidate_path(name: str, root: Path) -> Path:
     """The experiment file of a candidate: a name under configs/exp/ or a path."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else root / "configs" / "exp" / f"{name}.yaml"
+    return Path(name) if name.endswith((".yaml", ".yml")) else root / "configs" / "exp" / f"{name}.yaml"
+
+
+def candidate_diff(name: str, root: Path) -> tuple[dict[str, Any], Path]:
+    path = candidate_path(name, root)
     if not path.exists():
         raise ConfigError(f"select.candidates: {path} not found")
     diff = read_yaml(path)
@@ -103,10 +107,16 @@ def plot(table: pd.DataFrame, metric: str, path: Path) -> None:
     save_figure(path, fig)
 
 
+def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
+    files = {name: p for name in cfg.select.candidates if (p := candidate_path(name, paths.root)).exists()}
+    return inputs_of(paths, ["clean", "folds"], files=files,
+                     config={"select": asdict(cfg.select), "train": asdict(cfg.train), "data": asdict(cfg.data)})
+
+
 def run(cfg: Config, paths: Paths, force: bool = False) -> SelectResult:
     from pipeline.contract import Schema
 
-    inputs = inputs_of(paths, ["clean", "folds"], config={"select": asdict(cfg.select), "train": asdict(cfg.train)})
+    inputs = stage_inputs(cfg, paths)
     schema = Schema.load(paths.schema_json)
     rows = [screen(cfg, paths, name) for name in cfg.select.candidates]
     table = rank(pd.DataFrame(rows), schema.metric)
@@ -137,7 +147,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> SelectResult:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli import stage_main
 
-    return stage_main("select", __doc__, run, argv)
+    return stage_main("select", __doc__, run, argv, inputs=stage_inputs)
 
 
 if __name__ == "__main__":

@@ -90,22 +90,33 @@ class SubmitResult:
     holdout_score: float | None
 
 
-def _source(cfg: Config, paths: Paths) -> tuple[str, pd.DataFrame, float | None, dict[str, Any], str]:
+def _source_stage(cfg: Config) -> str:
+    if cfg.submit.source.startswith("run:"):
+        return f"train-{cfg.submit.source.split(':', 1)[1]}"
+    return f"ensemble-{cfg.ensemble.name}"
+
+
+def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
+    raw = resolve_raw(paths, cfg.data)
+    return inputs_of(paths, [_source_stage(cfg)], files={"sample": raw / "sample_submission.csv"},
+                     config={"submit": asdict(cfg.submit)})
+
+
+def _source(cfg: Config, paths: Paths) -> tuple[str, pd.DataFrame, float | None, dict[str, Any]]:
     """(description, test predictions, threshold, CV summary, manifest stage) of what gets submitted:
     only the project's own runs and ensembles, each complete and current (its manifest)."""
     if cfg.submit.source.startswith("run:"):
         run = cfg.submit.source.split(":", 1)[1]
-        d, stage = paths.run_dir(run), f"train-{run}"
-        require(paths, stage)
+        d = paths.run_dir(run)
+        require(paths, _source_stage(cfg))
         cv = read_json(d / "cv.json")
         thr = cv.get("threshold", {}).get("value")
-        return (f"run {run}", pd.read_parquet(d / "test.parquet"), thr, {"cv": cv["cv"], "metric": cv["metric"]},
-                stage)
-    d, stage = paths.ensemble_dir(cfg.ensemble.name), f"ensemble-{cfg.ensemble.name}"
-    require(paths, stage)
+        return f"run {run}", pd.read_parquet(d / "test.parquet"), thr, {"cv": cv["cv"], "metric": cv["metric"]}
+    d = paths.ensemble_dir(cfg.ensemble.name)
+    require(paths, _source_stage(cfg))
     weights, cv = read_json(d / "weights.json"), read_json(d / "cv.json")
     return (f"ensemble {cfg.ensemble.name} ({weights['method']})", pd.read_parquet(d / "test.parquet"),
-            weights.get("threshold"), cv, stage)
+            weights.get("threshold"), cv)
 
 
 def build_submission(sample: pd.DataFrame, schema: Schema, test: pd.DataFrame, threshold: float | None,
@@ -171,9 +182,8 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> SubmitResult:
     schema = Schema.load(paths.schema_json)
     raw = resolve_raw(paths, cfg.data)
     sample = read_competition_csv(raw / "sample_submission.csv")
-    desc, test, threshold, cv, stage = _source(cfg, paths)
-    inputs = inputs_of(paths, [stage], files={"sample": raw / "sample_submission.csv"},
-                       config={"submit": asdict(cfg.submit)})
+    inputs = stage_inputs(cfg, paths)
+    desc, test, threshold, cv = _source(cfg, paths)
     sub = build_submission(sample, schema, test, threshold, cfg.submit.clip)
     SubmissionValidator().fit(sample, schema).validate(sub)
     held = holdout_score(paths, raw, schema, sub)
@@ -209,7 +219,7 @@ def kaggle_submit(env: dict[str, str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli import stage_main
 
-    return stage_main("submit", __doc__, run, argv)
+    return stage_main("submit", __doc__, run, argv, inputs=stage_inputs)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,10 @@ def inputs_of(paths: Paths, stages: list[str], files: dict[str, Path] | None = N
               config: dict[str, Any] | None = None) -> dict[str, str]:
     """What a stage reads, as digests: upstream manifests (required, so checked), files, config."""
     out = {f"manifest:{s}": require(paths, s).digest for s in stages}
-    out.update({f"file:{name}": file_digest(p) for name, p in (files or {}).items()})
+    for name, p in (files or {}).items():
+        if not Path(p).exists():
+            raise DataError(f"{p}: file not found")
+        out[f"file:{name}"] = file_digest(p)
     out.update({f"config:{name}": value_digest(v) for name, v in (config or {}).items()})
     return out
 

@@ -176,11 +176,16 @@ class TuneResult:
     plan: dict[str, Any]
 
 
+def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
+    return inputs_of(paths, ["select", "clean", "folds"],
+                     config={"tune": asdict(cfg.tune), "train": asdict(cfg.train), "data": asdict(cfg.data)})
+
+
 def run(cfg: Config, paths: Paths, force: bool = False) -> TuneResult:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    inputs = inputs_of(paths, ["select", "clean", "folds"], config={"tune": asdict(cfg.tune)})
+    inputs = stage_inputs(cfg, paths)
     selected = read_json(paths.selected_json)
     schema = Schema.load(paths.schema_json)
     runs = []
@@ -201,7 +206,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> TuneResult:
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli import stage_main
 
-    return stage_main("tune", __doc__, run, argv)
+    return stage_main("tune", __doc__, run, argv, inputs=stage_inputs)
 
 
 if __name__ == "__main__":

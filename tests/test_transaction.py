@@ -101,3 +101,25 @@ def test_train_writes_its_run_description_only_with_its_results(prepared, workdi
     assert (run_dir / "config.yaml").exists() and (run_dir / "cv.json").exists()
     oof = pd.read_parquet(run_dir / "oof.parquet")
     assert len(oof) == len(pd.read_parquet(workdir / "data/interim/train_clean.parquet"))
+
+
+def _loud(stage: str, workdir, data, *sets: str) -> int:
+    from pipeline.__main__ import main
+
+    return main([stage, "--workdir", str(workdir), "--data", str(data), "--set", *sets])
+
+
+def test_a_stage_whose_inputs_have_not_changed_does_nothing(prepared, workdir, capsys):
+    data, workdir = prepared
+    assert run_stage("train", workdir, data, "train.family=classical", "train.run=lr") == 0
+    assert run_stage("ensemble", workdir, data) == 0
+    before = {p: p.stat().st_mtime_ns for p in (workdir / ".manifests").glob("*.json")}
+    capsys.readouterr()
+    for stage, sets in (("clean", []), ("folds", ["folds.n_splits=2"]), ("ensemble", [])):
+        assert _loud(stage, workdir, data, *sets) == 0
+        assert f"{stage}: up to date" in capsys.readouterr().err, stage
+    assert {p: p.stat().st_mtime_ns for p in (workdir / ".manifests").glob("*.json")} == before
+    # a changed setting re-runs the stage it touches, and what reads it is then stale
+    assert _loud("folds", workdir, data, "folds.n_splits=2", "folds.seed=7") == 0
+    assert "folds: up to date" not in capsys.readouterr().err
+    assert run_stage("ensemble", workdir, data) == 2
