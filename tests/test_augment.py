@@ -1,7 +1,6 @@
 import json
 import shutil
 
-import numpy as np
 import pandas as pd
 import pytest
 from conftest import run_stage
@@ -136,15 +135,39 @@ def test_apertium_round_trip_keeps_line_alignment():
     assert len(back) == 4 and back[2] == "" and "fire" in back[0].lower()
 
 
-def test_augmented_training_never_validates_on_augmented_rows(prepared, tiny_bert):
+def test_augmented_training_never_validates_on_augmented_rows(prepared, monkeypatch):
+    """Look at what each fold was trained and validated on: validation = exactly the fold's
+    original rows; training = the other folds' rows and only their own augmented copies."""
+    import pipeline.modeling.classical as classical
+
     data, workdir = prepared
     assert run_stage("augment", workdir, data, "augment.methods=[random_swap]", "augment.aug_p=0.3") == 0
+    seen: dict[int, tuple[list[str], list[str]]] = {}
+    fit = classical.fit_classical_fold
+
+    def spy(cfg, fold_data, metric, k):
+        seen[k] = (list(fold_data.train_texts), list(fold_data.val_texts))
+        return fit(cfg, fold_data, metric, k)
+
+    monkeypatch.setattr(classical, "fit_classical_fold", spy)
     assert run_stage("train", workdir, data, "train.family=classical", "train.run=aug",
                      "train.augment=[random_swap]") == 0
-    oof = pd.read_parquet(workdir / "models/aug/oof.parquet")
     train = pd.read_parquet(workdir / "data/interim/train_clean.parquet")
-    assert len(oof) == len(train) and set(oof["id"]) == set(train["id"])
-    assert np.isfinite(oof[["p_0", "p_1"]].to_numpy()).all()
+    folds = pd.read_csv(workdir / "data/processed/folds.csv", dtype={"id": str})
+    train = train.merge(folds, on="id")
+    aug = pd.read_parquet(workdir / "data/interim/augmented/random_swap.parquet")
+    aug = aug.merge(folds.rename(columns={"id": "source_id"}), on="source_id")
+    assert set(seen) == {0, 1}
+    for k, (trained, validated) in seen.items():
+        originals = train[train["fold"] == k]["text"].tolist()
+        assert sorted(validated) == sorted(originals)  # no augmented row, no row of another fold
+        own_copies = set(aug[aug["fold"] != k]["text"]) - set(train["text"])
+        leaked = set(aug[aug["fold"] == k]["text"]) - set(train["text"]) - own_copies
+        assert own_copies and own_copies <= set(trained)  # augmentation was used...
+        assert not leaked & set(trained)  # ...but never a copy of a row being validated
+        assert not set(originals) & set(trained)
+    oof = pd.read_parquet(workdir / "models/aug/oof.parquet")
+    assert len(oof) == len(train) and oof["id"].is_unique and set(oof["id"]) == set(train["id"])
 
 
 def test_ctranslate2_engine_converts_the_same_marian_offline(tiny_marian, tmp_path):
@@ -163,3 +186,37 @@ def test_ctranslate2_engine_converts_the_same_marian_offline(tiny_marian, tmp_pa
     ct = ct2.translate(texts, "en", "zh")
     # same weights, greedy: the first words agree (the engines count the length cap differently)
     assert [h.split()[:3] for h in hf] == [c.split()[:3] for c in ct]
+
+
+def test_augmented_rows_get_their_sources_extra_columns(prepared, monkeypatch):
+    """With data.extra_cols, an augmented copy carries its source row's keyword in the same
+    format as the originals: the model never sees two input formats."""
+    import pipeline.modeling.classical as classical
+
+    data, workdir = prepared
+    assert run_stage("augment", workdir, data, "augment.methods=[random_swap]") == 0
+    seen: list[str] = []
+    fit = classical.fit_classical_fold
+
+    def spy(cfg, fold_data, metric, k):
+        seen.extend(fold_data.train_texts)
+        return fit(cfg, fold_data, metric, k)
+
+    monkeypatch.setattr(classical, "fit_classical_fold", spy)
+    assert run_stage("train", workdir, data, "train.family=classical", "train.run=aug", "train.folds=[0]",
+                     "train.augment=[random_swap]", "data.extra_cols=[keyword]") == 0
+    train = pd.read_parquet(workdir / "data/interim/train_clean.parquet")
+    aug = pd.read_parquet(workdir / "data/interim/augmented/random_swap.parquet")
+    keyword = dict(zip(train["id"], train["keyword"]))
+    sources = aug.groupby("text")["source_id"].agg(set)
+    copies = {t for t, s in sources.items() if len(s) == 1} - set(train["text"])  # one source each
+    checked = 0
+    for text in seen:
+        body = text.split(" | ", 1)[-1]
+        if body not in copies:
+            continue
+        kw = keyword[next(iter(sources[body]))]
+        expected = f"keyword: {kw} | {body}" if isinstance(kw, str) and kw else body
+        assert text == expected
+        checked += 1
+    assert checked > 20

@@ -41,3 +41,16 @@ def test_folds_on_real_data_keep_duplicates_together(disaster_dir):
     _check_folds(train, folds, 5)
     sizes = np.bincount(maker.folds_)
     assert sizes.max() - sizes.min() < 0.05 * len(train)
+
+
+def test_near_duplicates_share_a_fold():
+    """Retweets that differ only in a URL, case or punctuation are one group."""
+    base = [f"storm number {i} hits the coast" for i in range(40)]
+    texts = base + [f"Storm number {i} hits the coast!!! http://t.co/x{i}" for i in range(40)]
+    labels = np.array([i % 2 for i in range(40)] * 2)
+    maker = FoldMaker(5, random_state=0).fit(texts, labels)
+    assert (maker.folds_[:40] == maker.folds_[40:]).all()
+    assert maker.merged_groups_ == 40  # 80 exact keys, 40 near keys
+    # texts with no letters or digits are not all lumped together
+    odd = FoldMaker(2, random_state=0).fit(["!!!", "???", "...", "***"], np.array([0, 1, 0, 1]))
+    assert len(set(odd.groups_)) == 4

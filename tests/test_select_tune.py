@@ -73,3 +73,27 @@ def test_tune_transformer_with_pruning_then_train_plan(prepared, exp_dir):
     tiny_cfg = (workdir / "models/tiny/config.yaml").read_text()
     tiny_plan = next(r for r in plan["runs"] if r["run"] == "tiny")
     assert f"lr: {tiny_plan['diff']['train']['lr']}" in tiny_cfg
+
+
+def test_tune_study_is_keyed_by_data_folds_search_space_and_metric(prepared, exp_dir):
+    data, workdir = prepared
+    assert run_stage("select", workdir, data, f"select.candidates=[{exp_dir}/lr.yaml]") == 0
+    assert run_stage("tune", workdir, data, "tune.n_trials=2") == 0
+    first = json.loads((workdir / "tune/lr/best.json").read_text())
+    assert first["trials"] == 2 and first["study"].startswith("lr-")
+    # another search space: its trials were scored on other terms, so a new study starts
+    assert run_stage("tune", workdir, data, "tune.n_trials=2", "tune.C=[1.0,2.0]") == 0
+    other = json.loads((workdir / "tune/lr/best.json").read_text())
+    assert other["study"] != first["study"] and other["trials"] == 2 and 1.0 <= other["params"]["C"] <= 2.0
+    # other folds: a new study too
+    assert run_stage("folds", workdir, data, "folds.n_splits=2", "folds.seed=5") == 0
+    assert run_stage("select", workdir, data, f"select.candidates=[{exp_dir}/lr.yaml]") == 0
+    assert run_stage("tune", workdir, data, "tune.n_trials=3") == 0
+    refolded = json.loads((workdir / "tune/lr/best.json").read_text())
+    assert refolded["study"] not in (first["study"], other["study"]) and refolded["trials"] == 3
+    # back to the first folds and space: the first study resumes (2 done, 1 more)
+    assert run_stage("folds", workdir, data, "folds.n_splits=2") == 0
+    assert run_stage("select", workdir, data, f"select.candidates=[{exp_dir}/lr.yaml]") == 0
+    assert run_stage("tune", workdir, data, "tune.n_trials=3") == 0
+    again = json.loads((workdir / "tune/lr/best.json").read_text())
+    assert again["study"] == first["study"] and again["trials"] == 3

@@ -68,11 +68,28 @@ def test_param_groups_llrd_head_lr_and_no_decay(tiny_bert):
             assert wd == 0.05, name
 
 
-def test_label_smoothing_matches_closed_form():
-    logits, y, eps = torch.randn(6, 3), torch.tensor([0, 1, 2, 1, 0, 2]), 0.1
-    logp = torch.log_softmax(logits, -1)
-    closed = ((1 - eps) * -logp[torch.arange(6), y] + eps * -logp.mean(-1)).mean()
-    assert torch.nn.CrossEntropyLoss(label_smoothing=eps)(logits, y).item() == pytest.approx(closed.item(), abs=1e-6)
+@pytest.mark.parametrize("eps", [0.0, 0.2])
+def test_trainer_applies_label_smoothing_in_closed_form(tiny_bert, eps):
+    """The first logged training loss is the smoothed cross-entropy of the initial model on the
+    one batch, in closed form: drop or ignore train.label_smoothing and it fails."""
+    from pipeline.modeling.transformer import seed_everything
+
+    cfg = _cfg(tiny_bert, batch_size=8, lr=1e-12, label_smoothing=eps, clip_norm=None)
+    data = _data(n=8)
+    out = FoldTrainer(cfg, 2, "f1", 0).fit(data, _tok(tiny_bert))
+    logged = [h for h in out.history if h["kind"] == "train"][0]["train_loss"]
+    seed_everything(cfg.seed + 0)  # the model the trainer built for fold 0
+    model = load_model(cfg, 2).eval()
+    enc = _tok(tiny_bert)(data.train_texts, padding=True, truncation=True, max_length=cfg.max_len,
+                          return_tensors="pt")
+    with torch.no_grad():
+        logp = torch.log_softmax(model(**enc).logits.float(), -1)
+    y = torch.as_tensor(data.train_labels)
+    nll = -logp[torch.arange(len(y)), y]
+    closed = ((1 - eps) * nll + eps * -logp.mean(-1)).mean().item()
+    assert logged == pytest.approx(closed, abs=1e-5)
+    if eps:
+        assert abs(logged - nll.mean().item()) > 1e-3  # smoothing changed the loss the trainer used
 
 
 # -- batches -----------------------------------------------------------------------------
