@@ -328,6 +328,10 @@ def _trainer_lines(res: dict) -> list[str]:
         f"{_ratio_cell(res['train_speedup_vs_hf_grouped'])} | {t['hf_grouped']['f1']:.3f} | "
         f"{t['hf_grouped']['peak_mem_mb']:.0f} |",
         "",
+        "A ratio is printed only where the peer's validation F1 is within 0.02 of ours (else \"not comparable\"); "
+        "the grouped peer scores its predictions against the label_ids Trainer returns beside them, because "
+        "transformers 5.x length-groups the evaluation sampler too under train_sampling_strategy=group_by_length.",
+        "",
         f"Tuning-doctor evidence (train loss, LR, gradient norm, update/weight ratio per parameter group every 20 "
         f"optimizer steps, the default; confidence histogram per evaluation) against none: ours without it ran at "
         f"{t['ours_nolog']['samples_per_s']:.1f} samples/s, so the evidence costs "

@@ -134,6 +134,7 @@ class TrainConfig:
     seed: int = 42  # training seed; fold k uses seed + k
     num_workers: int = 0  # DataLoader workers (GPU runs)
     folds: list[int] | None = None  # train only these folds (fan-out across machines)
+    searched_folds: list[int] = field(default_factory=list)  # folds whose labels select/tune saw (set by the plan)
     max_train_rows: int | None = None  # subsample each fold's training rows (screening)
     augment: list[str] = field(default_factory=list)  # augmented sets added to training folds
     device: str = "auto"  # auto, cpu, cuda

@@ -23,7 +23,7 @@ from scipy.stats import rankdata
 
 from pipeline.config import Config
 from pipeline.contract import Schema
-from pipeline.io import DataError, write_csv, write_json, write_parquet
+from pipeline.io import DataError, read_json, write_csv, write_json, write_parquet
 from pipeline.metrics import GREATER_IS_BETTER, score, tune_threshold
 from pipeline.paths import Paths
 from pipeline.train import proba_cols
@@ -220,7 +220,16 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
     y, folds = oofs[0]["label"].to_numpy(), oofs[0]["fold"].to_numpy()
     tune_thr = schema.binary and schema.metric == "f1"
     methods = [m for m in METHODS if len(runs) > 1 or m == "best_single"]
-    results = [evaluate(m, probas, y, folds, schema.metric, cfg.ensemble.objective, tune_thr) for m in methods]
+    # Choose, fit and score only on folds that no run's select/tune validated on: there the
+    # members' OOF is honest, so the ensemble's estimate is too (the full-fold one is beside it).
+    searched = sorted({k for run in runs for k in read_json(paths.run_dir(run) / "cv.json").get("searched_folds", [])})
+    scope = ~np.isin(folds, searched)
+    if len(np.unique(folds[scope])) < 2:
+        log.warning("ensemble: fewer than two folds untouched by select/tune (searched %s): scoring on all folds, "
+                    "which is optimistic", searched)
+        scope[:] = True
+    results = [evaluate(m, probas[:, scope], y[scope], folds[scope], schema.metric, cfg.ensemble.objective, tune_thr)
+               for m in methods]
     sign = 1 if GREATER_IS_BETTER[schema.metric] else -1
     if cfg.ensemble.method == "auto":
         chosen = max(results, key=lambda r: (sign * r["nested"], r["method"] == "best_single"))
@@ -229,7 +238,8 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
         if chosen is None:
             raise DataError(f"ensemble.method={cfg.ensemble.method} needs at least two runs; found {runs}")
     blend: Blend = chosen["blend"]
-    singles = {run: score(schema.metric, y, probas[i], tune_threshold(y, probas[i][:, 1])[0] if tune_thr else None)
+    ys, ps = y[scope], probas[:, scope]
+    singles = {run: score(schema.metric, ys, ps[i], tune_threshold(ys, ps[i][:, 1])[0] if tune_thr else None)
                for i, run in enumerate(runs)}
     table = pd.DataFrame([{"method": r["method"], "in_sample": round(r["in_sample"], 5), "nested": round(r["nested"], 5),
                            "weights": " ".join(f"{run}={w:.3f}" for run, w in zip(runs, r["blend"].weights)),
@@ -245,6 +255,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
     cv = {"metric": schema.metric, "chosen": blend.method, "in_sample": chosen["in_sample"],
           "nested": chosen["nested"], "best_single_nested": best_single["nested"],
           "beats_best_single_nested": bool(gain > 0), "runs": singles, "threshold": blend.threshold,
+          "searched_folds": searched, "scored_on_folds": sorted(np.unique(folds[scope]).tolist()),
           "methods": table.drop(columns="chosen").to_dict("records")}
     with publish(paths, f"ensemble-{cfg.ensemble.name}", inputs) as tx:  # weights, threshold, predictions together
         write_parquet(tx.path(out_dir / "oof.parquet"), oof_df)

@@ -4,8 +4,9 @@ Usage: python -m pipeline folds [--set folds.n_splits=5 folds.seed=42]
 Reads:  data/interim/train_clean.parquet
 Writes: data/processed/folds.csv (id, fold) and folds.json beside it
 
-Rows whose normalised text is identical share a fold (grouped stratified split), so a
-duplicate can never sit in training while its twin is validated on.
+Rows whose text is the same up to case, punctuation and URLs (``textstats.near_key``: a
+retweet with another t.co link, a copy with "!!!") share a fold (grouped stratified split),
+so a duplicate can never sit in training while its twin is validated on.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Config
-from pipeline.io import DataError, read_json, write_csv, write_json
+from pipeline.io import DataError, write_csv, write_json
 from pipeline.paths import Paths
-from pipeline.textstats import norm_key
+from pipeline.textstats import near_key, norm_key
 from pipeline.transaction import inputs_of, publish
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,11 @@ class FoldMaker:
         if counts.min() < self.n_splits:
             raise DataError(f"folds: a class has only {counts.min()} rows, fewer than folds.n_splits="
                             f"{self.n_splits}")
-        groups = pd.factorize(pd.Series(list(texts)).map(norm_key))[0]
+        texts = pd.Series(list(texts))
+        # near-duplicates group together; a text with no letter or digit keeps its own exact key
+        keys = [near_key(t) or "\x00" + norm_key(t) for t in texts]
+        groups = pd.factorize(pd.Series(keys))[0]
+        self.merged_groups_ = int(texts.map(norm_key).nunique() - len(set(groups)))
         splitter = StratifiedGroupKFold(n_splits=self.n_splits, shuffle=True, random_state=self.random_state)
         folds = np.full(len(labels), -1, dtype=np.int64)
         for k, (_, val) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
@@ -54,14 +59,15 @@ class FoldMaker:
 @dataclass
 class FoldsResult:
     folds: pd.DataFrame
-    reused: bool
+    report: dict
 
 
 def _fingerprint(train: pd.DataFrame, cfg: Config) -> dict:
     h = hashlib.sha256()
     for i, t, y in zip(train["id"].astype(str), train["text"], train["label"]):
         h.update(f"{i}\x1f{t}\x1f{y}\x1e".encode())
-    return {"n_splits": cfg.folds.n_splits, "seed": cfg.folds.seed, "rows": len(train), "data_sha256": h.hexdigest()}
+    return {"n_splits": cfg.folds.n_splits, "seed": cfg.folds.seed, "rows": len(train), "grouping": "near_key",
+            "data_sha256": h.hexdigest()}
 
 
 def read_folds_csv(paths: Paths) -> pd.DataFrame:
@@ -89,24 +95,22 @@ def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
 def run(cfg: Config, paths: Paths, force: bool = False) -> FoldsResult:
     inputs = stage_inputs(cfg, paths)
     train = pd.read_parquet(paths.train_clean)
-    meta_path = paths.folds_csv.with_suffix(".json")
     fp = _fingerprint(train, cfg)
-    if not force and paths.folds_csv.exists() and meta_path.exists() and read_json(meta_path) == fp:
-        log.info("folds: %s is up to date (same data, k and seed); left as it is", paths.folds_csv)
-        folds = read_folds_csv(paths)
-        with publish(paths, "folds", inputs) as tx:  # the same bytes, recorded against today's inputs
-            write_csv(tx.path(paths.folds_csv), folds)
-            write_json(tx.path(meta_path), fp)
-        return FoldsResult(folds=folds, reused=True)
+    # seeded: the same data, k and seed give the same bytes on every run
     maker = FoldMaker(cfg.folds.n_splits, cfg.folds.seed).fit(train["text"], train["label"].to_numpy())
     folds = pd.DataFrame({"id": train["id"], "fold": maker.folds_})
-    with publish(paths, "folds", inputs) as tx:  # folds.csv and folds.json together
-        write_csv(tx.path(paths.folds_csv), folds)
-        write_json(tx.path(meta_path), fp)
     shares = pd.crosstab(folds["fold"], train["label"], normalize="index").round(3)
-    log.info("folds: %d rows in %d folds (seed %d) -> %s; class shares per fold:\n%s", len(folds),
-             cfg.folds.n_splits, cfg.folds.seed, paths.folds_csv, shares.to_string())
-    return FoldsResult(folds=folds, reused=False)
+    report = {**{k: v for k, v in fp.items() if k != "data_sha256"}, "groups": int(len(set(maker.groups_))),
+              "merged_near_duplicate_groups": maker.merged_groups_,
+              "class_shares": {str(k): {str(c): float(v) for c, v in row.items()} for k, row in shares.iterrows()}}
+    with publish(paths, "folds", inputs) as tx:  # folds.csv, its fingerprint and its report together
+        write_csv(tx.path(paths.folds_csv), folds)
+        write_json(tx.path(paths.folds_csv.with_suffix(".json")), fp)
+        write_json(tx.path(paths.folds_report), report)
+    log.info("folds: %d rows in %d folds (seed %d), %d groups (%d near-duplicate groups merged) -> %s; "
+             "class shares per fold:\n%s", len(folds), cfg.folds.n_splits, cfg.folds.seed, report["groups"],
+             maker.merged_groups_, paths.folds_csv, shares.to_string())
+    return FoldsResult(folds=folds, report=report)
 
 
 def main(argv: list[str] | None = None) -> int:

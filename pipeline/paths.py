@@ -145,6 +145,10 @@ class Paths:
     def folds_csv(self) -> Path:
         return self.root / "data" / "processed" / "folds.csv"
 
+    @property
+    def folds_report(self) -> Path:
+        return self.reports / "folds.json"
+
     def augmented(self, method: str) -> Path:
         return self.interim / "augmented" / f"{check_name(method, 'augment method')}.parquet"
 

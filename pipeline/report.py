@@ -162,7 +162,10 @@ def analyse_run(run_dir: Path, cfg: Config, paths: Paths, schema: Schema, train:
     md = [f"# Run `{run}` ({cv['family']})\n\n",
           f"CV {cv['metric']} on the concatenated OOF: **{cv['cv']:.4f}**"
           + (f" (F1 {cv['threshold']['f1']:.4f} at the OOF-tuned threshold {thr})" if thr else "")
-          + f"; log loss {cv['logloss']:.4f}; {cv['seconds']:.0f}s of training.\n\n",
+          + f"; log loss {cv['logloss']:.4f}; {cv['seconds']:.0f}s of training.\n\n"
+          + (f"Folds select/tune never validated on ({cv['untouched_folds']}): **{cv['cv_untouched']:.4f}**; the "
+             f"folds they chose on ({cv['searched_folds']}): {cv['cv_searched']:.4f} (optimistic).\n\n"
+             if "cv_untouched" in cv else ""),
           _table(pd.DataFrame(cv["folds"])), "\n\n",
           f"![curves]({_rel(run_dir / 'curves.png', out)})\n\n", "## Tuning doctor\n\n"]
     if findings:

@@ -133,6 +133,8 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> SelectResult:
     runs = []
     for name in chosen:
         diff, path = candidate_diff(name, paths.root)
+        # every candidate was chosen on the screened folds: their validation labels are spent
+        diff["train"]["searched_folds"] = sorted(set(cfg.select.folds))
         runs.append({"run": diff["train"]["run"], "candidate": name, "config": str(path), "diff": diff})
     with publish(paths, "select", inputs) as tx:  # the table and the choice it implies, together
         write_csv(tx.path(paths.selection_csv), table)

@@ -38,7 +38,7 @@ from pipeline.transaction import inputs_of, publish, require
 
 log = logging.getLogger(__name__)
 # Fields that change where or how fast a run goes, not what it computes.
-_NOT_IN_FINGERPRINT = {"run", "folds", "device", "num_workers", "log_every", "eval_batch_size"}
+_NOT_IN_FINGERPRINT = {"run", "folds", "device", "num_workers", "log_every", "eval_batch_size", "searched_folds"}
 
 
 @dataclass
@@ -83,7 +83,12 @@ def load_training_data(cfg: Config, paths: Paths) -> TrainingData:
                 raise DataError(f"{path}: not found (train.augment lists {method!r}); run `make augment`")
             parts.append(pd.read_parquet(path))
         aug = pd.concat(parts, ignore_index=True)
-        aug = aug.rename(columns={"text": "input"})
+        # a copy carries its source row's extra columns through the same model_inputs as the
+        # originals (e.g. the "keyword: fire | " prefix): the model sees one input format
+        extra = train[["id", *cfg.data.extra_cols]].rename(columns={"id": "source_id"})
+        aug = aug.drop(columns=[c for c in cfg.data.extra_cols if c in aug.columns])
+        aug = aug.merge(extra, on="source_id", how="left", validate="many_to_one")
+        aug["input"] = model_inputs(aug, cfg.data)
         augmented = aug[["source_id", "input", "label"]]
     return TrainingData(train=train[["id", "input", "label", "fold"]], test=test[["id", "input"]], schema=schema,
                         augmented=augmented, fingerprint="|".join(digest), inputs=inputs)
@@ -201,6 +206,7 @@ def aggregate(paths: Paths, cfg: Config, td: TrainingData, n_splits: int, fp: st
     if s.binary and s.metric == "f1":
         t, f1 = tune_threshold(y, p[:, 1])
         cv["threshold"] = {"value": t, "f1": f1}
+    cv.update(honest_cv(s.metric, y, p, oof["fold"].to_numpy(), cfg.train.searched_folds))
     history = pd.concat([pd.read_csv(_fold_dir(run_dir, k) / "history.csv") for k in range(n_splits)])
     from pipeline.cli import environment
 
@@ -213,6 +219,20 @@ def aggregate(paths: Paths, cfg: Config, td: TrainingData, n_splits: int, fp: st
         write_json(tx.path(run_dir / "env.json"), environment())
         write_text(tx.path(run_dir / "config.yaml"), dump_yaml(cfg.to_dict()))
     return cv
+
+
+def honest_cv(metric: str, y: np.ndarray, p: np.ndarray, folds: np.ndarray, searched: list[int]) -> dict[str, Any]:
+    """CV over the folds that select/tune never validated on, beside the full-fold CV.
+
+    Screening and tuning pick hyper-parameters by their score on ``searched`` folds, so those
+    folds' OOF is optimistic; the untouched folds give the estimate to trust."""
+    searched = sorted(set(searched) & set(np.unique(folds).tolist()))
+    untouched = sorted(set(np.unique(folds).tolist()) - set(searched))
+    if not searched or not untouched:
+        return {"searched_folds": searched, "untouched_folds": untouched}
+    u, t = np.isin(folds, untouched), np.isin(folds, searched)
+    return {"searched_folds": searched, "untouched_folds": untouched, "cv_untouched": score(metric, y[u], p[u]),
+            "cv_searched": score(metric, y[t], p[t])}
 
 
 def plot_curves(history: pd.DataFrame, path: Path, metric: str) -> None:
@@ -286,6 +306,9 @@ def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
     if len(done) == n_splits and main:
         cv = aggregate(paths, cfg, td, n_splits, fp)
         extra = f" (F1 {cv['threshold']['f1']:.4f} at threshold {cv['threshold']['value']})" if "threshold" in cv else ""
+        if "cv_untouched" in cv:
+            extra += (f"; on the folds select/tune never saw ({cv['untouched_folds']}) {cv['cv_untouched']:.4f}, "
+                      f"on those they did ({cv['searched_folds']}) {cv['cv_searched']:.4f}")
         log.info("train %s: CV %s %.4f%s over %d folds -> %s", tc.run, cv["metric"], cv["cv"], extra, n_splits,
                  run_dir)
     else:

@@ -97,3 +97,38 @@ def test_tune_study_is_keyed_by_data_folds_search_space_and_metric(prepared, exp
     assert run_stage("tune", workdir, data, "tune.n_trials=3") == 0
     again = json.loads((workdir / "tune/lr/best.json").read_text())
     assert again["study"] == first["study"] and again["trials"] == 3
+
+
+def test_cv_and_ensemble_are_scored_on_the_folds_select_and_tune_never_saw(binary_comp, workdir, exp_dir):
+    import numpy as np
+
+    from pipeline.ensemble import evaluate
+    from pipeline.metrics import score
+
+    data = binary_comp
+    assert run_stage("clean", workdir, data) == 0
+    assert run_stage("folds", workdir, data, "folds.n_splits=4") == 0
+    assert run_stage("select", workdir, data, f"select.candidates=[{exp_dir}/lr.yaml,{exp_dir}/nbsvm.yaml]",
+                     "select.top_k=2", "select.folds=[0]") == 0
+    assert run_stage("tune", workdir, data, "tune.n_trials=2", "tune.folds=[1]", "tune.families=[classical]") == 0
+    from pipeline.__main__ import main
+
+    assert main(["train", "--workdir", str(workdir), "--data", str(data), "-q", "--plan",
+                 str(workdir / "reports/plan.json")]) == 0
+    cv = json.loads((workdir / "models/lr/cv.json").read_text())
+    assert cv["searched_folds"] == [0, 1] and cv["untouched_folds"] == [2, 3]  # screened on 0, tuned on 1
+    oof = pd.read_parquet(workdir / "models/lr/oof.parquet")
+    y, p, u = oof["label"].to_numpy(), oof[["p_0", "p_1"]].to_numpy(), oof["fold"].isin([2, 3]).to_numpy()
+    assert cv["cv_untouched"] == pytest.approx(score("f1", y[u], p[u]))
+    assert cv["cv_searched"] == pytest.approx(score("f1", y[~u], p[~u]))
+    assert run_stage("ensemble", workdir, data) == 0
+    ens = json.loads((workdir / "ensembles/blend/cv.json").read_text())
+    assert ens["scored_on_folds"] == [2, 3]
+    nb = pd.read_parquet(workdir / "models/nbsvm/oof.parquet").set_index("id").loc[oof["id"]]
+    probas = np.stack([p, nb[["p_0", "p_1"]].to_numpy()])
+    mean = evaluate("mean", probas[:, u], y[u], oof["fold"].to_numpy()[u], "f1", "metric", True)
+    row = next(m for m in ens["methods"] if m["method"] == "mean")
+    assert row["nested"] == pytest.approx(mean["nested"], abs=1e-5)
+    assert run_stage("submit", workdir, data) == 0
+    table = json.loads((workdir / "submissions/submission.json").read_text())["table"]
+    assert "CV (folds select/tune never saw)" in table

@@ -95,6 +95,34 @@ def load_tokenizer(cfg: TrainConfig) -> Any:
     return AutoTokenizer.from_pretrained(resolve_backbone(cfg.backbone))
 
 
+def rng_state() -> dict[str, Any]:
+    """Every random state a fold draws from, as tensors and numbers (loadable with weights_only)."""
+    import random
+
+    np_state = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {"rng": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "rng_numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                          "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+            "rng_python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64),
+                           "gauss": py_gauss}}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    torch.set_rng_state(state["rng"])
+    if state.get("rng_cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    if state.get("rng_numpy"):
+        n = state["rng_numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if state.get("rng_python"):
+        p = state["rng_python"]
+        random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
+
+
 def load_model(cfg: TrainConfig, n_classes: int) -> nn.Module:
     from transformers import AutoConfig, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
@@ -322,8 +350,12 @@ class FoldTrainer:
             optimizer.load_state_dict(resumed["optimizer"])
             scheduler.load_state_dict(resumed["scheduler"])
             scaler.load_state_dict(resumed["scaler"])
-            torch.set_rng_state(resumed["rng"])
+            set_rng_state(resumed)
             step, start_epoch = int(resumed["step"]), int(resumed["epoch"]) + 1
+            # the sampler is seeded per epoch: resuming at an epoch start replays its order exactly
+            if int(resumed.get("sampler_epoch", start_epoch)) != start_epoch:
+                raise TrainingError(f"{self.checkpoint_dir}: checkpoint's sampler position does not match its "
+                                    "epoch; delete it to start the fold over")
             history, best, bad_evals = list(resumed["history"]), resumed["best_score"], int(resumed["bad_evals"])
             best_epoch = float(resumed["best_epoch"])
             best_state = resumed["best"]
@@ -419,7 +451,7 @@ class FoldTrainer:
                             if ema is not None else None),
                     "ema_n": int(ema.n_averaged) if ema is not None else 0,
                     "best": best_state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "step": step,
+                    "scaler": scaler.state_dict(), **rng_state(), "sampler_epoch": epoch + 1, "step": step,
                     "history": history, "best_score": best, "best_epoch": best_epoch, "bad_evals": bad_evals,
                     "best_proba": torch.from_numpy(best_proba) if best_proba is not None else None})
                 dist_.barrier()
