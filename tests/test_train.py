@@ -68,14 +68,34 @@ def test_param_groups_llrd_head_lr_and_no_decay(tiny_bert):
             assert wd == 0.05, name
 
 
+@pytest.fixture(scope="module")
+def confident_bert(tiny_bert, tmp_path_factory):
+    """The tiny BERT with a confident classification head (bias +3/-3): its first predictions are
+    far from 50/50, where smoothing would change the loss too little to see."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("confident_bert")
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.tensor([3.0, -3.0]))
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(out)
+    return out
+
+
 @pytest.mark.parametrize("eps", [0.0, 0.2])
-def test_trainer_applies_label_smoothing_in_closed_form(tiny_bert, eps):
+def test_trainer_applies_label_smoothing_in_closed_form(confident_bert, eps):
     """The first logged training loss is the smoothed cross-entropy of the initial model on the
     one batch, in closed form: drop or ignore train.label_smoothing and it fails."""
     from pipeline.modeling.transformer import seed_everything
 
+    tiny_bert = confident_bert
     cfg = _cfg(tiny_bert, batch_size=8, lr=1e-12, label_smoothing=eps, clip_norm=None)
-    data = _data(n=8)
+    base = _data(n=8)
+    # mostly class 1 against a head that favours class 0: smoothing moves the loss a lot
+    # (with balanced labels and a symmetric head the smoothed mean would equal the plain one)
+    data = FoldData(base.train_texts, np.array([1, 1, 1, 1, 1, 1, 1, 0]), base.val_texts, base.val_labels,
+                    base.test_texts)
     out = FoldTrainer(cfg, 2, "f1", 0).fit(data, _tok(tiny_bert))
     logged = [h for h in out.history if h["kind"] == "train"][0]["train_loss"]
     seed_everything(cfg.seed + 0)  # the model the trainer built for fold 0

@@ -69,8 +69,10 @@ def test_two_tune_runs_share_one_postgres_study(prepared, tmp_path, postgres):
     shutil.copytree(workdir, other)
     shutil.rmtree(other / "tune")
     assert run_stage("tune", other, data, "tune.n_trials=3", f"tune.storage={postgres}") == 0
-    assert json.loads((other / "tune/lr/best.json").read_text())["trials"] == 3
+    best = json.loads((other / "tune/lr/best.json").read_text())
+    assert best["trials"] == 3
+    assert best["study"] == json.loads((workdir / "tune/lr/best.json").read_text())["study"]  # same data, same key
     import optuna
 
-    assert len(optuna.load_study(study_name="lr", storage=postgres).trials) == 3
+    assert len(optuna.load_study(study_name=best["study"], storage=postgres).trials) == 3
     assert not (other / "tune/lr/study.db").exists()
