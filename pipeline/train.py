@@ -320,7 +320,7 @@ def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
 def run(cfg: Config, paths: Paths, force: bool = False, plan: str | None = None) -> list[RunResult]:
     if not plan:
         return [train_run(cfg, paths, force)]
-    plan_path = Path(plan)
+    plan_path = Path(plan) if Path(plan).is_absolute() else paths.root / plan  # relative to the work directory
     if not plan_path.exists():
         raise DataError(f"{plan_path}: not found; run `make select` (and `make tune`) first")
     if plan_path.resolve() == paths.plan_json.resolve():
@@ -329,7 +329,8 @@ def run(cfg: Config, paths: Paths, force: bool = False, plan: str | None = None)
 
 
 def _args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--plan", default=None, help="train every run listed in this plan (reports/plan.json)")
+    parser.add_argument("--plan", default=None,
+                        help="train every run listed in this plan (reports/plan.json; relative to --workdir)")
 
 
 def main(argv: list[str] | None = None) -> int:
