@@ -64,8 +64,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
 
 
 def config_files(workdir: Path, extra: list[str]) -> list[Path]:
-    base = workdir / "configs" / "base.yaml"
-    files = [base] if base.exists() else []
+    """configs/base.yaml of the work directory, else of the directory make runs in, then ``extra``."""
+    base = next((b for b in (workdir / "configs" / "base.yaml", Path.cwd() / "configs" / "base.yaml") if b.exists()),
+                None)
+    files = [base] if base else []
     return files + [Path(p) for p in extra if p]
 
 

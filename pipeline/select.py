@@ -32,8 +32,12 @@ log = logging.getLogger(__name__)
 
 
 def candidate_path(name: str, root: Path) -> Path:
-    """The experiment file of a candidate: a name under configs/exp/ or a path."""
-    return Path(name) if name.endswith((".yaml", ".yml")) else root / "configs" / "exp" / f"{name}.yaml"
+    """The experiment file of a candidate: a path, or a name under configs/exp/ of the work
+    directory or, failing that, of the directory make runs in (the project's own configs)."""
+    if name.endswith((".yaml", ".yml")):
+        return Path(name)
+    places = [root / "configs" / "exp" / f"{name}.yaml", Path.cwd() / "configs" / "exp" / f"{name}.yaml"]
+    return next((p for p in places if p.exists()), places[0])
 
 
 def candidate_diff(name: str, root: Path) -> tuple[dict[str, Any], Path]:
