@@ -27,7 +27,7 @@ from pipeline.io import DataError, read_json, write_csv, write_json, write_parqu
 from pipeline.metrics import GREATER_IS_BETTER, score, tune_threshold
 from pipeline.paths import Paths
 from pipeline.train import proba_cols
-from pipeline.transaction import inputs_of, publish
+from pipeline.transaction import inputs_of, publish, published
 
 log = logging.getLogger(__name__)
 METHODS = ("best_single", "mean", "rank", "vote", "weighted")
@@ -172,7 +172,7 @@ class EnsembleResult:
 def finished_runs(paths: Paths) -> list[str]:
     """Runs whose outputs were published whole (a manifest); a run folder without one was
     killed while publishing, or trained only some folds: left out, and said so."""
-    runs = sorted(p.stem.removeprefix("train-") for p in paths.manifests.glob("train-*.json"))
+    runs = published(paths, "train")
     for d in sorted(p.parent for p in paths.models.glob("*/cv.json")):
         if d.name not in runs:
             log.warning("ensemble: %s has outputs but no manifest (killed while publishing?): left out; rerun "

@@ -23,7 +23,7 @@ from pipeline.io import DataError, read_competition_csv, read_json, write_json
 from pipeline.metrics import score
 from pipeline.paths import Paths
 from pipeline.train import proba_cols
-from pipeline.transaction import inputs_of, publish, require
+from pipeline.transaction import inputs_of, publish, published, require
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +165,8 @@ def cv_table(paths: Paths, ens: dict[str, Any] | None) -> str:
     """Runs and ensemble methods, with the CV over the folds that select/tune never validated
     on beside the all-folds CV (the searched folds' OOF is optimistic)."""
     rows = []
-    for m in sorted(paths.manifests.glob("train-*.json")):  # runs published whole
-        cv = read_json(paths.run_dir(m.stem.removeprefix("train-")) / "cv.json")
+    for run in published(paths, "train"):  # runs published whole
+        cv = read_json(paths.run_dir(run) / "cv.json")
         thr = cv.get("threshold")
         untouched = f"{cv['cv_untouched']:.4f}" if "cv_untouched" in cv else "= all"
         rows.append((f"run {cv['run']} ({cv['family']})", f"{cv['cv']:.4f}", untouched,

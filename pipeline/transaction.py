@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from pipeline.io import DataError, write_json
 from pipeline.paths import Paths, check_name
 
 log = logging.getLogger(__name__)
-MAKE_TARGET = {"train": "train", "ensemble": "ensemble"}  # stage name prefix -> make target
 
 
 class StaleInput(DataError):
@@ -55,7 +54,6 @@ class Manifest:
     inputs: dict[str, str]  # "manifest:<stage>" / "file:<path>" / "config:<what>" -> sha256
     outputs: dict[str, str]  # path relative to the work directory -> sha256
     time: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def digest(self) -> str:
@@ -63,7 +61,12 @@ class Manifest:
 
 
 def _target(stage: str) -> str:
-    return "make " + MAKE_TARGET.get(stage.split("-", 1)[0], stage.split("-", 1)[0])
+    return "make " + stage.split("-", 1)[0]  # train-<run> -> make train, ensemble-<name> -> make ensemble
+
+
+def published(paths: Paths, prefix: str) -> list[str]:
+    """Names of the ``<prefix>-<name>`` stages that have published (e.g. every finished run)."""
+    return sorted(p.stem.removeprefix(f"{prefix}-") for p in paths.manifests.glob(f"{prefix}-*.json"))
 
 
 def load_manifest(paths: Paths, stage: str) -> Manifest | None:
@@ -116,7 +119,6 @@ class Transaction:
         self.stage = check_name(stage, "stage")
         self.inputs = inputs
         self.staging = paths.staging(stage)
-        self.meta: dict[str, Any] = {}
 
     def path(self, final: Path) -> Path:
         """Where to write the file that will be published as ``final`` (a folder works too:
@@ -136,7 +138,7 @@ class Transaction:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(p, final)
         m = Manifest(stage=self.stage, inputs=self.inputs, outputs=outputs,
-                     time=time.strftime("%Y-%m-%d %H:%M:%S"), meta=self.meta)
+                     time=time.strftime("%Y-%m-%d %H:%M:%S"))
         write_json(manifest_path, asdict(m))
         self.paths.remove_tree(self.staging)
         return m
