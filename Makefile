@@ -26,7 +26,7 @@ RUN = $(PYTHON) -m pipeline
 STAMP ?= .make/installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-apertium all inspect clean folds augment select tune train train-plan lr-find ensemble submit report kaggle-submit \
+.PHONY: help setup setup-apertium all inspect clean folds augment select tune train train-plan lr-find ensemble submit report package kaggle-submit \
         test test-slow bench lint clobber
 
 help: ## list the targets
@@ -85,6 +85,9 @@ submit: $(STAMP) ## write and validate submissions/submission.csv
 report: $(STAMP) ## one page for the competition + the tuning doctor -> reports/index.{md,html}
 	$(RUN) report
 
+package: $(STAMP) ## offline inference bundle of what submission.csv came from -> dist/<name>/ (after make all)
+	$(RUN) package
+
 kaggle-submit: ## submit with the official kaggle CLI: make kaggle-submit COMPETITION=<slug> MESSAGE="..."
 	@command -v kaggle >/dev/null || { echo "error: the kaggle CLI is not installed (pip install kaggle)"; exit 2; }
 	@test -n "$$TEXTCOMP_COMPETITION" || { echo "error: set COMPETITION=<competition slug>"; exit 2; }
@@ -108,4 +111,4 @@ lint: $(STAMP) ## ruff over pipeline/ and tests/
 
 clobber: ## delete every generated artifact (never data/raw)
 	rm -rf data/interim data/processed data/embedded data/holdout reports models ensembles submissions tune configs/generated \
-	  .staging .manifests
+	  dist .staging .manifests

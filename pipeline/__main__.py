@@ -17,6 +17,7 @@ STAGES = {
     "ensemble": ("pipeline.ensemble", "weights fitted on out-of-fold predictions, threshold tuning"),
     "submit": ("pipeline.submit", "write and validate submission.csv"),
     "report": ("pipeline.report", "one page for the whole competition"),
+    "package": ("pipeline.package", "offline inference bundle (predict.py + models) for code competitions"),
 }
 
 

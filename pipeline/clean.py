@@ -12,12 +12,8 @@ can carry the label), so each one is a config switch and its effect is counted.
 
 from __future__ import annotations
 
-import html
 import logging
-import unicodedata
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,107 +24,18 @@ from pipeline.contract import Competition, Schema, encode_labels, load_competiti
 from pipeline.embedded import resolve_raw
 from pipeline.io import write_csv, write_json, write_parquet
 from pipeline.paths import RAW_FILES, Paths
-from pipeline.textstats import HTML_TAG, MENTION, URL, norm_key
+from pipeline.runtime import TextCleaner
+from pipeline.textstats import norm_key
 from pipeline.transaction import inputs_of, publish
 
 log = logging.getLogger(__name__)
-_WORD_TOKEN = r"[A-Za-z]+"
 
 
-class TextCleaner:
-    """scikit-learn-style cleaner: ``fit`` loads what the steps need, ``transform`` applies them.
-
-    ``changes_`` counts, per step, how many rows the last ``transform`` changed.
-    """
-
-    def __init__(self, html: bool = True, urls: str | None = "[URL]", mentions: str | None = "[USER]",
-                 mojibake: bool = True, unicode_form: str | None = "NFKC", whitespace: bool = True,
-                 lowercase: bool = False, spelling: bool = False) -> None:
-        self.html = html
-        self.urls = urls
-        self.mentions = mentions
-        self.mojibake = mojibake
-        self.unicode_form = unicode_form
-        self.whitespace = whitespace
-        self.lowercase = lowercase
-        self.spelling = spelling
-
-    @classmethod
-    def from_config(cls, cfg: CleanConfig) -> TextCleaner:
-        return cls(html=cfg.html, urls=cfg.urls, mentions=cfg.mentions, mojibake=cfg.mojibake,
-                   unicode_form=cfg.unicode_form, whitespace=cfg.whitespace, lowercase=cfg.lowercase,
-                   spelling=cfg.spelling)
-
-    def fit(self, texts: Any = None) -> TextCleaner:
-        self.speller_ = _load_speller() if self.spelling else None
-        self.steps_ = self._steps()
-        return self
-
-    def _steps(self) -> list[tuple[str, Callable[[str], str]]]:
-        steps: list[tuple[str, Callable[[str], str]]] = []
-        if self.mojibake:
-            import ftfy
-
-            # Quotes and ligatures are left as they are: only mis-decoding is repaired here.
-            cfg = ftfy.TextFixerConfig(uncurl_quotes=False, fix_latin_ligatures=False, unescape_html=False,
-                                       normalization=None, fix_character_width=False)
-            steps.append(("mojibake", lambda t: ftfy.fix_text(t, cfg)))
-        if self.html:
-            steps.append(("html", lambda t: html.unescape(HTML_TAG.sub(" ", t))))
-        if self.urls is not None:
-            steps.append(("urls", lambda t: URL.sub(self.urls, t)))
-        if self.mentions is not None:
-            steps.append(("mentions", lambda t: MENTION.sub(self.mentions, t)))
-        if self.unicode_form:
-            steps.append(("unicode", lambda t: unicodedata.normalize(self.unicode_form, t)))
-        if self.spelling:
-            steps.append(("spelling", self._correct))
-        if self.lowercase:
-            steps.append(("lowercase", str.lower))
-        if self.whitespace:
-            steps.append(("whitespace", lambda t: " ".join(t.split())))
-        return steps
-
-    def _correct(self, text: str) -> str:
-        import re
-
-        from symspellpy import Verbosity
-
-        def fix(m: re.Match) -> str:
-            word = m.group(0)
-            if len(word) < 4 or word.isupper() or word[0].isupper():
-                return word  # acronyms and names: a dictionary does not know them
-            hits = self.speller_.lookup(word.lower(), Verbosity.TOP, max_edit_distance=1)
-            return hits[0].term if hits else word
-
-        return re.sub(_WORD_TOKEN, fix, text)
-
-    def transform(self, texts: list[str] | pd.Series) -> list[str]:
-        if not hasattr(self, "steps_"):
-            raise RuntimeError("TextCleaner.transform called before fit")
-        out = ["" if (t is None or (isinstance(t, float) and np.isnan(t))) else str(t) for t in texts]
-        self.changes_: dict[str, int] = {}
-        for name, fn in self.steps_:
-            new = [fn(t) for t in out]
-            self.changes_[name] = sum(a != b for a, b in zip(out, new))
-            out = new
-        return out
-
-    def fit_transform(self, texts: list[str] | pd.Series) -> list[str]:
-        return self.fit(texts).transform(texts)
-
-
-def _load_speller() -> Any:
-    import importlib.util
-
-    from symspellpy import SymSpell
-
-    spec = importlib.util.find_spec("symspellpy")
-    dictionary = Path(spec.submodule_search_locations[0]) / "frequency_dictionary_en_82_765.txt"
-    speller = SymSpell(max_dictionary_edit_distance=1)
-    if not speller.load_dictionary(str(dictionary), term_index=0, count_index=1):
-        raise FileNotFoundError(f"symspellpy dictionary not found at {dictionary}")
-    return speller
+def cleaner_from_config(cfg: CleanConfig) -> TextCleaner:
+    """The cleaner (pipeline/runtime.py, shared with the inference bundle) for clean.* settings."""
+    return TextCleaner(html=cfg.html, urls=cfg.urls, mentions=cfg.mentions, mojibake=cfg.mojibake,
+                       unicode_form=cfg.unicode_form, whitespace=cfg.whitespace, lowercase=cfg.lowercase,
+                       spelling=cfg.spelling)
 
 
 def resolve_duplicates(df: pd.DataFrame, mode: str, log_rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -182,7 +89,7 @@ def _frame(comp: Competition, split: str, texts: list[str]) -> pd.DataFrame:
 
 
 def clean_competition(comp: Competition, cfg: CleanConfig) -> tuple[CleanResult, list[dict[str, Any]]]:
-    cleaner = TextCleaner.from_config(cfg).fit(comp.train[comp.schema.text_col])
+    cleaner = cleaner_from_config(cfg).fit(comp.train[comp.schema.text_col])
     changes = {}
     frames = {}
     for split in ("train", "test"):

@@ -288,6 +288,17 @@ class SubmitConfig:
 
 
 @dataclass
+class PackageConfig:
+    name: str | None = None  # dist/<name>/; default <competition folder>-<YYYYMMDD>
+    fp16: bool = False  # store transformer weights in fp16 (half the size; probabilities move ~1e-3)
+    verify: bool = True  # run the bundle's predict.py on test.csv and compare with submission.csv
+
+    def validate(self) -> None:
+        if self.name is not None:
+            _name("package.name", self.name)
+
+
+@dataclass
 class ReportConfig:
     overfit_evals: int = 2  # validation loss rising this many evaluations in a row while train loss falls
     underfit_ratio: float = 0.8  # final train loss above this share of the first one = still high
@@ -314,6 +325,7 @@ class Config:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    package: PackageConfig = field(default_factory=PackageConfig)
 
     def validate(self) -> Config:
         for f in dataclasses.fields(self):

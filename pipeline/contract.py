@@ -408,16 +408,8 @@ def encode_labels(values: pd.Series, classes: list[Any]) -> np.ndarray:
 
 
 def model_inputs(df: pd.DataFrame, cfg: DataConfig) -> list[str]:
-    """The text a model sees: extra columns (e.g. keyword) joined before the cleaned text."""
-    texts = df["text"].fillna("").astype(str)
-    if not cfg.extra_cols:
-        return texts.tolist()
-    parts = []
-    for col in cfg.extra_cols:
-        vals = df[col].astype("string").fillna("")
-        parts.append([cfg.extra_template.format(col=col, value=v) if v else "" for v in vals])
-    out = []
-    for i, text in enumerate(texts):
-        pieces = [p[i] for p in parts if p[i]]
-        out.append(cfg.sep.join([*pieces, text]))
-    return out
+    """The text a model sees: extra columns (e.g. keyword) joined before the cleaned text
+    (pipeline/runtime.py, shared with the inference bundle)."""
+    from pipeline.runtime import model_inputs as join
+
+    return join(df, cfg.extra_cols, cfg.extra_template, cfg.sep)

@@ -19,13 +19,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy import optimize
-from scipy.stats import rankdata
 
 from pipeline.config import Config
 from pipeline.contract import Schema
 from pipeline.io import DataError, read_json, write_csv, write_json, write_parquet
 from pipeline.metrics import GREATER_IS_BETTER, score, tune_threshold
 from pipeline.paths import Paths
+from pipeline.runtime import blend as _blend
+from pipeline.runtime import mix as _mix
+from pipeline.runtime import rank_mean, vote  # noqa: F401 - the blend primitives live with the bundle's code
 from pipeline.train import proba_cols
 from pipeline.transaction import inputs_of, publish, published
 
@@ -36,11 +38,6 @@ METHODS = ("best_single", "mean", "rank", "vote", "weighted")
 def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max())
     return e / e.sum()
-
-
-def _mix(probas: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """probas: (models, n, k); w: (models,) -> (n, k)."""
-    return np.tensordot(w, probas, axes=1)
 
 
 class WeightedBlender:
@@ -93,22 +90,6 @@ class WeightedBlender:
         return _mix(np.asarray(probas, dtype=np.float64), self.weights_)
 
 
-def rank_mean(probas: np.ndarray) -> np.ndarray:
-    """Average of per-model ranks (scaled to [0, 1]) per class, rows renormalised."""
-    ranks = np.stack([np.column_stack([rankdata(p[:, c]) / len(p) for c in range(p.shape[1])]) for p in probas])
-    out = ranks.mean(0)
-    if out.shape[1] == 2:
-        return np.column_stack([1 - out[:, 1], out[:, 1]])
-    return out / out.sum(1, keepdims=True)
-
-
-def vote(probas: np.ndarray) -> np.ndarray:
-    """Share of models voting for each class (argmax per model)."""
-    k = probas.shape[2]
-    votes = np.stack([np.eye(k)[p.argmax(1)] for p in probas])
-    return votes.mean(0)
-
-
 @dataclass
 class Blend:
     method: str
@@ -134,11 +115,7 @@ def fit_blend(method: str, probas: np.ndarray, y: np.ndarray, metric: str, objec
 
 
 def apply_blend(blend: Blend, probas: np.ndarray) -> np.ndarray:
-    if blend.method == "rank":
-        return rank_mean(probas)
-    if blend.method == "vote":
-        return vote(probas)
-    return _mix(probas, blend.weights)
+    return _blend(blend.method, blend.weights, probas)
 
 
 def evaluate(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, objective: str,

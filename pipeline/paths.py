@@ -17,7 +17,7 @@ RAW_FILES = ("train.csv", "test.csv", "sample_submission.csv")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # the folders (under the work directory) that stages write into and may delete inside
 ARTIFACT_DIRS = ("data/interim", "data/processed", "data/embedded", "data/holdout", "reports", "models",
-                 "ensembles", "submissions", "tune", "configs/generated", ".staging", ".manifests")
+                 "ensembles", "submissions", "tune", "configs/generated", "dist", ".staging", ".manifests")
 
 
 class PathError(ValueError):
@@ -179,6 +179,9 @@ class Paths:
     # runs, ensembles, submission
     def run_dir(self, run: str) -> Path:
         return self.inside(self.models / check_name(run, "train.run"))
+
+    def bundle_dir(self, name: str) -> Path:
+        return self.inside(self.root / "dist" / check_name(name, "package.name"))
 
     def fold_dir(self, run: str, k: int) -> Path:
         return self.run_dir(run) / f"fold{int(k)}"

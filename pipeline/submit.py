@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline import runtime
 from pipeline.config import Config
 from pipeline.contract import Schema, encode_labels
 from pipeline.embedded import resolve_raw
@@ -121,6 +122,8 @@ def _source(cfg: Config, paths: Paths) -> tuple[str, pd.DataFrame, float | None,
 
 def build_submission(sample: pd.DataFrame, schema: Schema, test: pd.DataFrame, threshold: float | None,
                      clip: float) -> pd.DataFrame:
+    """The submission in sample_submission's id order (pipeline/runtime.py shapes it, the
+    same code the inference bundle runs)."""
     cols = proba_cols(schema.n_classes)
     by_id = test.assign(_key=test["id"].astype(str)).set_index("_key")
     keys = sample[schema.id_col].astype(str)
@@ -128,23 +131,9 @@ def build_submission(sample: pd.DataFrame, schema: Schema, test: pd.DataFrame, t
     if missing.any():
         raise SubmissionError(f"test predictions lack id {keys[missing].iloc[0]!r} of sample_submission")
     proba = by_id.loc[keys, cols].to_numpy(np.float64)
-    sub = sample[[schema.id_col]].copy()
-    if schema.submission == "label":
-        if schema.binary and threshold is not None:
-            idx = (proba[:, 1] >= threshold).astype(int)
-        else:
-            idx = proba.argmax(1)
-        sub[schema.pred_cols[0]] = [schema.classes[i] for i in idx]
-        return sub
-    proba = np.clip(proba, clip, 1 - clip)
-    if len(schema.pred_cols) == 1:
-        sub[schema.pred_cols[0]] = proba[:, 1]
-        return sub
-    proba = proba / proba.sum(1, keepdims=True)
-    index = {str(c): i for i, c in enumerate(schema.classes)}
-    for col in schema.pred_cols:
-        sub[col] = proba[:, index[str(col)]]
-    return sub
+    return runtime.build_submission(sample[schema.id_col], proba, id_col=schema.id_col, pred_cols=schema.pred_cols,
+                                    classes=[str(c) for c in schema.classes], kind=schema.submission,
+                                    threshold=threshold, clip=clip)
 
 
 def holdout_score(paths: Paths, raw: object, schema: Schema, sub: pd.DataFrame) -> float | None:

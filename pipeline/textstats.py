@@ -6,10 +6,9 @@ import re
 
 import pandas as pd
 
-HTML_TAG = re.compile(r"<\s*/?\s*[a-zA-Z][^<>]{0,200}>")
+from pipeline.runtime import HTML_TAG, MENTION, URL  # the patterns clean fixes, shared with the bundle
+
 HTML_ENTITY = re.compile(r"&(?:[a-zA-Z]{2,8}|#\d{1,6}|#x[0-9a-fA-F]{1,6});")
-URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-MENTION = re.compile(r"(?<![\w@])@\w{1,30}")
 HASHTAG = re.compile(r"(?<![\w#])#\w+")
 EMOJI = re.compile("[\U0001F000-\U0001FAFF\U00002600-\U000027BF\U0001F900-\U0001F9FF\u2B50\u2B55\uFE0F]")
 NON_ASCII = re.compile(r"[^\x00-\x7F]")

@@ -124,10 +124,13 @@ def _fold_dir(run_dir: Path, k: int) -> Path:
     return run_dir / f"fold{k}"
 
 
-def fold_is_done(run_dir: Path, k: int, fp: str) -> bool:
-    meta = _fold_dir(run_dir, k) / "meta.json"
-    return meta.exists() and read_json(meta).get("fingerprint") == fp and \
-        (_fold_dir(run_dir, k) / "oof.parquet").exists()
+def fold_is_done(run_dir: Path, k: int, fp: str, needs_model: bool = False) -> bool:
+    """Fold k finished under this fingerprint (and, when models are kept, its model is there:
+    `make package` ships it, so a fold from before models were kept is trained again)."""
+    fold = _fold_dir(run_dir, k)
+    meta = fold / "meta.json"
+    return meta.exists() and read_json(meta).get("fingerprint") == fp and (fold / "oof.parquet").exists() and \
+        (not needs_model or (fold / "model").is_dir())
 
 
 def train_one_fold(cfg: Config, td: TrainingData, k: int, fold_dir: Path | None, tokenizer: Any = None,
@@ -137,7 +140,10 @@ def train_one_fold(cfg: Config, td: TrainingData, k: int, fold_dir: Path | None,
     if tc.family == "classical":
         from pipeline.modeling.classical import fit_classical_fold
 
-        return fit_classical_fold(tc, data, td.schema.metric, k), val
+        out = fit_classical_fold(tc, data, td.schema.metric, k)
+        if fold_dir is not None and tc.save_checkpoints:
+            out.extra.pop("model").save(fold_dir / "model")
+        return out, val
     from pipeline.modeling.transformer import FoldTrainer, load_tokenizer, train_fold_with_oom_retry
 
     tokenizer = tokenizer or load_tokenizer(tc)
@@ -281,7 +287,7 @@ def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
         tokenizer = load_tokenizer(tc)
     for k in todo:
         fold_dir = paths.fold_dir(tc.run, k)
-        if not force and fold_is_done(run_dir, k, fp):
+        if not force and fold_is_done(run_dir, k, fp, tc.save_checkpoints):
             log.info("fold %d: done already (same config and data): kept", k)
             continue
         # A finished fold with another fingerprint, or a half-done one from another config: start over.
@@ -301,7 +307,7 @@ def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
         dist_.barrier()
         log.info("fold %d: %s %.4f (best at epoch %.2f) in %.1fs", k, td.schema.metric, out.best_score,
                  out.best_epoch, time.perf_counter() - t0)
-    done = [k for k in range(n_splits) if fold_is_done(run_dir, k, fp)]
+    done = [k for k in range(n_splits) if fold_is_done(run_dir, k, fp, tc.save_checkpoints)]
     cv = None
     if len(done) == n_splits and main:
         cv = aggregate(paths, cfg, td, n_splits, fp)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
 from pipeline.config import TrainConfig
+from pipeline.io import atomic_path, write_json
 from pipeline.modeling.transformer import FoldData, FoldOutput, confidence_histogram
 
 
@@ -74,6 +76,40 @@ class TfidfClassifier:
             return scores / scores.sum(1, keepdims=True)
         return self.estimator_.predict_proba(X)
 
+    def save(self, folder: Path) -> None:
+        """Plain files, no pickle: ``model.json`` (settings, vocabularies, classes) and
+        ``model.npz`` (idf, coefficients); pipeline/runtime.py's LinearTfidfModel loads them
+        and predicts what ``predict_proba`` does."""
+        spec, arrays = self.to_arrays()
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / "model.json", spec)
+        with atomic_path(folder / "model.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+    def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
+        vecs, arrays = [], {}
+        for i, v in enumerate((self.word_, self.char_)):
+            vocab = sorted(v.vocabulary_, key=v.vocabulary_.get)
+            vecs.append({"analyzer": v.analyzer, "ngram_range": list(v.ngram_range), "lowercase": v.lowercase,
+                         "sublinear_tf": v.sublinear_tf, "vocabulary": vocab})
+            arrays[f"idf_{i}"] = v.idf_
+        spec = {"format": "textcomp-linear-tfidf/1", "kind": self.model, "vectorizers": vecs,
+                "classes": [int(c) for c in self.classes_]}
+        if self.model == "nbsvm":
+            arrays["ratios"] = np.stack(self.ratios_)
+            arrays["coef"] = np.stack([e.coef_[0] for e in self.estimators_])
+            arrays["intercept"] = np.array([e.intercept_[0] for e in self.estimators_])
+        elif self.model == "svm":
+            cals = self.estimator_.calibrated_classifiers_
+            arrays["coef"] = np.stack([c.estimator.coef_ for c in cals])  # (folds, k or 1, features)
+            arrays["intercept"] = np.stack([c.estimator.intercept_ for c in cals])
+            arrays["cal_a"] = np.stack([[cal.a_ for cal in c.calibrators] for c in cals])
+            arrays["cal_b"] = np.stack([[cal.b_ for cal in c.calibrators] for c in cals])
+        else:
+            arrays["coef"], arrays["intercept"] = self.estimator_.coef_, self.estimator_.intercept_
+        return spec, arrays
+
 
 def fit_classical_fold(cfg: TrainConfig, data: FoldData, metric: str, fold: int) -> FoldOutput:
     from pipeline.metrics import score
@@ -91,4 +127,4 @@ def fit_classical_fold(cfg: TrainConfig, data: FoldData, metric: str, fold: int)
                 "confidence": float(val.max(1).mean()), "conf_hist": json.dumps(confidence_histogram(val))}]
     return FoldOutput(val_proba=val, test_proba=test, history=history, best_epoch=1.0, best_score=s,
                       optimizer_steps=0, seconds=seconds, train_samples_per_s=len(data.train_texts) / seconds,
-                      batch_size=len(data.train_texts), grad_accum=1)
+                      batch_size=len(data.train_texts), grad_accum=1, extra={"model": clf})

@@ -1,0 +1,216 @@
+"""Offline inference for a textcomp bundle: test.csv in, submission.csv out.
+
+    python predict.py --test /kaggle/input/<competition>/test.csv --out submission.csv
+
+Needs torch, transformers, scikit-learn, pandas (all on Kaggle's images) and nothing from
+the network: every model, tokenizer and setting is in this folder (manifest.json). The
+cleaning, the blend and the submission's shape come from textcomp_runtime.py, the same file
+the training pipeline ran. ftfy (the cleaner's mojibake repair) is used from the installed
+package if there is one, else from vendor/ (pure Python, its licence beside it).
+
+Options: --sample FILE (the submission's id order and columns; default: sample_submission.csv
+next to --test, else test.csv's order), --batch-size N, --device auto|cpu|cuda,
+--max-minutes M (add ensemble members, heaviest weight first, only while their measured
+time fits; at least one always runs), --no-hash-check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub: everything is here
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(HERE))
+
+
+class BundleError(RuntimeError):
+    """Bad input or a damaged bundle: one line naming the file (and row/column)."""
+
+
+def say(msg: str) -> None:
+    sys.stderr.write(f"predict: {msg}\n")
+    sys.stderr.flush()
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_files(manifest: dict) -> None:
+    for rel, meta in manifest["files"].items():
+        path = HERE / rel
+        if not path.is_file():
+            raise BundleError(f"{path}: missing from the bundle (upload the whole folder)")
+        if path.stat().st_size != meta["bytes"] or sha256(path) != meta["sha256"]:
+            raise BundleError(f"{path}: differs from manifest.json (damaged or edited upload)")
+
+
+def import_vendored(names: list[str]) -> None:
+    """Pure-Python dependencies shipped as zips in vendor/, used when not installed."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            sys.path.append(str(HERE / "vendor" / f"{name}.zip"))
+    for name in names:
+        importlib.import_module(name)  # a clear ImportError here if neither is there
+
+
+def read_input(path: Path, columns: list[str]):
+    import textcomp_runtime as rt
+
+    if not path.is_file():
+        raise BundleError(f"{path}: file not found")
+    df = rt.read_csv_strings(path)
+    for col in columns:
+        if col not in df.columns:
+            raise BundleError(f"{path}: no column {col!r} (the bundle was trained with it; columns: "
+                              f"{', '.join(df.columns)})")
+    missing = df[columns[0]].isna().to_numpy()
+    if missing.any():
+        raise BundleError(f"{path}: row {int(missing.argmax()) + 2}, column {columns[0]!r}: empty id")
+    return df
+
+
+def peak_memory_mb() -> float:
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BundleError("--device cuda: no CUDA device here")
+    return name
+
+
+def predict_member(member: dict, frame, device: str, batch_size: int | None) -> object:
+    """The member's test probabilities: the mean over its fold models, as the pipeline averages."""
+    import numpy as np
+    import textcomp_runtime as rt
+
+    texts = rt.model_inputs(frame, member["extra_cols"], member["extra_template"], member["sep"])
+    folds = []
+    for rel in member["folds"]:
+        folder = HERE / rel
+        if member["family"] == "classical":
+            folds.append(rt.LinearTfidfModel.load(folder).predict_proba(texts))
+            continue
+        model, tokenizer = rt.load_transformer(folder, device)
+        folds.append(rt.predict_transformer(model, tokenizer, texts, member["max_len"],
+                                            batch_size or member["batch_size"], device,
+                                            member.get("pad_to_multiple_of")))
+        del model
+    return np.mean(folds, axis=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--test", required=True, type=Path, help="the competition's test.csv")
+    parser.add_argument("--out", default=Path("submission.csv"), type=Path, help="where to write the submission")
+    parser.add_argument("--sample", default=None, type=Path,
+                        help="sample_submission.csv (default: the one next to --test, if any)")
+    parser.add_argument("--batch-size", type=int, default=None, help="transformer batch size (default: training's)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop adding ensemble members when the next would not fit in this time")
+    parser.add_argument("--no-hash-check", action="store_true", help="skip the sha256 check of the bundle's files")
+    parser.add_argument("--stats", type=Path, default=None,
+                        help="also write wall time, peak memory and the members used to this JSON file")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        return run(args, t0)
+    except BundleError as e:
+        say(f"error: {e}")
+        return 2
+
+
+def run(args: argparse.Namespace, t0: float) -> int:
+    import numpy as np
+
+    manifest = json.loads((HERE / "manifest.json").read_text(encoding="utf-8"))
+    if not args.no_hash_check:
+        check_files(manifest)
+    spec = manifest["predict"]
+    if spec["cleaner"].get("mojibake"):
+        import_vendored(["wcwidth", "ftfy"])
+    import textcomp_runtime as rt
+
+    s = spec["schema"]
+    test = read_input(args.test, [s["id_col"], s["text_col"], *spec["extra_cols"]])
+    cleaner = rt.TextCleaner(**spec["cleaner"]).fit()
+    frame = test[[s["id_col"], *spec["extra_cols"]]].rename(columns={s["id_col"]: "id"})
+    frame["text"] = cleaner.transform(test[s["text_col"]])
+    say(f"{args.test}: {len(frame)} rows, cleaned ({', '.join(f'{k}={v}' for k, v in cleaner.changes_.items())})")
+    device = pick_device(args.device)
+    members = sorted(spec["members"], key=lambda m: -m["weight"])  # the heaviest first: the most score per second
+    probas, used, ratios = [], [], [1.0]  # seconds here / seconds at packaging, per member done
+    for m in members:
+        planned = m["seconds_per_1k_rows"] * len(frame) / 1000
+        left = args.max_minutes * 60 - (time.perf_counter() - t0) if args.max_minutes else None
+        if used and left is not None and planned * max(ratios) > left:
+            say(f"member {m['run']}: skipped (about {planned * max(ratios):.0f}s expected, {left:.0f}s left of "
+                "--max-minutes)")
+            continue
+        t = time.perf_counter()
+        probas.append(predict_member(m, frame, device, args.batch_size))
+        used.append(m)
+        took = time.perf_counter() - t
+        ratios.append(took / max(planned, 1e-9))
+        say(f"member {m['run']} ({m['family']}, {len(m['folds'])} folds, weight {m['weight']:.3f}): {took:.1f}s")
+    weights = np.array([m["weight"] for m in used], dtype=np.float64)
+    weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(used), 1 / len(used))
+    proba = rt.blend(spec["method"], weights, np.stack(probas))
+    sample = args.sample or (args.test.parent / "sample_submission.csv")
+    ids = frame["id"]
+    if sample.is_file():
+        order = read_input(sample, [s["id_col"]])[s["id_col"]]
+        index = {k: i for i, k in enumerate(ids)}
+        absent = [k for k in order if k not in index]
+        if absent:
+            raise BundleError(f"{sample}: id {absent[0]!r} is not in {args.test}")
+        pick = np.array([index[k] for k in order])
+        ids, proba = order.reset_index(drop=True), proba[pick]
+        say(f"order and ids from {sample}")
+    threshold = spec["threshold"]  # fitted on the whole blend's OOF
+    if len(used) == 1 and len(members) > 1:
+        threshold = used[0]["threshold"]  # one member left: its own OOF-tuned threshold
+    elif len(used) < len(members):
+        say("a partial blend: the whole blend's threshold is used (no threshold was fitted for this subset)")
+    sub = rt.build_submission(ids, proba, id_col=s["id_col"], pred_cols=s["pred_cols"], classes=s["classes"],
+                              kind=s["submission"], threshold=threshold, clip=spec["clip"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(args.out.name + ".partial")
+    sub.to_csv(tmp, index=False, lineterminator="\n")
+    os.replace(tmp, args.out)
+    wall, peak = time.perf_counter() - t0, peak_memory_mb()
+    say(f"wrote {args.out}: {len(sub)} rows from {len(used)} of {len(members)} members "
+        f"({spec['method']}); wall time {wall:.1f}s, peak memory {peak:.0f} MB")
+    if args.stats:
+        args.stats.write_text(json.dumps({"seconds": round(wall, 2), "peak_mb": round(peak, 1), "device": device,
+                                          "members_used": [m["run"] for m in used]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,157 @@
+"""make package: the offline bundle reproduces the pipeline's submission in a process that
+cannot import this project and has the network variables off; bad bundles and stale
+submissions are refused with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_stage
+
+GUARD = "import runpy, sys; sys.modules['pipeline'] = None; p = sys.argv[1]; sys.argv = sys.argv[1:]; " \
+        "runpy.run_path(p, run_name='__main__')"
+
+
+def predict(bundle: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """predict.py as a Kaggle notebook runs it: no PYTHONPATH, `import pipeline` impossible."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    return subprocess.run([sys.executable, "-c", GUARD, str(bundle / "predict.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+
+
+def _flow(comp: Path, work: Path, runs: list[tuple[str, ...]], *sets: str) -> None:
+    assert run_stage("clean", work, comp, *sets) == 0
+    assert run_stage("folds", work, comp, *sets, "folds.n_splits=2") == 0
+    for run in runs:
+        assert run_stage("train", work, comp, *sets, *run) == 0
+    assert run_stage("ensemble", work, comp, *sets) == 0
+    assert run_stage("submit", work, comp, *sets) == 0
+
+
+@pytest.fixture(scope="module")
+def binary_bundle(tmp_path_factory, tiny_bert):
+    """tiny BERT + TF-IDF over two folds, blended by their mean, packaged (and verified);
+    built once for the module: tests that change it work on copies."""
+    from conftest import write_binary_competition
+
+    root = tmp_path_factory.mktemp("bundle")
+    binary_comp, workdir = write_binary_competition(root / "comp"), root / "work"
+    sets = ("ensemble.method=mean", "package.name=b1")
+    bert = ("train.run=bert", f"train.backbone={tiny_bert}", "train.max_len=32", "train.epochs=1",
+            "train.batch_size=16", "train.eval_batch_size=7")
+    _flow(binary_comp, workdir, [("train.run=tfidf", "train.family=classical"), bert], *sets)
+    assert run_stage("package", workdir, binary_comp, *sets) == 0
+    return binary_comp, workdir, workdir / "dist" / "b1", sets
+
+
+def test_bundle_reproduces_the_submission_offline_without_the_project(binary_bundle, tmp_path):
+    comp, work, bundle, _ = binary_bundle
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert [m["run"] for m in manifest["predict"]["members"]] in (["tfidf", "bert"], ["bert", "tfidf"])
+    assert manifest["verification"]["labels_differing"] == 0
+    assert all(m["max_abs_diff_vs_run"] < 1e-5 for m in manifest["predict"]["members"])
+    # no pickle anywhere: classical models are JSON + npz, transformers safetensors
+    suffixes = {p.suffix for p in bundle.rglob("*") if p.is_file()}
+    assert not suffixes & {".pkl", ".pickle", ".joblib", ".bin", ".pt"}, suffixes
+    with np.load(bundle / "models/tfidf/fold0/model.npz", allow_pickle=False) as z:
+        assert "coef" in z.files
+    # the test's own run, from another folder, with the sample's order taken from next to test.csv
+    out = tmp_path / "sub.csv"
+    proc = predict(bundle, tmp_path, "--test", str(comp / "test.csv"), "--out", str(out), "--stats",
+                   str(tmp_path / "stats.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == (work / "submissions/submission.csv").read_text()
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["peak_mb"] > 0 and sorted(stats["members_used"]) == ["bert", "tfidf"]
+    assert "wall time" in proc.stderr and "peak memory" in proc.stderr
+
+
+def test_max_minutes_keeps_a_valid_submission_with_fewer_members(binary_bundle, tmp_path):
+    comp, work, bundle, _ = binary_bundle
+    out = tmp_path / "sub.csv"
+    proc = predict(bundle, tmp_path, "--test", str(comp / "test.csv"), "--out", str(out), "--max-minutes",
+                   "0.00001", "--stats", str(tmp_path / "s.json"))
+    assert proc.returncode == 0, proc.stderr
+    used = json.loads((tmp_path / "s.json").read_text())["members_used"]
+    assert len(used) == 1 and "skipped" in proc.stderr
+    sub, ref = pd.read_csv(out, dtype=str), pd.read_csv(work / "submissions/submission.csv", dtype=str)
+    assert sub["id"].tolist() == ref["id"].tolist() and set(sub["target"]) <= {"0", "1"}
+
+
+def test_damaged_bundle_and_bad_test_file_are_one_line_errors(binary_bundle, tmp_path):
+    comp, _, bundle, _ = binary_bundle
+    test = pd.read_csv(comp / "test.csv", dtype=str).drop(columns="text")
+    test.to_csv(tmp_path / "test.csv", index=False)
+    proc = predict(bundle, tmp_path, "--test", str(tmp_path / "test.csv"), "--out", str(tmp_path / "o.csv"))
+    assert proc.returncode == 2 and "no column 'text'" in proc.stderr and str(tmp_path / "test.csv") in proc.stderr
+    shutil.copytree(bundle, tmp_path / "b1")
+    bundle = tmp_path / "b1"
+    npz = bundle / "models/tfidf/fold1/model.npz"
+    data = bytearray(npz.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    npz.write_bytes(bytes(data))
+    proc = predict(bundle, tmp_path, "--test", str(comp / "test.csv"), "--out", str(tmp_path / "o.csv"))
+    assert proc.returncode == 2 and "fold1/model.npz: differs from manifest.json" in proc.stderr
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_package_refuses_a_stale_submission_and_a_run_without_models(binary_bundle, tmp_path, capsys):
+    comp, work, _, sets = binary_bundle
+    shutil.copytree(work, tmp_path / "work")
+    work = tmp_path / "work"
+    assert run_stage("package", work, comp, *sets, "submit.clip=0.01") == 2
+    assert "submission.csv: made from other settings" in capsys.readouterr().err
+    assert run_stage("train", work, comp, *sets, "train.run=tfidf", "train.family=classical",
+                     "train.save_checkpoints=false", "train.C=2.0") == 0
+    for stage in ("ensemble", "submit"):
+        assert run_stage(stage, work, comp, *sets) == 0
+    capsys.readouterr()
+    assert run_stage("package", work, comp, *sets) == 2
+    assert "models/tfidf/fold0/model: missing" in capsys.readouterr().err
+
+
+def test_multiclass_probability_bundle_within_1e5(multiclass_comp, workdir, tmp_path):
+    """String labels, a probability per class, TF-IDF LR + NB-SVM weighted: the bundle's
+    probabilities equal the submission's within 1e-5."""
+    sets = ("ensemble.method=weighted", "package.name=m1", "data.metric=logloss")
+    _flow(multiclass_comp, workdir, [("train.run=lr", "train.family=classical"),
+                                     ("train.run=nb", "train.family=classical", "train.classical_model=nbsvm")], *sets)
+    assert run_stage("package", workdir, multiclass_comp, *sets) == 0
+    out = tmp_path / "sub.csv"
+    proc = predict(workdir / "dist/m1", tmp_path, "--test", str(multiclass_comp / "test.csv"), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    sub, ref = pd.read_csv(out), pd.read_csv(workdir / "submissions/submission.csv")
+    assert list(sub.columns) == list(ref.columns) == ["review_id", "negative", "neutral", "positive"]
+    assert sub["review_id"].tolist() == ref["review_id"].tolist()
+    assert np.abs(sub.iloc[:, 1:].to_numpy() - ref.iloc[:, 1:].to_numpy()).max() <= 1e-5
+
+
+def test_classical_models_rebuilt_from_plain_files_predict_the_same():
+    """lr, nbsvm and the calibrated svm, binary and 3-class: the runtime's numpy rebuild of the
+    saved arrays gives scikit-learn's probabilities."""
+    import tempfile
+
+    from conftest import NEG, POS, synthetic_texts
+
+    from pipeline.modeling.classical import TfidfClassifier
+    from pipeline.runtime import LinearTfidfModel
+
+    texts, y = synthetic_texts(240, [NEG, POS, ["awful", "hate", "okay", "fine"]], 4)
+    y = np.array(y)
+    for k in (2, 3):
+        labels = y % k
+        for kind in ("lr", "nbsvm", "svm"):
+            clf = TfidfClassifier(kind, C=2.0).fit(texts[:180], labels[:180])
+            with tempfile.TemporaryDirectory() as d:
+                clf.save(Path(d))
+                got = LinearTfidfModel.load(Path(d)).predict_proba(texts[180:])
+            assert np.abs(got - clf.predict_proba(texts[180:])).max() < 1e-12, (k, kind)
