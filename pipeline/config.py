@@ -292,6 +292,7 @@ class PackageConfig:
     name: str | None = None  # dist/<name>/; default <competition folder>-<YYYYMMDD>
     fp16: bool = False  # store transformer weights in fp16 (half the size; probabilities move ~1e-3)
     verify: bool = True  # run the bundle's predict.py on test.csv and compare with submission.csv
+    onnx: bool = False  # also an int8 ONNX export per transformer fold (predict.py --onnx; needs onnxruntime)
 
     def validate(self) -> None:
         if self.name is not None:

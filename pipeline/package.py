@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -142,6 +143,60 @@ def copy_fold_model(src: Path, dst: Path, family: str, fp16: bool) -> None:
     model.half().save_pretrained(dst, safe_serialization=True)
 
 
+def export_onnx(src: Path, dst: Path) -> None:
+    """The fold model as ONNX (torch's TorchScript exporter, dynamic batch and length), then
+    onnxruntime's dynamic int8 quantisation of its weights; only the int8 file is kept."""
+    try:
+        import torch
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    except ImportError as e:
+        raise DataError(f"package.onnx=true needs onnx and onnxruntime ({e.name} is missing): "
+                        "pip install onnx onnxruntime") from None
+    model = AutoModelForSequenceClassification.from_pretrained(str(src)).float().eval()
+    enc = AutoTokenizer.from_pretrained(str(src))(["an example", "a longer example text"], padding=True,
+                                                  return_tensors="pt")
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
+                "logits": {0: "batch"}}
+        with warnings.catch_warnings():  # tracer notes on shape checks; tests pin the export across lengths
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (enc["input_ids"], enc["attention_mask"]), str(fp32), dynamo=False,
+                              input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                              dynamic_axes=axes, opset_version=17)
+        quantize_dynamic(str(fp32), str(dst / runtime.ONNX_FILE), weight_type=QuantType.QInt8)
+
+
+def onnx_report(paths: Paths, bundle: Path, m: dict[str, Any], schema: Schema, test_frame: pd.DataFrame,
+                torch_proba: np.ndarray) -> dict[str, Any]:
+    """What the int8 export costs and saves: its time against torch's on test, and the run's
+    OOF score with each fold's int8 model on its own validation rows, at the run's threshold."""
+    from pipeline.metrics import score
+
+    texts = runtime.model_inputs(test_frame, m["extra_cols"], m["extra_template"], m["sep"])
+    t0 = time.perf_counter()
+    test = np.mean([runtime.predict_onnx(*runtime.load_onnx(bundle / rel), texts, m["max_len"], m["batch_size"],
+                                         m["pad_to_multiple_of"]) for rel in m["folds"]], axis=0)
+    seconds = time.perf_counter() - t0
+    oof = pd.read_parquet(paths.run_dir(m["run"]) / "oof.parquet")
+    train = pd.read_parquet(paths.train_clean).set_index("id").loc[oof["id"]].reset_index()
+    inputs = np.array(runtime.model_inputs(train, m["extra_cols"], m["extra_template"], m["sep"]), dtype=object)
+    p8 = np.zeros((len(oof), schema.n_classes))
+    for k, rel in enumerate(m["folds"]):
+        rows = (oof["fold"] == k).to_numpy()
+        p8[rows] = runtime.predict_onnx(*runtime.load_onnx(bundle / rel), inputs[rows].tolist(), m["max_len"],
+                                        m["batch_size"], m["pad_to_multiple_of"])
+    y, p32 = oof["label"].to_numpy(), oof[proba_cols(schema.n_classes)].to_numpy()
+    thr = m["threshold"] if schema.binary and schema.metric == "f1" else None
+    s32, s8 = score(schema.metric, y, p32, thr), score(schema.metric, y, p8, thr)
+    return {"seconds_per_1k_rows_onnx": round(seconds / len(texts) * 1000, 3),
+            "onnx": {"speedup_vs_torch": round(m["seconds_per_1k_rows"] / max(seconds / len(texts) * 1000, 1e-9), 2),
+                     "oof_metric": schema.metric, "oof_torch": s32, "oof_int8": s8, "oof_diff": s8 - s32,
+                     "threshold": thr, "max_abs_diff_test": float(np.abs(test - torch_proba).max()),
+                     "label_flips_test": int((test.argmax(1) != torch_proba.argmax(1)).sum())}}
+
+
 def vendor(dst: Path) -> list[str]:
     """ftfy and wcwidth as zips (pure Python, importable with zipimport), licences inside."""
     names = []
@@ -196,6 +251,11 @@ def check_members(paths: Paths, bundle: Path, spec: dict[str, Any], schema: Sche
         m["max_abs_diff_vs_run"] = diff
         log.info("package: member %s (%s, %d folds): %.1fs for %d rows; max |p - models/%s/test.parquet| = %.2e",
                  m["run"], m["family"], len(folds), seconds, len(texts), m["run"], diff)
+        if spec["onnx"] and m["family"] == "transformer":
+            m.update(onnx_report(paths, bundle, m, schema, test_frame, got))
+            log.info("package: member %s as int8 ONNX: %.2fx torch's speed; OOF %s %.4f (torch %.4f); test: %d labels "
+                     "flip", m["run"], m["onnx"]["speedup_vs_torch"], schema.metric, m["onnx"]["oof_int8"],
+                     m["onnx"]["oof_torch"], m["onnx"]["label_flips_test"])
         if diff > TOLERANCE and not spec["fp16"]:
             raise DataError(f"{bundle / m['folds'][0]}: the bundle's copy of run {m['run']!r} predicts test "
                             f"probabilities {diff:.2e} away from models/{m['run']}/test.parquet; not published")
@@ -267,6 +327,8 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> PackageResult:
             for k, src in enumerate(m.pop("source_folds")):
                 rel = f"models/{m['run']}/fold{k}"
                 copy_fold_model(src, staging / rel, m["family"], cfg.package.fp16)
+                if cfg.package.onnx and m["family"] == "transformer":
+                    export_onnx(src, staging / rel)
                 m["folds"].append(rel)
         vendored = vendor(staging / "vendor") if cleaner["mojibake"] else []
         extra_cols = sorted({c for m in members for c in m["extra_cols"]})
@@ -274,7 +336,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> PackageResult:
                            "classes": [str(c) for c in schema.classes], "submission": schema.submission,
                            "metric": schema.metric},
                 "cleaner": cleaner, "extra_cols": extra_cols, "method": method, "threshold": threshold,
-                "clip": cfg.submit.clip, "members": members, "fp16": cfg.package.fp16, "vendored": vendored}
+                "clip": cfg.submit.clip, "members": members, "fp16": cfg.package.fp16, "onnx": cfg.package.onnx, "vendored": vendored}
         test = pd.read_parquet(paths.test_clean)  # the cleaned test the runs predicted
         check_members(paths, staging, spec, schema, test)
         write_text(staging / "README.md", (TEMPLATES / "bundle_README.md").read_text().replace("{{name}}", name))

@@ -222,32 +222,63 @@ def load_transformer(folder: Path, device: str = "cpu") -> tuple[Any, Any]:
     return model.float().to(device).eval(), tokenizer
 
 
-def predict_transformer(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size: int = 128,
-                        device: str = "cpu", pad_to_multiple_of: int | None = None) -> np.ndarray:
-    """Softmax probabilities in the texts' order; batches of similar length, each padded to its
-    own longest text, as the pipeline predicts."""
+def _batches(tokenizer: Any, texts: list[str], max_len: int, batch_size: int,
+             pad_to_multiple_of: int | None) -> Any:
+    """(row indices, input_ids, attention_mask) per batch: rows of similar length together
+    (longest first), each batch padded to its own longest text, as the pipeline predicts."""
     import math
-
-    import torch
 
     ids = tokenizer(list(texts), truncation=True, max_length=max_len, padding=False)["input_ids"]
     order = np.argsort(-np.array([len(x) for x in ids]), kind="stable")
     pad = tokenizer.pad_token_id or 0
-    logits = torch.empty((len(ids), model.config.num_labels), dtype=torch.float32)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(ids[i]) for i in idx)
+        if pad_to_multiple_of:
+            width = int(math.ceil(width / pad_to_multiple_of) * pad_to_multiple_of)
+        input_ids = np.full((len(idx), width), pad, dtype=np.int64)
+        mask = np.zeros((len(idx), width), dtype=np.int64)
+        for r, i in enumerate(idx):
+            input_ids[r, :len(ids[i])] = ids[i]
+            mask[r, :len(ids[i])] = 1
+        yield idx, input_ids, mask
+
+
+def predict_transformer(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size: int = 128,
+                        device: str = "cpu", pad_to_multiple_of: int | None = None) -> np.ndarray:
+    """Softmax probabilities in the texts' order (float32 logits, softmax in torch)."""
+    import torch
+
+    logits = torch.empty((len(texts), model.config.num_labels), dtype=torch.float32)
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size].tolist()
-            width = max(len(ids[i]) for i in idx)
-            if pad_to_multiple_of:
-                width = int(math.ceil(width / pad_to_multiple_of) * pad_to_multiple_of)
-            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                input_ids[r, :len(ids[i])] = torch.tensor(ids[i], dtype=torch.long)
-                mask[r, :len(ids[i])] = 1
-            out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-            logits[idx] = out.float().cpu()
+        for idx, input_ids, mask in _batches(tokenizer, texts, max_len, batch_size, pad_to_multiple_of):
+            out = model(input_ids=torch.from_numpy(input_ids).to(device),
+                        attention_mask=torch.from_numpy(mask).to(device)).logits
+            logits[torch.from_numpy(idx)] = out.float().cpu()
     return torch.softmax(logits, -1).numpy()
+
+
+ONNX_FILE = "model.int8.onnx"
+
+
+def load_onnx(folder: Path) -> tuple[Any, Any]:
+    """An int8 ONNX export of a fold model (package.onnx=true) on onnxruntime's CPU provider."""
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    session = ort.InferenceSession(str(Path(folder) / ONNX_FILE), providers=["CPUExecutionProvider"])
+    return session, AutoTokenizer.from_pretrained(str(folder))
+
+
+def predict_onnx(session: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size: int = 128,
+                 pad_to_multiple_of: int | None = None) -> np.ndarray:
+    logits = None
+    for idx, input_ids, mask in _batches(tokenizer, texts, max_len, batch_size, pad_to_multiple_of):
+        out = session.run(["logits"], {"input_ids": input_ids, "attention_mask": mask})[0]
+        if logits is None:
+            logits = np.empty((len(texts), out.shape[1]), dtype=np.float32)
+        logits[idx] = out
+    return _softmax_rows(logits.astype(np.float64))
 
 
 # -- blending -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ submissions are refused with one line."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 from conftest import run_stage
 
+ONNX = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
 GUARD = "import runpy, sys; sys.modules['pipeline'] = None; p = sys.argv[1]; sys.argv = sys.argv[1:]; " \
         "runpy.run_path(p, run_name='__main__')"
 
@@ -45,7 +47,7 @@ def binary_bundle(tmp_path_factory, tiny_bert):
 
     root = tmp_path_factory.mktemp("bundle")
     binary_comp, workdir = write_binary_competition(root / "comp"), root / "work"
-    sets = ("ensemble.method=mean", "package.name=b1")
+    sets = ("ensemble.method=mean", "package.name=b1", f"package.onnx={ONNX}")
     bert = ("train.run=bert", f"train.backbone={tiny_bert}", "train.max_len=32", "train.epochs=1",
             "train.batch_size=16", "train.eval_batch_size=7")
     _flow(binary_comp, workdir, [("train.run=tfidf", "train.family=classical"), bert], *sets)
@@ -155,3 +157,25 @@ def test_classical_models_rebuilt_from_plain_files_predict_the_same():
                 clf.save(Path(d))
                 got = LinearTfidfModel.load(Path(d)).predict_proba(texts[180:])
             assert np.abs(got - clf.predict_proba(texts[180:])).max() < 1e-12, (k, kind)
+
+
+@pytest.mark.skipif(not ONNX, reason="onnx/onnxruntime not installed (pip install -e '.[onnx]')")
+def test_onnx_int8_export_predicts_close_to_torch_and_is_measured(binary_bundle, tmp_path):
+    from pipeline import runtime
+
+    comp, work, bundle, _ = binary_bundle
+    member = next(m for m in json.loads((bundle / "manifest.json").read_text())["predict"]["members"]
+                  if m["family"] == "transformer")
+    report = member["onnx"]
+    assert report["speedup_vs_torch"] > 0 and 0 <= report["oof_int8"] <= 1 and report["oof_metric"] == "f1"
+    assert abs(report["oof_diff"] - (report["oof_int8"] - report["oof_torch"])) < 1e-12
+    texts = pd.read_csv(comp / "test.csv")["text"].tolist()
+    fold = bundle / member["folds"][0]
+    p8 = runtime.predict_onnx(*runtime.load_onnx(fold), texts, 32, 7)
+    p32 = runtime.predict_transformer(*runtime.load_transformer(fold), texts, 32, 7)
+    assert np.abs(p8 - p32).max() < 0.05  # an export with swapped inputs or a lost mask is far off
+    out = tmp_path / "sub.csv"
+    proc = predict(bundle, tmp_path, "--test", str(comp / "test.csv"), "--out", str(out), "--onnx")
+    assert proc.returncode == 0, proc.stderr
+    sub, ref = pd.read_csv(out, dtype=str), pd.read_csv(work / "submissions/submission.csv", dtype=str)
+    assert sub["id"].tolist() == ref["id"].tolist() and set(sub["target"]) <= {"0", "1"}

@@ -8,7 +8,8 @@ cleaning, the blend and the submission's shape come from textcomp_runtime.py, th
 the training pipeline ran. ftfy (the cleaner's mojibake repair) is used from the installed
 package if there is one, else from vendor/ (pure Python, its licence beside it).
 
-Options: --sample FILE (the submission's id order and columns; default: sample_submission.csv
+Options: --onnx (transformer members on onnxruntime, int8; when the bundle has the export),
+--sample FILE (the submission's id order and columns; default: sample_submission.csv
 next to --test, else test.csv's order), --batch-size N, --device auto|cpu|cuda,
 --max-minutes M (add ensemble members, heaviest weight first, only while their measured
 time fits; at least one always runs), --no-hash-check.
@@ -103,7 +104,7 @@ def pick_device(name: str) -> str:
     return name
 
 
-def predict_member(member: dict, frame, device: str, batch_size: int | None) -> object:
+def predict_member(member: dict, frame, device: str, batch_size: int | None, onnx: bool = False) -> object:
     """The member's test probabilities: the mean over its fold models, as the pipeline averages."""
     import numpy as np
     import textcomp_runtime as rt
@@ -114,6 +115,13 @@ def predict_member(member: dict, frame, device: str, batch_size: int | None) -> 
         folder = HERE / rel
         if member["family"] == "classical":
             folds.append(rt.LinearTfidfModel.load(folder).predict_proba(texts))
+            continue
+        if onnx:
+            if not (folder / rt.ONNX_FILE).is_file():
+                raise BundleError(f"{folder / rt.ONNX_FILE}: missing; the bundle was made without package.onnx=true")
+            session, tokenizer = rt.load_onnx(folder)
+            folds.append(rt.predict_onnx(session, tokenizer, texts, member["max_len"],
+                                         batch_size or member["batch_size"], member.get("pad_to_multiple_of")))
             continue
         model, tokenizer = rt.load_transformer(folder, device)
         folds.append(rt.predict_transformer(model, tokenizer, texts, member["max_len"],
@@ -133,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop adding ensemble members when the next would not fit in this time")
+    parser.add_argument("--onnx", action="store_true",
+                        help="transformer members on onnxruntime with the int8 export (package.onnx=true): "
+                             "faster on CPU, probabilities slightly different (manifest.json: onnx)")
     parser.add_argument("--no-hash-check", action="store_true", help="skip the sha256 check of the bundle's files")
     parser.add_argument("--stats", type=Path, default=None,
                         help="also write wall time, peak memory and the members used to this JSON file")
@@ -162,18 +173,20 @@ def run(args: argparse.Namespace, t0: float) -> int:
     frame = test[[s["id_col"], *spec["extra_cols"]]].rename(columns={s["id_col"]: "id"})
     frame["text"] = cleaner.transform(test[s["text_col"]])
     say(f"{args.test}: {len(frame)} rows, cleaned ({', '.join(f'{k}={v}' for k, v in cleaner.changes_.items())})")
-    device = pick_device(args.device)
+    transformers_used = any(m["family"] == "transformer" for m in spec["members"]) and not args.onnx
+    device = pick_device(args.device) if transformers_used else "cpu"  # no torch import for classical-only
     members = sorted(spec["members"], key=lambda m: -m["weight"])  # the heaviest first: the most score per second
     probas, used, ratios = [], [], [1.0]  # seconds here / seconds at packaging, per member done
     for m in members:
-        planned = m["seconds_per_1k_rows"] * len(frame) / 1000
+        planned = m["seconds_per_1k_rows_onnx" if args.onnx and "seconds_per_1k_rows_onnx" in m
+                    else "seconds_per_1k_rows"] * len(frame) / 1000
         left = args.max_minutes * 60 - (time.perf_counter() - t0) if args.max_minutes else None
         if used and left is not None and planned * max(ratios) > left:
             say(f"member {m['run']}: skipped (about {planned * max(ratios):.0f}s expected, {left:.0f}s left of "
                 "--max-minutes)")
             continue
         t = time.perf_counter()
-        probas.append(predict_member(m, frame, device, args.batch_size))
+        probas.append(predict_member(m, frame, device, args.batch_size, args.onnx))
         used.append(m)
         took = time.perf_counter() - t
         ratios.append(took / max(planned, 1e-9))
