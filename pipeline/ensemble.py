@@ -7,7 +7,11 @@ Writes: ensembles/<name>/{weights.json, oof.parquet, test.parquet, cv.json, meth
 Methods compared in one table: the best single run, plain probability mean, rank mean,
 majority vote, and non-negative weights summing to 1 fitted with scipy.optimize. Each gets
 an in-sample score (fitted and scored on all OOF) and a nested one (fitted on folds != k,
-scored on fold k): only the nested one is an honest estimate of the blend's gain.
+scored on fold k): only the nested one is an honest estimate of the blend's gain. The choice
+(`ensemble.method=auto`) takes the simplest method whose nested score is within one standard
+error of the fold-wise differences from the best one: a fitted blend must beat plain
+averaging or the best single run by more than the folds disagree. Methods the metric cannot
+score as meant (rank and vote under log loss) are skipped, with the reason logged.
 """
 
 from __future__ import annotations
@@ -130,11 +134,37 @@ def evaluate(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, 
         nested_pred[va] = apply_blend(b, probas[:, va])
         thresholds[va] = b.threshold if b.threshold is not None else 0.5
     if tune_thr:
-        pred = (nested_pred[:, 1] >= thresholds).astype(int)
-        nested = score(metric, y, np.eye(2)[pred])
-    else:
-        nested = score(metric, y, nested_pred)
-    return {"method": method, "in_sample": in_sample, "nested": nested, "blend": blend}
+        nested_pred = np.eye(2)[(nested_pred[:, 1] >= thresholds).astype(int)]
+    nested = score(metric, y, nested_pred)
+    fold_scores = np.array([score(metric, y[folds == k], nested_pred[folds == k]) for k in np.unique(folds)])
+    return {"method": method, "in_sample": in_sample, "nested": nested, "fold_scores": fold_scores, "blend": blend}
+
+
+# Simpler first: a blend with fitted weights must earn its extra freedom.
+COMPLEXITY = {"best_single": 0, "mean": 1, "rank": 1, "vote": 1, "weighted": 2}
+
+
+def one_se_choice(results: list[dict[str, Any]], metric: str) -> tuple[dict[str, Any], dict[str, float]]:
+    """The one-standard-error rule: the best nested score sets the bar; every method whose
+    nested score is within one standard error of the fold-wise differences from it ties; the
+    simplest of those is chosen (then the better score). Returns (chosen, SE per method)."""
+    sign = 1 if GREATER_IS_BETTER[metric] else -1
+    best = max(results, key=lambda r: (sign * r["nested"], -COMPLEXITY[r["method"]]))
+    ses = {}
+    for r in results:
+        d = sign * (best["fold_scores"] - r["fold_scores"])
+        ses[r["method"]] = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+    ties = [r for r in results if sign * (best["nested"] - r["nested"]) <= ses[r["method"]] + 1e-12]
+    return min(ties, key=lambda r: (COMPLEXITY[r["method"]], -sign * r["nested"])), ses
+
+
+def applicable(methods: list[str], metric: str) -> tuple[list[str], dict[str, str]]:
+    """Methods whose output the metric can score as meant; the others with the reason."""
+    skipped = {}
+    if metric == "logloss":
+        skipped = {"rank": "ranks are not probabilities: log loss would score made-up confidences",
+                   "vote": "vote shares of 0 or 1 are not probabilities: log loss punishes them without limit"}
+    return [m for m in methods if m not in skipped], {m: r for m, r in skipped.items() if m in methods}
 
 
 @dataclass
@@ -196,7 +226,9 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
     test_probas = np.stack([t[cols].to_numpy(np.float64) for t in tests])
     y, folds = oofs[0]["label"].to_numpy(), oofs[0]["fold"].to_numpy()
     tune_thr = schema.binary and schema.metric == "f1"
-    methods = [m for m in METHODS if len(runs) > 1 or m == "best_single"]
+    methods, skipped = applicable([m for m in METHODS if len(runs) > 1 or m == "best_single"], schema.metric)
+    for m, why in skipped.items():
+        log.info("ensemble: %s skipped for %s: %s", m, schema.metric, why)
     # Choose, fit and score only on folds that no run's select/tune validated on: there the
     # members' OOF is honest, so the ensemble's estimate is too (the full-fold one is beside it).
     searched = sorted({k for run in runs for k in read_json(paths.run_dir(run) / "cv.json").get("searched_folds", [])})
@@ -208,19 +240,28 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
     results = [evaluate(m, probas[:, scope], y[scope], folds[scope], schema.metric, cfg.ensemble.objective, tune_thr)
                for m in methods]
     sign = 1 if GREATER_IS_BETTER[schema.metric] else -1
-    if cfg.ensemble.method == "auto":
-        chosen = max(results, key=lambda r: (sign * r["nested"], r["method"] == "best_single"))
-    else:
+    chosen, ses = one_se_choice(results, schema.metric)
+    best = max(results, key=lambda r: sign * r["nested"])
+    if cfg.ensemble.method != "auto":
         chosen = next((r for r in results if r["method"] == cfg.ensemble.method), None)
         if chosen is None:
-            raise DataError(f"ensemble.method={cfg.ensemble.method} needs at least two runs; found {runs}")
+            why = skipped.get(cfg.ensemble.method, f"needs at least two runs; found {runs}")
+            raise DataError(f"ensemble.method={cfg.ensemble.method}: {why}")
+    elif chosen is not best:
+        log.info("ensemble: %s has the best nested %s (%.4f) but %s (%.4f) is within one standard error of the "
+                 "fold-wise differences (%.4f) and simpler: %s is chosen", best["method"], schema.metric,
+                 best["nested"], chosen["method"], chosen["nested"], ses[chosen["method"]], chosen["method"])
     blend: Blend = chosen["blend"]
     ys, ps = y[scope], probas[:, scope]
     singles = {run: score(schema.metric, ys, ps[i], tune_threshold(ys, ps[i][:, 1])[0] if tune_thr else None)
                for i, run in enumerate(runs)}
     table = pd.DataFrame([{"method": r["method"], "in_sample": round(r["in_sample"], 5), "nested": round(r["nested"], 5),
                            "weights": " ".join(f"{run}={w:.3f}" for run, w in zip(runs, r["blend"].weights)),
-                           "threshold": r["blend"].threshold, "chosen": r is chosen} for r in results])
+                           "threshold": r["blend"].threshold,
+                           "behind_best": round(sign * (best["nested"] - r["nested"]), 5),
+                           "se_vs_best": round(ses[r["method"]], 5),
+                           "within_1se": bool(sign * (best["nested"] - r["nested"]) <= ses[r["method"]] + 1e-12),
+                           "chosen": r is chosen} for r in results])
     out_dir = paths.ensemble_dir(cfg.ensemble.name)
     oof_df = oofs[0][["id", "fold", "label"]].copy()
     oof_df[cols] = apply_blend(blend, probas)
@@ -233,6 +274,8 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
           "nested": chosen["nested"], "best_single_nested": best_single["nested"],
           "beats_best_single_nested": bool(gain > 0), "runs": singles, "threshold": blend.threshold,
           "searched_folds": searched, "scored_on_folds": sorted(np.unique(folds[scope]).tolist()),
+          "choice_rule": "simplest method within one standard error (fold-wise) of the best nested score",
+          "skipped": skipped,
           "methods": table.drop(columns="chosen").to_dict("records")}
     with publish(paths, f"ensemble-{cfg.ensemble.name}", inputs) as tx:  # weights, threshold, predictions together
         write_parquet(tx.path(out_dir / "oof.parquet"), oof_df)

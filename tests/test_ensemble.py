@@ -96,3 +96,47 @@ def test_submit_probabilities_multiclass_string_labels(multiclass_comp, workdir)
     assert list(sub.columns) == ["review_id", "negative", "neutral", "positive"]
     assert np.allclose(sub[["negative", "neutral", "positive"]].sum(1), 1, atol=1e-6)
     assert sub["review_id"].tolist() == pd.read_csv(multiclass_comp / "sample_submission.csv")["review_id"].tolist()
+
+
+def _result(method, fold_scores):
+    fold_scores = np.asarray(fold_scores, dtype=float)
+    return {"method": method, "nested": float(fold_scores.mean()), "fold_scores": fold_scores}
+
+
+def test_one_se_rule_keeps_the_simpler_method_when_the_gain_is_noise():
+    from pipeline.ensemble import one_se_choice
+
+    # weighted is ahead on average (+0.004) but the folds disagree (+0.02 ... -0.02): within one SE
+    single = _result("best_single", [0.80, 0.82, 0.79, 0.81, 0.80])
+    weighted = _result("weighted", np.array([0.80, 0.82, 0.79, 0.81, 0.80]) + [0.02, 0.01, -0.02, 0.01, 0.0])
+    chosen, ses = one_se_choice([single, weighted], "f1")
+    assert weighted["nested"] > single["nested"] and chosen is single
+    assert weighted["nested"] - single["nested"] <= ses["best_single"]
+
+
+def test_one_se_rule_takes_the_complex_method_when_it_wins_on_every_fold():
+    from pipeline.ensemble import one_se_choice
+
+    single = _result("best_single", [0.80, 0.82, 0.79, 0.81, 0.80])
+    mean = _result("mean", [0.81, 0.83, 0.80, 0.82, 0.81])
+    weighted = _result("weighted", [0.83, 0.85, 0.82, 0.84, 0.83])  # +0.03 on every fold: SE ~ 0
+    chosen, _ = one_se_choice([single, mean, weighted], "f1")
+    assert chosen is weighted
+    # for a loss (lower is better) the same logic with the sign turned
+    a = _result("best_single", [0.50, 0.52, 0.49, 0.51, 0.50])
+    b = _result("mean", [0.45, 0.47, 0.44, 0.46, 0.45])
+    assert one_se_choice([a, b], "logloss")[0] is b
+
+
+def test_logloss_skips_methods_that_are_not_probabilities(multiclass_comp, workdir):
+    sets = ("data.metric=logloss",)
+    assert run_stage("clean", workdir, multiclass_comp, *sets) == 0
+    assert run_stage("folds", workdir, multiclass_comp, *sets, "folds.n_splits=3") == 0
+    for model in ("lr", "nbsvm"):
+        assert run_stage("train", workdir, multiclass_comp, *sets, "train.family=classical",
+                         f"train.classical_model={model}", f"train.run={model}") == 0
+    assert run_stage("ensemble", workdir, multiclass_comp, *sets) == 0
+    cv = json.loads((workdir / "ensembles/blend/cv.json").read_text())
+    assert {m["method"] for m in cv["methods"]} == {"best_single", "mean", "weighted"}
+    assert set(cv["skipped"]) == {"rank", "vote"} and "not probabilities" in cv["skipped"]["vote"]
+    assert run_stage("ensemble", workdir, multiclass_comp, *sets, "ensemble.method=vote") == 2

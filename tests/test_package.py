@@ -95,6 +95,10 @@ def test_damaged_bundle_and_bad_test_file_are_one_line_errors(binary_bundle, tmp
     test.to_csv(tmp_path / "test.csv", index=False)
     proc = predict(bundle, tmp_path, "--test", str(tmp_path / "test.csv"), "--out", str(tmp_path / "o.csv"))
     assert proc.returncode == 2 and "no column 'text'" in proc.stderr and str(tmp_path / "test.csv") in proc.stderr
+    test = pd.read_csv(comp / "test.csv", dtype=str)
+    pd.concat([test, test.iloc[[3]]]).to_csv(tmp_path / "test.csv", index=False)
+    proc = predict(bundle, tmp_path, "--test", str(tmp_path / "test.csv"), "--out", str(tmp_path / "o.csv"))
+    assert proc.returncode == 2 and f"row {len(test) + 2}, column 'id': id {test['id'][3]!r} appears twice" in proc.stderr
     shutil.copytree(bundle, tmp_path / "b1")
     bundle = tmp_path / "b1"
     npz = bundle / "models/tfidf/fold1/model.npz"

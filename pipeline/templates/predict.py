@@ -84,6 +84,10 @@ def read_input(path: Path, columns: list[str]):
     missing = df[columns[0]].isna().to_numpy()
     if missing.any():
         raise BundleError(f"{path}: row {int(missing.argmax()) + 2}, column {columns[0]!r}: empty id")
+    twice = df[columns[0]].duplicated().to_numpy()
+    if twice.any():
+        i = int(twice.argmax())
+        raise BundleError(f"{path}: row {i + 2}, column {columns[0]!r}: id {df[columns[0]].iloc[i]!r} appears twice")
     return df
 
 
