@@ -263,14 +263,15 @@ class TuneConfig:
 class EnsembleConfig:
     name: str = "blend"  # ensembles/<name>/
     runs: list[str] | None = None  # runs blended; default every run under models/
-    method: str = "auto"  # auto (best nested CV), weighted, mean, rank, vote, best_single
+    method: str = "auto"  # auto (one-SE rule on nested CV), weighted, mean, rank, vote, best_single, stack
     objective: str = "metric"  # metric or logloss (smooth surrogate) for the weight search
+    stack_C: float = 1.0  # inverse L2 strength of the stacking logistic regression
 
     def validate(self) -> None:
         _name("ensemble.name", self.name)
         for i, run in enumerate(self.runs or []):
             _name(f"ensemble.runs[{i}]", run)
-        _choice("ensemble.method", self.method, ("auto", "weighted", "mean", "rank", "vote", "best_single"))
+        _choice("ensemble.method", self.method, ("auto", "weighted", "mean", "rank", "vote", "best_single", "stack"))
         _choice("ensemble.objective", self.objective, ("metric", "logloss"))
 
 

@@ -5,7 +5,8 @@ Reads:  models/<run>/{oof,test}.parquet for every finished run (or ensemble.runs
 Writes: ensembles/<name>/{weights.json, oof.parquet, test.parquet, cv.json, methods.csv}
 
 Methods compared in one table: the best single run, plain probability mean, rank mean,
-majority vote, and non-negative weights summing to 1 fitted with scipy.optimize. Each gets
+majority vote, non-negative weights summing to 1 fitted with scipy.optimize, and stacking
+(a regularised logistic regression over the members' log-probabilities). Each gets
 an in-sample score (fitted and scored on all OOF) and a nested one (fitted on folds != k,
 scored on fold k): only the nested one is an honest estimate of the blend's gain. The choice
 (`ensemble.method=auto`) takes the simplest method whose nested score is within one standard
@@ -32,11 +33,12 @@ from pipeline.paths import Paths
 from pipeline.runtime import blend as _blend
 from pipeline.runtime import mix as _mix
 from pipeline.runtime import rank_mean, vote  # noqa: F401 - the blend primitives live with the bundle's code
+from pipeline.runtime import stack_features as _stack_features
 from pipeline.train import proba_cols
 from pipeline.transaction import inputs_of, publish, published
 
 log = logging.getLogger(__name__)
-METHODS = ("best_single", "mean", "rank", "vote", "weighted")
+METHODS = ("best_single", "mean", "rank", "vote", "weighted", "stack")
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -99,10 +101,22 @@ class Blend:
     method: str
     weights: np.ndarray
     threshold: float | None
+    stacker: dict[str, Any] | None = None  # method "stack": the logistic regression's coef and intercept
+
+
+def fit_stacker(probas: np.ndarray, y: np.ndarray, C: float) -> dict[str, Any]:
+    """Stacking: an L2-regularised (multinomial) logistic regression over the members'
+    log-probabilities, fitted on the OOF rows it is given (nested: never the scored fold's)."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=C, max_iter=2000).fit(_stack_features(probas), y)
+    if len(lr.classes_) != probas.shape[2]:
+        raise DataError(f"ensemble: stacking saw {len(lr.classes_)} of {probas.shape[2]} classes in its rows")
+    return {"coef": lr.coef_.tolist(), "intercept": lr.intercept_.tolist(), "C": C}
 
 
 def fit_blend(method: str, probas: np.ndarray, y: np.ndarray, metric: str, objective: str,
-              tune_thr: bool) -> Blend:
+              tune_thr: bool, stack_C: float = 1.0) -> Blend:
     m = probas.shape[0]
     if method == "best_single":
         scores = [score(metric, y, p) for p in probas]
@@ -112,25 +126,25 @@ def fit_blend(method: str, probas: np.ndarray, y: np.ndarray, metric: str, objec
         w = WeightedBlender(metric, objective).fit(probas, y).weights_
     else:
         w = np.full(m, 1.0 / m)
-    blend = Blend(method, w, None)
+    blend = Blend(method, w, None, fit_stacker(probas, y, stack_C) if method == "stack" else None)
     if tune_thr:
         blend.threshold = tune_threshold(y, apply_blend(blend, probas)[:, 1])[0]
     return blend
 
 
 def apply_blend(blend: Blend, probas: np.ndarray) -> np.ndarray:
-    return _blend(blend.method, blend.weights, probas)
+    return _blend(blend.method, blend.weights, probas, blend.stacker)
 
 
 def evaluate(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, objective: str,
-             tune_thr: bool) -> dict[str, Any]:
-    blend = fit_blend(method, probas, y, metric, objective, tune_thr)
+             tune_thr: bool, stack_C: float = 1.0) -> dict[str, Any]:
+    blend = fit_blend(method, probas, y, metric, objective, tune_thr, stack_C)
     in_sample = score(metric, y, apply_blend(blend, probas), blend.threshold)
     nested_pred = np.zeros(probas.shape[1:])
     thresholds = np.zeros(len(y))
     for k in np.unique(folds):
         tr, va = folds != k, folds == k
-        b = fit_blend(method, probas[:, tr], y[tr], metric, objective, tune_thr)
+        b = fit_blend(method, probas[:, tr], y[tr], metric, objective, tune_thr, stack_C)
         nested_pred[va] = apply_blend(b, probas[:, va])
         thresholds[va] = b.threshold if b.threshold is not None else 0.5
     if tune_thr:
@@ -141,7 +155,7 @@ def evaluate(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, 
 
 
 # Simpler first: a blend with fitted weights must earn its extra freedom.
-COMPLEXITY = {"best_single": 0, "mean": 1, "rank": 1, "vote": 1, "weighted": 2}
+COMPLEXITY = {"best_single": 0, "mean": 1, "rank": 1, "vote": 1, "weighted": 2, "stack": 3}
 
 
 def one_se_choice(results: list[dict[str, Any]], metric: str) -> tuple[dict[str, Any], dict[str, float]]:
@@ -237,8 +251,8 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
         log.warning("ensemble: fewer than two folds untouched by select/tune (searched %s): scoring on all folds, "
                     "which is optimistic", searched)
         scope[:] = True
-    results = [evaluate(m, probas[:, scope], y[scope], folds[scope], schema.metric, cfg.ensemble.objective, tune_thr)
-               for m in methods]
+    results = [evaluate(m, probas[:, scope], y[scope], folds[scope], schema.metric, cfg.ensemble.objective, tune_thr,
+                        cfg.ensemble.stack_C) for m in methods]
     sign = 1 if GREATER_IS_BETTER[schema.metric] else -1
     chosen, ses = one_se_choice(results, schema.metric)
     best = max(results, key=lambda r: sign * r["nested"])
@@ -282,7 +296,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
         write_parquet(tx.path(out_dir / "test.parquet"), test_df)
         write_csv(tx.path(out_dir / "methods.csv"), table)
         write_json(tx.path(out_dir / "weights.json"), {"method": blend.method, "runs": runs, "weights": weights,
-                                                       "threshold": blend.threshold})
+                                                       "threshold": blend.threshold, "stacker": blend.stacker})
         write_json(tx.path(out_dir / "cv.json"), cv)
     log.info("ensemble over %s (metric %s):\n%s", ", ".join(runs), schema.metric, table.to_string(index=False))
     verdict = "beats" if gain > 0 else "does NOT beat"

@@ -90,17 +90,17 @@ def current_submission(cfg: Config, paths: Paths) -> dict[str, Any]:
     return read_json(paths.submission_json)
 
 
-def members_of(cfg: Config, paths: Paths) -> tuple[str, float | None, list[dict[str, Any]]]:
-    """(blend method, threshold, [{run, weight}]) of what submission.csv was made from."""
+def members_of(cfg: Config, paths: Paths) -> tuple[str, float | None, list[dict[str, Any]], dict | None]:
+    """(blend method, threshold, [{run, weight}], stacker) of what submission.csv was made from."""
     if cfg.submit.source.startswith("run:"):
         run = cfg.submit.source.split(":", 1)[1]
         cv = read_json(paths.run_dir(run) / "cv.json")
-        return "mean", cv.get("threshold", {}).get("value"), [{"run": run, "weight": 1.0}]
+        return "mean", cv.get("threshold", {}).get("value"), [{"run": run, "weight": 1.0}], None
     w = read_json(paths.ensemble_dir(cfg.ensemble.name) / "weights.json")
     members = [{"run": r, "weight": float(w["weights"][r])} for r in w["runs"]]
-    if w["method"] not in ("rank", "vote"):  # weight 0 changes nothing: leave those runs out
+    if w["method"] not in ("rank", "vote", "stack"):  # weight 0 changes nothing: leave those runs out
         members = [m for m in members if m["weight"] > 0]
-    return w["method"], w.get("threshold"), members
+    return w["method"], w.get("threshold"), members, w.get("stacker")
 
 
 def describe_member(paths: Paths, member: dict[str, Any], n_splits: int) -> dict[str, Any]:
@@ -306,7 +306,7 @@ def verify(bundle: Path, test_csv: Path, sample_csv: Path, expected: Path, kind:
 def run(cfg: Config, paths: Paths, force: bool = False) -> PackageResult:
     schema = Schema.load(paths.schema_json)
     submission = current_submission(cfg, paths)
-    method, threshold, members = members_of(cfg, paths)
+    method, threshold, members, stacker = members_of(cfg, paths)
     n_splits = int(pd.read_csv(paths.folds_csv, dtype=str)["fold"].astype(int).max()) + 1
     members = [describe_member(paths, m, n_splits) for m in members]
     cleaner = read_json(paths.clean_json)["steps"]
@@ -335,7 +335,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> PackageResult:
         spec = {"schema": {"id_col": schema.id_col, "text_col": schema.text_col, "pred_cols": schema.pred_cols,
                            "classes": [str(c) for c in schema.classes], "submission": schema.submission,
                            "metric": schema.metric},
-                "cleaner": cleaner, "extra_cols": extra_cols, "method": method, "threshold": threshold,
+                "cleaner": cleaner, "extra_cols": extra_cols, "method": method, "threshold": threshold, "stacker": stacker,
                 "clip": cfg.submit.clip, "members": members, "fp16": cfg.package.fp16, "onnx": cfg.package.onnx, "vendored": vendored}
         test = pd.read_parquet(paths.test_clean)  # the cleaned test the runs predicted
         check_members(paths, staging, spec, schema, test)

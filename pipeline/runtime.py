@@ -305,11 +305,30 @@ def vote(probas: np.ndarray) -> np.ndarray:
     return votes.mean(0)
 
 
-def blend(method: str, weights: np.ndarray, probas: np.ndarray) -> np.ndarray:
+def stack_features(probas: np.ndarray) -> np.ndarray:
+    """(models, n, k) -> (n, features): each member's log-probabilities (binary: its logit)."""
+    p = np.clip(np.asarray(probas, dtype=np.float64), 1e-6, 1 - 1e-6)
+    if p.shape[2] == 2:
+        return np.column_stack([np.log(q[:, 1] / q[:, 0]) for q in p])
+    return np.column_stack([np.log(q) for q in p])
+
+
+def stack_proba(stacker: dict[str, Any], probas: np.ndarray) -> np.ndarray:
+    """The stacking model's probabilities: a logistic regression over ``stack_features``."""
+    z = stack_features(probas) @ np.asarray(stacker["coef"]).T + np.asarray(stacker["intercept"])
+    if z.shape[1] == 1:
+        p = _sigmoid(z[:, 0])
+        return np.column_stack([1 - p, p])
+    return _softmax_rows(z)
+
+
+def blend(method: str, weights: np.ndarray, probas: np.ndarray, stacker: dict[str, Any] | None = None) -> np.ndarray:
     if method == "rank":
         return rank_mean(probas)
     if method == "vote":
         return vote(probas)
+    if method == "stack":
+        return stack_proba(stacker, probas)
     return mix(probas, weights)
 
 

@@ -77,7 +77,7 @@ def test_ensemble_and_submit_stages_binary(prepared, workdir):
                          f"train.run={model}") == 0
     assert run_stage("ensemble", workdir, data) == 0
     cv = json.loads((workdir / "ensembles/blend/cv.json").read_text())
-    assert {m["method"] for m in cv["methods"]} == {"best_single", "mean", "rank", "vote", "weighted"}
+    assert {m["method"] for m in cv["methods"]} == {"best_single", "mean", "rank", "vote", "weighted", "stack"}
     w = json.loads((workdir / "ensembles/blend/weights.json").read_text())
     assert sum(w["weights"].values()) == pytest.approx(1) and 0 < w["threshold"] < 1
     assert run_stage("submit", workdir, data) == 0
@@ -137,6 +137,54 @@ def test_logloss_skips_methods_that_are_not_probabilities(multiclass_comp, workd
                          f"train.classical_model={model}", f"train.run={model}") == 0
     assert run_stage("ensemble", workdir, multiclass_comp, *sets) == 0
     cv = json.loads((workdir / "ensembles/blend/cv.json").read_text())
-    assert {m["method"] for m in cv["methods"]} == {"best_single", "mean", "weighted"}
+    assert {m["method"] for m in cv["methods"]} == {"best_single", "mean", "weighted", "stack"}
     assert set(cv["skipped"]) == {"rank", "vote"} and "not probabilities" in cv["skipped"]["vote"]
     assert run_stage("ensemble", workdir, multiclass_comp, *sets, "ensemble.method=vote") == 2
+
+
+def test_stacking_beats_averaging_when_members_are_complementary():
+    """Member A knows classes 0/1 apart, member B knows 1/2 apart; each is uniform elsewhere.
+    Averaging blurs them; a logistic regression over their log-probabilities combines them."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    y = rng.integers(0, 3, n)
+    folds = np.arange(n) % 5
+
+    def member(sep: tuple[int, int]) -> np.ndarray:
+        p = np.full((n, 3), 1 / 3)
+        for i in range(n):
+            if y[i] in sep:
+                q = rng.uniform(0.6, 0.9)
+                p[i] = 0.1
+                p[i, y[i]] = q
+                p[i, sep[1] if y[i] == sep[0] else sep[0]] = 0.9 - q
+            else:
+                p[i] = [0.34, 0.33, 0.33] if sep == (1, 2) else [0.33, 0.33, 0.34]
+        return p / p.sum(1, keepdims=True)
+
+    probas = np.stack([member((0, 1)), member((1, 2))])
+    stack = evaluate("stack", probas, y, folds, "logloss", "metric", False)
+    mean = evaluate("mean", probas, y, folds, "logloss", "metric", False)
+    assert stack["nested"] < mean["nested"] - 0.05
+
+
+def test_stacking_never_uses_the_scored_folds_labels():
+    """Nested stacking predictions for fold k do not move when fold k's labels change."""
+    rng = np.random.default_rng(6)
+    n = 500
+    y = rng.integers(0, 2, n)
+    folds = np.arange(n) % 5
+    probas = np.stack([_two_col(np.clip(0.3 * y + rng.uniform(0, 0.7, n), 0.01, 0.99)) for _ in range(2)])
+    from pipeline.ensemble import apply_blend, fit_blend
+
+    def nested_fold0(labels):
+        tr = folds != 0
+        b = fit_blend("stack", probas[:, tr], labels[tr], "logloss", "metric", False)
+        return apply_blend(b, probas[:, folds == 0])
+
+    y2 = y.copy()
+    y2[folds == 0] = 1 - y2[folds == 0]  # every label of fold 0 flipped
+    assert np.array_equal(nested_fold0(y), nested_fold0(y2))
+    y3 = y.copy()
+    y3[folds == 1] = 1 - y3[folds == 1]  # a training fold's labels do matter
+    assert not np.allclose(nested_fold0(y), nested_fold0(y3))

@@ -125,10 +125,11 @@ def test_package_refuses_a_stale_submission_and_a_run_without_models(binary_bund
     assert "models/tfidf/fold0/model: missing" in capsys.readouterr().err
 
 
-def test_multiclass_probability_bundle_within_1e5(multiclass_comp, workdir, tmp_path):
-    """String labels, a probability per class, TF-IDF LR + NB-SVM weighted: the bundle's
-    probabilities equal the submission's within 1e-5."""
-    sets = ("ensemble.method=weighted", "package.name=m1", "data.metric=logloss")
+@pytest.mark.parametrize("method", ["weighted", "stack"])
+def test_multiclass_probability_bundle_within_1e5(multiclass_comp, workdir, tmp_path, method):
+    """String labels, a probability per class, TF-IDF LR + NB-SVM blended by fitted weights
+    or stacked: the bundle's probabilities equal the submission's within 1e-5."""
+    sets = (f"ensemble.method={method}", "package.name=m1", "data.metric=logloss")
     _flow(multiclass_comp, workdir, [("train.run=lr", "train.family=classical"),
                                      ("train.run=nb", "train.family=classical", "train.classical_model=nbsvm")], *sets)
     assert run_stage("package", workdir, multiclass_comp, *sets) == 0
@@ -139,6 +140,8 @@ def test_multiclass_probability_bundle_within_1e5(multiclass_comp, workdir, tmp_
     assert list(sub.columns) == list(ref.columns) == ["review_id", "negative", "neutral", "positive"]
     assert sub["review_id"].tolist() == ref["review_id"].tolist()
     assert np.abs(sub.iloc[:, 1:].to_numpy() - ref.iloc[:, 1:].to_numpy()).max() <= 1e-5
+    spec = json.loads((workdir / "dist/m1/manifest.json").read_text())["predict"]
+    assert spec["method"] == method and (spec["stacker"] is not None) == (method == "stack")
 
 
 def test_classical_models_rebuilt_from_plain_files_predict_the_same():

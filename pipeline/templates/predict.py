@@ -197,7 +197,11 @@ def run(args: argparse.Namespace, t0: float) -> int:
         say(f"member {m['run']} ({m['family']}, {len(m['folds'])} folds, weight {m['weight']:.3f}): {took:.1f}s")
     weights = np.array([m["weight"] for m in used], dtype=np.float64)
     weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(used), 1 / len(used))
-    proba = rt.blend(spec["method"], weights, np.stack(probas))
+    method = spec["method"]
+    if method == "stack" and len(used) < len(members):
+        method = "mean"  # the stacking model needs every member's input
+        say("stacking needs every member: the members that ran are averaged instead")
+    proba = rt.blend(method, weights, np.stack(probas), spec.get("stacker"))
     sample = args.sample or (args.test.parent / "sample_submission.csv")
     ids = frame["id"]
     if sample.is_file():
