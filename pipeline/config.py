@@ -101,8 +101,8 @@ class FoldsConfig:
 @dataclass
 class TrainConfig:
     run: str = "minilm"  # run name: models/<run>/
-    family: str = "transformer"  # transformer or classical
-    backbone: str = "packaged:minilm"  # local dir, hub name, or packaged:minilm
+    family: str = "transformer"  # transformer (fine-tuned), classical (TF-IDF), embedding (frozen encoder + LR)
+    backbone: str = "packaged:minilm"  # local dir, hub name, packaged:minilm or packaged:mpnet
     max_len: int = 64  # max tokens per text
     epochs: int = 2  # training epochs per fold
     batch_size: int = 32  # micro-batch size
@@ -148,7 +148,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         _name("train.run", self.run)
-        _choice("train.family", self.family, ("transformer", "classical"))
+        _choice("train.family", self.family, ("transformer", "classical", "embedding"))
         _choice("train.schedule", self.schedule, ("cosine", "linear", "constant", "onecycle"))
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))

@@ -45,6 +45,7 @@ from pipeline.config import Config
 from pipeline.contract import Schema
 from pipeline.embedded import resolve_raw
 from pipeline.io import DataError, read_json, write_json, write_text
+from pipeline.modeling.backbones import resolve_backbone
 from pipeline.paths import Paths, check_name
 from pipeline.train import proba_cols
 from pipeline.transaction import require
@@ -118,7 +119,8 @@ def describe_member(paths: Paths, member: dict[str, Any], n_splits: int) -> dict
             raise DataError(f"{model}: missing, so the bundle cannot rebuild run {run!r} (trained with "
                             f"train.save_checkpoints=false, or before models were kept); rerun `make train` for it")
         folds.append(model)
-    return {**member, "family": tc["family"], "max_len": tc["max_len"], "batch_size": tc["eval_batch_size"],
+    return {**member, "family": tc["family"], "backbone": tc["backbone"], "max_len": tc["max_len"],
+            "batch_size": tc["eval_batch_size"],
             "pad_to_multiple_of": tc["pad_to_multiple_of"], "extra_cols": list(dc["extra_cols"]),
             "extra_template": dc["extra_template"], "sep": dc["sep"], "cv": cv["cv"],
             "threshold": cv.get("threshold", {}).get("value"), "source_folds": folds}
@@ -126,7 +128,7 @@ def describe_member(paths: Paths, member: dict[str, Any], n_splits: int) -> dict
 
 def copy_fold_model(src: Path, dst: Path, family: str, fp16: bool) -> None:
     dst.mkdir(parents=True, exist_ok=True)
-    if family == "classical":
+    if family in ("classical", "embedding"):
         for name in ("model.json", "model.npz"):
             shutil.copy2(src / name, dst / name)
         return
@@ -235,22 +237,14 @@ def check_members(paths: Paths, bundle: Path, spec: dict[str, Any], schema: Sche
     for m in spec["members"]:
         texts = runtime.model_inputs(test_frame, m["extra_cols"], m["extra_template"], m["sep"])
         t0 = time.perf_counter()
-        folds = []
-        for rel in m["folds"]:
-            if m["family"] == "classical":
-                folds.append(runtime.LinearTfidfModel.load(bundle / rel).predict_proba(texts))
-            else:
-                model, tok = runtime.load_transformer(bundle / rel)
-                folds.append(runtime.predict_transformer(model, tok, texts, m["max_len"], m["batch_size"], "cpu",
-                                                         m["pad_to_multiple_of"]))
+        got = runtime.member_proba(bundle, m, texts)
         seconds = time.perf_counter() - t0
-        got = np.mean(folds, axis=0)
         want = pd.read_parquet(paths.run_dir(m["run"]) / "test.parquet").set_index("id").loc[test_frame["id"], cols]
         diff = float(np.abs(got - want.to_numpy()).max())
         m["seconds_per_1k_rows"] = round(seconds / len(texts) * 1000, 3)
         m["max_abs_diff_vs_run"] = diff
         log.info("package: member %s (%s, %d folds): %.1fs for %d rows; max |p - models/%s/test.parquet| = %.2e",
-                 m["run"], m["family"], len(folds), seconds, len(texts), m["run"], diff)
+                 m["run"], m["family"], len(m["folds"]), seconds, len(texts), m["run"], diff)
         if spec["onnx"] and m["family"] == "transformer":
             m.update(onnx_report(paths, bundle, m, schema, test_frame, got))
             log.info("package: member %s as int8 ONNX: %.2fx torch's speed; OOF %s %.4f (torch %.4f); test: %d labels "
@@ -324,6 +318,9 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> PackageResult:
         shutil.copy2(TEMPLATES / "predict.py", staging / "predict.py")
         for m in members:
             m["folds"] = []
+            if m["family"] == "embedding":  # the frozen encoder, once for all folds
+                m["encoder"] = f"models/{m['run']}/encoder"
+                copy_fold_model(Path(resolve_backbone(m["backbone"])), staging / m["encoder"], "transformer", False)
             for k, src in enumerate(m.pop("source_folds")):
                 rel = f"models/{m['run']}/fold{k}"
                 copy_fold_model(src, staging / rel, m["family"], cfg.package.fp16)

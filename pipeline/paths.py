@@ -149,6 +149,10 @@ class Paths:
     def folds_report(self) -> Path:
         return self.reports / "folds.json"
 
+    @property
+    def embeddings_cache(self) -> Path:
+        return self.interim / "embeddings"
+
     def augmented(self, method: str) -> Path:
         return self.interim / "augmented" / f"{check_name(method, 'augment method')}.parquet"
 

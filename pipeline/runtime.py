@@ -147,6 +147,15 @@ def _softmax_rows(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
+def linear_proba(X: Any, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """A fitted logistic regression's probabilities: one row of ``coef`` = binary, else softmax."""
+    z = np.asarray(X @ coef.T) + intercept
+    if coef.shape[0] == 1:
+        p = _sigmoid(z[:, 0])
+        return np.column_stack([1 - p, p])
+    return _softmax_rows(z)
+
+
 def _vectorizer(spec: dict[str, Any], idf: np.ndarray) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
@@ -186,11 +195,7 @@ class LinearTfidfModel:
         X, a, kind = self.features(texts), self.arrays, self.spec["kind"]
         n_classes = len(self.spec["classes"])
         if kind == "lr":
-            z = np.asarray(X @ a["coef"].T) + a["intercept"]
-            if a["coef"].shape[0] == 1:
-                p = _sigmoid(z[:, 0])
-                return np.column_stack([1 - p, p])
-            return _softmax_rows(z)
+            return linear_proba(X, a["coef"], a["intercept"])
         if kind == "nbsvm":
             scores = np.column_stack([_sigmoid(np.asarray(X.multiply(a["ratios"][c]).tocsr() @ a["coef"][c])
                                                + a["intercept"][c]) for c in range(n_classes)])
@@ -258,6 +263,48 @@ def predict_transformer(model: Any, tokenizer: Any, texts: list[str], max_len: i
     return torch.softmax(logits, -1).numpy()
 
 
+def load_encoder(folder: Path, device: str = "cpu") -> tuple[Any, Any]:
+    """A frozen encoder (no classification head) for the embedding family."""
+    from transformers import AutoModel, AutoTokenizer
+
+    return AutoModel.from_pretrained(str(folder)).float().to(device).eval(), AutoTokenizer.from_pretrained(str(folder))
+
+
+def embed(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size: int = 128,
+          device: str = "cpu") -> np.ndarray:
+    """Sentence embeddings as sentence-transformers makes them for the all-* models: the mean
+    of the last hidden states over real tokens, L2-normalised. (n, hidden) float32."""
+    import torch
+
+    out = None
+    with torch.inference_mode():
+        for idx, input_ids, mask in _batches(tokenizer, texts, max_len, batch_size, None):
+            m = torch.from_numpy(mask).to(device)
+            hidden = model(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=m).last_hidden_state
+            pooled = (hidden * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
+            pooled = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
+            if out is None:
+                out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+            out[idx] = pooled
+    return out
+
+
+class EmbeddingHead:
+    """The embedding family's fold model: a logistic regression over the frozen encoder's
+    embeddings, in ``model.json`` + ``model.npz`` (coef, intercept)."""
+
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray) -> None:
+        self.coef, self.intercept = coef, intercept
+
+    @classmethod
+    def load(cls, folder: Path) -> EmbeddingHead:
+        with np.load(Path(folder) / "model.npz", allow_pickle=False) as z:
+            return cls(z["coef"], z["intercept"])
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return linear_proba(np.asarray(X, dtype=np.float64), self.coef, self.intercept)
+
+
 ONNX_FILE = "model.int8.onnx"
 
 
@@ -279,6 +326,32 @@ def predict_onnx(session: Any, tokenizer: Any, texts: list[str], max_len: int, b
             logits = np.empty((len(texts), out.shape[1]), dtype=np.float32)
         logits[idx] = out
     return _softmax_rows(logits.astype(np.float64))
+
+
+def member_proba(bundle: Path, member: dict[str, Any], texts: list[str], device: str = "cpu",
+                 batch_size: int | None = None, onnx: bool = False) -> np.ndarray:
+    """One ensemble member's test probabilities from a bundle: the mean over its fold models,
+    as the pipeline averages them (``member``: its entry in manifest.json)."""
+    bundle, batch = Path(bundle), batch_size or member["batch_size"]
+    family, folds = member["family"], []
+    if family == "embedding":  # one frozen encoder for every fold's head
+        X = embed(*load_encoder(bundle / member["encoder"], device), texts, member["max_len"], batch, device)
+        return np.mean([EmbeddingHead.load(bundle / rel).predict_proba(X) for rel in member["folds"]], axis=0)
+    for rel in member["folds"]:
+        folder = bundle / rel
+        if family == "classical":
+            folds.append(LinearTfidfModel.load(folder).predict_proba(texts))
+        elif onnx:
+            if not (folder / ONNX_FILE).is_file():
+                raise FileNotFoundError(f"{folder / ONNX_FILE}: missing; the bundle was made without package.onnx=true")
+            folds.append(predict_onnx(*load_onnx(folder), texts, member["max_len"], batch,
+                                      member.get("pad_to_multiple_of")))
+        else:
+            model, tokenizer = load_transformer(folder, device)
+            folds.append(predict_transformer(model, tokenizer, texts, member["max_len"], batch, device,
+                                             member.get("pad_to_multiple_of")))
+            del model
+    return np.mean(folds, axis=0)
 
 
 # -- blending -------------------------------------------------------------------------------

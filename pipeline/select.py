@@ -72,7 +72,7 @@ def screen(cfg: Config, paths: Paths, name: str) -> dict[str, Any]:
     c = screening_config(cfg, diff)
     td = load_training_data(c, paths)
     row: dict[str, Any] = {"candidate": name, "config": str(path), "family": c.train.family,
-                           "model": c.train.backbone if c.train.family == "transformer" else c.train.classical_model}
+                           "model": c.train.classical_model if c.train.family == "classical" else c.train.backbone}
     t0 = time.perf_counter()
     try:
         scores = [train_one_fold(c, td, k, None)[0].best_score for k in c.train.folds]

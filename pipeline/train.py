@@ -49,6 +49,7 @@ class TrainingData:
     augmented: pd.DataFrame | None  # source_id, input, label (rows made from train rows)
     fingerprint: str
     inputs: dict[str, str]  # the upstream manifests read (transaction.inputs_of)
+    cache_dir: Path | None = None  # the embedding family's vectors (data/interim/embeddings)
 
 
 @dataclass
@@ -91,7 +92,8 @@ def load_training_data(cfg: Config, paths: Paths) -> TrainingData:
         aug["input"] = model_inputs(aug, cfg.data)
         augmented = aug[["source_id", "input", "label"]]
     return TrainingData(train=train[["id", "input", "label", "fold"]], test=test[["id", "input"]], schema=schema,
-                        augmented=augmented, fingerprint="|".join(digest), inputs=inputs)
+                        augmented=augmented, fingerprint="|".join(digest), inputs=inputs,
+                        cache_dir=paths.embeddings_cache)
 
 
 def fold_rows(td: TrainingData, k: int, max_rows: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -137,6 +139,13 @@ def train_one_fold(cfg: Config, td: TrainingData, k: int, fold_dir: Path | None,
                    on_eval: Callable[[float, float], None] | None = None) -> tuple[FoldOutput, pd.DataFrame]:
     tc = cfg.train
     data, val = fold_data(td, k, tc)
+    if tc.family == "embedding":
+        from pipeline.modeling.embedding import fit_embedding_fold, save_head
+
+        out = fit_embedding_fold(tc, data, td.schema.metric, k, td.cache_dir)
+        if fold_dir is not None and tc.save_checkpoints:
+            save_head(out.extra.pop("model"), tc, fold_dir / "model")
+        return out, val
     if tc.family == "classical":
         from pipeline.modeling.classical import fit_classical_fold
 
@@ -279,9 +288,9 @@ def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
 
     main = dist_.is_main()  # under torchrun / accelerate launch only rank 0 writes artifacts
     log.info("train %s (%s, %s): folds %s; metric %s", tc.run, tc.family,
-             tc.backbone if tc.family == "transformer" else tc.classical_model, todo, td.schema.metric)
+             tc.classical_model if tc.family == "classical" else tc.backbone, todo, td.schema.metric)
     tokenizer = None
-    if tc.family == "transformer":
+    if tc.family == "transformer":  # (the embedding family loads its encoder only for texts not cached)
         from pipeline.modeling.transformer import load_tokenizer
 
         tokenizer = load_tokenizer(tc)

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 def suggest(trial: Any, cfg: Config, family: str) -> dict[str, Any]:
     """A trial's train.* diff, drawn from the ranges in tune.*."""
     t = cfg.tune
-    if family == "classical":
+    if family in ("classical", "embedding"):  # a linear model: its regularisation is the knob
         return {"C": trial.suggest_float("C", *t.C, log=True)}
     effective = trial.suggest_categorical("batch_size", list(t.batch_size))
     micro = min(effective, cfg.train.batch_size)
@@ -57,7 +57,7 @@ def baseline_params(cfg: Config, family: str) -> dict[str, Any]:
     def clip(v: float, lo_hi: list[float]) -> float:
         return min(max(v, lo_hi[0]), lo_hi[1])
 
-    if family == "classical":
+    if family in ("classical", "embedding"):
         return {"C": clip(tc.C, t.C)}
     effective = tc.batch_size * tc.grad_accum
     return {"lr": clip(tc.lr, t.lr), "batch_size": min(t.batch_size, key=lambda b: abs(b - effective)),

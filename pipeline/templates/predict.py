@@ -110,29 +110,13 @@ def pick_device(name: str) -> str:
 
 def predict_member(member: dict, frame, device: str, batch_size: int | None, onnx: bool = False) -> object:
     """The member's test probabilities: the mean over its fold models, as the pipeline averages."""
-    import numpy as np
     import textcomp_runtime as rt
 
     texts = rt.model_inputs(frame, member["extra_cols"], member["extra_template"], member["sep"])
-    folds = []
-    for rel in member["folds"]:
-        folder = HERE / rel
-        if member["family"] == "classical":
-            folds.append(rt.LinearTfidfModel.load(folder).predict_proba(texts))
-            continue
-        if onnx:
-            if not (folder / rt.ONNX_FILE).is_file():
-                raise BundleError(f"{folder / rt.ONNX_FILE}: missing; the bundle was made without package.onnx=true")
-            session, tokenizer = rt.load_onnx(folder)
-            folds.append(rt.predict_onnx(session, tokenizer, texts, member["max_len"],
-                                         batch_size or member["batch_size"], member.get("pad_to_multiple_of")))
-            continue
-        model, tokenizer = rt.load_transformer(folder, device)
-        folds.append(rt.predict_transformer(model, tokenizer, texts, member["max_len"],
-                                            batch_size or member["batch_size"], device,
-                                            member.get("pad_to_multiple_of")))
-        del model
-    return np.mean(folds, axis=0)
+    try:
+        return rt.member_proba(HERE, member, texts, device, batch_size, onnx)
+    except FileNotFoundError as e:
+        raise BundleError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +161,7 @@ def run(args: argparse.Namespace, t0: float) -> int:
     frame = test[[s["id_col"], *spec["extra_cols"]]].rename(columns={s["id_col"]: "id"})
     frame["text"] = cleaner.transform(test[s["text_col"]])
     say(f"{args.test}: {len(frame)} rows, cleaned ({', '.join(f'{k}={v}' for k, v in cleaner.changes_.items())})")
-    transformers_used = any(m["family"] == "transformer" for m in spec["members"]) and not args.onnx
+    transformers_used = any(m["family"] != "classical" for m in spec["members"])
     device = pick_device(args.device) if transformers_used else "cpu"  # no torch import for classical-only
     members = sorted(spec["members"], key=lambda m: -m["weight"])  # the heaviest first: the most score per second
     probas, used, ratios = [], [], [1.0]  # seconds here / seconds at packaging, per member done

@@ -1,0 +1,93 @@
+"""The embedding family: a frozen sentence encoder (MiniLM or mpnet, mean-pooled and
+normalised like sentence-transformers) + a logistic regression per fold.
+
+One forward pass over train and test serves every fold (and every rerun: embeddings are
+cached on disk by encoder, max_len and text hash), so it costs a fraction of fine-tuning on
+CPU, and its errors differ from a fine-tuned model's: a cheap, diverse ensemble member.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import TrainConfig
+from pipeline.io import atomic_path, write_json
+from pipeline.modeling.backbones import resolve_backbone
+from pipeline.modeling.transformer import FoldData, FoldOutput, confidence_histogram
+from pipeline.runtime import EmbeddingHead, embed, load_encoder
+
+log = logging.getLogger(__name__)
+_MEMO: dict[str, dict[str, np.ndarray]] = {}  # cache file -> {text sha1: vector}, for the folds of one process
+
+
+def _key(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def cache_file(cache_dir: Path, cfg: TrainConfig) -> Path:
+    source = resolve_backbone(cfg.backbone)
+    tag = hashlib.sha256(json.dumps([source, cfg.max_len]).encode()).hexdigest()[:16]
+    return cache_dir / f"{Path(source).name}-{cfg.max_len}-{tag}.npz"
+
+
+def embeddings(cfg: TrainConfig, texts: list[str], cache_dir: Path | None) -> np.ndarray:
+    """Vectors for ``texts``: from the cache where there, the encoder for the rest (then saved)."""
+    path = cache_file(cache_dir, cfg) if cache_dir else None
+    memo = _MEMO.setdefault(str(path), {})
+    if path is not None and not memo and path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            memo.update(zip(z["keys"].tolist(), z["vectors"]))
+    keys = [_key(t) for t in texts]
+    todo = sorted({k: t for k, t in zip(keys, texts) if k not in memo}.items())
+    if todo:
+        t0 = time.perf_counter()
+        model, tokenizer = load_encoder(Path(resolve_backbone(cfg.backbone)))
+        vectors = embed(model, tokenizer, [t for _, t in todo], cfg.max_len, cfg.eval_batch_size)
+        memo.update(zip([k for k, _ in todo], vectors))
+        log.info("embedding: %d new texts encoded with %s in %.1fs (%.0f texts/s); %d from the cache", len(todo),
+                 cfg.backbone, time.perf_counter() - t0, len(todo) / max(time.perf_counter() - t0, 1e-9),
+                 len(keys) - len(todo))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                np.savez(f, keys=np.array(list(memo)), vectors=np.stack(list(memo.values())))
+    return np.stack([memo[k] for k in keys])
+
+
+def fit_embedding_fold(cfg: TrainConfig, data: FoldData, metric: str, fold: int,
+                       cache_dir: Path | None) -> FoldOutput:
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeline.metrics import score
+
+    t0 = time.perf_counter()
+    Xtr = embeddings(cfg, data.train_texts, cache_dir)
+    Xva, Xte = embeddings(cfg, data.val_texts, cache_dir), embeddings(cfg, data.test_texts, cache_dir)
+    lr = LogisticRegression(C=cfg.C, max_iter=3000, random_state=cfg.seed + fold).fit(Xtr, data.train_labels)
+    if len(lr.classes_) != len(np.unique(np.concatenate([data.train_labels, data.val_labels]))):
+        log.warning("fold %d: the training rows lack a class; its probability is 0", fold)
+    head = EmbeddingHead(lr.coef_, lr.intercept_)
+    val, test = head.predict_proba(Xva), head.predict_proba(Xte)
+    seconds = time.perf_counter() - t0
+    s = score(metric, data.val_labels, val)
+    history = [{"fold": fold, "kind": "eval", "epoch": 1.0, "step": 1, "metric": s,
+                "val_loss": score("logloss", data.val_labels, val),
+                "train_loss": score("logloss", data.train_labels, head.predict_proba(Xtr)),
+                "confidence": float(val.max(1).mean()), "conf_hist": json.dumps(confidence_histogram(val))}]
+    return FoldOutput(val_proba=val, test_proba=test, history=history, best_epoch=1.0, best_score=s,
+                      optimizer_steps=0, seconds=seconds, train_samples_per_s=len(data.train_texts) / seconds,
+                      batch_size=len(data.train_texts), grad_accum=1, extra={"model": head})
+
+
+def save_head(head: EmbeddingHead, cfg: TrainConfig, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "model.json", {"format": "textcomp-embedding-head/1", "backbone": cfg.backbone,
+                                       "max_len": cfg.max_len, "pooling": "mean, L2-normalised"})
+    with atomic_path(folder / "model.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, coef=head.coef, intercept=head.intercept)
