@@ -87,7 +87,7 @@ def current_submission(cfg: Config, paths: Paths) -> dict[str, Any]:
     m = require(paths, "submit")
     if m.inputs != submit.stage_inputs(cfg, paths):
         raise DataError(f"{paths.submission}: made from other settings or models than the current ones; "
-                        "run `make submit` (or `make all`) first, with the same SET/CONFIG")
+                        "run `make submit` (or `make all`) first, or give `make package` the same DATA/SET/CONFIG")
     return read_json(paths.submission_json)
 
 
