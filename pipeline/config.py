@@ -132,6 +132,7 @@ class TrainConfig:
     evals_per_epoch: int = 1  # validation passes per epoch
     log_every: int = 20  # optimizer steps between logged training-loss points
     seed: int = 42  # training seed; fold k uses seed + k
+    seeds: list[int] | None = None  # transformer: train each fold once per seed and average (e.g. [42, 43, 44])
     num_workers: int = 0  # DataLoader workers (GPU runs)
     folds: list[int] | None = None  # train only these folds (fan-out across machines)
     searched_folds: list[int] = field(default_factory=list)  # folds whose labels select/tune saw (set by the plan)

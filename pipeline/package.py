@@ -47,7 +47,7 @@ from pipeline.embedded import resolve_raw
 from pipeline.io import DataError, read_json, write_json, write_text
 from pipeline.modeling.backbones import resolve_backbone
 from pipeline.paths import Paths, check_name
-from pipeline.train import proba_cols
+from pipeline.train import fold_models, proba_cols
 from pipeline.transaction import require
 
 log = logging.getLogger(__name__)
@@ -114,11 +114,12 @@ def describe_member(paths: Paths, member: dict[str, Any], n_splits: int) -> dict
     cv = read_json(run_dir / "cv.json")
     folds = []
     for k in range(n_splits):
-        model = paths.fold_dir(run, k) / "model"
-        if not model.is_dir():
-            raise DataError(f"{model}: missing, so the bundle cannot rebuild run {run!r} (trained with "
-                            f"train.save_checkpoints=false, or before models were kept); rerun `make train` for it")
-        folds.append(model)
+        models = fold_models(paths.fold_dir(run, k))  # one per seed when train.seeds has several
+        if not models:
+            raise DataError(f"{paths.fold_dir(run, k) / 'model'}: missing, so the bundle cannot rebuild run {run!r} "
+                            "(trained with train.save_checkpoints=false, or before models were kept); rerun "
+                            "`make train` for it")
+        folds += models
     return {**member, "family": tc["family"], "backbone": tc["backbone"], "max_len": tc["max_len"],
             "batch_size": tc["eval_batch_size"],
             "pad_to_multiple_of": tc["pad_to_multiple_of"], "extra_cols": list(dc["extra_cols"]),
@@ -321,8 +322,8 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> PackageResult:
             if m["family"] == "embedding":  # the frozen encoder, once for all folds
                 m["encoder"] = f"models/{m['run']}/encoder"
                 copy_fold_model(Path(resolve_backbone(m["backbone"])), staging / m["encoder"], "transformer", False)
-            for k, src in enumerate(m.pop("source_folds")):
-                rel = f"models/{m['run']}/fold{k}"
+            for src in m.pop("source_folds"):  # .../fold<k>/model or .../fold<k>/seed<s>/model
+                rel = "/".join(["models", m["run"], *src.parent.relative_to(paths.run_dir(m["run"])).parts])
                 copy_fold_model(src, staging / rel, m["family"], cfg.package.fp16)
                 if cfg.package.onnx and m["family"] == "transformer":
                     export_onnx(src, staging / rel)

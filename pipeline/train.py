@@ -30,7 +30,7 @@ import pandas as pd
 from pipeline.config import Config, TrainConfig, dump_yaml, with_diff
 from pipeline.contract import Schema, model_inputs
 from pipeline.folds import load_folds
-from pipeline.io import DataError, read_json, save_figure, write_json, write_parquet, write_text
+from pipeline.io import DataError, atomic_path, read_json, save_figure, write_json, write_parquet, write_text
 from pipeline.metrics import score, tune_threshold
 from pipeline.modeling.transformer import FoldData, FoldOutput
 from pipeline.paths import Paths
@@ -132,7 +132,7 @@ def fold_is_done(run_dir: Path, k: int, fp: str, needs_model: bool = False) -> b
     fold = _fold_dir(run_dir, k)
     meta = fold / "meta.json"
     return meta.exists() and read_json(meta).get("fingerprint") == fp and (fold / "oof.parquet").exists() and \
-        (not needs_model or (fold / "model").is_dir())
+        (not needs_model or bool(fold_models(fold)))
 
 
 def train_one_fold(cfg: Config, td: TrainingData, k: int, fold_dir: Path | None, tokenizer: Any = None,
@@ -156,6 +156,8 @@ def train_one_fold(cfg: Config, td: TrainingData, k: int, fold_dir: Path | None,
     from pipeline.modeling.transformer import FoldTrainer, load_tokenizer, train_fold_with_oom_retry
 
     tokenizer = tokenizer or load_tokenizer(tc)
+    if tc.seeds and len(tc.seeds) > 1:
+        return train_seeds(cfg, td, k, fold_dir, tokenizer, on_eval)
 
     def make(c: TrainConfig) -> FoldTrainer:
         return FoldTrainer(c, td.schema.n_classes, td.schema.metric, k,
@@ -171,6 +173,56 @@ def train_one_fold(cfg: Config, td: TrainingData, k: int, fold_dir: Path | None,
             tokenizer.save_pretrained(fold_dir / "model")
     out.extra.pop("model", None)
     return out, val
+
+
+def train_seeds(cfg: Config, td: TrainingData, k: int, fold_dir: Path | None, tokenizer: Any,
+                on_eval: Callable[[float, float], None] | None) -> tuple[FoldOutput, pd.DataFrame]:
+    """Fold k trained once per seed in ``train.seeds``; the probabilities averaged. Each seed's
+    model and predictions are kept under fold<k>/seed<s>/ as it finishes, so a killed run
+    resumes at the seed it was in."""
+    outs = []
+    for seed in cfg.train.seeds:
+        one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed, seeds=None))
+        part = fold_dir / f"seed{int(seed)}" if fold_dir is not None else None
+        saved = part / "proba.npz" if part is not None else None
+        if saved is not None and saved.exists():
+            with np.load(saved, allow_pickle=False) as z:
+                meta = read_json(part / "meta.json")
+                out = FoldOutput(val_proba=z["val"], test_proba=z["test"], history=meta["history"],
+                                 best_epoch=meta["best_epoch"], best_score=meta["best_score"],
+                                 optimizer_steps=meta["optimizer_steps"], seconds=meta["seconds"],
+                                 train_samples_per_s=meta["train_samples_per_s"], batch_size=meta["batch_size"],
+                                 grad_accum=meta["grad_accum"])
+            log.info("fold %d seed %d: done already: kept", k, seed)
+        else:
+            if part is not None:
+                part.mkdir(parents=True, exist_ok=True)
+            out, val = train_one_fold(one, td, k, part, tokenizer, on_eval)
+            if part is not None:
+                with atomic_path(saved) as tmp, open(tmp, "wb") as f:
+                    np.savez(f, val=out.val_proba, test=out.test_proba)
+                write_json(part / "meta.json", {"history": [{**h, "seed": seed} for h in out.history],
+                                                **{f: getattr(out, f) for f in (
+                                                    "best_epoch", "best_score", "optimizer_steps", "seconds",
+                                                    "train_samples_per_s", "batch_size", "grad_accum")}})
+            log.info("fold %d seed %d: %s %.4f", k, seed, td.schema.metric, out.best_score)
+        outs.append(out)
+    data, val = fold_data(td, k, cfg.train)
+    proba = np.mean([o.val_proba for o in outs], axis=0)
+    return FoldOutput(val_proba=proba, test_proba=np.mean([o.test_proba for o in outs], axis=0),
+                      history=[h for o in outs for h in o.history],
+                      best_epoch=float(np.mean([o.best_epoch for o in outs])),
+                      best_score=score(td.schema.metric, data.val_labels, proba),
+                      optimizer_steps=sum(o.optimizer_steps for o in outs), seconds=sum(o.seconds for o in outs),
+                      train_samples_per_s=float(np.mean([o.train_samples_per_s for o in outs])),
+                      batch_size=outs[0].batch_size, grad_accum=outs[0].grad_accum), val
+
+
+def fold_models(fold: Path) -> list[Path]:
+    """The saved model folders of one fold: fold<k>/model, or fold<k>/seed<s>/model per seed."""
+    if (fold / "model").is_dir():
+        return [fold / "model"]
+    return sorted((p for p in fold.glob("seed*/model") if p.is_dir()), key=lambda p: int(p.parent.name[4:]))
 
 
 def _save_fold(paths: Paths, fold_dir: Path, k: int, out: FoldOutput, val: pd.DataFrame, td: TrainingData,
@@ -189,7 +241,8 @@ def _save_fold(paths: Paths, fold_dir: Path, k: int, out: FoldOutput, val: pd.Da
         "fingerprint": fp, "fold": k, "score": out.best_score, "best_epoch": out.best_epoch,
         "seconds": round(out.seconds, 2), "train_samples_per_s": round(out.train_samples_per_s, 2),
         "optimizer_steps": out.optimizer_steps, "batch_size": out.batch_size, "grad_accum": out.grad_accum})
-    paths.remove_tree(fold_dir / "resume")
+    for resume in [fold_dir / "resume", *fold_dir.glob("seed*/resume")]:
+        paths.remove_tree(resume)
 
 
 def aggregate(paths: Paths, cfg: Config, td: TrainingData, n_splits: int, fp: str) -> dict[str, Any]:

@@ -99,6 +99,10 @@ def test_damaged_bundle_and_bad_test_file_are_one_line_errors(binary_bundle, tmp
     pd.concat([test, test.iloc[[3]]]).to_csv(tmp_path / "test.csv", index=False)
     proc = predict(bundle, tmp_path, "--test", str(tmp_path / "test.csv"), "--out", str(tmp_path / "o.csv"))
     assert proc.returncode == 2 and f"row {len(test) + 2}, column 'id': id {test['id'][3]!r} appears twice" in proc.stderr
+    (tmp_path / "bad.csv").write_bytes(b"id,text\n1,caf\xe9 fire\n")
+    proc = predict(bundle, tmp_path, "--test", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "o.csv"))
+    assert proc.returncode == 2 and "bad.csv: bytes that are not UTF-8" in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if "error" in line]) == 1 and "Traceback" not in proc.stderr
     shutil.copytree(bundle, tmp_path / "b1")
     bundle = tmp_path / "b1"
     npz = bundle / "models/tfidf/fold1/model.npz"
@@ -186,3 +190,41 @@ def test_onnx_int8_export_predicts_close_to_torch_and_is_measured(binary_bundle,
     assert proc.returncode == 0, proc.stderr
     sub, ref = pd.read_csv(out, dtype=str), pd.read_csv(work / "submissions/submission.csv", dtype=str)
     assert sub["id"].tolist() == ref["id"].tolist() and set(sub["target"]) <= {"0", "1"}
+
+
+def test_multi_seed_run_averages_seeds_resumes_and_packages(prepared, tiny_bert, tmp_path, capsys):
+    """train.seeds=[1,2]: each fold trained once per seed, probabilities averaged; killed in a
+    fold's second seed, a rerun keeps the first and gives the same OOF; the bundle ships every
+    (fold, seed) model and reproduces the submission."""
+    data, work = prepared
+    train = ("train.run=ms", f"train.backbone={tiny_bert}", "train.max_len=32", "train.epochs=1",
+             "train.batch_size=16", "train.seeds=[1,2]")
+    sets = (*train, "submit.source=run:ms", "package.name=ms")
+    assert run_stage("train", work, data, *train) == 0
+    for k in (0, 1):
+        seeds = [np.load(work / f"models/ms/fold{k}/seed{s}/proba.npz")["val"] for s in (1, 2)]
+        assert not np.allclose(seeds[0], seeds[1])  # two different models
+        oof = pd.read_parquet(work / f"models/ms/fold{k}/oof.parquet")
+        assert np.allclose(oof[["p_0", "p_1"]].to_numpy(), (seeds[0] + seeds[1]) / 2)
+        assert not (work / f"models/ms/fold{k}/seed1/resume").exists()
+    before = pd.read_parquet(work / "models/ms/oof.parquet")
+    # as if killed in fold 1 while training seed 2
+    for name in ("meta.json", "oof.parquet", "test.parquet"):
+        (work / "models/ms/fold1" / name).unlink()
+    shutil.rmtree(work / "models/ms/fold1/seed2")
+    from pipeline.__main__ import main
+
+    capsys.readouterr()
+    assert main(["train", "--workdir", str(work), "--data", str(data), "--set", *train]) == 0  # not quiet
+    said = capsys.readouterr().err
+    assert "fold 0: done already" in said and "fold 1 seed 1: done already: kept" in said
+    assert "fold 1 seed 2: f1" in said
+    pd.testing.assert_frame_equal(pd.read_parquet(work / "models/ms/oof.parquet"), before)
+    assert run_stage("submit", work, data, *sets) == 0
+    assert run_stage("package", work, data, *sets) == 0
+    bundle = work / "dist/ms"
+    member = json.loads((bundle / "manifest.json").read_text())["predict"]["members"][0]
+    assert member["folds"] == [f"models/ms/fold{k}/seed{s}" for k in (0, 1) for s in (1, 2)]
+    proc = predict(bundle, tmp_path, "--test", str(data / "test.csv"), "--out", str(tmp_path / "s.csv"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "s.csv").read_text() == (work / "submissions/submission.csv").read_text()

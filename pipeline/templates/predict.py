@@ -76,7 +76,14 @@ def read_input(path: Path, columns: list[str]):
 
     if not path.is_file():
         raise BundleError(f"{path}: file not found")
-    df = rt.read_csv_strings(path)
+    import pandas as pd
+
+    try:
+        df = rt.read_csv_strings(path)
+    except UnicodeDecodeError as e:
+        raise BundleError(f"{path}: bytes that are not UTF-8 at byte {e.start}; re-save the file as UTF-8") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise BundleError(f"{path}: cannot parse CSV: {str(e).strip().splitlines()[-1]}") from None
     for col in columns:
         if col not in df.columns:
             raise BundleError(f"{path}: no column {col!r} (the bundle was trained with it; columns: "
