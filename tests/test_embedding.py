@@ -11,8 +11,6 @@ from conftest import run_stage
 
 
 def test_embedding_run_caches_vectors_and_packages(prepared, tiny_bert, monkeypatch):
-    from test_package import predict
-
     import pipeline.modeling.embedding as emb
 
     data, work = prepared
@@ -47,7 +45,5 @@ def test_embedding_run_caches_vectors_and_packages(prepared, tiny_bert, monkeypa
                   if m["family"] == "embedding")
     assert member["encoder"] == "models/emb/encoder" and (bundle / member["encoder"] / "model.safetensors").exists()
     assert member["max_abs_diff_vs_run"] < 1e-5
-    out = work / "sub.csv"
-    proc = predict(bundle, work, "--test", str(data / "test.csv"), "--out", str(out))
-    assert proc.returncode == 0, proc.stderr
-    assert out.read_text() == (work / "submissions/submission.csv").read_text()
+    # package ran predict.py in a process that cannot import pipeline: every label as submitted
+    assert json.loads((bundle / "manifest.json").read_text())["verification"]["labels_differing"] == 0
