@@ -96,3 +96,18 @@ def test_packaged_mpnet_trains_through_the_production_path(tmp_path, monkeypatch
     named = dict(model.named_parameters())
     bias = lr_of[id(named["mpnet.encoder.relative_attention_bias.weight"])]
     assert bias < lr_of[id(named["classifier.out_proj.weight"])] and bias == pytest.approx(1e-3 * 0.8 ** 1)
+
+
+def test_select_skips_mpnet_when_not_set_up_and_says_how(prepared, tmp_path, monkeypatch):
+    """The GPU profile lists mpnet: on a machine without `make setup-mpnet` select ranks the
+    other candidates and records the command that would add it."""
+    import pandas as pd
+    from conftest import run_stage
+
+    monkeypatch.setenv("TEXTCOMP_CACHE", str(tmp_path / "empty-cache"))
+    data, work = prepared
+    assert run_stage("select", work, data, "select.candidates=[tfidf,mpnet]", "select.top_k=2") == 0
+    table = pd.read_csv(work / "reports/model_selection.csv")
+    mp = table[table["candidate"] == "mpnet"].iloc[0]
+    assert pd.isna(mp["score"]) and "make setup-mpnet" in mp["error"]
+    assert table[table["candidate"] == "tfidf"]["score"].notna().all()
