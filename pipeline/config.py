@@ -133,6 +133,8 @@ class TrainConfig:
     log_every: int = 20  # optimizer steps between logged training-loss points
     seed: int = 42  # training seed; fold k uses seed + k
     seeds: list[int] | None = None  # transformer: train each fold once per seed and average (e.g. [42, 43, 44])
+    pseudo_teacher: str | None = None  # pseudo-labels: confident test rows from this run's fold-k model, in fold k
+    pseudo_threshold: float = 0.95  # a test row joins fold k's training when the teacher's top probability >= this
     num_workers: int = 0  # DataLoader workers (GPU runs)
     folds: list[int] | None = None  # train only these folds (fan-out across machines)
     searched_folds: list[int] = field(default_factory=list)  # folds whose labels select/tune saw (set by the plan)
@@ -154,6 +156,10 @@ class TrainConfig:
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _choice("train.classical_model", self.classical_model, ("lr", "nbsvm", "svm"))
+        if self.pseudo_teacher is not None:
+            _name("train.pseudo_teacher", self.pseudo_teacher)
+        if not 0.5 <= self.pseudo_threshold <= 1:
+            raise ConfigError(f"train.pseudo_threshold must be in [0.5, 1], got {self.pseudo_threshold}")
         for name in ("max_len", "epochs", "batch_size", "grad_accum", "eval_batch_size", "evals_per_epoch", "log_every"):
             _positive(f"train.{name}", getattr(self, name))
         if not 0 <= self.warmup_ratio < 1:

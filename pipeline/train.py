@@ -50,6 +50,7 @@ class TrainingData:
     fingerprint: str
     inputs: dict[str, str]  # the upstream manifests read (transaction.inputs_of)
     cache_dir: Path | None = None  # the embedding family's vectors (data/interim/embeddings)
+    pseudo: dict[int, pd.DataFrame] | None = None  # fold k -> confident test rows (id, input, label)
 
 
 @dataclass
@@ -91,14 +92,41 @@ def load_training_data(cfg: Config, paths: Paths) -> TrainingData:
         aug = aug.merge(extra, on="source_id", how="left", validate="many_to_one")
         aug["input"] = model_inputs(aug, cfg.data)
         augmented = aug[["source_id", "input", "label"]]
+    pseudo = None
+    if cfg.train.pseudo_teacher:
+        teacher = cfg.train.pseudo_teacher
+        inputs = {**inputs, **inputs_of(paths, [f"train-{teacher}"])}  # whole and current, or one line
+        digest.append(inputs[f"manifest:train-{teacher}"])
+        pseudo = pseudo_labels(paths, teacher, test[["id", "input"]], int(train["fold"].max()) + 1,
+                               cfg.train.pseudo_threshold, schema.n_classes)
     return TrainingData(train=train[["id", "input", "label", "fold"]], test=test[["id", "input"]], schema=schema,
                         augmented=augmented, fingerprint="|".join(digest), inputs=inputs,
-                        cache_dir=paths.embeddings_cache)
+                        cache_dir=paths.embeddings_cache, pseudo=pseudo)
+
+
+def pseudo_labels(paths: Paths, teacher: str, test: pd.DataFrame, n_splits: int, threshold: float,
+                  n_classes: int) -> dict[int, pd.DataFrame]:
+    """Fold k's pseudo-labelled test rows come from the teacher's fold-k model only: it never
+    saw fold k's labels, so fold k's validation score stays honest (the teacher's averaged
+    test predictions would carry them in)."""
+    out = {}
+    for k in range(n_splits):
+        path = paths.fold_dir(teacher, k) / "test.parquet"
+        if not path.exists():
+            raise DataError(f"{path}: not found; train.pseudo_teacher={teacher!r} needs that run's fold {k}")
+        p = pd.read_parquet(path).set_index("id").loc[test["id"], proba_cols(n_classes)].to_numpy()
+        keep = p.max(1) >= threshold
+        out[k] = pd.DataFrame({"id": test["id"].to_numpy()[keep], "input": test["input"].to_numpy()[keep],
+                               "label": p.argmax(1)[keep]})
+        log.info("pseudo-labels for fold %d: %d of %d test rows at >= %.2f from %s's fold-%d model", k, keep.sum(),
+                 len(test), threshold, teacher, k)
+    return out
 
 
 def fold_rows(td: TrainingData, k: int, max_rows: int | None = None, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Training rows of fold k = originals outside fold k + augmented rows whose source is
-    outside fold k; validation rows = fold-k originals only (never an augmented row)."""
+    outside fold k (+ the pseudo-labelled test rows of fold k's teacher model); validation
+    rows = fold-k originals only (never an augmented or pseudo-labelled row)."""
     train, val = td.train[td.train["fold"] != k], td.train[td.train["fold"] == k]
     if max_rows is not None and len(train) > max_rows:
         train = train.sample(n=max_rows, random_state=seed)
@@ -107,6 +135,8 @@ def fold_rows(td: TrainingData, k: int, max_rows: int | None = None, seed: int =
         aug = td.augmented[td.augmented["source_id"].isin(set(train["id"]))]
         rows = pd.concat([rows, aug.rename(columns={"source_id": "id"})[["id", "input", "label"]]],
                          ignore_index=True)
+    if td.pseudo is not None:  # test rows only: never a validation row
+        rows = pd.concat([rows, td.pseudo[k][["id", "input", "label"]]], ignore_index=True)
     return rows.reset_index(drop=True), val.reset_index(drop=True)
 
 

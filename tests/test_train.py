@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -362,3 +363,37 @@ def test_checkpoint_restores_every_random_state(tmp_path):
     got = (torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)],
            np.random.normal())
     assert got == want
+
+
+def test_pseudo_labels_come_from_the_teachers_fold_model_and_never_reach_validation(prepared):
+    """Fold k trains on the test rows that the teacher's fold-k model (which never saw fold
+    k's labels) is confident about; validation rows stay fold-k originals."""
+    import numpy as np
+
+    from pipeline.config import load_config
+    from pipeline.paths import Paths
+    from pipeline.train import fold_rows, load_training_data
+
+    data, work = prepared
+    assert run_stage("train", work, data, "train.family=classical", "train.run=teacher") == 0
+    test_ids = pd.read_parquet(work / "data/interim/test_clean.parquet")["id"].tolist()
+    for k, (rows, cls) in enumerate([(test_ids[:5], 1), (test_ids[-7:], 0)]):  # crafted teacher folds
+        p1 = np.full(len(test_ids), 0.5)
+        p1[[test_ids.index(i) for i in rows]] = 0.99 if cls == 1 else 0.01
+        pd.DataFrame({"id": test_ids, "p_0": 1 - p1, "p_1": p1}).to_parquet(work / f"models/teacher/fold{k}/test.parquet")
+    paths = Paths.make(work, data)
+    cfg = load_config([Path(__file__).resolve().parents[1] / "configs/base.yaml"],
+                      ["train.family=classical", "train.pseudo_teacher=teacher", "train.pseudo_threshold=0.9"])
+    td = load_training_data(cfg, paths)
+    for k, (want, cls) in enumerate([(test_ids[:5], 1), (test_ids[-7:], 0)]):
+        rows, val = fold_rows(td, k)
+        pseudo = rows[rows["id"].isin(test_ids)]
+        assert sorted(pseudo["id"]) == sorted(want) and set(pseudo["label"]) == {cls}
+        assert not val["id"].isin(test_ids).any() and (val["id"].isin(td.train["id"])).all()
+    plain = load_training_data(load_config([Path(__file__).resolve().parents[1] / "configs/base.yaml"],
+                                           ["train.family=classical"]), paths)
+    assert plain.fingerprint != td.fingerprint  # a student with pseudo-labels is another run
+    assert run_stage("train", work, data, "train.family=classical", "train.run=student",
+                     "train.pseudo_teacher=teacher", "train.pseudo_threshold=0.9") == 0
+    assert run_stage("train", work, data, "train.family=classical", "train.run=student2",
+                     "train.pseudo_teacher=nobody") == 2  # one line: no such run
