@@ -19,7 +19,6 @@ submissions/submission.csv: ids and order, labels exactly, probabilities within 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib.util
 import json
 import logging
@@ -45,7 +44,7 @@ from pipeline.config import Config
 from pipeline.contract import Schema
 from pipeline.embedded import resolve_raw
 from pipeline.io import DataError, read_json, write_json, write_text
-from pipeline.modeling.backbones import resolve_backbone
+from pipeline.modeling.backbones import resolve_backbone, sha256
 from pipeline.paths import Paths, check_name
 from pipeline.train import fold_models, proba_cols
 from pipeline.transaction import require
@@ -62,14 +61,6 @@ _TOKENIZER_AND_CONFIG = ("config.json", "tokenizer.json", "tokenizer_config.json
 class PackageResult:
     bundle: Path
     manifest: dict[str, Any]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def bundle_name(cfg: Config, paths: Paths) -> str:
