@@ -158,10 +158,10 @@ def evaluate(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, 
 COMPLEXITY = {"best_single": 0, "mean": 1, "rank": 1, "vote": 1, "weighted": 2, "stack": 3}
 
 
-def one_se_choice(results: list[dict[str, Any]], metric: str) -> tuple[dict[str, Any], dict[str, float]]:
+def one_se_choice(results: list[dict[str, Any]], metric: str) -> tuple[dict[str, Any], dict[str, float], dict[str, Any]]:
     """The one-standard-error rule: the best nested score sets the bar; every method whose
     nested score is within one standard error of the fold-wise differences from it ties; the
-    simplest of those is chosen (then the better score). Returns (chosen, SE per method)."""
+    simplest of those is chosen (then the better score). Returns (chosen, SE per method, best)."""
     sign = 1 if GREATER_IS_BETTER[metric] else -1
     best = max(results, key=lambda r: (sign * r["nested"], -COMPLEXITY[r["method"]]))
     ses = {}
@@ -169,7 +169,7 @@ def one_se_choice(results: list[dict[str, Any]], metric: str) -> tuple[dict[str,
         d = sign * (best["fold_scores"] - r["fold_scores"])
         ses[r["method"]] = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
     ties = [r for r in results if sign * (best["nested"] - r["nested"]) <= ses[r["method"]] + 1e-12]
-    return min(ties, key=lambda r: (COMPLEXITY[r["method"]], -sign * r["nested"])), ses
+    return min(ties, key=lambda r: (COMPLEXITY[r["method"]], -sign * r["nested"])), ses, best
 
 
 def applicable(methods: list[str], metric: str) -> tuple[list[str], dict[str, str]]:
@@ -254,8 +254,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
     results = [evaluate(m, probas[:, scope], y[scope], folds[scope], schema.metric, cfg.ensemble.objective, tune_thr,
                         cfg.ensemble.stack_C) for m in methods]
     sign = 1 if GREATER_IS_BETTER[schema.metric] else -1
-    chosen, ses = one_se_choice(results, schema.metric)
-    best = max(results, key=lambda r: sign * r["nested"])
+    chosen, ses, best = one_se_choice(results, schema.metric)
     if cfg.ensemble.method != "auto":
         chosen = next((r for r in results if r["method"] == cfg.ensemble.method), None)
         if chosen is None:

@@ -109,7 +109,7 @@ def test_one_se_rule_keeps_the_simpler_method_when_the_gain_is_noise():
     # weighted is ahead on average (+0.004) but the folds disagree (+0.02 ... -0.02): within one SE
     single = _result("best_single", [0.80, 0.82, 0.79, 0.81, 0.80])
     weighted = _result("weighted", np.array([0.80, 0.82, 0.79, 0.81, 0.80]) + [0.02, 0.01, -0.02, 0.01, 0.0])
-    chosen, ses = one_se_choice([single, weighted], "f1")
+    chosen, ses, _ = one_se_choice([single, weighted], "f1")
     assert weighted["nested"] > single["nested"] and chosen is single
     assert weighted["nested"] - single["nested"] <= ses["best_single"]
 
@@ -120,7 +120,7 @@ def test_one_se_rule_takes_the_complex_method_when_it_wins_on_every_fold():
     single = _result("best_single", [0.80, 0.82, 0.79, 0.81, 0.80])
     mean = _result("mean", [0.81, 0.83, 0.80, 0.82, 0.81])
     weighted = _result("weighted", [0.83, 0.85, 0.82, 0.84, 0.83])  # +0.03 on every fold: SE ~ 0
-    chosen, _ = one_se_choice([single, mean, weighted], "f1")
+    chosen, _, _ = one_se_choice([single, mean, weighted], "f1")
     assert chosen is weighted
     # for a loss (lower is better) the same logic with the sign turned
     a = _result("best_single", [0.50, 0.52, 0.49, 0.51, 0.50])

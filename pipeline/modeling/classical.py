@@ -80,12 +80,7 @@ class TfidfClassifier:
         """Plain files, no pickle: ``model.json`` (settings, vocabularies, classes) and
         ``model.npz`` (idf, coefficients); pipeline/runtime.py's LinearTfidfModel loads them
         and predicts what ``predict_proba`` does."""
-        spec, arrays = self.to_arrays()
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / "model.json", spec)
-        with atomic_path(folder / "model.npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+        save_model_files(folder, *self.to_arrays())
 
     def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
         vecs, arrays = [], {}
@@ -112,19 +107,33 @@ class TfidfClassifier:
 
 
 def fit_classical_fold(cfg: TrainConfig, data: FoldData, metric: str, fold: int) -> FoldOutput:
-    from pipeline.metrics import score
-
     t0 = time.perf_counter()
     clf = TfidfClassifier(cfg.classical_model, cfg.C, tuple(cfg.word_ngrams), tuple(cfg.char_ngrams),
                           cfg.max_features, random_state=cfg.seed + fold).fit(data.train_texts, data.train_labels)
     val = clf.predict_proba(data.val_texts)
     test = clf.predict_proba(data.test_texts)
-    seconds = time.perf_counter() - t0
+    return one_pass_output(fold, metric, data, val, test, clf.predict_proba(data.train_texts),
+                           time.perf_counter() - t0, clf)
+
+
+def one_pass_output(fold: int, metric: str, data: FoldData, val: np.ndarray, test: np.ndarray,
+                    train: np.ndarray, seconds: float, model: object) -> FoldOutput:
+    """A fold of a model fitted in one pass (no epochs): one evaluation row of history."""
+    from pipeline.metrics import score
+
     s = score(metric, data.val_labels, val)
     history = [{"fold": fold, "kind": "eval", "epoch": 1.0, "step": 1, "metric": s,
                 "val_loss": score("logloss", data.val_labels, val), "train_loss":
-                score("logloss", data.train_labels, clf.predict_proba(data.train_texts)),
+                score("logloss", data.train_labels, train),
                 "confidence": float(val.max(1).mean()), "conf_hist": json.dumps(confidence_histogram(val))}]
     return FoldOutput(val_proba=val, test_proba=test, history=history, best_epoch=1.0, best_score=s,
                       optimizer_steps=0, seconds=seconds, train_samples_per_s=len(data.train_texts) / seconds,
-                      batch_size=len(data.train_texts), grad_accum=1, extra={"model": clf})
+                      batch_size=len(data.train_texts), grad_accum=1, extra={"model": model})
+
+
+def save_model_files(folder: Path, spec: dict, arrays: dict[str, np.ndarray]) -> None:
+    """A fold model as plain files, no pickle: ``model.json`` + ``model.npz``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "model.json", spec)
+    with atomic_path(folder / "model.npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)

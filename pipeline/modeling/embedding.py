@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import TrainConfig
-from pipeline.io import atomic_path, write_json
+from pipeline.io import atomic_path
 from pipeline.modeling.backbones import resolve_backbone
-from pipeline.modeling.transformer import FoldData, FoldOutput, confidence_histogram
+from pipeline.modeling.classical import one_pass_output, save_model_files
+from pipeline.modeling.transformer import FoldData, FoldOutput
 from pipeline.runtime import EmbeddingHead, embed, load_encoder
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,6 @@ def fit_embedding_fold(cfg: TrainConfig, data: FoldData, metric: str, fold: int,
                        cache_dir: Path | None) -> FoldOutput:
     from sklearn.linear_model import LogisticRegression
 
-    from pipeline.metrics import score
-
     t0 = time.perf_counter()
     Xtr = embeddings(cfg, data.train_texts, cache_dir)
     Xva, Xte = embeddings(cfg, data.val_texts, cache_dir), embeddings(cfg, data.test_texts, cache_dir)
@@ -73,21 +72,11 @@ def fit_embedding_fold(cfg: TrainConfig, data: FoldData, metric: str, fold: int,
     if len(lr.classes_) != len(np.unique(np.concatenate([data.train_labels, data.val_labels]))):
         log.warning("fold %d: the training rows lack a class; its probability is 0", fold)
     head = EmbeddingHead(lr.coef_, lr.intercept_)
-    val, test = head.predict_proba(Xva), head.predict_proba(Xte)
-    seconds = time.perf_counter() - t0
-    s = score(metric, data.val_labels, val)
-    history = [{"fold": fold, "kind": "eval", "epoch": 1.0, "step": 1, "metric": s,
-                "val_loss": score("logloss", data.val_labels, val),
-                "train_loss": score("logloss", data.train_labels, head.predict_proba(Xtr)),
-                "confidence": float(val.max(1).mean()), "conf_hist": json.dumps(confidence_histogram(val))}]
-    return FoldOutput(val_proba=val, test_proba=test, history=history, best_epoch=1.0, best_score=s,
-                      optimizer_steps=0, seconds=seconds, train_samples_per_s=len(data.train_texts) / seconds,
-                      batch_size=len(data.train_texts), grad_accum=1, extra={"model": head})
+    return one_pass_output(fold, metric, data, head.predict_proba(Xva), head.predict_proba(Xte),
+                           head.predict_proba(Xtr), time.perf_counter() - t0, head)
 
 
 def save_head(head: EmbeddingHead, cfg: TrainConfig, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "model.json", {"format": "textcomp-embedding-head/1", "backbone": cfg.backbone,
-                                       "max_len": cfg.max_len, "pooling": "mean, L2-normalised"})
-    with atomic_path(folder / "model.npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, coef=head.coef, intercept=head.intercept)
+    save_model_files(folder, {"format": "textcomp-embedding-head/1", "backbone": cfg.backbone,
+                              "max_len": cfg.max_len, "pooling": "mean, L2-normalised"},
+                     {"coef": head.coef, "intercept": head.intercept})
