@@ -3,8 +3,10 @@
 #   DATA=path/to/folder   a competition folder (train.csv, test.csv, sample_submission.csv);
 #                         default data/raw, or the embedded default when that is empty
 #   CONFIG=file.yaml      a YAML file of diffs over configs/base.yaml (e.g. configs/exp/minilm.yaml)
-#   PROFILE=file.yaml     the profile under CONFIG (default configs/cpu.yaml)
+#   PROFILE=file.yaml     the profile under CONFIG (default auto: configs/gpu.yaml where torch sees CUDA, else cpu.yaml)
 #   SET="k=v k=v"         overrides such as SET="train.lr=2e-5 folds.seed=7" (split by the program, shell-style)
+#   TIME=30m              wall-time budget of the whole flow (90s, 30m, 2h, 1h30m): `make plan` shows the plan
+#   PRESET=medium         what the budget is spent on: fast | medium | best
 #   FOLDS=0,1             train only these folds;  WORKDIR=dir  where artifacts go (default .)
 # The values reach the program through the environment (TEXTCOMP_*), never pasted into a shell
 # command: a DATA path with spaces works, and `;`, `$(...)`, backticks or quotes in it run nothing.
@@ -12,12 +14,16 @@
 ifeq ($(origin PYTHON),undefined)
 PYTHON := $(shell python3 -m pipeline.setup_env which 2>/dev/null || echo python3)
 endif
-PROFILE ?= configs/cpu.yaml
+PROFILE ?= auto
 
 export TEXTCOMP_DATA = $(value DATA)
 export TEXTCOMP_PROFILE = $(value PROFILE)
 export TEXTCOMP_CONFIG = $(value CONFIG)
 export TEXTCOMP_SET = $(value SET)
+export TEXTCOMP_TIME = $(value TIME)
+export TEXTCOMP_PRESET = $(value PRESET)
+# the budget's clock starts once per `make` invocation (every stage of `make all` shares it)
+export TEXTCOMP_T0 := $(shell date +%s)
 export TEXTCOMP_FOLDS = $(value FOLDS)
 export TEXTCOMP_WORKDIR = $(value WORKDIR)
 export TEXTCOMP_COMPETITION = $(value COMPETITION)
@@ -27,7 +33,7 @@ STAMP ?= .make/installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-apertium setup-mpnet all inspect clean folds augment select tune train train-plan lr-find ensemble submit report package kaggle-submit \
-        test test-slow bench lint clobber
+        plan test test-slow bench lint clobber
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -42,13 +48,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## install the package and its dependencies
 
-all: $(STAMP) inspect clean folds augment select tune train-plan ensemble submit report ## the whole flow on DATA (default: the embedded competition)
+all: $(STAMP) inspect clean plan folds augment select tune train-plan ensemble submit report ## the whole flow on DATA (default: the embedded competition)
 
 inspect: $(STAMP) ## data report -> reports/inspect.md
 	$(RUN) inspect
 
 clean: $(STAMP) ## cleaned train/test -> data/interim/
 	$(RUN) clean
+
+plan: $(STAMP) clean ## fit the flow to TIME=30m (PRESET=fast|medium|best) from measured throughput -> reports/plan.json
+	$(RUN) plan
 
 folds: $(STAMP) clean ## stratified grouped folds -> data/processed/folds.csv
 	$(RUN) folds
@@ -67,14 +76,14 @@ setup-apertium: ## install Debian's apertium + the eng-spa pair (offline back-tr
 select: $(STAMP) ## screen candidate models -> reports/model_selection.csv, reports/selected.json
 	$(RUN) select
 
-tune: $(STAMP) ## Optuna search -> tune/<run>/, configs/generated/, reports/plan.json
+tune: $(STAMP) ## Optuna search -> tune/<run>/, configs/generated/, reports/runs.json
 	$(RUN) tune
 
 train: $(STAMP) ## train one config (CONFIG=configs/exp/<run>.yaml; FOLDS=0,1 for a subset) -> models/<run>/
 	$(RUN) train
 
-train-plan: $(STAMP) ## train every run in reports/plan.json (what select/tune chose)
-	$(RUN) train --plan reports/plan.json
+train-plan: $(STAMP) ## train every run in reports/runs.json (what select/tune chose)
+	$(RUN) train --plan reports/runs.json
 
 lr-find: $(STAMP) ## LR range test -> reports/lr_find.png with a suggested LR
 	$(RUN) lr-find

@@ -34,7 +34,7 @@ def main() -> None:
     common += ["--set", *args.set] if args.set else []
     times = {}
     for stage in STAGES:
-        extra = ["--plan", "reports/plan.json"] if stage == "train" else []
+        extra = ["--plan", "reports/runs.json"] if stage == "train" else []
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "pipeline", stage, *extra, *common], cwd=ROOT, check=True)
         times[stage] = round(time.perf_counter() - t0, 1)

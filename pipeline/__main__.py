@@ -8,6 +8,7 @@ import sys
 STAGES = {
     "inspect": ("pipeline.inspect", "data report: shape, duplicates, balance, lengths, noise, shift"),
     "clean": ("pipeline.clean", "switchable text cleaning of train and test"),
+    "plan": ("pipeline.plan", "fit the flow to a time budget (TIME=30m) from measured throughput"),
     "folds": ("pipeline.folds", "stratified k-fold split with duplicates kept together"),
     "augment": ("pipeline.augment", "back-translation and nlpaug augmentation of training rows"),
     "select": ("pipeline.select", "screen candidate models on a short budget and rank them"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
@@ -14,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pipeline import budget
 from pipeline.config import Config, ConfigError, diff_dict, dump_yaml, load_config
 from pipeline.io import DataError, write_text
 from pipeline.paths import PathError, Paths
@@ -41,13 +43,29 @@ def env_args(env: dict[str, str] | None = None) -> list[str]:
         args += ["--data", get("DATA")]
     for key in ("PROFILE", "CONFIG"):
         if get(key):
-            args += ["--config", get(key)]
+            args += ["--config", auto_profile() if key == "PROFILE" and get(key) == "auto" else get(key)]
     sets = shlex.split(get("SET"))
+    # TIME / PRESET come first: a SET="budget.time=..." typed by hand still wins
+    if get("PRESET"):
+        sets.insert(0, f"budget.preset={get('PRESET')}")
+    if get("TIME"):
+        sets.insert(0, "budget.time=" + json.dumps(get("TIME")))  # a quoted YAML string: 90 stays "90"
     if get("FOLDS"):
         sets.append(f"train.folds=[{get('FOLDS')}]")
     if sets:
         args += ["--set", *sets]
     return args
+
+
+def auto_profile() -> str:
+    """PROFILE=auto (make's default): configs/gpu.yaml where torch sees a CUDA device, else cpu.yaml."""
+    try:
+        import torch
+
+        gpu = torch.cuda.is_available()
+    except ImportError:
+        gpu = False
+    return "configs/gpu.yaml" if gpu else "configs/cpu.yaml"
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -151,13 +169,17 @@ def stage_main(stage: str, doc: str | None, run: Callable[..., Any], argv: list[
     try:
         paths = Paths.make(args.workdir, args.data)
         cfg = load_config(config_files(paths.root, args.config), args.set)
+        if stage not in ("inspect", "clean", "plan"):
+            cfg = budget.apply(cfg, paths)  # the time budget's plan, under the user's SET overrides
         published = manifest(cfg) if manifest else stage
         if inputs is not None and not extra.get("force") and up_to_date(published, cfg, paths, inputs):
             log.info("%s: up to date (its inputs have not changed since it ran); nothing to do (--force redoes it)",
                      stage)
+            budget.record(paths, stage)
             return 0
         write_resolved(paths.stage_config(stage), cfg, argv)
         run(cfg, paths, **extra)
+        budget.record(paths, stage)
     except (ConfigError, DataError, PathError, FileNotFoundError) as e:
         # one line, whatever a path in it holds
         log.error("%s", str(e).replace("\n", "\\n") if str(e) else type(e).__name__)

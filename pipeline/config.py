@@ -308,6 +308,46 @@ class PackageConfig:
             _name("package.name", self.name)
 
 
+PRESETS = ("fast", "medium", "best")
+
+
+@dataclass
+class BudgetConfig:
+    time: str | None = None  # wall-time budget of `make all`: 90s, 30m, 2h, 1h30m; None runs the profile as it stands
+    preset: str = "medium"  # fast (classical + a short transformer), medium (the profile), best (every candidate that fits)
+    margin: float = 0.1  # share of the budget kept free for estimation error
+    probe_steps: int = 6  # optimizer steps timed per transformer candidate, at spread padded lengths (after a warm-up pass)
+
+    def validate(self) -> None:
+        _choice("budget.preset", self.preset, PRESETS)
+        if self.time is not None:
+            try:
+                seconds = parse_duration(self.time)
+            except ValueError as e:
+                raise ConfigError(f"budget.time: {e}") from None
+            if seconds <= 0:
+                raise ConfigError(f"budget.time must be > 0, got {self.time!r}")
+        if not 0 <= self.margin < 0.5:
+            raise ConfigError(f"budget.margin must be in [0, 0.5), got {self.margin}")
+        _positive("budget.probe_steps", self.probe_steps)
+
+
+def parse_duration(text: str | float | int) -> float:
+    """``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"`` or a number of seconds -> seconds."""
+    import re
+
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        return float(text)
+    s = str(text).strip().lower().replace(" ", "")
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|m|min|s)", s)
+    if not parts or "".join(n + u for n, u in parts) != s:
+        raise ValueError(f"{text!r} is not a duration such as 90s, 30m, 2h or 1h30m")
+    unit = {"h": 3600, "m": 60, "min": 60, "s": 1}
+    return float(sum(float(n) * unit[u] for n, u in parts))
+
+
 @dataclass
 class ReportConfig:
     overfit_evals: int = 2  # validation loss rising this many evaluations in a row while train loss falls
@@ -336,6 +376,7 @@ class Config:
     submit: SubmitConfig = field(default_factory=SubmitConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     package: PackageConfig = field(default_factory=PackageConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     def validate(self) -> Config:
         for f in dataclasses.fields(self):

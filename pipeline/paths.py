@@ -170,8 +170,19 @@ class Paths:
         return self.reports / "selected.json"
 
     @property
+    def runs_json(self) -> Path:
+        """The runs train --plan trains (what select and tune chose)."""
+        return self.reports / "runs.json"
+
+    @property
     def plan_json(self) -> Path:
+        """The time-budget plan: per stage and run, estimated and actual seconds, and the cuts."""
         return self.reports / "plan.json"
+
+    @property
+    def throughput_json(self) -> Path:
+        """Measured throughput of each candidate on this machine (the planner's cache)."""
+        return self.interim / "throughput.json"
 
     def tune_dir(self, study: str) -> Path:
         return self.inside(self.root / "tune" / check_name(study, "tune study"))

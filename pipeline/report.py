@@ -181,6 +181,30 @@ def analyse_run(run_dir: Path, cfg: Config, paths: Paths, schema: Schema, train:
     return RunAnalysis(run=run, findings=findings, page=page, cv=cv)
 
 
+def budget_section(paths: Paths) -> list[str]:
+    """The time budget: per stage and run, planned vs actual seconds; what was cut and re-planned."""
+    if not paths.plan_json.exists():
+        return []
+    plan = read_json(paths.plan_json)
+    rows = [{"stage": s, "estimate_s": v["estimate_s"], "actual_s": v.get("actual_s")}
+            for s, v in plan["stages"].items()]
+    runs = pd.DataFrame([{"run": r["name"], "family": r["family"],
+                          "epochs": r["epochs"] if r["family"] == "transformer" else "",
+                          "estimate_s": r["estimate_s"], "actual_s": r.get("actual_s"),
+                          "folds": f"{len(r.get('folds_done') or [])}/{plan['n_splits']}"
+                          if r.get("folds_done") is not None else "",
+                          "blended": "yes" if r.get("complete") else ("no (stopped)" if "complete" in r else "")}
+                         for r in plan["runs"]])
+    md = ["## 0. Time budget\n\n",
+          f"Budget **{plan['budget']}** ({plan['budget_s']:.0f}s, preset {plan['preset']}, {plan['device']}); "
+          f"estimated {plan['estimate_s']:.0f}s"
+          + (f", elapsed {plan['elapsed_s']:.0f}s when the last stage before this page finished" if plan.get("elapsed_s")
+             else "") + ".\n\n", _table(pd.DataFrame(rows)), "\n\n", _table(runs), "\n\n"]
+    md += [f"- cut to fit: {md_escape(c)}\n" for c in plan["cuts"]] or ["- nothing was cut\n"]
+    md += [f"- while running: {md_escape(c)}\n" for c in plan.get("replans", [])]
+    return [*md, "\n"]
+
+
 def competition_page(paths: Paths, analyses: list[RunAnalysis], schema: Schema) -> str:
     r = paths.reports
     md = ["# Competition report\n\n",
@@ -190,6 +214,7 @@ def competition_page(paths: Paths, analyses: list[RunAnalysis], schema: Schema) 
     if sub and sub.get("holdout_score") is not None:
         md.append(f"**Submission scored on the held-back test labels: {schema.metric} {sub['holdout_score']:.4f}** "
                   f"(CV {sub['cv']:.4f}).\n\n")
+    md += budget_section(paths)
     md += ["## 1. Data\n\n", f"- [data report]({_rel(paths.inspect_md, r)})\n" if paths.inspect_md.exists() else ""]
     if paths.inspect_json.exists():
         ins = read_json(paths.inspect_json)

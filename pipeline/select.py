@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline import budget
 from pipeline.config import Config, ConfigError, read_yaml, with_diff
 from pipeline.io import DataError, save_figure, write_csv, write_json
 from pipeline.metrics import GREATER_IS_BETTER
@@ -55,6 +56,7 @@ def screening_config(cfg: Config, diff: dict[str, Any]) -> Config:
     c.train.folds = list(s.folds)
     c.train.max_train_rows = s.max_train_rows
     c.train.save_checkpoints = False
+    c.train.seeds = None  # one seed ranks as well as three
     if c.train.family == "transformer":
         c.train.epochs = s.epochs
         c.train.patience = None
@@ -67,8 +69,20 @@ class SelectResult:
     selected: list[str]
 
 
-def screen(cfg: Config, paths: Paths, name: str) -> dict[str, Any]:
+def planned_diff(cfg: Config, paths: Paths, name: str) -> tuple[dict[str, Any], Path]:
+    """The candidate's experiment file, with the time budget's settings for it (epochs cap,
+    max_len, seeds) layered on top when a plan applies; SET overrides still win."""
     diff, path = candidate_diff(name, paths.root)
+    plan = budget.active(cfg)
+    if plan and name in {r["name"] for r in plan["runs"]}:
+        extra = budget.run_diff(plan, name, cfg.train.seed)
+        for section, values in extra.items():
+            diff[section] = {**diff.get(section, {}), **values}
+    return diff, path
+
+
+def screen(cfg: Config, paths: Paths, name: str) -> dict[str, Any]:
+    diff, path = planned_diff(cfg, paths, name)
     c = screening_config(cfg, diff)
     td = load_training_data(c, paths)
     row: dict[str, Any] = {"candidate": name, "config": str(path), "family": c.train.family,
@@ -136,7 +150,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> SelectResult:
     table["selected"] = table["candidate"].isin(chosen)
     runs = []
     for name in chosen:
-        diff, path = candidate_diff(name, paths.root)
+        diff, path = planned_diff(cfg, paths, name)
         # every candidate was chosen on the screened folds: their validation labels are spent
         diff["train"]["searched_folds"] = sorted(set(cfg.select.folds))
         runs.append({"run": diff["train"]["run"], "candidate": name, "config": str(path), "diff": diff})

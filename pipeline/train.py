@@ -9,6 +9,11 @@ Writes: models/<run>/{config.yaml, env.json, fold<k>/, oof.parquet, test.parquet
 
 A killed run resumes: finished folds are kept (their config fingerprint matches), and a
 fold in progress restarts from its last finished epoch.
+
+Under a time budget (reports/plan.json, `make all TIME=30m`), --plan trains the classical
+runs first, re-plans before each other run when the stages so far ran slower than planned
+(an epoch at a time, then the run), and stops a run at a fold boundary when its next fold
+would not finish before ensemble, submit and report must start.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline import budget
 from pipeline.config import Config, TrainConfig, dump_yaml, with_diff
 from pipeline.contract import Schema, model_inputs
 from pipeline.folds import load_folds
@@ -357,7 +363,7 @@ def plot_curves(history: pd.DataFrame, path: Path, metric: str) -> None:
     save_figure(path, fig)
 
 
-def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
+def train_run(cfg: Config, paths: Paths, force: bool = False, deadline: budget.Deadline | None = None) -> RunResult:
     tc = cfg.train
     td = load_training_data(cfg, paths)
     run_dir = paths.run_dir(tc.run)
@@ -377,11 +383,32 @@ def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
         from pipeline.modeling.transformer import load_tokenizer
 
         tokenizer = load_tokenizer(tc)
+    spent: list[float] = []  # seconds of the folds trained here: the pace of the next one
     for k in todo:
         fold_dir = paths.fold_dir(tc.run, k)
         if not force and fold_is_done(run_dir, k, fp, tc.save_checkpoints):
             log.info("fold %d: done already (same config and data): kept", k)
             continue
+        if deadline is not None and deadline.end is not None and tc.family != "classical":
+            planned = _plan_run(deadline, tc.run) or {}
+            pace = measured_pace(paths, deadline, tc.run) or deadline.slowdown()
+            per_fold = planned.get("estimate_s", 0.0) / n_splits * pace * tc.epochs / max(planned.get("epochs", 1), 1) \
+                if tc.family == "transformer" else planned.get("estimate_s", 0.0) / n_splits * pace
+            need = float(np.mean(spent)) if spent else per_fold
+            left = deadline.left()
+            rest = need * len([j for j in todo if j >= k and not fold_is_done(run_dir, j, fp, tc.save_checkpoints)])
+            if need > left and rest - left <= deadline.grace():
+                log.warning("train %s: finishing its last %d fold(s) ~%.0fs past the deadline (within the %.0fs grace: "
+                            "a run without every fold would be thrown away)", tc.run, round(rest / max(need, 1e-9)),
+                            rest - left, deadline.grace())
+            elif need > left:
+                log.warning("train %s: stopped at a fold boundary before fold %d: it needs ~%.0fs, %.0fs left in the "
+                            "budget before ensemble/submit/report; the finished folds are kept (a rerun with more "
+                            "time resumes here) but a run without every fold is not blended", tc.run, k, need,
+                            max(left, 0))
+                budget.update_plan(paths, lambda p, k=k, need=need: p.setdefault("replans", []).append(
+                    f"{tc.run}: stopped before fold {k} (needs ~{need:.0f}s, {max(left, 0):.0f}s left)"))
+                break
         # A finished fold with another fingerprint, or a half-done one from another config: start over.
         resume_fp = fold_dir / "resume" / "fingerprint"
         stale = (fold_dir / "meta.json").exists() or (resume_fp.exists() and resume_fp.read_text() != fp)
@@ -397,6 +424,7 @@ def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
         if main:
             _save_fold(paths, fold_dir, k, out, val, td, fp)
         dist_.barrier()
+        spent.append(time.perf_counter() - t0)
         log.info("fold %d: %s %.4f (best at epoch %.2f) in %.1fs", k, td.schema.metric, out.best_score,
                  out.best_epoch, time.perf_counter() - t0)
     done = [k for k in range(n_splits) if fold_is_done(run_dir, k, fp, tc.save_checkpoints)]
@@ -415,20 +443,110 @@ def train_run(cfg: Config, paths: Paths, force: bool = False) -> RunResult:
     return RunResult(run=tc.run, run_dir=run_dir, cv=cv, folds_done=done)
 
 
+FAMILY_ORDER = {"classical": 0, "embedding": 1, "transformer": 2}  # cheap first: a submission exists early
+
+
 def run(cfg: Config, paths: Paths, force: bool = False, plan: str | None = None) -> list[RunResult]:
     if not plan:
         return [train_run(cfg, paths, force)]
     plan_path = Path(plan) if Path(plan).is_absolute() else paths.root / plan  # relative to the work directory
     if not plan_path.exists():
         raise DataError(f"{plan_path}: not found; run `make select` (and `make tune`) first")
-    if plan_path.resolve() == paths.plan_json.resolve():
+    if plan_path.resolve() == paths.runs_json.resolve():
         require(paths, "tune")  # the plan tune published, whole and current
-    return [train_run(with_diff(cfg, entry["diff"]), paths, force) for entry in read_json(plan_path)["runs"]]
+    configs = [with_diff(cfg, entry["diff"]) for entry in read_json(plan_path)["runs"]]
+    configs.sort(key=lambda c: FAMILY_ORDER.get(c.train.family, 3))
+    deadline = budget.Deadline.load(budget.active(cfg))
+    results = []
+    for i, c in enumerate(configs):
+        if deadline.end is not None:
+            c = replan(c, configs[i:], deadline, paths, pinned=budget.pinned_keys(cfg))
+            if c is None:
+                continue
+        t0 = time.time()
+        result = train_run(c, paths, force, deadline)
+        budget.update_plan(paths, lambda p, r=result, s=time.time() - t0: _record_run(p, r, s))
+        results.append(result)
+    return results
+
+
+def _record_run(plan: dict[str, Any], result: RunResult, seconds: float) -> None:
+    for r in plan["runs"]:
+        if r.get("run", r["name"]) == result.run:
+            r["actual_s"], r["folds_done"] = round(seconds, 1), result.folds_done
+            r["complete"] = result.cv is not None
+
+
+def _plan_run(deadline: budget.Deadline, run: str) -> dict[str, Any] | None:
+    plan = deadline.plan or {}
+    return next((r for r in plan.get("runs", []) if r.get("run", r["name"]) == run), None)
+
+
+def planned_seconds(deadline: budget.Deadline, run: str) -> float | None:
+    r = _plan_run(deadline, run)
+    return r["estimate_s"] if r else None
+
+
+def measured_pace(paths: Paths, deadline: budget.Deadline, run: str) -> float | None:
+    """Actual / planned seconds of this candidate's screening in select: the real training loop
+    on this data and machine, so a better guide than the probe's few steps (clipped to [0.5, 3])."""
+    r = _plan_run(deadline, run)
+    if not r or not r.get("screen_s") or not paths.selection_csv.exists():
+        return None
+    table = pd.read_csv(paths.selection_csv)
+    row = table[table["candidate"].astype(str) == r["name"]]
+    if row.empty or pd.isna(row["seconds"].iloc[0]):
+        return None
+    return float(np.clip(float(row["seconds"].iloc[0]) / r["screen_s"], 0.5, 3.0))
+
+
+def replan(c: Config, remaining: list[Config], deadline: budget.Deadline, paths: Paths,
+           pinned: list[str]) -> Config | None:
+    """Before each run, with the pace measured so far (this candidate's screening in select, else
+    the stages so far): if the runs left need more than the time left, cut the one about to
+    start (an epoch at a time, then the run itself); if they need less, give it back epochs the
+    plan cut. Logged and kept in reports/plan.json. Classical runs are never cut."""
+    if c.train.family == "classical":
+        return c
+
+    def pace(r: Config) -> float:
+        return measured_pace(paths, deadline, r.train.run) or deadline.slowdown()
+
+    need = sum((planned_seconds(deadline, r.train.run) or 0.0) * pace(r) for r in remaining)
+    own = (planned_seconds(deadline, c.train.run) or 0.0) * pace(c)
+    left = deadline.left()
+    epochs = c.train.epochs
+    per_epoch = own / max(epochs, 1)  # an epoch's share of the run, roughly
+    can_change = c.train.family == "transformer" and "train.epochs" not in pinned
+    if need <= left:
+        ceiling = (_plan_run(deadline, c.train.run) or {}).get("ceiling_epochs", epochs)
+        while can_change and epochs < ceiling and need + per_epoch <= left:
+            epochs, need = epochs + 1, need + per_epoch
+        if epochs == c.train.epochs:
+            return c
+        what = f"{c.train.run}: {epochs} epoch(s) instead of {c.train.epochs}"
+    else:
+        while need > left and can_change and epochs > 1:
+            epochs, need, own = epochs - 1, need - per_epoch, own - per_epoch
+        if need > left and own > left:
+            what = f"{c.train.run}: skipped"
+        elif epochs != c.train.epochs:
+            what = f"{c.train.run}: {epochs} epoch(s) instead of {c.train.epochs}"
+        else:
+            return c  # the others after it pay: the fold guard stops whatever would overrun
+    msg = (f"re-plan: {c.train.run} measured at x{pace(c):.2f} its planned pace; the {len(remaining)} run(s) left "
+           f"then need ~{sum((planned_seconds(deadline, r.train.run) or 0.0) * pace(r) for r in remaining):.0f}s, "
+           f"{max(left, 0):.0f}s left before ensemble/submit/report -> {what}")
+    log.warning("%s", msg)
+    budget.update_plan(paths, lambda p: p.setdefault("replans", []).append(msg))
+    if what.endswith("skipped"):
+        return None
+    return with_diff(c, {"train": {"epochs": epochs}})
 
 
 def _args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plan", default=None,
-                        help="train every run listed in this plan (reports/plan.json; relative to --workdir)")
+                        help="train every run listed in this plan (reports/runs.json; relative to --workdir)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ Usage: python -m pipeline tune [--set tune.n_trials=20 tune.storage=postgresql:/
 Reads:  reports/selected.json, clean data, folds.csv
 Writes: tune/<run>/{trials.csv, best.json, history.png, importance.png}, the study in
         tune/<run>/study.db (or tune.storage), configs/generated/<run>.yaml and
-        reports/plan.json (the runs train --plan trains)
+        reports/runs.json (the runs train --plan trains)
 
 The study lives in its storage, so a crashed search resumes where it stopped, and several
 machines pointed at one RDB URL (PostgreSQL) share one study: each runs `make tune` and
@@ -124,6 +124,7 @@ def tune_run(cfg: Config, paths: Paths, entry: dict[str, Any], schema: Schema, t
         params = suggest(trial, base, family)
         c = with_diff(cfg, {**entry["diff"], "train": {**entry["diff"].get("train", {}), **params}})
         c.train.folds, c.train.max_train_rows, c.train.save_checkpoints = list(cfg.tune.folds), cfg.tune.max_train_rows, False
+        c.train.seeds = None  # a trial ranks settings; the seeds are averaged in train
         evals = [0]
 
         def report(epoch: float, value: float) -> None:
@@ -218,8 +219,8 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> TuneResult:
             else:
                 runs.append({**entry, "tuned": False})
         plan = {"metric": schema.metric, "runs": runs}
-        write_json(tx.path(paths.plan_json), plan)
-    log.info("tune: plan for train -> %s: %s", paths.plan_json,
+        write_json(tx.path(paths.runs_json), plan)
+    log.info("tune: plan for train -> %s: %s", paths.runs_json,
              ", ".join(f"{r['run']} ({'tuned' if r['tuned'] else 'as selected'})" for r in runs))
     return TuneResult(plan=plan)
 

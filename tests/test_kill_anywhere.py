@@ -52,7 +52,7 @@ common = ["folds.n_splits=2", "augment.methods=[random_swap]", "tune.enabled=fal
 tiny = [f"train.backbone={bert}", "train.run=tiny", "train.max_len=32", "train.epochs=1", "train.batch_size=16",
         "train.augment=[random_swap]"]
 flow = [("inspect", [], ["train.family=classical"]), ("clean", [], []), ("folds", [], []), ("augment", [], []),
-        ("select", [], []), ("tune", [], []), ("train-plan", ["--plan", f"{work}/reports/plan.json"], []),
+        ("select", [], []), ("tune", [], []), ("train-plan", ["--plan", f"{work}/reports/runs.json"], []),
         ("train-tiny", [], tiny), ("ensemble", [], []), ("submit", [], []), ("report", [], [])]
 for name, extra, sets in flow:
     print(f"STAGE {name} {time.monotonic()} {renames[0]}", flush=True)

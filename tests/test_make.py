@@ -26,12 +26,23 @@ def _make(*args: str) -> str:
 def test_make_all_dry_run_points_at_real_stages():
     text = _make("all", "DATA=/x/comp", "CONFIG=configs/cpu.yaml", "SET=train.lr=1e-5 folds.seed=3")
     stages = re.findall(r"-m pipeline ([\w-]+)", text)
-    assert stages == ["inspect", "clean", "folds", "augment", "select", "tune", "train", "ensemble", "submit", "report"]
+    assert stages == ["inspect", "clean", "plan", "folds", "augment", "select", "tune", "train", "ensemble", "submit", "report"]
     for stage in stages:
         assert stage in STAGES
         module = STAGES[stage][0].replace(".", "/") + ".py"
         assert (ROOT / module).exists(), module
     assert "/x/comp" not in text  # values travel in the environment, not in the command line
+
+
+def test_time_and_preset_reach_the_budget_and_a_set_typed_by_hand_wins():
+    from pipeline.config import load_config, parse_duration
+
+    args = env_args({"TEXTCOMP_TIME": "90", "TEXTCOMP_PRESET": "fast", "TEXTCOMP_SET": "train.lr=1e-5"})
+    sets = args[args.index("--set") + 1:]
+    cfg = load_config([], sets)
+    assert parse_duration(cfg.budget.time) == 90 and cfg.budget.preset == "fast" and cfg.train.lr == 1e-5
+    args = env_args({"TEXTCOMP_TIME": "2h", "TEXTCOMP_SET": "budget.time=10m"})
+    assert load_config([], args[args.index("--set") + 1:]).budget.time == "10m"
 
 
 def test_make_help_lists_targets():

@@ -47,7 +47,7 @@ def test_tune_resumes_its_study_and_writes_a_plan(prepared, exp_dir):
     assert trials.loc[0, "params_C"] == pytest.approx(4.0)  # the hand-set config is trial 0
     assert run_stage("tune", workdir, data, "tune.n_trials=4") == 0  # resumes: 2 more, not 4
     assert json.loads((workdir / "tune/lr/best.json").read_text())["trials"] == 4
-    plan = json.loads((workdir / "reports/plan.json").read_text())
+    plan = json.loads((workdir / "reports/runs.json").read_text())
     assert plan["runs"][0]["tuned"]
     assert plan["runs"][0]["diff"]["train"]["C"] == json.loads((workdir / "tune/lr/best.json").read_text())["params"]["C"]
     gen = (workdir / "configs/generated/lr.yaml").read_text()
@@ -62,12 +62,12 @@ def test_tune_transformer_with_pruning_then_train_plan(prepared, exp_dir):
                      "tune.max_train_rows=60") == 0
     trials = pd.read_csv(workdir / "tune/tiny/trials.csv")
     assert len(trials) == 3 and set(trials["state"]) <= {"COMPLETE", "PRUNED"}
-    plan = json.loads((workdir / "reports/plan.json").read_text())
+    plan = json.loads((workdir / "reports/runs.json").read_text())
     assert {r["run"]: r["tuned"] for r in plan["runs"]} == {"tiny": True, "lr": False}
     from pipeline.__main__ import main
 
     assert main(["train", "--workdir", str(workdir), "--data", str(data), "-q", "--plan",
-                 str(workdir / "reports/plan.json")]) == 0
+                 str(workdir / "reports/runs.json")]) == 0
     for run in ("tiny", "lr"):
         assert (workdir / "models" / run / "cv.json").exists()
     tiny_cfg = (workdir / "models/tiny/config.yaml").read_text()
@@ -114,7 +114,7 @@ def test_cv_and_ensemble_are_scored_on_the_folds_select_and_tune_never_saw(binar
     from pipeline.__main__ import main
 
     assert main(["train", "--workdir", str(workdir), "--data", str(data), "-q", "--plan",
-                 str(workdir / "reports/plan.json")]) == 0
+                 str(workdir / "reports/runs.json")]) == 0
     cv = json.loads((workdir / "models/lr/cv.json").read_text())
     assert cv["searched_folds"] == [0, 1] and cv["untouched_folds"] == [2, 3]  # screened on 0, tuned on 1
     oof = pd.read_parquet(workdir / "models/lr/oof.parquet")

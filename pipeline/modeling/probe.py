@@ -1,0 +1,154 @@
+"""Throughput probes: what one candidate costs on this machine, at this data's token lengths.
+
+A transformer probe builds the model, times one checkpoint save, then ``steps`` optimizer
+steps (after one warm-up step) on real training texts batched the way training batches them
+(length-grouped), and two prediction batches. A classical probe fits the model on a
+subsample of real rows. An embedding probe times the frozen encoder's forward pass. The
+planner (pipeline.budget) extrapolates these to rows x epochs x folds.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def token_lengths(tokenizer: Any, texts: list[str]) -> np.ndarray:
+    return np.array([len(x) for x in tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]])
+
+
+def mean_lengths(lengths: np.ndarray, max_lens: list[int]) -> dict[str, float]:
+    return {str(m): round(float(np.minimum(lengths, m).mean()), 3) for m in sorted(set(max_lens))}
+
+
+def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_classes: int, steps: int,
+                      max_lens: list[int]) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import save_file
+
+    from pipeline.modeling.data import Encoded, LengthGroupedBatches, PadCollator, eval_batches
+    from pipeline.modeling.transformer import load_model, load_tokenizer, param_groups, pick_device, pick_dtype
+
+    device, dtype = pick_device(tc), None
+    dtype = pick_dtype(tc, device)
+    tokenizer = load_tokenizer(tc)
+    lengths = mean_lengths(token_lengths(tokenizer, texts), [tc.max_len, *max_lens])
+    t0 = time.perf_counter()
+    model = load_model(tc, n_classes).to(device)
+    with tempfile.TemporaryDirectory() as d:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(Path(d) / "m.st"))
+    load_s = time.perf_counter() - t0
+    ds = Encoded.from_texts(tokenizer, texts, tc.max_len, labels)
+    collate = PadCollator(tokenizer.pad_token_id or 0, tc.pad_to_multiple_of)
+    # An epoch's batches, as training forms them; their padded lengths vary a lot (length-grouped
+    # batches of short and long texts), and step time follows the padded length. So: time steps
+    # at spread quantiles of that length, fit time = a + b * length, and average the fit over
+    # every batch of the epoch (a median of a few random steps underestimates a right-skewed mean).
+    batches = [b for b in LengthGroupedBatches(ds.lengths, tc.batch_size, seed=0, group=tc.group_by_length).batches()
+               if len(b) == tc.batch_size] or [list(range(min(len(ds), tc.batch_size)))]
+    padded = np.array([int(ds.lengths[b].max()) for b in batches])
+    order = np.argsort(padded, kind="stable")
+    picks = [int(order[min(len(order) - 1, int(q * len(order)))]) for q in np.linspace(0.05, 0.95, steps)]
+    optimizer = torch.optim.AdamW(param_groups(model, tc), lr=tc.lr, fused=device.type in ("cuda", "cpu"))
+    criterion = torch.nn.CrossEntropyLoss()
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    model.train()
+    lens, times = [], []
+    # a first, untimed pass warms each shape's kernels (a fresh process is slow on every new
+    # padded length; training sees each length hundreds of times)
+    for j, i in enumerate([*picks, *picks]):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()  # collating is part of a training step (num_workers=0 on CPU)
+        batch = {k: v.to(device) for k, v in collate([ds[x] for x in batches[i]]).items()}
+        with autocast:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = criterion(logits.float(), batch["labels"])
+        torch.isfinite(loss).item()  # the training loop's per-step host sync on CPU
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if j >= len(picks):
+            lens.append(int(padded[i]))
+            times.append(time.perf_counter() - t)
+    a, b = _linear(np.array(lens, float), np.array(times))
+    step_s = float(np.mean(a + b * padded))
+    by_len = {str(m): round(float(np.mean(np.minimum(padded, m))), 3) for m in {tc.max_len, *max_lens}}
+    model.eval()
+    every = eval_batches(ds.lengths, tc.eval_batch_size)
+    e_len = np.array([int(ds.lengths[b].max()) for b in every])
+    e_order = np.argsort(e_len, kind="stable")
+    e_picks = [int(e_order[int(q * (len(e_order) - 1))]) for q in (0.5, 0.2, 0.5, 0.8)]
+    e_lens, e_times = [], []
+    with torch.inference_mode():
+        for j, i in enumerate([*e_picks, *e_picks[1:]]):
+            batch = {k: v.to(device) for k, v in collate([ds[x] for x in every[i]]).items()}
+            t = time.perf_counter()
+            with autocast:
+                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if j >= len(e_picks):
+                e_lens.append(int(e_len[i]) * len(every[i]))
+                e_times.append(time.perf_counter() - t)
+    ea, eb = _linear(np.array(e_lens, float), np.array(e_times))
+    rows = sum(len(x) for x in every)
+    infer_row_s = float(sum(ea + eb * int(e_len[i]) * len(every[i]) for i in range(len(every)))) / max(rows, 1)
+    return {"step_s": round(step_s, 5), "infer_row_s": round(infer_row_s, 7), "load_s": round(load_s, 3),
+            "lengths": by_len, "mean_tokens": lengths, "batch_size": tc.batch_size, "max_len": tc.max_len,
+            "device": device.type, "steps_timed": len(times), "fit": [round(a, 5), round(b, 6)]}
+
+
+def _linear(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares time = a + b * x, with b >= 0 (a flat fit when the spread is too small)."""
+    if len(x) < 2 or np.ptp(x) == 0:
+        return float(np.mean(y)), 0.0
+    b, a = np.polyfit(x, y, 1)
+    if b < 0:
+        return float(np.mean(y)), 0.0
+    return float(a), float(b)
+
+
+def probe_classical(tc: TrainConfig, texts: list[str], labels: np.ndarray, metric: str) -> dict[str, Any]:
+    from pipeline.modeling.classical import fit_classical_fold
+    from pipeline.modeling.transformer import FoldData
+
+    n = len(texts)
+    n_val = min(500, n // 4)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(n)
+    tr, va = idx[n_val:], idx[:n_val]
+    data = FoldData(train_texts=[texts[i] for i in tr], train_labels=labels[tr], val_texts=[texts[i] for i in va],
+                    val_labels=labels[va], test_texts=[texts[i] for i in va])
+    t = time.perf_counter()
+    fit_classical_fold(tc, data, metric, 0)
+    seconds = time.perf_counter() - t
+    return {"fit_row_s": round(seconds / (len(tr) + 2 * n_val), 7), "rows": len(tr), "seconds": round(seconds, 3)}
+
+
+def probe_embedding(tc: TrainConfig, texts: list[str], max_lens: list[int]) -> dict[str, Any]:
+    from pipeline.modeling.backbones import resolve_backbone
+    from pipeline.runtime import embed, load_encoder
+
+    t0 = time.perf_counter()
+    model, tokenizer = load_encoder(Path(resolve_backbone(tc.backbone)))
+    load_s = time.perf_counter() - t0
+    lengths = mean_lengths(token_lengths(tokenizer, texts), [tc.max_len, *max_lens])
+    sample = texts[: 2 * tc.eval_batch_size]
+    embed(model, tokenizer, sample[:8], tc.max_len, tc.eval_batch_size)  # warm-up
+    t = time.perf_counter()
+    embed(model, tokenizer, sample, tc.max_len, tc.eval_batch_size)
+    return {"infer_row_s": round((time.perf_counter() - t) / max(len(sample), 1), 6), "load_s": round(load_s, 3),
+            "lengths": lengths, "max_len": tc.max_len, "fit_row_s": 2e-5}

@@ -1,0 +1,303 @@
+"""The time budget: the planner on synthetic throughputs, the plan applied under SET overrides,
+and the anytime behaviour (a run stopped at a fold boundary; the submission still written)."""
+
+import json
+import time
+
+import pytest
+from conftest import run_stage
+
+from pipeline import budget
+from pipeline.budget import Cost, Plan, RunPlan, Work, make_plan
+from pipeline.config import ConfigError, load_config, parse_duration
+
+ORDER = ["tune:", "select:", "augment:", "seed", "epoch", "max_len", "folds:", "dropped"]
+
+
+def costs() -> dict[str, Cost]:
+    return {
+        "tfidf": Cost("tfidf", "classical", fit_row_s=1e-3),
+        "nbsvm": Cost("nbsvm", "classical", fit_row_s=1e-3),
+        "minilm": Cost("minilm", "transformer", step_s=0.8, infer_row_s=0.006, load_s=3, max_len=128,
+                       lengths={"128": 40.0, "64": 30.0}, suggested_max_len=64, epochs=3),
+        "mpnet": Cost("mpnet", "transformer", step_s=2.6, infer_row_s=0.02, load_s=8, max_len=128,
+                      lengths={"128": 40.0, "64": 30.0}, suggested_max_len=64, epochs=3),
+        "emb_minilm": Cost("emb_minilm", "embedding", infer_row_s=0.004, fit_row_s=2e-5, max_len=128),
+    }
+
+
+def ceiling(available: float, pinned: list[str] | None = None, seeds: int = 3) -> Plan:
+    runs = [RunPlan("tfidf", "classical"), RunPlan("nbsvm", "classical"),
+            RunPlan("minilm", "transformer", epochs=3, max_len=128, seeds=seeds),
+            RunPlan("mpnet", "transformer", epochs=3, max_len=128, seeds=seeds)]
+    return Plan(preset="best", budget_s=available, available_s=available, n_splits=5, select_rows=None,
+                select_epochs=1, trials=8, tune_transformers=True, tune_epochs=[1, 3], augment=True, runs=runs,
+                pinned=pinned or [])
+
+
+WORK = Work(n_train=8000, n_test=3000, augment_copies=1.0)
+
+
+def kind(cut: str) -> int:
+    return next(i for i, k in enumerate(ORDER) if k in cut)
+
+
+def test_durations_parse_and_bad_ones_fail_at_load():
+    assert [parse_duration(x) for x in ("90s", "30m", "2h", "1h30m", "45")] == [90, 1800, 7200, 5400, 45]
+    with pytest.raises(ConfigError, match="budget.time"):
+        load_config([], ["budget.time=3days"])
+    with pytest.raises(ConfigError, match="budget.preset"):
+        load_config([], ["budget.preset=huge"])
+
+
+def test_a_budget_that_fits_everything_cuts_nothing():
+    p = make_plan(ceiling(1e9), costs(), WORK)
+    assert p.fits and p.cuts == [] and [r.name for r in p.runs] == ["tfidf", "nbsvm", "minilm", "mpnet"]
+    assert p.estimate_s == pytest.approx(sum(p.stages.values()))
+    assert p.stages["train"] > p.stages["tune"] > 0
+
+
+def test_a_budget_that_fits_nothing_keeps_the_classical_floor_and_says_so():
+    p = make_plan(ceiling(1.0), costs(), WORK)
+    assert not p.fits
+    assert [r.name for r in p.runs] == ["tfidf", "nbsvm"] and set(p.dropped) == {"minilm", "mpnet", "emb_minilm"}
+    assert p.n_splits == budget.MIN_FOLDS  # never below 3
+
+
+def test_cuts_come_in_the_documented_order_and_stop_as_soon_as_it_fits():
+    full = make_plan(ceiling(1e9), costs(), WORK).estimate_s
+    seen = []
+    for share in (0.9, 0.6, 0.3, 0.15, 0.05):
+        p = make_plan(ceiling(full * share), costs(), WORK)
+        assert p.fits and p.estimate_s <= full * share
+        kinds = [kind(c) for c in p.cuts]
+        assert kinds == sorted(kinds), p.cuts  # trials, screening, augment, seeds, epochs, max_len, folds, drop
+        # one cut fewer would not have fitted: no cut is spent for nothing
+        shorter = make_plan(ceiling(1e9), costs(), WORK)
+        for _ in p.cuts[:-1]:
+            shorter.cuts.append(budget.next_cut(shorter, costs()) or "")
+        shorter.stages = budget.stage_seconds(shorter, costs(), WORK)
+        assert sum(shorter.stages.values()) > full * share
+        seen.append(len(p.cuts))
+    assert seen == sorted(seen) and seen[0] < seen[-1]  # the smaller the budget, the more is cut
+    # the score side: a larger budget never plans fewer epochs or fewer runs
+    small, large = make_plan(ceiling(full * 0.15), costs(), WORK), make_plan(ceiling(full * 0.6), costs(), WORK)
+    assert len(large.runs) >= len(small.runs)
+    assert sum(r.epochs * r.seeds for r in large.runs) >= sum(r.epochs * r.seeds for r in small.runs)
+
+
+def test_a_dropped_fine_tune_gives_way_to_its_frozen_encoder():
+    full = make_plan(ceiling(1e9), costs(), WORK).estimate_s
+    names = []
+    for share in (0.3, 0.05, 0.02, 0.01, 0.005):
+        p = make_plan(ceiling(full * share), costs(), WORK)
+        names.append([r.name for r in p.runs])
+        if "minilm" in p.dropped:
+            assert "emb_minilm" in names[-1] and any("emb_minilm (its encoder frozen" in c for c in p.cuts)
+    assert any("emb_minilm" in n for n in names), names
+
+
+def test_a_pinned_key_is_never_cut_and_its_value_is_what_is_estimated():
+    full = make_plan(ceiling(1e9), costs(), WORK).estimate_s
+    p = make_plan(ceiling(full * 0.3, pinned=["train.epochs", "folds.n_splits"]), costs(), WORK)
+    assert all(r.epochs == 3 for r in p.runs if r.family == "transformer")
+    assert p.n_splits == 5 and not any("epoch" in c or "folds:" in c for c in p.cuts)
+    assert any("dropped" in c or "max_len" in c or "seed" in c for c in p.cuts)
+
+
+def test_the_same_inputs_give_the_same_plan():
+    a = make_plan(ceiling(4000), costs(), WORK).to_dict()
+    b = make_plan(ceiling(4000), costs(), WORK).to_dict()
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_estimates_follow_rows_epochs_folds_and_token_lengths():
+    c = costs()["minilm"]
+    base = budget.fold_seconds(c, 3200, 2, 128, 800, 1000)
+    assert budget.fold_seconds(c, 6400, 2, 128, 800, 1000) > 1.8 * base - 60
+    assert budget.fold_seconds(c, 3200, 2, 64, 800, 1000) == pytest.approx(base * 0.75, rel=0.1)
+    r = RunPlan("minilm", "transformer", epochs=2, max_len=128, seeds=1)
+    assert budget.run_seconds(c, r, WORK, 5, False) > budget.run_seconds(c, r, WORK, 3, False)
+
+
+def test_overrides_win_over_the_plan_and_a_plan_for_another_budget_is_not_applied(tmp_path):
+    cfg = load_config([], ["budget.time=\"10m\"", "folds.n_splits=5"])
+    plan = {"key": budget.plan_key(cfg), "diff": {"folds": {"n_splits": 3}, "select": {"top_k": 1}}}
+
+    class P:
+        plan_json = tmp_path / "plan.json"
+
+    P.plan_json.write_text(json.dumps(plan))
+    applied = budget.apply(cfg, P)
+    assert applied.folds.n_splits == 5  # the user's SET wins
+    assert applied.select.top_k == 1  # the plan's setting where the user said nothing
+    assert budget.active(applied) is not None
+    other = load_config([], ["budget.time=\"2h\"", "folds.n_splits=5"])
+    assert budget.apply(other, P).select.top_k == other.select.top_k  # made for 10m: not applied
+    assert budget.pinned_keys(cfg) == ["folds.n_splits"]
+
+
+def test_deadline_only_for_the_invocation_that_made_the_plan(monkeypatch):
+    plan = {"t0": 1000.0, "budget_s": 600, "stages": {s: {"estimate_s": 10.0} for s in budget.STAGES_AFTER_TRAIN}}
+    monkeypatch.setenv(budget.T0_ENV, "1000")
+    assert budget.Deadline.load(plan).end == pytest.approx(1000 + 600 - 30)
+    monkeypatch.setenv(budget.T0_ENV, "2000")  # a stage rerun by hand later: the plan's settings, not its clock
+    assert budget.Deadline.load(plan).end is None
+
+
+class ScriptedDeadline(budget.Deadline):
+    """Plenty of time before the first transformer fold, none after it."""
+
+    def __init__(self, plan):
+        super().__init__(time.time() + 1e6, plan)
+        self.checks = 0
+
+    def left(self) -> float:
+        self.checks += 1
+        return 1e6 if self.checks == 1 else 0.0
+
+
+def test_a_run_stops_at_a_fold_boundary_and_the_submission_is_still_written(binary_comp, workdir, tiny_bert,
+                                                                            tmp_path):
+    """Time runs out after the transformer's first fold: it stops there (finished folds kept, a
+    run without every fold not blended); the classical run and the submission are there."""
+    from pipeline import train as train_mod
+    from pipeline.config import with_diff
+    from pipeline.io import read_json
+    from pipeline.paths import Paths
+
+    data = binary_comp
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "tiny.yaml").write_text(f"train:\n  run: tiny\n  family: transformer\n  backbone: {tiny_bert}\n"
+                                   "  max_len: 32\n  batch_size: 16\n  epochs: 1\n")
+    (exp / "lr.yaml").write_text("train:\n  run: lr\n  family: classical\n")
+    sets = [f"select.candidates=[{exp}/lr.yaml,{exp}/tiny.yaml]", "select.top_k=2", "tune.enabled=false",
+            "folds.n_splits=3"]
+    for stage in ("clean", "folds", "select", "tune"):
+        assert run_stage(stage, workdir, data, *sets) == 0
+    plan = {"runs": [{"name": "tiny", "family": "transformer", "estimate_s": 3.0}], "replans": [], "stages": {}}
+    (workdir / "reports/plan.json").write_text(json.dumps(plan))
+    paths = Paths.make(workdir, data)
+    cfg = load_config([], sets)
+    deadline = ScriptedDeadline(plan)
+    results = {}
+    for entry in read_json(paths.runs_json)["runs"]:
+        c = with_diff(cfg, entry["diff"])
+        results[c.train.run] = train_mod.train_run(c, paths, False, deadline)
+    assert results["lr"].cv is not None and results["lr"].folds_done == [0, 1, 2]  # classical: never stopped
+    assert results["tiny"].cv is None and results["tiny"].folds_done == [0]  # stopped before fold 1
+    assert (workdir / "models/tiny/fold0/test.parquet").exists()  # kept for the report and a resume
+    assert not (workdir / "models/tiny/fold1").exists()
+    assert "tiny: stopped before fold 1" in " ".join(read_json(paths.plan_json)["replans"])
+    for stage in ("ensemble", "submit"):
+        assert run_stage(stage, workdir, data, *sets) == 0
+    assert "tiny" not in (workdir / "ensembles/blend/weights.json").read_text()  # not blended
+    sub = (workdir / "submissions/submission.csv").read_text().splitlines()
+    assert len(sub) == 61  # 60 test rows + header
+    # with time again, the same run resumes: the finished fold is kept, the others are trained
+    again = train_mod.train_run(with_diff(cfg, next(e for e in read_json(paths.runs_json)["runs"]
+                                                    if e["diff"]["train"]["run"] == "tiny")["diff"]), paths)
+    assert again.cv is not None and again.folds_done == [0, 1, 2]
+
+
+class FixedDeadline(budget.Deadline):
+    def __init__(self, left: float, plan: dict):
+        super().__init__(time.time() + left, plan)
+        self._left = left
+
+    def left(self) -> float:
+        return self._left
+
+
+def test_replan_cuts_the_next_run_an_epoch_at_a_time_then_skips_it(tmp_path):
+    from pipeline.train import replan
+
+    class P:
+        plan_json = tmp_path / "plan.json"
+
+    plan = {"runs": [{"name": "minilm", "family": "transformer", "estimate_s": 300.0}], "stages": {}, "replans": []}
+    P.plan_json.write_text(json.dumps(plan))
+    c = load_config([], ["train.run=minilm", "train.epochs=3"])
+    base = load_config([], ["train.run=minilm"])
+    base.train.epochs = 3
+    assert replan(base, [base], FixedDeadline(1000, plan), P, pinned=[]).train.epochs == 3  # fits: untouched
+    cut = replan(base, [base], FixedDeadline(150, plan), P, pinned=[])
+    assert cut.train.epochs == 1  # 300s for 3 epochs; 150s left -> 1 epoch (100s)
+    assert replan(base, [base], FixedDeadline(50, plan), P, pinned=[]) is None  # not even one epoch fits
+    log = json.loads(P.plan_json.read_text())["replans"]
+    assert len(log) == 2 and "1 epoch(s) instead of 3" in log[0] and "skipped" in log[1]
+    # a user who pinned train.epochs never gets fewer: the run is skipped when it cannot fit
+    assert replan(c, [c], FixedDeadline(150, plan), P, pinned=["train.epochs"]) is None
+    assert replan(c, [c], FixedDeadline(400, plan), P, pinned=["train.epochs"]) is c
+    lr = load_config([], ["train.run=lr", "train.family=classical"])
+    assert replan(lr, [lr], FixedDeadline(0, plan), P, pinned=[]) is lr  # classical: the floor, never cut
+
+
+def test_plan_stage_measures_plans_repeatably_and_select_follows_it(prepared, tiny_bert, tmp_path):
+    data, workdir = prepared
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "tiny.yaml").write_text(f"train:\n  run: tiny\n  family: transformer\n  backbone: {tiny_bert}\n"
+                                   "  max_len: 32\n  batch_size: 16\n  epochs: 3\n")
+    (exp / "lr.yaml").write_text("train:\n  run: lr\n  family: classical\n")
+    sets = [f"select.candidates=[{exp}/lr.yaml,{exp}/tiny.yaml]", "tune.epochs=[1,3]", "budget.time=\"1h\"",
+            "folds.n_splits=2"]
+    assert run_stage("plan", workdir, data, *sets) == 0
+    first = json.loads((workdir / "reports/plan.json").read_text())
+    costs = first["costs"]
+    assert costs[f"{exp}/tiny.yaml"]["step_s"] > 0 and costs[f"{exp}/lr.yaml"]["fit_row_s"] > 0
+    assert first["fits"] and first["cuts"] == []  # an hour is plenty for 200 rows
+    tiny = next(r for r in first["runs"] if r["family"] == "transformer")
+    assert tiny["epochs"] == 3 and first["stages"]["train"]["estimate_s"] > 0
+    assert run_stage("plan", workdir, data, *sets) == 0
+    second = json.loads((workdir / "reports/plan.json").read_text())
+    for key in ("runs", "cuts", "diff", "stages", "n_splits", "trials"):
+        if key == "stages":
+            first[key].pop("inspect+clean"), second[key].pop("inspect+clean")
+            for v in [*first[key].values(), *second[key].values()]:
+                v.pop("actual_s", None)
+        assert first[key] == second[key], key  # measured once, cached: the same plan
+    assert run_stage("select", workdir, data, *sets) == 0
+    sel = json.loads((workdir / "reports/selected.json").read_text())
+    entry = next(r for r in sel["runs"] if r["run"] == "tiny")
+    assert entry["diff"]["train"]["epochs"] == 3 and entry["diff"]["tune"]["epochs"] == [1, 3]
+    # a budget too small for the transformer's 3 epochs: cut, and select follows the cut plan
+    small = [*sets[:2], "budget.time=\"20s\"", "folds.n_splits=2"]
+    assert run_stage("plan", workdir, data, *small) == 0
+    cut = json.loads((workdir / "reports/plan.json").read_text())
+    assert cut["cuts"] and cut["estimate_s"] < first["estimate_s"]
+    # the user's SET wins: pinned epochs are never cut
+    assert run_stage("plan", workdir, data, *small, "train.epochs=2") == 0
+    pinned = json.loads((workdir / "reports/plan.json").read_text())
+    assert all(r["epochs"] == 2 for r in pinned["runs"] if r["family"] == "transformer")
+    assert not any("epoch" in c for c in pinned["cuts"])
+
+
+def test_replan_gives_back_cut_epochs_when_select_measured_a_faster_pace(tmp_path):
+    from pipeline.train import measured_pace, replan
+
+    class P:
+        plan_json = tmp_path / "plan.json"
+        selection_csv = tmp_path / "model_selection.csv"
+
+    plan = {"runs": [{"name": "minilm", "run": "minilm", "family": "transformer", "estimate_s": 300.0,
+                      "screen_s": 40.0, "ceiling_epochs": 2}], "stages": {}, "replans": []}
+    P.plan_json.write_text(json.dumps(plan))
+    P.selection_csv.write_text("rank,candidate,seconds\n1,minilm,30.0\n")  # 0.75x the planned pace
+    c = replan_base(load_config([], ["train.run=minilm"]))
+    assert measured_pace(P, FixedDeadline(1000, plan), "minilm") == pytest.approx(0.75)
+    grown = replan(c, [c], FixedDeadline(1000, plan), P, pinned=[])
+    assert grown.train.epochs == 2  # 225s for the planned epoch; 450s for two: fits 1000s
+    assert replan(c, [c], FixedDeadline(300, plan), P, pinned=[]) is c  # two would not fit 300s
+    P.selection_csv.write_text("rank,candidate,seconds\n1,minilm,80.0\n")  # 2x slower than planned
+    assert replan(c, [c], FixedDeadline(700, plan), P, pinned=[]) is c  # 600s: one epoch fits, two do not
+    assert replan(c, [c], FixedDeadline(400, plan), P, pinned=[]) is None  # 600s > 400s even at one epoch
+    log = json.loads(P.plan_json.read_text())["replans"]
+    assert "x0.75" in log[0] and "2 epoch(s) instead of 1" in log[0] and "skipped" in log[-1]
+
+
+def replan_base(c):
+    from pipeline.config import with_diff
+
+    return with_diff(c, {"train": {"epochs": 1}})
