@@ -98,6 +98,7 @@ class RunPlan:
     estimate_s: float = 0.0
     screen_s: float = 0.0  # its screening in select (a real training loop: train calibrates on it)
     ceiling_epochs: int = 1  # the preset's epochs before any cut (train may give cut ones back)
+    epoch_s: float = 0.0  # what one more epoch adds to the run
 
 
 @dataclass
@@ -188,6 +189,9 @@ def stage_seconds(plan: Plan, costs: dict[str, Cost], work: Work) -> dict[str, f
     out["tune"] = STAGE_START_S + tune
     for r in plan.runs:
         r.estimate_s = run_seconds(costs[r.name], r, work, plan.n_splits, plan.augment)
+        if r.family == "transformer":  # what one more epoch adds (train gives cut epochs back with it)
+            more = RunPlan(r.name, r.family, epochs=r.epochs + 1, max_len=r.max_len, seeds=r.seeds)
+            r.epoch_s = round(run_seconds(costs[r.name], more, work, plan.n_splits, plan.augment) - r.estimate_s, 1)
     out["train"] = STAGE_START_S + sum(r.estimate_s for r in plan.runs)
     n = len(plan.runs)
     for s in STAGES_AFTER_TRAIN:

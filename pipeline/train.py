@@ -516,10 +516,11 @@ def replan(c: Config, remaining: list[Config], deadline: budget.Deadline, paths:
     own = (planned_seconds(deadline, c.train.run) or 0.0) * pace(c)
     left = deadline.left()
     epochs = c.train.epochs
-    per_epoch = own / max(epochs, 1)  # an epoch's share of the run, roughly
+    planned = _plan_run(deadline, c.train.run) or {}
+    per_epoch = planned.get("epoch_s", own / max(epochs, 1)) * pace(c)  # what an epoch adds (or takes away)
     can_change = c.train.family == "transformer" and "train.epochs" not in pinned
     if need <= left:
-        ceiling = (_plan_run(deadline, c.train.run) or {}).get("ceiling_epochs", epochs)
+        ceiling = planned.get("ceiling_epochs", epochs)
         while can_change and epochs < ceiling and need + per_epoch <= left:
             epochs, need = epochs + 1, need + per_epoch
         if epochs == c.train.epochs:
