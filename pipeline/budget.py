@@ -121,6 +121,7 @@ class Plan:
     fits: bool = True
     dropped: list[str] = field(default_factory=list)
     classical_trials: int = 3  # tuning trials per classical candidate (cheap: never cut)
+    added: list[str] = field(default_factory=list)  # what the time left after the cuts bought
     tune_timeout_s: float = 0.0  # per tuned transformer: its planned trials' seconds x 1.25 + 30
 
     def to_dict(self) -> dict[str, Any]:
@@ -267,12 +268,32 @@ def make_plan(ceiling: Plan, costs: dict[str, Cost], work: Work) -> Plan:
         plan.estimate_s = round(sum(plan.stages.values()), 1)
         if plan.estimate_s <= plan.available_s:
             plan.fits = True
-            return plan
+            return refill(plan, costs, work)
         cut = next_cut(plan, costs)
         if cut is None:
             plan.fits = False
             return plan
         plan.cuts.append(cut)
+
+
+def refill(plan: Plan, costs: dict[str, Cost], work: Work) -> Plan:
+    """Time the cuts left unused buys the frozen-encoder twin of each fine-tuned run still in the
+    plan (minilm -> emb_minilm: one forward pass, a diverse ensemble member), when it fits."""
+    if "select.candidates" in plan.pinned:
+        return plan
+    for r in [r for r in plan.runs if r.family == "transformer"]:
+        alt = FALLBACK.get(r.name)
+        if not alt or alt not in costs or not costs[alt].available or alt in {x.name for x in plan.runs}:
+            continue
+        trial = copy.deepcopy(plan)
+        trial.runs.append(RunPlan(alt, costs[alt].family, max_len=costs[alt].max_len))
+        trial.stages = stage_seconds(trial, costs, work)
+        trial.estimate_s = round(sum(trial.stages.values()), 1)
+        if trial.estimate_s <= plan.available_s:
+            trial.added.append(f"{alt}: added (its encoder frozen + LR, ~{trial.runs[-1].estimate_s:.0f}s): "
+                              "the budget had room")
+            plan = trial
+    return plan
 
 
 def ceiling(cfg: Any, costs: dict[str, Cost], budget_s: float, available_s: float, pinned: list[str]) -> Plan:
@@ -499,6 +520,7 @@ def format_plan(plan: dict[str, Any]) -> str:
                  f"{plan['trials']} trials ({'transformers and classical' if plan['tune_transformers'] else 'classical only'})"
                  f"; augment {'on' if plan['augment'] else 'off'}")
     lines += [f"  cut: {c}" for c in plan["cuts"]] or ["  cut: nothing (everything the preset asks for fits)"]
+    lines += [f"  {c}" for c in plan.get("added", [])]
     return "\n".join(lines)
 
 

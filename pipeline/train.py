@@ -406,7 +406,7 @@ def train_run(cfg: Config, paths: Paths, force: bool = False, deadline: budget.D
                             "budget before ensemble/submit/report; the finished folds are kept (a rerun with more "
                             "time resumes here) but a run without every fold is not blended", tc.run, k, need,
                             max(left, 0))
-                budget.update_plan(paths, lambda p, k=k, need=need: p.setdefault("replans", []).append(
+                budget.update_plan(paths, lambda p, k=k, need=need, left=left: p.setdefault("replans", []).append(
                     f"{tc.run}: stopped before fold {k} (needs ~{need:.0f}s, {max(left, 0):.0f}s left)"))
                 break
         # A finished fold with another fingerprint, or a half-done one from another config: start over.

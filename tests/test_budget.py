@@ -52,7 +52,8 @@ def test_durations_parse_and_bad_ones_fail_at_load():
 
 def test_a_budget_that_fits_everything_cuts_nothing():
     p = make_plan(ceiling(1e9), costs(), WORK)
-    assert p.fits and p.cuts == [] and [r.name for r in p.runs] == ["tfidf", "nbsvm", "minilm", "mpnet"]
+    assert p.fits and p.cuts == [] and [r.name for r in p.runs] == ["tfidf", "nbsvm", "minilm", "mpnet", "emb_minilm"]
+    assert p.added and "emb_minilm" in p.added[0]  # the time left buys minilm's frozen-encoder twin
     assert p.estimate_s == pytest.approx(sum(p.stages.values()))
     assert p.stages["train"] > p.stages["tune"] > 0
 
