@@ -263,12 +263,13 @@ def next_cut(plan: Plan, costs: dict[str, Cost]) -> str | None:
 def make_plan(ceiling: Plan, costs: dict[str, Cost], work: Work) -> Plan:
     """Cut ``ceiling`` in the documented order until its estimate fits ``available_s``."""
     plan = copy.deepcopy(ceiling)
+    folds = ceiling.n_splits
     while True:
         plan.stages = stage_seconds(plan, costs, work)
         plan.estimate_s = round(sum(plan.stages.values()), 1)
         if plan.estimate_s <= plan.available_s:
             plan.fits = True
-            return refill(plan, costs, work)
+            return refill(plan, costs, work, folds)
         cut = next_cut(plan, costs)
         if cut is None:
             plan.fits = False
@@ -276,9 +277,37 @@ def make_plan(ceiling: Plan, costs: dict[str, Cost], work: Work) -> Plan:
         plan.cuts.append(cut)
 
 
-def refill(plan: Plan, costs: dict[str, Cost], work: Work) -> Plan:
-    """Time the cuts left unused buys the frozen-encoder twin of each fine-tuned run still in the
-    plan (minilm -> emb_minilm: one forward pass, a diverse ensemble member), when it fits."""
+def _fits(trial: Plan, costs: dict[str, Cost], work: Work) -> bool:
+    trial.stages = stage_seconds(trial, costs, work)
+    trial.estimate_s = round(sum(trial.stages.values()), 1)
+    return trial.estimate_s <= trial.available_s
+
+
+def refill(plan: Plan, costs: dict[str, Cost], work: Work, ceiling_folds: int) -> Plan:
+    """Spend what the cuts left unused. A later cut (a dropped run) can make an earlier one
+    unnecessary: folds come back one at a time, then each transformer's epochs, up to the
+    preset's ceiling, while the plan still fits. Then the frozen-encoder twin of each fine-tuned
+    run still in the plan (minilm -> emb_minilm: one forward pass, a diverse ensemble member)."""
+    while plan.n_splits < ceiling_folds and any("folds:" in c for c in plan.cuts):
+        trial = copy.deepcopy(plan)
+        trial.n_splits += 1
+        if not _fits(trial, costs, work):
+            break
+        trial.added.append(f"folds: {trial.n_splits} again (the cuts after the fold cut left room)")
+        plan = trial
+    for name in [r.name for r in plan.runs if r.family == "transformer"]:
+        while True:
+            trial = copy.deepcopy(plan)
+            r = next(x for x in trial.runs if x.name == name)
+            if r.epochs >= r.ceiling_epochs:
+                break
+            r.epochs += 1
+            if not _fits(trial, costs, work):
+                break
+            trial.added.append(f"{name}: {r.epochs} epochs again (the cuts after it left room)")
+            plan = trial
+    plan.stages = stage_seconds(plan, costs, work)
+    plan.estimate_s = round(sum(plan.stages.values()), 1)
     if "select.candidates" in plan.pinned:
         return plan
     for r in [r for r in plan.runs if r.family == "transformer"]:
@@ -287,9 +316,7 @@ def refill(plan: Plan, costs: dict[str, Cost], work: Work) -> Plan:
             continue
         trial = copy.deepcopy(plan)
         trial.runs.append(RunPlan(alt, costs[alt].family, max_len=costs[alt].max_len))
-        trial.stages = stage_seconds(trial, costs, work)
-        trial.estimate_s = round(sum(trial.stages.values()), 1)
-        if trial.estimate_s <= plan.available_s:
+        if _fits(trial, costs, work):
             trial.added.append(f"{alt}: added (its encoder frozen + LR, ~{trial.runs[-1].estimate_s:.0f}s): "
                               "the budget had room")
             plan = trial

@@ -302,3 +302,18 @@ def replan_base(c):
     from pipeline.config import with_diff
 
     return with_diff(c, {"train": {"epochs": 1}})
+
+
+def test_a_drop_gives_back_the_folds_cut_before_it_when_they_fit():
+    """Cut order is folds before the drop; once the transformer is dropped, the folds cut for its
+    sake come back if the classical runs fit with them."""
+    work = Work(n_train=25000, n_test=8000)
+    cs = {"tfidf": Cost("tfidf", "classical", fit_row_s=1e-3),
+          "minilm": Cost("minilm", "transformer", step_s=0.6, infer_row_s=0.006, load_s=3, max_len=64, epochs=2)}
+    runs = [RunPlan("tfidf", "classical"), RunPlan("minilm", "transformer", epochs=2, max_len=64, ceiling_epochs=2)]
+    plan = Plan(preset="medium", budget_s=900, available_s=900, n_splits=5, select_rows=500, select_epochs=1,
+                trials=0, tune_transformers=False, tune_epochs=[1, 2], augment=False, runs=runs)
+    p = make_plan(plan, cs, work)
+    assert p.fits and "minilm" in p.dropped and any("folds:" in c for c in p.cuts)
+    assert p.n_splits == 5 and any("folds: 5 again" in a for a in p.added)
+    assert p.estimate_s <= p.available_s
