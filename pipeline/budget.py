@@ -61,6 +61,7 @@ class Cost:
     infer_row_s: float = 0.0  # transformer / embedding encoder: seconds per row predicted
     load_s: float = 0.0  # transformer: model build + one checkpoint save
     fit_row_s: float = 0.0  # classical (and an embedding head): seconds per row of one fold's fit + predict
+    fit_fixed_s: float = 0.0  # classical: seconds a fit costs whatever its size
     max_len: int = 64  # the candidate's max_len when measured
     lengths: dict[str, float] = field(default_factory=dict)  # max_len -> mean truncated tokens per text
     suggested_max_len: int | None = None
@@ -133,7 +134,7 @@ def fold_seconds(cost: Cost, rows: int, epochs: int, max_len: int, n_val: int, n
                  evals_per_epoch: int = 1) -> float:
     """One fold of one candidate: training steps, validation passes, the test prediction."""
     if cost.family == "classical":
-        return cost.fit_row_s * (rows + n_val + n_test)
+        return cost.fit_fixed_s + cost.fit_row_s * (rows + n_val + n_test)
     if cost.family == "embedding":  # the encoder's pass is paid once per run (run_seconds)
         return cost.fit_row_s * (rows + n_val + n_test)
     scale = cost.length_scale(max_len)
@@ -142,15 +143,18 @@ def fold_seconds(cost: Cost, rows: int, epochs: int, max_len: int, n_val: int, n
     return steps * cost.step_s * scale + infer + cost.load_s * (1 + epochs)
 
 
-def run_seconds(cost: Cost, run: RunPlan, work: Work, n_splits: int, augment: bool) -> float:
+def run_seconds(cost: Cost, run: RunPlan, work: Work, n_splits: int, augment: bool,
+                screened: int | None = None) -> float:
+    """A run's seconds; ``screened``: train rows select already encoded (the embedding cache)."""
     n_val = math.ceil(work.n_train / n_splits)
     rows = work.n_train - n_val
     if augment and cost.family == "transformer":
         rows = int(rows * (1 + work.augment_copies))
     per_fold = fold_seconds(cost, rows, run.epochs, run.max_len, n_val, work.n_test, work.evals_per_epoch)
     total = per_fold * n_splits * (run.seeds if cost.family == "transformer" else 1)
-    if cost.family == "embedding":
-        total += cost.infer_row_s * (work.n_train + work.n_test)
+    if cost.family == "embedding":  # one encoder pass, less what select's screening encoded (cached)
+        todo = work.n_train + work.n_test if screened is None else max(0, work.n_train - n_val - screened)
+        total += cost.infer_row_s * todo
     return total
 
 
@@ -167,8 +171,8 @@ def stage_seconds(plan: Plan, costs: dict[str, Cost], work: Work) -> dict[str, f
         rows = min(plan.select_rows or n_tr, n_tr)
         r.screen_s = work.select_folds * fold_seconds(c, rows, plan.select_epochs, r.max_len, n_val, work.n_test,
                                                       work.evals_per_epoch)
-        if c.family == "embedding":
-            r.screen_s += c.infer_row_s * (work.n_train + work.n_test)
+        if c.family == "embedding":  # the encoder's pass over what the screening fold touches
+            r.screen_s += c.infer_row_s * (rows + n_val + work.n_test)
         screen += r.screen_s
     out["select"] = STAGE_START_S + screen
     tune = 0.0
@@ -188,8 +192,9 @@ def stage_seconds(plan: Plan, costs: dict[str, Cost], work: Work) -> dict[str, f
         if c.family == "transformer":  # Optuna stops starting trials past this (a slow machine day)
             plan.tune_timeout_s = max(plan.tune_timeout_s, round(1.25 * one + 30))
     out["tune"] = STAGE_START_S + tune
+    screened = min(plan.select_rows or n_tr, n_tr)
     for r in plan.runs:
-        r.estimate_s = run_seconds(costs[r.name], r, work, plan.n_splits, plan.augment)
+        r.estimate_s = run_seconds(costs[r.name], r, work, plan.n_splits, plan.augment, screened)
         if r.family == "transformer":  # what one more epoch adds (train gives cut epochs back with it)
             more = RunPlan(r.name, r.family, epochs=r.epochs + 1, max_len=r.max_len, seeds=r.seeds)
             r.epoch_s = round(run_seconds(costs[r.name], more, work, plan.n_splits, plan.augment) - r.estimate_s, 1)
