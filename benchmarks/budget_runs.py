@@ -140,10 +140,12 @@ def main() -> int:
         "replans": plan.get("replans"), "settings": {k: plan.get(k) for k in (
             "n_splits", "select_rows", "trials", "tune_transformers", "augment")},
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores",
+        "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip(),
     }
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    results = [r for r in results if (r["data"], r["time"], r["preset"]) != (entry["data"], entry["time"],
-                                                                             entry["preset"])] + [entry]
+    key = ("data", "time", "preset", "commit")  # a rerun on the same code replaces; other commits stay
+    results = [r for r in results if tuple(r.get(k) for k in key) != tuple(entry[k] for k in key)] + [entry]
     RESULTS.write_text(json.dumps(results, indent=1))
     print(json.dumps({k: v for k, v in entry.items() if k not in ("stages", "plan_runs")}, indent=1))
     return rc
