@@ -270,9 +270,7 @@ def make_plan(ceiling: Plan, costs: dict[str, Cost], work: Work) -> Plan:
     plan = copy.deepcopy(ceiling)
     folds = ceiling.n_splits
     while True:
-        plan.stages = stage_seconds(plan, costs, work)
-        plan.estimate_s = round(sum(plan.stages.values()), 1)
-        if plan.estimate_s <= plan.available_s:
+        if _fits(plan, costs, work):
             plan.fits = True
             return refill(plan, costs, work, folds)
         cut = next_cut(plan, costs)
@@ -311,8 +309,6 @@ def refill(plan: Plan, costs: dict[str, Cost], work: Work, ceiling_folds: int) -
                 break
             trial.added.append(f"{name}: {r.epochs} epochs again (the cuts after it left room)")
             plan = trial
-    plan.stages = stage_seconds(plan, costs, work)
-    plan.estimate_s = round(sum(plan.stages.values()), 1)
     if "select.candidates" in plan.pinned:
         return plan
     for r in [r for r in plan.runs if r.family == "transformer"]:
