@@ -80,7 +80,7 @@ def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.n
         if tc.family == "transformer":
             m = probe.probe_transformer(tc, texts, labels, schema.n_classes, cfg.budget.probe_steps, max_lens)
         elif tc.family == "embedding":
-            m = probe.probe_embedding(tc, texts, max_lens)
+            m = probe.probe_embedding(tc, texts)
         else:
             m = probe.probe_classical(tc, texts, labels, schema.metric)
         m["probe_s"] = round(time.perf_counter() - t, 2)

@@ -22,14 +22,6 @@ from pipeline.config import TrainConfig
 log = logging.getLogger(__name__)
 
 
-def token_lengths(tokenizer: Any, texts: list[str]) -> np.ndarray:
-    return np.array([len(x) for x in tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]])
-
-
-def mean_lengths(lengths: np.ndarray, max_lens: list[int]) -> dict[str, float]:
-    return {str(m): round(float(np.minimum(lengths, m).mean()), 3) for m in sorted(set(max_lens))}
-
-
 def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_classes: int, steps: int,
                       max_lens: list[int]) -> dict[str, Any]:
     import torch
@@ -38,10 +30,9 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
     from pipeline.modeling.data import Encoded, LengthGroupedBatches, PadCollator, eval_batches
     from pipeline.modeling.transformer import load_model, load_tokenizer, param_groups, pick_device, pick_dtype
 
-    device, dtype = pick_device(tc), None
+    device = pick_device(tc)
     dtype = pick_dtype(tc, device)
     tokenizer = load_tokenizer(tc)
-    lengths = mean_lengths(token_lengths(tokenizer, texts), [tc.max_len, *max_lens])
     t0 = time.perf_counter()
     model = load_model(tc, n_classes).to(device)
     with tempfile.TemporaryDirectory() as d:
@@ -110,7 +101,7 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
     rows = sum(len(x) for x in every)
     infer_row_s = float(sum(ea + eb * int(e_len[i]) * len(every[i]) for i in range(len(every)))) / max(rows, 1)
     return {"step_s": round(step_s, 5), "infer_row_s": round(infer_row_s, 7), "load_s": round(load_s, 3),
-            "lengths": by_len, "mean_tokens": lengths, "batch_size": tc.batch_size, "max_len": tc.max_len,
+            "lengths": by_len, "batch_size": tc.batch_size, "max_len": tc.max_len,
             "device": device.type, "steps_timed": len(times), "fit": [round(a, 5), round(b, 6)]}
 
 
@@ -148,17 +139,16 @@ def probe_classical(tc: TrainConfig, texts: list[str], labels: np.ndarray, metri
     return {"fit_row_s": round(rate, 8), "fit_fixed_s": round(fixed, 3), "points": points}
 
 
-def probe_embedding(tc: TrainConfig, texts: list[str], max_lens: list[int]) -> dict[str, Any]:
+def probe_embedding(tc: TrainConfig, texts: list[str]) -> dict[str, Any]:
     from pipeline.modeling.backbones import resolve_backbone
     from pipeline.runtime import embed, load_encoder
 
     t0 = time.perf_counter()
     model, tokenizer = load_encoder(Path(resolve_backbone(tc.backbone)))
     load_s = time.perf_counter() - t0
-    lengths = mean_lengths(token_lengths(tokenizer, texts), [tc.max_len, *max_lens])
     sample = texts[: 2 * tc.eval_batch_size]
     embed(model, tokenizer, sample[:8], tc.max_len, tc.eval_batch_size)  # warm-up
     t = time.perf_counter()
     embed(model, tokenizer, sample, tc.max_len, tc.eval_batch_size)
     return {"infer_row_s": round((time.perf_counter() - t) / max(len(sample), 1), 6), "load_s": round(load_s, 3),
-            "lengths": lengths, "max_len": tc.max_len, "fit_row_s": 2e-5}
+            "max_len": tc.max_len, "fit_row_s": 2e-5}
