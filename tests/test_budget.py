@@ -11,7 +11,7 @@ from pipeline import budget
 from pipeline.budget import Cost, Plan, RunPlan, Work, make_plan
 from pipeline.config import ConfigError, load_config, parse_duration
 
-ORDER = ["tune:", "select:", "augment:", "seed", "epoch", "max_len", "folds:", "dropped"]
+ORDER = ["trade:", "tune:", "select:", "augment:", "seed", "epoch", "max_len", "folds:", "dropped"]
 
 
 def costs() -> dict[str, Cost]:
@@ -71,11 +71,12 @@ def test_cuts_come_in_the_documented_order_and_stop_as_soon_as_it_fits():
     for share in (0.9, 0.6, 0.3, 0.15, 0.05):
         p = make_plan(ceiling(full * share), costs(), WORK)
         assert p.fits and p.estimate_s <= full * share
-        kinds = [kind(c) for c in p.cuts]
+        cuts = [c for c in p.cuts if not c.startswith("trade:")]  # refill's trades come after the cuts
+        kinds = [kind(c) for c in cuts]
         assert kinds == sorted(kinds), p.cuts  # trials, screening, augment, seeds, epochs, max_len, folds, drop
         # one cut fewer would not have fitted: no cut is spent for nothing
         shorter = make_plan(ceiling(1e9), costs(), WORK)
-        for _ in p.cuts[:-1]:
+        for _ in cuts[:-1]:
             shorter.cuts.append(budget.next_cut(shorter, costs()) or "")
         shorter.stages = budget.stage_seconds(shorter, costs(), WORK)
         assert sum(shorter.stages.values()) > full * share
@@ -317,3 +318,57 @@ def test_a_drop_gives_back_the_folds_cut_before_it_when_they_fit():
     assert p.fits and "minilm" in p.dropped and any("folds:" in c for c in p.cuts)
     assert p.n_splits == 5 and any("folds: 5 again" in a for a in p.added)
     assert p.estimate_s <= p.available_s
+
+
+def test_an_under_trained_fine_tune_buys_its_epoch_back_with_a_fold():
+    """5 folds x 2 epochs does not fit, 4 x 2 does: the epoch cut is traded for a fold, never
+    below 3 folds, never when folds or epochs are pinned, and never for a preset's bonus epoch."""
+    work = Work(n_train=7600, n_test=3300)
+    cs = {"tfidf": Cost("tfidf", "classical", fit_row_s=1e-3),
+          "minilm": Cost("minilm", "transformer", step_s=0.6, infer_row_s=0.006, load_s=3, max_len=64, epochs=2)}
+
+    def plan(avail: float, epochs: int = 2, pinned: list[str] | None = None) -> Plan:
+        runs = [RunPlan("tfidf", "classical"),
+                RunPlan("minilm", "transformer", epochs=epochs, max_len=64, ceiling_epochs=epochs)]
+        return Plan(preset="medium", budget_s=avail, available_s=avail, n_splits=5, select_rows=500,
+                    select_epochs=1, trials=0, tune_transformers=False, tune_epochs=[1, 2], augment=False,
+                    runs=runs, pinned=pinned or [])
+
+    def estimate(folds: int, epochs: int) -> float:
+        p = plan(1e9)
+        p.n_splits, p.runs[1].epochs = folds, epochs
+        return sum(budget.stage_seconds(p, cs, work).values())
+
+    e52, e42, e32, e51 = estimate(5, 2), estimate(4, 2), estimate(3, 2), estimate(5, 1)
+    assert e32 < e42 < e52 and e51 < e52
+    p = make_plan(plan((e42 + e52) / 2), cs, work)
+    assert p.fits and p.n_splits == 4 and p.runs[1].epochs == 2 and p.estimate_s <= p.available_s
+    assert "minilm: 1 epoch instead of 2" in p.cuts and p.cuts[-1].startswith("trade: folds 4 instead of 5")
+    p = make_plan(plan((e32 + min(e42, e51)) / 2), cs, work)  # only 3 folds buy the epoch back
+    assert (p.n_splits, p.runs[1].epochs) == (3, 2) and p.cuts[-1].startswith("trade: folds 3 instead of")
+    pinned = make_plan(plan((e42 + e52) / 2, pinned=["folds.n_splits"]), cs, work)
+    assert (pinned.n_splits, pinned.runs[1].epochs) == (5, 1) and not any("trade" in c for c in pinned.cuts)
+    # best's bonus epoch (3 against the config's 2) is cut first and not bought back with folds
+    bonus = make_plan(plan(estimate(5, 2) + 1, epochs=3), cs, work)
+    assert (bonus.n_splits, bonus.runs[1].epochs) == (5, 2) and not any("trade" in c for c in bonus.cuts)
+
+
+def test_the_classical_probe_separates_fixed_training_and_prediction_costs(monkeypatch):
+    """A fake fit that costs 0.05 s + 0.2 ms per training row + 0.02 ms per predicted row: the
+    probe recovers the three, and the estimate charges a fold's predicted rows at their rate."""
+    import numpy as np
+
+    from pipeline.modeling import classical, probe
+
+    def fake_fit(tc, data, metric, fold):
+        time.sleep(0.05 + 2e-4 * len(data.train_texts) + 2e-5 * (len(data.val_texts) + len(data.test_texts)))
+
+    monkeypatch.setattr(classical, "fit_classical_fold", fake_fit)
+    texts = [f"text {i}" for i in range(2500)]
+    m = probe.probe_classical(None, texts, np.arange(2500) % 2, "f1")
+    assert m["fit_row_s"] == pytest.approx(2e-4, rel=0.15)
+    assert m["pred_row_s"] == pytest.approx(2e-5, rel=0.5) and m["pred_row_s"] < m["fit_row_s"] / 4
+    assert m["fit_fixed_s"] == pytest.approx(0.05, abs=0.04)
+    c = Cost("tfidf", "classical", fit_row_s=m["fit_row_s"], pred_row_s=m["pred_row_s"], fit_fixed_s=m["fit_fixed_s"])
+    # 20k rows to fit and 13k to predict: within 15% of what the fake fit would take
+    assert budget.fold_seconds(c, 20000, 1, 64, 5000, 8000) == pytest.approx(0.05 + 4.0 + 0.26, rel=0.15)
