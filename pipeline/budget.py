@@ -362,6 +362,8 @@ def trade_folds_for_epochs(plan: Plan, costs: dict[str, Cost], work: Work) -> Pl
                 break
         if not back or not _fits(trial, costs, work):
             return plan
+        trial.added = [a for a in trial.added  # folds refill gave back and the trade takes again
+                       if not (a.startswith("folds: ") and int(a.split()[1]) > trial.n_splits)]
         trial.cuts.append(f"trade: folds {trial.n_splits} instead of {plan.n_splits} (every run; folds.csv "
                           f"follows) for epochs back: {', '.join(back)} (an under-trained fine-tune loses more "
                           "than a fold's share of rows)")

@@ -372,3 +372,27 @@ def test_the_classical_probe_separates_fixed_training_and_prediction_costs(monke
     c = Cost("tfidf", "classical", fit_row_s=m["fit_row_s"], pred_row_s=m["pred_row_s"], fit_fixed_s=m["fit_fixed_s"])
     # 20k rows to fit and 13k to predict: within 15% of what the fake fit would take
     assert budget.fold_seconds(c, 20000, 1, 64, 5000, 8000) == pytest.approx(0.05 + 4.0 + 0.26, rel=0.15)
+
+
+def test_a_trade_after_a_drop_keeps_the_plan_readable():
+    """Folds cut for a fine-tune that was dropped come back in refill; a trade may take them
+    again for another fine-tune's epoch: the plan then says the folds it really has."""
+    work = Work(n_train=7600, n_test=3300)
+    cs = {"tfidf": Cost("tfidf", "classical", fit_row_s=1e-3),
+          "minilm": Cost("minilm", "transformer", step_s=0.6, infer_row_s=0.006, load_s=3, max_len=64, epochs=2),
+          "mpnet": Cost("mpnet", "transformer", step_s=3.0, infer_row_s=0.03, load_s=8, max_len=64, epochs=2)}
+
+    def plan(avail: float) -> Plan:
+        runs = [RunPlan("tfidf", "classical"),
+                RunPlan("minilm", "transformer", epochs=2, max_len=64, ceiling_epochs=2),
+                RunPlan("mpnet", "transformer", epochs=2, max_len=64, ceiling_epochs=2)]
+        return Plan(preset="best", budget_s=avail, available_s=avail, n_splits=5, select_rows=500,
+                    select_epochs=1, trials=0, tune_transformers=False, tune_epochs=[1, 2], augment=False, runs=runs)
+
+    traded_after_drop = 0
+    for avail in range(600, 6000, 50):
+        p = make_plan(plan(avail), cs, work)
+        assert p.estimate_s <= p.available_s or not p.fits
+        assert not any(a.startswith("folds: ") and int(a.split()[1]) > p.n_splits for a in p.added), p.added
+        traded_after_drop += "mpnet" in p.dropped and any(c.startswith("trade:") for c in p.cuts)
+    assert traded_after_drop  # the case above happens in this range
