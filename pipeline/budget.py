@@ -333,8 +333,10 @@ def refill(plan: Plan, costs: dict[str, Cost], work: Work, ceiling_folds: int) -
 
 
 def trade_folds_for_epochs(plan: Plan, costs: dict[str, Cost], work: Work) -> Plan:
-    """A fine-tune cut below its own config's epochs is under-trained (MiniLM on the disaster
-    tweets: CV F1 0.801 after 1 epoch, 0.815-0.818 per fold after 2), while a fold less costs
+    """A fine-tune cut below its own config's epochs runs a schedule its config was not set for
+    (MiniLM on the disaster tweets, same folds: CV F1 0.8013 after 1 epoch, 0.8048 after 2 --
+    a gain inside the fold-to-fold noise there; what the trade itself gains is not measured
+    yet: see BENCHMARKS.md "Time budget"), while a fold less costs
     each fold only 1/k - 1/(k+1) of its training rows (80% -> 75% at 5 -> 4 folds) and a k-fold
     run costs about (k-1) row-epochs: so when the cuts left a fine-tune below its config's
     epochs, a fold goes (never below 3; every run; folds.csv follows) for the epoch back, while
