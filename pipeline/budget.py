@@ -18,8 +18,8 @@ order, until the estimate fits the budget less its safety margin:
 
 Then ``refill`` spends what the cuts left: folds and epochs that a later cut made unnecessary
 come back, a fine-tune left below its own config's epochs buys them back with a fold
-(``trade_folds_for_epochs``: an under-trained fine-tune loses more than a fold's share of
-rows), and time still left buys the frozen-encoder twin of a planned fine-tune.
+(``trade_folds_for_epochs``: a bet, not yet measured, that the config's epochs are worth more
+than a fold's share of rows), and time still left buys the frozen-encoder twin of a planned fine-tune.
 
 Classical models are never cut: they run first and make a valid submission early. A key the
 user set (``SET="train.epochs=3"``) is never cut, and its value is what the estimate uses.
@@ -367,8 +367,8 @@ def trade_folds_for_epochs(plan: Plan, costs: dict[str, Cost], work: Work) -> Pl
         trial.added = [a for a in trial.added  # folds refill gave back and the trade takes again
                        if not (a.startswith("folds: ") and int(a.split()[1]) > trial.n_splits)]
         trial.cuts.append(f"trade: folds {trial.n_splits} instead of {plan.n_splits} (every run; folds.csv "
-                          f"follows) for epochs back: {', '.join(back)} (an under-trained fine-tune loses more "
-                          "than a fold's share of rows)")
+                          f"follows) for epochs back: {', '.join(back)} (the config's epochs, bought with a "
+                          "fold's share of rows)")
         plan = trial
     return plan
 
