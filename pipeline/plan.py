@@ -42,8 +42,8 @@ PROBE_VERSION = 2  # part of the cache key: a changed probe measures again
 
 def candidates(cfg: Config) -> list[str]:
     names = list(cfg.select.candidates)
-    if cfg.budget.preset == "best":
-        names += [n for n in budget.BEST_EXTRA if n not in names]
+    if "select.candidates" not in budget.pinned_keys(cfg):
+        names += [n for n in budget.extra_candidates(cfg.budget.preset) if n not in names]
     names += [budget.FALLBACK[n] for n in names if n in budget.FALLBACK and budget.FALLBACK[n] not in names]
     return names
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +15,10 @@ import pytest
 # tests pass their own arguments, so none of them may leak in.
 for _key in [k for k in os.environ if k.startswith("TEXTCOMP_")]:
     del os.environ[_key]
+# An empty backbone cache: a machine where `make setup-mpnet` ran must not put the real 110M
+# encoder into the planner's candidates (PRESET=medium adds emb_mpnet where it is installed);
+# tests that want packaged:mpnet build a tiny one in a cache of their own.
+os.environ["TEXTCOMP_CACHE"] = tempfile.mkdtemp(prefix="textcomp-test-cache-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

