@@ -261,6 +261,11 @@ def competition_page(paths: Paths, analyses: list[RunAnalysis], schema: Schema) 
                f"{'beats' if ens['beats_best_single_nested'] else 'does NOT beat'} the best single run on the "
                f"nested estimate ({ens['best_single_nested']:.4f}). Weights: "
                f"{', '.join(f'{k} {v:.3f}' for k, v in weights['weights'].items())}.\n"]
+        if ens.get("runs_nested"):  # each run alone, scored as the blends are
+            md.append(f"\nEach run alone on the scored folds {ens.get('scored_on_folds')}, in-sample / nested "
+                      "(nested: fitted, and thresholded, on the other folds, like the blends): "
+                      + ", ".join(f"{k} {ens['runs'][k]:.4f} / {v:.4f}" for k, v in ens["runs_nested"].items())
+                      + ".\n")
     if sub:
         md += ["\n## 7. Submission\n\n",
                f"`{_rel(paths.submission, r)}` from {sub['source']}: {sub['rows']} rows, columns "

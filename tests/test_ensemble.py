@@ -95,6 +95,9 @@ def test_ensemble_and_submit_stages_binary(prepared, workdir):
     assert run_stage("ensemble", workdir, data) == 0
     cv = json.loads((workdir / "ensembles/blend/cv.json").read_text())
     assert {m["method"] for m in cv["methods"]} == {"best_single", "mean", "rank", "vote", "weighted", "stack"}
+    # each run alone, scored as the blends are (threshold from the other folds), beside its in-sample score
+    assert set(cv["runs_nested"]) == set(cv["runs"]) == {"lr", "nbsvm"}
+    assert all(0 < v <= 1 for v in cv["runs_nested"].values())
     w = json.loads((workdir / "ensembles/blend/weights.json").read_text())
     assert sum(w["weights"].values()) == pytest.approx(1) and 0 < w["threshold"] < 1
     assert run_stage("submit", workdir, data) == 0
