@@ -19,7 +19,8 @@ order, until the estimate fits the budget less its safety margin:
 Then ``refill`` spends what the cuts left: folds and epochs that a later cut made unnecessary
 come back, a fine-tune left below its own config's epochs buys them back with a fold
 (``trade_folds_for_epochs``: a bet, not yet measured, that the config's epochs are worth more
-than a fold's share of rows), and time still left buys the frozen-encoder twin of a planned fine-tune.
+than a fold's share of rows), the room a trade's whole folds leave buys the preset's epochs and
+then its seeds back, and time still left buys the frozen-encoder twin of a planned fine-tune.
 
 Classical models are never cut: they run first and make a valid submission early. A key the
 user set (``SET="train.epochs=3"``) is never cut, and its value is what the estimate uses.
@@ -105,6 +106,7 @@ class RunPlan:
     estimate_s: float = 0.0
     screen_s: float = 0.0  # its screening in select (a real training loop: train calibrates on it)
     ceiling_epochs: int = 1  # the preset's epochs before any cut (train may give cut ones back)
+    ceiling_seeds: int = 1  # the preset's seeds per fold before any cut
     epoch_s: float = 0.0  # what one more epoch adds to the run
 
 
@@ -305,18 +307,11 @@ def refill(plan: Plan, costs: dict[str, Cost], work: Work, ceiling_folds: int) -
             break
         trial.added.append(f"folds: {trial.n_splits} again (the cuts after the fold cut left room)")
         plan = trial
-    for name in [r.name for r in plan.runs if r.family == "transformer"]:
-        while True:
-            trial = copy.deepcopy(plan)
-            r = next(x for x in trial.runs if x.name == name)
-            if r.epochs >= r.ceiling_epochs:
-                break
-            r.epochs += 1
-            if not _fits(trial, costs, work):
-                break
-            trial.added.append(f"{name}: {r.epochs} epochs again (the cuts after it left room)")
-            plan = trial
+    plan = _give_back(plan, costs, work, "epochs")
     plan = trade_folds_for_epochs(plan, costs, work)
+    # a trade takes whole folds, so it may leave room: the preset's epochs, then its seeds
+    plan = _give_back(plan, costs, work, "epochs")
+    plan = _give_back(plan, costs, work, "seeds")
     if "select.candidates" in plan.pinned:
         return plan
     for r in [r for r in plan.runs if r.family == "transformer"]:
@@ -328,6 +323,25 @@ def refill(plan: Plan, costs: dict[str, Cost], work: Work, ceiling_folds: int) -
         if _fits(trial, costs, work):
             trial.added.append(f"{alt}: added (its encoder frozen + LR, ~{trial.runs[-1].estimate_s:.0f}s): "
                               "the budget had room")
+            plan = trial
+    return plan
+
+
+def _give_back(plan: Plan, costs: dict[str, Cost], work: Work, what: str) -> Plan:
+    """Each fine-tune's cut ``epochs`` or ``seeds`` back, one at a time up to the preset's
+    ceiling, in plan order, while the plan still fits (never a key the user pinned)."""
+    if f"train.{what}" in plan.pinned:
+        return plan
+    for name in [r.name for r in plan.runs if r.family == "transformer"]:
+        while True:
+            trial = copy.deepcopy(plan)
+            r = next(x for x in trial.runs if x.name == name)
+            if getattr(r, what) >= getattr(r, f"ceiling_{what}"):
+                break
+            setattr(r, what, getattr(r, what) + 1)
+            if not _fits(trial, costs, work):
+                break
+            trial.added.append(f"{name}: {getattr(r, what)} {what} again (the cuts after it left room)")
             plan = trial
     return plan
 
@@ -405,7 +419,8 @@ def ceiling(cfg: Any, costs: dict[str, Cost], budget_s: float, available_s: floa
         seeds = len(cfg.train.seeds or [0]) if "train.seeds" in pinned else (3 if preset == "best" else 1)
         epochs = epochs if c.family == "transformer" else 1
         runs.append(RunPlan(name=n, family=c.family, epochs=epochs, max_len=c.max_len,
-                            seeds=seeds if c.family == "transformer" else 1, ceiling_epochs=epochs))
+                            seeds=seeds if c.family == "transformer" else 1, ceiling_epochs=epochs,
+                            ceiling_seeds=seeds if c.family == "transformer" else 1))
     trials = cfg.tune.n_trials * (2 if preset == "best" and "tune.n_trials" not in pinned else 1)
     return Plan(preset=preset, budget_s=budget_s, available_s=available_s, n_splits=cfg.folds.n_splits,
                 select_rows=None if preset == "best" and "select.max_train_rows" not in pinned

@@ -1,6 +1,7 @@
 """The time budget: the planner on synthetic throughputs, the plan applied under SET overrides,
 and the anytime behaviour (a run stopped at a fold boundary; the submission still written)."""
 
+import copy
 import json
 import time
 
@@ -436,3 +437,41 @@ def test_medium_adds_the_frozen_base_encoder_where_installed_and_trades_the_fine
     assert p.fits and "emb_mpnet" in names(p) and "minilm" in names(p)
     assert next(r for r in p.runs if r.name == "minilm").epochs == 2 and 3 <= p.n_splits < 5
     assert any(c.startswith("trade:") for c in p.cuts) and p.estimate_s <= tight
+
+
+def test_room_a_trade_leaves_buys_the_presets_epochs_then_seeds_back():
+    """A trade gives up whole folds, which can leave room (the 2h `best` plan on the disaster
+    tweets left 1,600 s unused at 3 folds with mpnet at 2 of its 3 epochs): the plan then takes
+    the preset's epochs back, then its seeds, while it fits. Whatever the budget, the final
+    plan leaves no such give-back that would still fit."""
+    work = Work(n_train=7545, n_test=3263)
+    cs = {"tfidf": Cost("tfidf", "classical", fit_row_s=1e-3),
+          "minilm": Cost("minilm", "transformer", step_s=0.47, infer_row_s=0.005, load_s=2, max_len=64, epochs=2),
+          "mpnet": Cost("mpnet", "transformer", step_s=2.7, infer_row_s=0.02, load_s=1, max_len=64, epochs=2)}
+
+    def ceiling_plan(avail: float) -> Plan:
+        runs = [RunPlan("tfidf", "classical"),
+                RunPlan("minilm", "transformer", epochs=3, max_len=64, seeds=3, ceiling_epochs=3, ceiling_seeds=3),
+                RunPlan("mpnet", "transformer", epochs=3, max_len=64, seeds=3, ceiling_epochs=3, ceiling_seeds=3)]
+        return Plan(preset="best", budget_s=avail, available_s=avail, n_splits=5, select_rows=500,
+                    select_epochs=1, trials=0, tune_transformers=False, tune_epochs=[1, 3], augment=False, runs=runs)
+
+    def still_fits(p: Plan, name: str, what: str) -> bool:
+        trial = copy.deepcopy(p)
+        r = next(x for x in trial.runs if x.name == name)
+        setattr(r, what, getattr(r, what) + 1)
+        return budget._fits(trial, cs, work)
+
+    bought_back = 0
+    for avail in range(2000, 16000, 250):
+        p = make_plan(ceiling_plan(avail), cs, work)
+        assert not p.fits or p.estimate_s <= p.available_s
+        if not p.fits:
+            continue
+        for r in p.runs:
+            if r.family == "transformer":
+                assert r.epochs >= r.ceiling_epochs or not still_fits(p, r.name, "epochs"), (avail, p.runs)
+                assert r.seeds >= r.ceiling_seeds or not still_fits(p, r.name, "seeds"), (avail, p.runs)
+        traded = any(c.startswith("trade:") for c in p.cuts)
+        bought_back += traded and any(" again (" in a and ("epochs" in a or "seeds" in a) for a in p.added)
+    assert bought_back  # the case happens in this range
