@@ -13,8 +13,8 @@ order, until the estimate fits the budget less its safety margin:
   6. max_len: down to inspect's suggestion (which covers 99% of the texts)
   7. folds: one fewer for every run (never below 3; folds.csv is then written with that many,
      so every run's OOF stays comparable)
-  8. the costliest candidate that is not a classical model is dropped; a fine-tuned encoder
-     that has a frozen-embedding counterpart (minilm -> emb_minilm) is replaced by it
+  8. the costliest fine-tune is dropped, and replaced by its frozen-embedding counterpart where
+     it has one (minilm -> emb_minilm); with no fine-tune left, the costliest frozen encoder
 
 Then ``refill`` spends what the cuts left: folds and epochs that a later cut made unnecessary
 come back, a fine-tune left below its own config's epochs buys them back with a fold
