@@ -55,7 +55,9 @@ def main(work: Path, subsets: list[list[str]]) -> dict:
 
     full = blend(list(range(len(runs))))
     out = {"work": str(work), "metric": metric, "scored_on_folds": cv["scored_on_folds"],
-           "all": {k: v for k, v in full.items() if k != "fold_scores"} | {"runs": runs}, "without": {}, "alone": {}}
+           "all": {"chosen": full["chosen"], "nested": round(full["nested"], 5), "best": full["best"],
+                   "best_nested": round(full["best_nested"], 5), "runs": runs}, "without": {}, "alone": {}}
+
     def versus(members: list[int]) -> dict:
         r = blend(members)
         d = sign * (full["fold_scores"] - r["fold_scores"])
@@ -69,14 +71,11 @@ def main(work: Path, subsets: list[list[str]]) -> dict:
     out["subsets"] = {",".join(sub): versus([runs.index(r) for r in sub]) for sub in subsets}
     for i, run in enumerate(runs):
         alone = evaluate("best_single", p[i:i + 1], ys, fs, metric, "metric", tune_thr)
-        row = {"nested": round(alone["nested"], 5)}
+        row = {"nested": round(alone["nested"], 5), "in_sample": round(alone["in_sample"], 5)}
         if tune_thr:
-            row["in_sample"] = round(tune_threshold(ys, p[i][:, 1])[1], 5)
             row["fold_thresholds"] = {int(k): tune_threshold(ys[fs == k], p[i][fs == k][:, 1])[0]
                                       for k in np.unique(fs)}
         out["alone"][run] = row
-    out["all"]["nested"] = round(out["all"]["nested"], 5)
-    out["all"]["best_nested"] = round(out["all"]["best_nested"], 5)
     return out
 
 

@@ -266,12 +266,13 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
                  best["nested"], chosen["method"], chosen["nested"], ses[chosen["method"]], chosen["method"])
     blend: Blend = chosen["blend"]
     ys, ps = y[scope], probas[:, scope]
-    singles = {run: score(schema.metric, ys, ps[i], tune_threshold(ys, ps[i][:, 1])[0] if tune_thr else None)
-               for i, run in enumerate(runs)}
-    # each run alone, scored as the blends are (its threshold tuned on the other folds): the
-    # in-sample threshold above flatters a run by what the threshold learns of the scored fold
-    singles_nested = {run: evaluate("best_single", ps[i:i + 1], ys, folds[scope], schema.metric,
-                                    cfg.ensemble.objective, tune_thr)["nested"] for i, run in enumerate(runs)}
+    # each run alone, in-sample (threshold tuned on the scored folds themselves) and nested as the
+    # blends are (threshold from the other folds): the first flatters a run by what its threshold
+    # learns of the scored fold
+    alone = [evaluate("best_single", ps[i:i + 1], ys, folds[scope], schema.metric, cfg.ensemble.objective, tune_thr)
+             for i in range(len(runs))]
+    singles = {run: a["in_sample"] for run, a in zip(runs, alone)}
+    singles_nested = {run: a["nested"] for run, a in zip(runs, alone)}
     table = pd.DataFrame([{"method": r["method"], "in_sample": round(r["in_sample"], 5), "nested": round(r["nested"], 5),
                            "weights": " ".join(f"{run}={w:.3f}" for run, w in zip(runs, r["blend"].weights)),
                            "threshold": r["blend"].threshold,
