@@ -410,7 +410,8 @@ def run_backtranslation(train: pd.DataFrame, cfg: AugmentConfig, paths: Paths,
                 frames.append(pd.DataFrame({"source_id": train["id"].to_numpy()[keep], "text": np.array(outputs)[keep],
                                             "label": train["label"].to_numpy()[keep], "method": method}))
                 stats[method] = asdict(st)
-                log.info("%s: kept %d of %d (dropped empty %d, identical %d, length %d, similarity %d)", method,
+                log.info("%s: kept %d of %d (dropped: empty or a masked mention/URL/hashtag lost %d, identical %d, "
+                         "length %d, similarity %d)", method,
                          st.kept, st.total, st.empty, st.identical, st.length_ratio, st.similarity)
             return pd.concat(frames, ignore_index=True), {"engine": engine, "filters": stats}
         except EngineUnavailable as e:
