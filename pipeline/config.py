@@ -123,7 +123,7 @@ class TrainConfig:
     freeze_layers: int = 0  # never train the lowest N encoder layers
     freeze_encoder_epochs: int = 0  # train only the head for the first N epochs
     clip_norm: float | None = 1.0  # gradient clipping by global norm; None disables
-    precision: str = "auto"  # auto (bf16 on capable GPUs, fp32 on CPU), fp32, bf16, fp16
+    precision: str = "auto"  # auto (bf16 on capable GPUs and on CPUs with AMX tiles, else fp32/fp16), fp32, bf16, fp16
     group_by_length: bool = True  # length-grouped batches inside shuffled mega-batches
     pad_to_multiple_of: int | None = None  # pad batch length to a multiple (8 helps tensor cores)
     compile: bool = False  # torch.compile the model

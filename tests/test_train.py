@@ -18,7 +18,8 @@ from pipeline.modeling.transformer import FoldData, FoldTrainer, TrainingError, 
 
 def _cfg(tiny_bert, **kw) -> TrainConfig:
     base = dict(backbone=str(tiny_bert), max_len=32, epochs=1, batch_size=8, lr=1e-3, warmup_ratio=0.0,
-                dropout=0.0, head_dropout=0.0, log_every=1, eval_batch_size=16, save_checkpoints=False)
+                dropout=0.0, head_dropout=0.0, log_every=1, eval_batch_size=16, save_checkpoints=False,
+                precision="fp32")  # exact arithmetic on every CPU (auto is bf16 where AMX tiles are)
     base.update(kw)
     cfg = TrainConfig(**base)
     cfg.validate()
@@ -200,6 +201,37 @@ def test_freezing(tiny_bert, kw, frozen, trained):
     after = dict(out.extra["model"].named_parameters())
     assert torch.equal(before[frozen], after[frozen].detach())
     assert not torch.equal(before[trained], after[trained].detach())
+
+
+def test_bf16_on_cpu_autocasts_the_matmuls_and_keeps_float32_weights(tiny_bert):
+    seen = []
+
+    def spy(model, step):  # from the first step on, the dtype of every classifier output
+        if step == 0:
+            model.classifier.register_forward_hook(lambda _m, _i, o: seen.append(o.dtype))
+
+    fp32 = FoldTrainer(_cfg(tiny_bert, epochs=2, precision="fp32"), 2, "f1", 0).fit(_data(), _tok(tiny_bert))
+    cfg = _cfg(tiny_bert, epochs=2, precision="bf16")
+    out = FoldTrainer(cfg, 2, "f1", 0, before_step=spy).fit(_data(), _tok(tiny_bert))
+    # training steps and validation in bf16; the submitted test probabilities in float32 (what
+    # the offline bundle and a CPU without bf16 tiles reproduce)
+    assert set(seen[:-1]) == {torch.bfloat16} and seen[-1] == torch.float32
+    assert {p.dtype for p in out.extra["model"].parameters()} == {torch.float32}  # master weights
+    assert np.isfinite(out.val_proba).all() and np.isfinite(out.test_proba).all()
+    gap = np.abs(out.val_proba - fp32.val_proba).max()
+    assert 0 < gap < 0.1  # rounding, not a different model
+
+
+@pytest.mark.parametrize("precision, tiles, expect", [
+    ("auto", True, torch.bfloat16), ("auto", False, torch.float32), ("bf16", False, torch.bfloat16),
+    ("fp32", True, torch.float32), ("fp16", True, torch.float32)])
+def test_cpu_precision_auto_follows_the_cpus_bf16_tiles(monkeypatch, caplog, precision, tiles, expect):
+    from pipeline.modeling import transformer
+
+    monkeypatch.setattr(transformer, "cpu_has_bf16_tiles", lambda: tiles)
+    cfg = TrainConfig(precision=precision)
+    assert transformer.pick_dtype(cfg, torch.device("cpu")) == expect
+    assert ("no fast path on CPU" in caplog.text) == (precision == "fp16")
 
 
 def test_early_stopping_and_best_checkpoint(tiny_bert):
