@@ -65,6 +65,7 @@ class Cost:
     batch_size: int = 32
     step_s: float = 0.0  # transformer: seconds per optimizer step (batch_size rows at max_len)
     infer_row_s: float = 0.0  # transformer / embedding encoder: seconds per row predicted
+    test_infer_row_s: float | None = None  # transformer: per test row (float32 where training is bf16 on CPU)
     load_s: float = 0.0  # transformer: model build + one checkpoint save
     fit_row_s: float = 0.0  # classical (and an embedding head): seconds per training row of one fold's fit
     pred_row_s: float | None = None  # classical: seconds per row predicted (None: as fit_row_s)
@@ -148,7 +149,8 @@ def fold_seconds(cost: Cost, rows: int, epochs: int, max_len: int, n_val: int, n
         return cost.fit_row_s * (rows + n_val + n_test)
     scale = cost.length_scale(max_len)
     steps = math.ceil(rows / cost.batch_size) * epochs
-    infer = (n_val * epochs * evals_per_epoch + n_test) * cost.infer_row_s * scale
+    test_row_s = cost.infer_row_s if cost.test_infer_row_s is None else cost.test_infer_row_s
+    infer = (n_val * epochs * evals_per_epoch * cost.infer_row_s + n_test * test_row_s) * scale
     return steps * cost.step_s * scale + infer + cost.load_s * (1 + epochs)
 
 

@@ -91,7 +91,7 @@ def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.n
         cache[key] = m
         log.info("plan: measured %s in %.1fs: %s", name, m["probe_s"],
                  ", ".join(f"{k}={v}" for k, v in m.items() if k in ("step_s", "infer_row_s", "fit_row_s", "pred_row_s", "load_s")))
-    for k in ("step_s", "infer_row_s", "load_s", "fit_row_s", "pred_row_s", "fit_fixed_s"):
+    for k in ("step_s", "infer_row_s", "test_infer_row_s", "load_s", "fit_row_s", "pred_row_s", "fit_fixed_s"):
         if k in m:
             setattr(cost, k, float(m[k]))
     cost.lengths = dict(m.get("lengths", {}))

@@ -375,6 +375,29 @@ def test_the_classical_probe_separates_fixed_training_and_prediction_costs(monke
     assert budget.fold_seconds(c, 20000, 1, 64, 5000, 8000) == pytest.approx(0.05 + 4.0 + 0.26, rel=0.15)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_bf16_probe_on_cpu_also_times_the_float32_test_prediction(tiny_bert, precision):
+    """Training autocasts to bf16 on CPU but predicts the test rows in float32: a bf16 probe
+    times both, and the estimate charges test rows at the float32 rate, validation at bf16's."""
+    import numpy as np
+    from conftest import NEG, POS, synthetic_texts
+
+    from pipeline.config import TrainConfig
+    from pipeline.modeling import probe
+
+    texts, labels = synthetic_texts(96, [NEG, POS], 0)
+    tc = TrainConfig(backbone=str(tiny_bert), precision=precision, max_len=32, batch_size=8, eval_batch_size=16)
+    m = probe.probe_transformer(tc, texts, np.array(labels), 2, 3, [32])
+    assert ("test_infer_row_s" in m) == (precision == "bf16")
+    if precision == "fp32":
+        return
+    assert m["test_infer_row_s"] > 0 and m["infer_row_s"] > 0
+    c = Cost("m", "transformer", step_s=1.0, infer_row_s=0.01, test_infer_row_s=0.03, load_s=0, max_len=64)
+    same = Cost("m", "transformer", step_s=1.0, infer_row_s=0.01, load_s=0, max_len=64)
+    gap = budget.fold_seconds(c, 320, 2, 64, 100, 1000) - budget.fold_seconds(same, 320, 2, 64, 100, 1000)
+    assert gap == pytest.approx(1000 * 0.02)  # the test rows only: validation stays at 0.01 a row
+
+
 def test_a_trade_after_a_drop_keeps_the_plan_readable():
     """Folds cut for a fine-tune that was dropped come back in refill; a trade may take them
     again for another fine-tune's epoch: the plan then says the folds it really has."""

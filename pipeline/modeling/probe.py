@@ -85,24 +85,30 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
     e_len = np.array([int(ds.lengths[b].max()) for b in every])
     e_order = np.argsort(e_len, kind="stable")
     e_picks = [int(e_order[int(q * (len(e_order) - 1))]) for q in (0.5, 0.2, 0.5, 0.8)]
-    e_lens, e_times = [], []
-    with torch.inference_mode():
-        for j, i in enumerate([*e_picks, *e_picks[1:]]):
-            batch = {k: v.to(device) for k, v in collate([ds[x] for x in every[i]]).items()}
-            t = time.perf_counter()
-            with autocast:
-                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            if j >= len(e_picks):
-                e_lens.append(int(e_len[i]) * len(every[i]))
-                e_times.append(time.perf_counter() - t)
-    ea, eb = _linear(np.array(e_lens, float), np.array(e_times))
     rows = sum(len(x) for x in every)
-    infer_row_s = float(sum(ea + eb * int(e_len[i]) * len(every[i]) for i in range(len(every)))) / max(rows, 1)
-    return {"step_s": round(step_s, 5), "infer_row_s": round(infer_row_s, 7), "load_s": round(load_s, 3),
-            "lengths": by_len, "batch_size": tc.batch_size, "max_len": tc.max_len,
-            "device": device.type, "steps_timed": len(times), "fit": [round(a, 5), round(b, 6)]}
+
+    def infer_row_s(cast: Any) -> float:
+        e_lens, e_times = [], []
+        with torch.inference_mode():
+            for j, i in enumerate([*e_picks, *e_picks[1:]]):
+                batch = {k: v.to(device) for k, v in collate([ds[x] for x in every[i]]).items()}
+                t = time.perf_counter()
+                with cast:
+                    model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                if j >= len(e_picks):
+                    e_lens.append(int(e_len[i]) * len(every[i]))
+                    e_times.append(time.perf_counter() - t)
+        ea, eb = _linear(np.array(e_lens, float), np.array(e_times))
+        return float(sum(ea + eb * int(e_len[i]) * len(every[i]) for i in range(len(every)))) / max(rows, 1)
+
+    out = {"step_s": round(step_s, 5), "infer_row_s": round(infer_row_s(autocast), 7), "load_s": round(load_s, 3),
+           "lengths": by_len, "batch_size": tc.batch_size, "max_len": tc.max_len,
+           "device": device.type, "steps_timed": len(times), "fit": [round(a, 5), round(b, 6)]}
+    if device.type == "cpu" and dtype != torch.float32:  # the trainer predicts test rows in float32 on CPU
+        out["test_infer_row_s"] = round(infer_row_s(torch.autocast("cpu", enabled=False)), 7)
+    return out
 
 
 def _linear(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -81,7 +81,7 @@ def pick_device(cfg: TrainConfig) -> torch.device:
 
 def cpu_has_bf16_tiles() -> bool:
     """Intel AMX bf16 tiles (Sapphire Rapids and later). There bf16 autocast made a training
-    step 1.6x (MiniLM) and 2.0x (mpnet) faster than float32 on 2 cores, at the same CV
+    step 1.5-1.6x (MiniLM) and 1.8-2.0x (mpnet) faster than float32 on 2 cores, at the same CV
     (BENCHMARKS.md); on CPUs without them bf16 matmuls are emulated, so auto keeps float32."""
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
     try:
