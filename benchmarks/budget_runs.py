@@ -63,6 +63,10 @@ def holdout_score(work: Path, labels: Path) -> float | None:
     return float(log_loss(truth["sentiment"], np.clip(sub[classes].to_numpy(), 1e-15, 1), labels=classes))
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"  # entries before the ensemble's cv.json said in_sample have none
+
+
 def table() -> str:
     """BENCHMARKS.md's tables from benchmarks/results/budget.json."""
     results = json.loads(RESULTS.read_text())
@@ -75,7 +79,7 @@ def table() -> str:
         hold = f"{r['holdout']:.4f}" if r.get("holdout") is not None else "-"
         lines.append(f"| {r['data']} | {r['time']} | {r['preset']} | {r['wall_s'] / 60:.1f} min | "
                      f"{r['wall_over_budget']:.2f} | {r['planned_s'] / 60:.1f} min | {ran} ({r['settings']['n_splits']} "
-                     f"folds; cuts: {cuts}) | {r['metric']} | {r['ensemble_cv']:.4f} ({r['ensemble_nested']:.4f}, "
+                     f"folds; cuts: {cuts}) | {r['metric']} | {_num(r['ensemble_cv'])} ({_num(r['ensemble_nested'])}, "
                      f"{r['ensemble_chosen']}) | {hold} |")
     lines += ["", "Per stage, planned vs actual seconds:", ""]
     stages = list(results[0]["stages"])
@@ -134,7 +138,7 @@ def main() -> int:
         "preset": args.preset, "budget_s": plan.get("budget_s"), "rc": rc, "wall_s": round(wall, 1),
         "wall_over_budget": round(wall / plan["budget_s"], 3) if plan.get("budget_s") else None,
         "planned_s": plan.get("estimate_s"), "metric": cv.get("metric"), "ensemble_chosen": cv.get("chosen"),
-        "ensemble_cv": cv.get("cv"), "ensemble_nested": cv.get("nested"), "runs": runs,
+        "ensemble_cv": cv.get("in_sample", cv.get("cv")), "ensemble_nested": cv.get("nested"), "runs": runs,
         "holdout": holdout_score(work, labels) if labels else sub_meta.get("holdout_score"),
         "stages": plan.get("stages"), "plan_runs": plan.get("runs"), "cuts": plan.get("cuts"),
         "replans": plan.get("replans"), "settings": {k: plan.get(k) for k in (
