@@ -138,7 +138,7 @@ def main() -> int:
         "preset": args.preset, "budget_s": plan.get("budget_s"), "rc": rc, "wall_s": round(wall, 1),
         "wall_over_budget": round(wall / plan["budget_s"], 3) if plan.get("budget_s") else None,
         "planned_s": plan.get("estimate_s"), "metric": cv.get("metric"), "ensemble_chosen": cv.get("chosen"),
-        "ensemble_cv": cv.get("in_sample", cv.get("cv")), "ensemble_nested": cv.get("nested"), "runs": runs,
+        "ensemble_cv": cv.get("in_sample"), "ensemble_nested": cv.get("nested"), "runs": runs,
         "holdout": holdout_score(work, labels) if labels else sub_meta.get("holdout_score"),
         "stages": plan.get("stages"), "plan_runs": plan.get("runs"), "cuts": plan.get("cuts"),
         "replans": plan.get("replans"), "settings": {k: plan.get(k) for k in (

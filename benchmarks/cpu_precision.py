@@ -28,7 +28,7 @@ def main() -> int:
     import torch
 
     from pipeline.config import TrainConfig
-    from pipeline.modeling.backbones import resolve_backbone
+    from pipeline.modeling.backbones import BackboneError, resolve_backbone
     from pipeline.modeling.probe import probe_transformer
     from pipeline.modeling.transformer import cpu_has_bf16_tiles
     from pipeline.runtime import TextCleaner
@@ -53,7 +53,7 @@ def main() -> int:
     for backbone in args.backbones:
         try:
             resolve_backbone(backbone)
-        except Exception as e:  # mpnet not installed: say so, measure the rest
+        except BackboneError as e:  # mpnet not installed: say so, measure the rest
             print(f"{backbone}: skipped ({e})", file=sys.stderr)
             continue
         runs: dict[str, list] = {"fp32": [], "bf16": []}

@@ -28,7 +28,15 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
     from safetensors.torch import save_file
 
     from pipeline.modeling.data import Encoded, LengthGroupedBatches, PadCollator, eval_batches
-    from pipeline.modeling.transformer import load_model, load_tokenizer, param_groups, pick_device, pick_dtype
+    from pipeline.modeling.transformer import (
+        autocast,
+        load_model,
+        load_tokenizer,
+        param_groups,
+        pick_device,
+        pick_dtype,
+        submission_dtype,
+    )
 
     device = pick_device(tc)
     dtype = pick_dtype(tc, device)
@@ -51,7 +59,7 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
     picks = [int(order[min(len(order) - 1, int(q * len(order)))]) for q in np.linspace(0.05, 0.95, steps)]
     optimizer = torch.optim.AdamW(param_groups(model, tc), lr=tc.lr, fused=device.type in ("cuda", "cpu"))
     criterion = torch.nn.CrossEntropyLoss()
-    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    training_cast = autocast(device, dtype)
     model.train()
     lens, times = [], []
     # a first, untimed pass warms each shape's kernels (a fresh process is slow on every new
@@ -62,7 +70,7 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
             torch.cuda.synchronize()
         t = time.perf_counter()  # collating is part of a training step (num_workers=0 on CPU)
         batch = {k: v.to(device) for k, v in collate([ds[x] for x in batches[i]]).items()}
-        with autocast:
+        with training_cast:
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss = criterion(logits.float(), batch["labels"])
         torch.isfinite(loss).item()  # the training loop's per-step host sync on CPU
@@ -103,11 +111,12 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
         ea, eb = _linear(np.array(e_lens, float), np.array(e_times))
         return float(sum(ea + eb * int(e_len[i]) * len(every[i]) for i in range(len(every)))) / max(rows, 1)
 
-    out = {"step_s": round(step_s, 5), "infer_row_s": round(infer_row_s(autocast), 7), "load_s": round(load_s, 3),
+    out = {"step_s": round(step_s, 5), "infer_row_s": round(infer_row_s(autocast(device, dtype)), 7),
+           "load_s": round(load_s, 3),
            "lengths": by_len, "batch_size": tc.batch_size, "max_len": tc.max_len,
            "device": device.type, "steps_timed": len(times), "fit": [round(a, 5), round(b, 6)]}
-    if device.type == "cpu" and dtype != torch.float32:  # the trainer predicts test rows in float32 on CPU
-        out["test_infer_row_s"] = round(infer_row_s(torch.autocast("cpu", enabled=False)), 7)
+    if submission_dtype(device, dtype) != dtype:  # the trainer predicts the test rows in another dtype
+        out["test_infer_row_s"] = round(infer_row_s(autocast(device, submission_dtype(device, dtype))), 7)
     return out
 
 

@@ -7,7 +7,6 @@ EMA, early stopping, and a per-epoch checkpoint that a killed run resumes from.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
@@ -107,6 +106,17 @@ def pick_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
     if cfg.precision == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> Any:
+    """The forward passes' autocast context (off for float32)."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def submission_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the submitted test prediction: float32 on CPU even where training
+    autocasts, so the offline bundle (float32) and a CPU without bf16 tiles reproduce it."""
+    return torch.float32 if device.type == "cpu" else dtype
 
 
 def load_tokenizer(cfg: TrainConfig) -> Any:
@@ -264,8 +274,8 @@ class FoldTrainer:
             torch.backends.cudnn.benchmark = True
 
     # -- pieces -------------------------------------------------------------------------
-    def _autocast(self) -> Any:
-        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
+    def _autocast(self, exact: bool = False) -> Any:
+        return autocast(self.device, submission_dtype(self.device, self.dtype) if exact else self.dtype)
 
     def _loader(self, ds: Encoded, sampler: Any, collate: PadCollator) -> torch.utils.data.DataLoader:
         cuda = self.device.type == "cuda"
@@ -275,16 +285,15 @@ class FoldTrainer:
     @torch.inference_mode()
     def predict(self, model: nn.Module, ds: Encoded, collate: PadCollator,
                 exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Softmax probabilities and logits in the dataset's order (batched by length). ``exact``:
-        float32 even where training autocasts on CPU, so the submitted test probabilities are
-        the ones the offline bundle (float32) and a machine without bf16 tiles reproduce."""
+        """Softmax probabilities and logits in the dataset's order (batched by length); ``exact``:
+        in the test prediction's dtype (``submission_dtype``)."""
         model.eval()
         rank, size = dist_.world()
         batches = eval_batches(ds.lengths, self.cfg.eval_batch_size)[rank::size]  # each process a share
         loader = self._loader(ds, batches, collate)
         logits = torch.empty((len(ds), self.n_classes), dtype=torch.float32)
         for idx, batch in zip(batches, loader):
-            with self._autocast() if not (exact and self.device.type == "cpu") else contextlib.nullcontext():
+            with self._autocast(exact):
                 out = model(input_ids=batch["input_ids"].to(self.device, non_blocking=True),
                             attention_mask=batch["attention_mask"].to(self.device, non_blocking=True)).logits
             logits[idx] = out.float().cpu()
