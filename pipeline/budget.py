@@ -133,6 +133,15 @@ class Plan:
     classical_trials: int = 3  # tuning trials per classical candidate (cheap: never cut)
     added: list[str] = field(default_factory=list)  # what the time left after the cuts bought
     tune_timeout_s: float = 0.0  # per tuned transformer: its planned trials' seconds x 1.25 + 30
+    steps: list[str] = field(default_factory=list)  # cuts and give-backs in the order they happened
+
+    def cut(self, what: str) -> None:
+        self.cuts.append(what)
+        self.steps.append(f"cut: {what}")
+
+    def add(self, what: str) -> None:
+        self.added.append(what)
+        self.steps.append(what)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -288,7 +297,7 @@ def make_plan(ceiling: Plan, costs: dict[str, Cost], work: Work) -> Plan:
         if cut is None:
             plan.fits = False
             return plan
-        plan.cuts.append(cut)
+        plan.cut(cut)
 
 
 def _fits(trial: Plan, costs: dict[str, Cost], work: Work) -> bool:
@@ -307,7 +316,7 @@ def refill(plan: Plan, costs: dict[str, Cost], work: Work, ceiling_folds: int) -
         trial.n_splits += 1
         if not _fits(trial, costs, work):
             break
-        trial.added.append(f"folds: {trial.n_splits} again (the cuts after the fold cut left room)")
+        trial.add(f"folds: {trial.n_splits} again (the cuts after the fold cut left room)")
         plan = trial
     plan = _give_back(plan, costs, work, "epochs")
     plan = trade_folds_for_epochs(plan, costs, work)
@@ -323,8 +332,8 @@ def refill(plan: Plan, costs: dict[str, Cost], work: Work, ceiling_folds: int) -
         trial = copy.deepcopy(plan)
         trial.runs.append(RunPlan(alt, costs[alt].family, max_len=costs[alt].max_len))
         if _fits(trial, costs, work):
-            trial.added.append(f"{alt}: added (its encoder frozen + LR, ~{trial.runs[-1].estimate_s:.0f}s): "
-                              "the budget had room")
+            trial.add(f"{alt}: added (its encoder frozen + LR, ~{trial.runs[-1].estimate_s:.0f}s): "
+                      "the budget had room")
             plan = trial
     return plan
 
@@ -343,7 +352,7 @@ def _give_back(plan: Plan, costs: dict[str, Cost], work: Work, what: str) -> Pla
             setattr(r, what, getattr(r, what) + 1)
             if not _fits(trial, costs, work):
                 break
-            trial.added.append(f"{name}: {getattr(r, what)} {what} again (the cuts after it left room)")
+            trial.add(f"{name}: {getattr(r, what)} {what} again (the cuts after it left room)")
             plan = trial
     return plan
 
@@ -382,9 +391,9 @@ def trade_folds_for_epochs(plan: Plan, costs: dict[str, Cost], work: Work) -> Pl
             return plan
         trial.added = [a for a in trial.added  # folds refill gave back and the trade takes again
                        if not (a.startswith("folds: ") and int(a.split()[1]) > trial.n_splits)]
-        trial.cuts.append(f"trade: folds {trial.n_splits} instead of {plan.n_splits} (every run; folds.csv "
-                          f"follows) for epochs back: {', '.join(back)} (the config's epochs, bought with a "
-                          "fold's share of rows)")
+        trial.cut(f"trade: folds {trial.n_splits} instead of {plan.n_splits} (every run; folds.csv "
+                  f"follows) for epochs back: {', '.join(back)} (the config's epochs, bought with a "
+                  "fold's share of rows)")
         plan = trial
     return plan
 
@@ -557,6 +566,44 @@ def record(paths: Any, stage: str) -> None:
     update_plan(paths, change)
 
 
+# -- a shared machine ---------------------------------------------------------------------------
+SHARED = 0.10  # other processes' share of the machine's CPU above which a timing measured them too
+
+
+def machine_cpu_s() -> float | None:
+    """CPU seconds every process on this machine has used so far (Linux ``/proc/stat``; steal
+    time counts: another guest had the core), else None."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(ticks) < 5:
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
+class Others:
+    """``with Others() as o: ...`` -> ``o.share``: the share of the machine's CPU that other
+    processes used while the block ran (0 = it had the machine to itself; 0.5 on 2 cores = one
+    core busy with something else), so a timing taken then is known to be slow for a reason
+    that may not last. None where the machine's counters cannot be read."""
+
+    def __init__(self) -> None:
+        self.share: float | None = None
+
+    def __enter__(self) -> Others:
+        self._t, self._busy, self._own = time.perf_counter(), machine_cpu_s(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        busy, wall = machine_cpu_s(), time.perf_counter() - self._t
+        if busy is None or self._busy is None or wall <= 0:
+            return
+        other = (busy - self._busy) - (time.process_time() - self._own)
+        self.share = round(min(1.0, max(0.0, other / (wall * (os.cpu_count() or 1)))), 3)
+
+
 # -- the clock ----------------------------------------------------------------------------------
 T0_ENV = "TEXTCOMP_T0"  # make's start time (epoch seconds), exported once per `make` invocation
 
@@ -625,9 +672,16 @@ def format_plan(plan: dict[str, Any]) -> str:
     lines.append(f"  settings: {plan['n_splits']} folds; select {plan['select_rows'] or 'all'} rows; tune "
                  f"{plan['trials']} trials ({'transformers and classical' if plan['tune_transformers'] else 'classical only'})"
                  f"; augment {'on' if plan['augment'] else 'off'}")
-    lines += [f"  cut: {c}" for c in plan["cuts"]] or ["  cut: nothing (everything the preset asks for fits)"]
-    lines += [f"  {c}" for c in plan.get("added", [])]
+    lines += [f"  {c}" for c in steps(plan)] or ["  cut: nothing (everything the preset asks for fits)"]
     return "\n".join(lines)
+
+
+def steps(plan: dict[str, Any]) -> list[str]:
+    """The cuts and what the time left bought back, in the order the planner made them (a plan
+    written before ``steps`` existed: its cuts, then its give-backs)."""
+    if "steps" in plan:
+        return list(plan["steps"])
+    return [f"cut: {c}" for c in plan["cuts"]] + list(plan.get("added", []))
 
 
 def dumps(plan: dict[str, Any]) -> str:

@@ -79,18 +79,24 @@ def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.n
     if m is None:
         t = time.perf_counter()
         max_lens = [suggested] if suggested else []
-        if tc.family == "transformer":
-            m = probe.probe_transformer(tc, texts[:PROBE_ROWS], labels[:PROBE_ROWS], schema.n_classes,
-                                        cfg.budget.probe_steps, max_lens)
-        elif tc.family == "embedding":
-            m = probe.probe_embedding(tc, texts[:PROBE_ROWS])
-        else:
-            m = probe.probe_classical(tc, texts, labels, schema.metric)
+        with budget.Others() as others:
+            if tc.family == "transformer":
+                m = probe.probe_transformer(tc, texts[:PROBE_ROWS], labels[:PROBE_ROWS], schema.n_classes,
+                                            cfg.budget.probe_steps, max_lens)
+            elif tc.family == "embedding":
+                m = probe.probe_embedding(tc, texts[:PROBE_ROWS])
+            else:
+                m = probe.probe_classical(tc, texts, labels, schema.metric)
         m["probe_s"] = round(time.perf_counter() - t, 2)
         m["name"] = name
-        cache[key] = m
         log.info("plan: measured %s in %.1fs: %s", name, m["probe_s"],
                  ", ".join(f"{k}={v}" for k, v in m.items() if k in ("step_s", "infer_row_s", "fit_row_s", "pred_row_s", "load_s")))
+        if others.share is not None and others.share > budget.SHARED:  # used now, measured again next time
+            log.warning("plan: other processes used %.0f%% of the machine's CPU while %s was measured: its estimate "
+                        "is high by about that much, and it is not kept in %s", 100 * others.share, name,
+                        paths.throughput_json.name)
+        else:
+            cache[key] = m
     for k in ("step_s", "infer_row_s", "test_infer_row_s", "load_s", "fit_row_s", "pred_row_s", "fit_fixed_s"):
         if k in m:
             setattr(cost, k, float(m[k]))

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipeline import budget
 from pipeline.config import Config
 from pipeline.contract import Schema
 from pipeline.doctor import Finding, diagnose
@@ -200,8 +201,7 @@ def budget_section(paths: Paths) -> list[str]:
           f"estimated {plan['estimate_s']:.0f}s"
           + (f", elapsed {plan['elapsed_s']:.0f}s when the last stage before this page finished" if plan.get("elapsed_s")
              else "") + ".\n\n", _table(pd.DataFrame(rows)), "\n\n", _table(runs), "\n\n"]
-    md += [f"- cut to fit: {md_escape(c)}\n" for c in plan["cuts"]] or ["- nothing was cut\n"]
-    md += [f"- {md_escape(c)}\n" for c in plan.get("added", [])]
+    md += [f"- {md_escape(c)}\n" for c in budget.steps(plan)] or ["- nothing was cut\n"]
     md += [f"- while running: {md_escape(c)}\n" for c in plan.get("replans", [])]
     return [*md, "\n"]
 

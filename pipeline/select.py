@@ -89,12 +89,17 @@ def screen(cfg: Config, paths: Paths, name: str) -> dict[str, Any]:
                            "model": c.train.classical_model if c.train.family == "classical" else c.train.backbone}
     t0 = time.perf_counter()
     try:
-        scores = [train_one_fold(c, td, k, None)[0].best_score for k in c.train.folds]
+        with budget.Others() as others:  # train's re-plan reads these seconds as the run's pace
+            scores = [train_one_fold(c, td, k, None)[0].best_score for k in c.train.folds]
     except (OSError, ValueError) as e:  # a backbone that cannot load (hub name offline, bad dir)
         log.warning("select: candidate %s failed: %s", name, str(e).splitlines()[0][:300])
         return {**row, "score": np.nan, "seconds": np.nan, "error": str(e).splitlines()[0][:300]}
-    row.update(score=float(np.mean(scores)), seconds=round(time.perf_counter() - t0, 2), error="")
+    row.update(score=float(np.mean(scores)), seconds=round(time.perf_counter() - t0, 2), others_cpu=others.share,
+               error="")
     log.info("select: %s scored %.4f in %.1fs", name, row["score"], row["seconds"])
+    if others.share is not None and others.share > budget.SHARED:
+        log.warning("select: other processes used %.0f%% of the machine's CPU while %s was screened: its %.1fs "
+                    "are slower than this machine runs it alone", 100 * others.share, name, row["seconds"])
     return row
 
 

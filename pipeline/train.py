@@ -489,7 +489,9 @@ def planned_seconds(deadline: budget.Deadline, run: str) -> float | None:
 
 def measured_pace(paths: Paths, deadline: budget.Deadline, run: str) -> float | None:
     """Actual / planned seconds of this candidate's screening in select: the real training loop
-    on this data and machine, so a better guide than the probe's few steps (clipped to [0.5, 3])."""
+    on this data and machine, so a better guide than the probe's few steps (clipped to [0.5, 3]).
+    1 (the plan's estimate) when other processes shared the machine's CPU during that screening
+    and it ran slow: one disturbed screening once cost mpnet an epoch."""
     r = _plan_run(deadline, run)
     if not r or not r.get("screen_s") or not paths.selection_csv.exists():
         return None
@@ -497,7 +499,19 @@ def measured_pace(paths: Paths, deadline: budget.Deadline, run: str) -> float | 
     row = table[table["candidate"].astype(str) == r["name"]]
     if row.empty or pd.isna(row["seconds"].iloc[0]):
         return None
-    return float(np.clip(float(row["seconds"].iloc[0]) / r["screen_s"], 0.5, 3.0))
+    pace = float(np.clip(float(row["seconds"].iloc[0]) / r["screen_s"], 0.5, 3.0))
+    others = row["others_cpu"].iloc[0] if "others_cpu" in row else None
+    if others is not None and not pd.isna(others) and float(others) > budget.SHARED and pace > 1:
+        if run not in _UNTRUSTED:
+            _UNTRUSTED.add(run)
+            log.warning("train: %s's screening ran at x%.2f its planned pace while other processes used %.0f%% "
+                        "of the machine's CPU: the plan's estimate stands for it (a disturbance need not last; "
+                        "the fold guard still stops a run that would overrun)", run, pace, 100 * float(others))
+        return 1.0
+    return pace
+
+
+_UNTRUSTED: set[str] = set()  # runs whose disturbed screening was already logged
 
 
 def replan(c: Config, remaining: list[Config], deadline: budget.Deadline, paths: Paths,

@@ -3,6 +3,7 @@ and the anytime behaviour (a run stopped at a fold boundary; the submission stil
 
 import copy
 import json
+import os
 import time
 
 import pytest
@@ -300,6 +301,64 @@ def test_replan_gives_back_cut_epochs_when_select_measured_a_faster_pace(tmp_pat
     assert "x0.75" in log[0] and "2 epoch(s) instead of 1" in log[0] and "skipped" in log[-1]
 
 
+def test_a_screening_slowed_by_other_processes_is_not_taken_as_the_runs_pace(tmp_path):
+    """1h20m on the disaster tweets: a test run shared the machine while select screened mpnet,
+    which then ran at x1.34 its planned pace, and train's re-plan cut an epoch from a run that
+    really ran at x0.98. A screening that select saw share the CPU no longer sets the pace."""
+    from pipeline.train import measured_pace, replan
+
+    class P:
+        plan_json = tmp_path / "plan.json"
+        selection_csv = tmp_path / "model_selection.csv"
+
+    plan = {"runs": [{"name": "mpnet", "run": "mpnet", "family": "transformer", "estimate_s": 600.0,
+                      "screen_s": 40.0, "ceiling_epochs": 2, "epoch_s": 300.0}], "stages": {}, "replans": []}
+    P.plan_json.write_text(json.dumps(plan))
+    c = with_epochs(load_config([], ["train.run=mpnet"]), 2)
+    P.selection_csv.write_text("rank,candidate,seconds,others_cpu\n1,mpnet,53.6,0.02\n")  # alone: trusted
+    assert measured_pace(P, FixedDeadline(700, plan), "mpnet") == pytest.approx(1.34)
+    assert replan(c, [c], FixedDeadline(700, plan), P, pinned=[]).train.epochs == 1  # 804s > 700s: cut
+    P.selection_csv.write_text("rank,candidate,seconds,others_cpu\n1,mpnet,53.6,0.31\n")  # shared
+    assert measured_pace(P, FixedDeadline(700, plan), "mpnet") == 1.0  # the plan's estimate stands
+    assert replan(c, [c], FixedDeadline(700, plan), P, pinned=[]) is c  # the planned 600s fit: kept
+    P.selection_csv.write_text("rank,candidate,seconds,others_cpu\n1,mpnet,30.0,0.31\n")  # fast anyway
+    assert measured_pace(P, FixedDeadline(700, plan), "mpnet") == pytest.approx(0.75)  # a lower bound: kept
+    P.selection_csv.write_text("rank,candidate,seconds\n1,mpnet,53.6\n")  # a table from before the column
+    assert measured_pace(P, FixedDeadline(700, plan), "mpnet") == pytest.approx(1.34)
+
+
+@pytest.mark.skipif(budget.machine_cpu_s() is None, reason="no /proc/stat: the share is not measured here")
+def test_others_sees_another_process_on_the_cpu_and_not_this_one():
+    import subprocess
+    import sys
+
+    cores = os.cpu_count() or 1
+    with budget.Others() as idle:
+        time.sleep(0.5)
+    if idle.share is None or idle.share * cores > 0.3:
+        pytest.skip(f"other processes already use {idle.share} of this machine's CPU: nothing to tell apart")
+    with budget.Others() as alone:  # this process busy: not counted as others
+        end = time.perf_counter() + 1.0
+        while time.perf_counter() < end:
+            pass
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 30\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)
+        with budget.Others() as shared:  # another process busy on one core while this one sleeps
+            time.sleep(1.0)
+    finally:
+        spin.kill()
+        spin.wait()
+    assert shared.share is not None and shared.share * cores > 0.6  # about one core's worth
+    assert alone.share is not None and alone.share * cores < shared.share * cores - 0.3
+
+
+def with_epochs(c, n):
+    from pipeline.config import with_diff
+
+    return with_diff(c, {"train": {"epochs": n}})
+
+
 def replan_base(c):
     from pipeline.config import with_diff
 
@@ -420,6 +479,54 @@ def test_a_trade_after_a_drop_keeps_the_plan_readable():
         assert not any(a.startswith("folds: ") and int(a.split()[1]) > p.n_splits for a in p.added), p.added
         traded_after_drop += "mpnet" in p.dropped and any(c.startswith("trade:") for c in p.cuts)
     assert traded_after_drop  # the case above happens in this range
+
+
+def _replay(steps: list[str], n_splits: int, epochs: dict[str, int]) -> tuple[int, dict[str, int]]:
+    """Folds and each fine-tune's epochs after reading the plan's steps top to bottom."""
+    import re
+
+    epochs = dict(epochs)
+    for s in steps:
+        if m := re.match(r"cut: (?:trade: )?folds:? (\d+) instead", s) or re.match(r"folds: (\d+) again", s):
+            n_splits = int(m.group(1))
+        if m := re.match(r"cut: (\w+): (\d+) epochs? instead", s) or re.match(r"(\w+): (\d+) epochs again", s):
+            epochs[m.group(1)] = int(m.group(2))
+        if m := re.match(r"cut: trade: .* for epochs back: (.*) \(the config", s):
+            epochs |= {name: int(n) for name, n in (x.split() for x in m.group(1).split(", "))}
+    return n_splits, epochs
+
+
+def test_the_plan_reads_in_the_order_it_was_made():
+    """Cuts, give-backs and trades are listed as they happened (the embedded-default plan once
+    printed "minilm: 2 epochs again" after the trade that bought its third): read top to bottom,
+    the last word on the folds and on each fine-tune's epochs is what the plan runs."""
+    work = Work(n_train=7600, n_test=3300)
+    cs = {"tfidf": Cost("tfidf", "classical", fit_row_s=1e-3),
+          "minilm": Cost("minilm", "transformer", step_s=0.6, infer_row_s=0.006, load_s=3, max_len=64, epochs=3),
+          "mpnet": Cost("mpnet", "transformer", step_s=3.0, infer_row_s=0.03, load_s=8, max_len=64, epochs=3)}
+
+    def plan(avail: float) -> Plan:
+        runs = [RunPlan("tfidf", "classical"),
+                RunPlan("minilm", "transformer", epochs=3, max_len=64, ceiling_epochs=3),
+                RunPlan("mpnet", "transformer", epochs=3, max_len=64, ceiling_epochs=3)]
+        return Plan(preset="best", budget_s=avail, available_s=avail, n_splits=5, select_rows=500,
+                    select_epochs=1, trials=0, tune_transformers=False, tune_epochs=[1, 2], augment=False, runs=runs)
+
+    out_of_order = 0  # plans where listing the cuts first and the give-backs after would misread
+    for avail in range(600, 9000, 50):
+        p = make_plan(plan(avail), cs, work)
+        runs = {r.name: r.epochs for r in p.runs if r.family == "transformer"}
+        start = {"minilm": 3, "mpnet": 3}
+        assert _replay(p.steps, 5, start)[0] == p.n_splits, p.steps
+        assert {k: v for k, v in _replay(p.steps, 5, start)[1].items() if k in runs} == runs, p.steps
+        text = budget.format_plan({**p.to_dict(), "budget": f"{avail}s", "margin": 0.1, "device": "cpu",
+                                   "stages": {k: {"estimate_s": v} for k, v in p.stages.items()}}).splitlines()
+        assert [t.strip() for t in text[-len(p.steps):]] == p.steps if p.steps else "cut: nothing" in text[-1]
+        old = [f"cut: {c}" for c in p.cuts] + p.added
+        out_of_order += _replay(old, 5, start) != _replay(p.steps, 5, start)
+    assert out_of_order  # the old order misread some plans in this range
+    legacy = {k: v for k, v in make_plan(plan(3000), cs, work).to_dict().items() if k != "steps"}
+    assert budget.steps(legacy) == [f"cut: {c}" for c in legacy["cuts"]] + legacy["added"]  # plans written before
 
 
 def _disaster_like_costs(mpnet_installed: bool = True) -> dict[str, Cost]:
