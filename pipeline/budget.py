@@ -570,17 +570,32 @@ def record(paths: Any, stage: str) -> None:
 SHARED = 0.10  # other processes' share of the machine's CPU above which a timing measured them too
 
 
-def machine_cpu_s() -> float | None:
+def machine_cpu_s(stat: str = "/proc/stat", cpu_max: str = "/sys/fs/cgroup/cpu.max") -> float | None:
     """CPU seconds every process on this machine has used so far (Linux ``/proc/stat``; steal
-    time counts: another guest had the core), else None."""
+    time counts: another guest had the core), else None. None too where this process does not
+    see the whole machine: a container whose ``/proc/stat`` counts more cores than it may run
+    on, or that a CPU quota caps, would count other tenants' work as a disturbance."""
     try:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    if len(ticks) < 5:
+        with open(stat) as f:
+            lines = f.read().splitlines()
+        ticks = [int(x) for x in lines[0].split()[1:9]]
+        cores = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+        if cores != len(os.sched_getaffinity(0)) or len(ticks) < 5:
+            return None
+        if os.path.exists(cpu_max):  # cgroup v2: "max 100000" unless a quota is set
+            with open(cpu_max) as f:
+                if not f.read().strip().startswith("max"):
+                    return None
+        if os.path.exists(CGROUP_V1_QUOTA):  # cgroup v1: -1 unless a quota is set
+            with open(CGROUP_V1_QUOTA) as f:
+                if f.read().strip() != "-1":
+                    return None
+    except (OSError, ValueError, IndexError, AttributeError):  # no sched_getaffinity off Linux
         return None
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
+CGROUP_V1_QUOTA = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"
 
 
 class Others:

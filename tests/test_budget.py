@@ -327,6 +327,32 @@ def test_a_screening_slowed_by_other_processes_is_not_taken_as_the_runs_pace(tmp
     assert measured_pace(P, FixedDeadline(700, plan), "mpnet") == pytest.approx(1.34)
 
 
+def test_the_machine_counters_are_read_only_where_this_process_sees_the_whole_machine(tmp_path, monkeypatch):
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(budget, "CGROUP_V1_QUOTA", str(tmp_path / "no-v1"))
+    cpu = "cpu  100 0 50 1000 10 0 0 0 0 0\n"
+
+    def stat(n: int) -> str:
+        path = tmp_path / f"stat{n}"
+        path.write_text(cpu + "".join(f"cpu{i} 1 0 1 10 0 0 0 0 0 0\n" for i in range(n)) + "intr 1 2 3\n")
+        return str(path)
+
+    quota, none = tmp_path / "cpu.max", tmp_path / "absent"
+    seconds = 150 / os.sysconf("SC_CLK_TCK")  # user + system; idle and iowait are not busy
+    assert budget.machine_cpu_s(stat(cores), str(none)) == pytest.approx(seconds)
+    quota.write_text("max 100000\n")
+    assert budget.machine_cpu_s(stat(cores), str(quota)) == pytest.approx(seconds)
+    quota.write_text("200000 100000\n")  # a container capped at 2 CPUs: the host's counters mislead
+    assert budget.machine_cpu_s(stat(cores), str(quota)) is None
+    assert budget.machine_cpu_s(stat(cores + 14), str(none)) is None  # the host's 16 cores, this process's few
+    (tmp_path / "no-v1").write_text("150000\n")  # cgroup v1 with a quota
+    assert budget.machine_cpu_s(stat(cores), str(none)) is None
+    (tmp_path / "no-v1").write_text("-1\n")
+    assert budget.machine_cpu_s(stat(cores), str(none)) == pytest.approx(seconds)
+    (tmp_path / "bad").write_text("garbage\n")
+    assert budget.machine_cpu_s(str(tmp_path / "bad"), str(none)) is None
+
+
 @pytest.mark.skipif(budget.machine_cpu_s() is None, reason="no /proc/stat: the share is not measured here")
 def test_others_sees_another_process_on_the_cpu_and_not_this_one():
     import subprocess
