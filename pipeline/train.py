@@ -37,7 +37,7 @@ from pipeline.config import Config, TrainConfig, dump_yaml, with_diff
 from pipeline.contract import Schema, model_inputs
 from pipeline.folds import load_folds
 from pipeline.io import DataError, atomic_path, read_json, save_figure, write_json, write_parquet, write_text
-from pipeline.metrics import score, tune_threshold
+from pipeline.metrics import GREATER_IS_BETTER, score, tune_threshold
 from pipeline.modeling.transformer import FoldData, FoldOutput
 from pipeline.paths import Paths
 from pipeline.transaction import inputs_of, publish, require
@@ -312,6 +312,8 @@ def aggregate(paths: Paths, cfg: Config, td: TrainingData, n_splits: int, fp: st
         cv["threshold"] = {"value": t, "f1": f1}
     cv.update(honest_cv(s.metric, y, p, oof["fold"].to_numpy(), cfg.train.searched_folds))
     history = pd.concat([pd.read_csv(_fold_dir(run_dir, k) / "history.csv") for k in range(n_splits)])
+    if cfg.train.family == "transformer" and (choice := epoch_choice(history, s.metric)):
+        cv["epoch_choice"] = choice
     from pipeline.cli import environment
 
     with publish(paths, f"train-{cfg.train.run}", {**td.inputs, "config:train": fp}) as tx:
@@ -337,6 +339,31 @@ def honest_cv(metric: str, y: np.ndarray, p: np.ndarray, folds: np.ndarray, sear
     u, t = np.isin(folds, untouched), np.isin(folds, searched)
     return {"searched_folds": searched, "untouched_folds": untouched, "cv_untouched": score(metric, y[u], p[u]),
             "cv_searched": score(metric, y[t], p[t])}
+
+
+def epoch_choice(history: pd.DataFrame, metric: str) -> dict[str, Any] | None:
+    """What keeping each fold's best evaluation adds to its score: the mean fold metric at each
+    fold's own best evaluation (what the OOF holds) against the mean at the evaluation the *other*
+    folds' mean curve picks (the choice made without the fold's own labels). The difference is
+    the optimism of early stopping on the validation fold; None with fewer than 2 folds or 2
+    evaluations that every fold has."""
+    ev = history[history["kind"] == "eval"].dropna(subset=["metric"]) if "kind" in history else history.iloc[:0]
+    if ev.empty:
+        return None
+    curves = ev.assign(at=ev["epoch"].round(2)).groupby(["fold", "at"])["metric"].mean().unstack("at")
+    common = curves.dropna(axis=1)
+    if len(curves) < 2 or common.shape[1] < 2:
+        return None
+    sign = 1.0 if GREATER_IS_BETTER[metric] else -1.0
+    own = curves.max(axis=1) if sign > 0 else curves.min(axis=1)
+    chosen = {}
+    for k in common.index:
+        others = common.drop(index=k).mean(axis=0) * sign
+        chosen[k] = float(others.idxmax())
+    nested = np.mean([common.loc[k, chosen[k]] for k in common.index])
+    return {"own_best": round(float(own.mean()), 5), "chosen_on_other_folds": round(float(nested), 5),
+            "optimism": round(float(sign * (own.mean() - nested)), 5) + 0.0,  # no -0.0
+            "epochs": {str(int(k)): v for k, v in chosen.items()}}
 
 
 def plot_curves(history: pd.DataFrame, path: Path, metric: str) -> None:
@@ -435,6 +462,11 @@ def train_run(cfg: Config, paths: Paths, force: bool = False, deadline: budget.D
         if "cv_untouched" in cv:
             extra += (f"; on the folds select/tune never saw ({cv['untouched_folds']}) {cv['cv_untouched']:.4f}, "
                       f"on those they did ({cv['searched_folds']}) {cv['cv_searched']:.4f}")
+        if "epoch_choice" in cv:
+            e = cv["epoch_choice"]
+            extra += (f"; mean fold {cv['metric']} {e['own_best']:.4f} at each fold's best evaluation, "
+                      f"{e['chosen_on_other_folds']:.4f} at the one the other folds chose (early-stopping "
+                      f"optimism {e['optimism']:+.4f})")
         log.info("train %s: CV %s %.4f%s over %d folds -> %s", tc.run, cv["metric"], cv["cv"], extra, n_splits,
                  run_dir)
     else:

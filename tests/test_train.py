@@ -297,6 +297,7 @@ def test_train_stage_writes_oof_test_cv_and_resumes_per_fold(prepared, tiny_bert
     assert len(test) == 60 and np.allclose(test[["p_0", "p_1"]].sum(1), 1, atol=1e-5)
     cv = json.loads((run / "cv.json").read_text())
     assert cv["metric"] == "f1" and len(cv["folds"]) == 2 and 0 <= cv["cv"] <= 1 and "threshold" in cv
+    assert "epoch_choice" not in cv  # one evaluation a fold: no epoch was chosen, so no optimism to state
     assert (run / "fold1" / "model" / "model.safetensors").exists()
     assert (run / "curves.png").exists() and (run / "config.yaml").exists() and (run / "env.json").exists()
     hist = pd.read_csv(run / "history.csv")
@@ -304,6 +305,34 @@ def test_train_stage_writes_oof_test_cv_and_resumes_per_fold(prepared, tiny_bert
     # a changed hyper-parameter invalidates finished folds
     assert _train(workdir, data, tiny_bert, "train.run=tiny", "train.lr=5e-4") == 0
     assert (run / "fold0" / "oof.parquet").stat().st_mtime_ns != stamp
+
+
+def _curves(metric_by_fold: list[list[float]]) -> pd.DataFrame:
+    rows = []
+    for k, curve in enumerate(metric_by_fold):
+        for e, m in enumerate(curve, start=1):
+            rows += [{"fold": k, "kind": "train", "epoch": e - 0.5, "metric": None},
+                     {"fold": k, "kind": "eval", "epoch": float(e), "metric": m}]
+    return pd.DataFrame(rows)
+
+
+def test_epoch_choice_states_what_keeping_each_folds_best_evaluation_adds():
+    """Each fold keeps its best evaluation by its own validation labels (mpnet on the disaster
+    tweets: best epochs 2, 2, 1, 3). Choosing the evaluation on the other folds' mean curve instead
+    shows the optimism; worked by hand here, both metric directions."""
+    from pipeline.train import epoch_choice
+
+    f1 = epoch_choice(_curves([[0.70, 0.80, 0.75], [0.72, 0.78, 0.79], [0.90, 0.70, 0.71]]), "f1")
+    assert f1["epochs"] == {"0": 1.0, "1": 1.0, "2": 2.0}  # fold 2's own spike at epoch 1 does not pick for it
+    assert f1["own_best"] == pytest.approx(0.83) and f1["chosen_on_other_folds"] == pytest.approx(2.12 / 3, abs=1e-5)
+    assert f1["optimism"] == pytest.approx(0.83 - 2.12 / 3, abs=1e-5)
+    loss = epoch_choice(_curves([[0.5, 0.4, 0.45], [0.5, 0.42, 0.41], [0.3, 0.5, 0.49]]), "logloss")
+    assert loss["epochs"] == {"0": 1.0, "1": 1.0, "2": 2.0}  # lower is better: the other folds' minimum
+    assert loss["own_best"] == pytest.approx(0.37) and loss["optimism"] == pytest.approx(0.13, abs=1e-5)
+    same = epoch_choice(_curves([[0.7, 0.8], [0.71, 0.81]]), "f1")  # every fold peaks where the others do
+    assert same["optimism"] == 0.0
+    assert epoch_choice(_curves([[0.7, 0.8], [0.71]]), "f1") is None  # only one evaluation every fold has
+    assert epoch_choice(_curves([[0.7, 0.8]]), "f1") is None  # one fold
 
 
 def test_classical_models_multiclass(multiclass_comp, workdir):
