@@ -166,7 +166,12 @@ def analyse_run(run_dir: Path, cfg: Config, paths: Paths, schema: Schema, train:
           + f"; log loss {cv['logloss']:.4f}; {cv['seconds']:.0f}s of training.\n\n"
           + (f"Folds select/tune never validated on ({cv['untouched_folds']}): **{cv['cv_untouched']:.4f}**; the "
              f"folds they chose on ({cv['searched_folds']}): {cv['cv_searched']:.4f} (optimistic).\n\n"
-             if "cv_untouched" in cv else ""),
+             if "cv_untouched" in cv else "")
+          + (f"Each fold keeps its best evaluation, chosen by its own validation labels: mean fold "
+             f"{cv['metric']} {cv['epoch_choice']['own_best']:.4f} there, "
+             f"{cv['epoch_choice']['chosen_on_other_folds']:.4f} at the evaluation the other folds' mean curve "
+             f"picks (early-stopping optimism {cv['epoch_choice']['optimism']:+.4f}).\n\n"
+             if "epoch_choice" in cv else ""),
           _table(pd.DataFrame(cv["folds"])), "\n\n",
           f"![curves]({_rel(run_dir / 'curves.png', out)})\n\n", "## Tuning doctor\n\n"]
     if findings:

@@ -22,6 +22,9 @@ def test_report_renders_every_section_with_working_links(prepared, tiny_bert):
     for section in ("## Tuning doctor", "## Confusion matrix", "## Score by text length", "## Accuracy by keyword",
                     "## Most confident mistakes", "## Calibration"):
         assert section in page
+    choice = json.loads((workdir / "models/tiny/cv.json").read_text())["epoch_choice"]  # 2 epochs x 2 folds
+    assert f"early-stopping optimism {choice['optimism']:+.4f}" in page
+    assert "early-stopping" not in (reports / "runs" / "lr.md").read_text()  # a classical run has no epochs
     for html_file in (reports / "index.html", reports / "runs" / "tiny.html"):
         html = html_file.read_text()
         assert html.startswith("<!DOCTYPE html>") and "<table>" in html
