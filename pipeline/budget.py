@@ -570,6 +570,11 @@ def record(paths: Any, stage: str) -> None:
 SHARED = 0.10  # other processes' share of the machine's CPU above which a timing measured them too
 
 
+def disturbed(share: float | None) -> bool:
+    """Whether a timing that other processes took ``share`` of the CPU during measured them too."""
+    return share is not None and share > SHARED
+
+
 def machine_cpu_s(stat: str = "/proc/stat", cpu_max: str = "/sys/fs/cgroup/cpu.max") -> float | None:
     """CPU seconds every process on this machine has used so far (Linux ``/proc/stat``; steal
     time counts: another guest had the core), else None. None too where this process does not

@@ -91,7 +91,7 @@ def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.n
         m["name"] = name
         log.info("plan: measured %s in %.1fs: %s", name, m["probe_s"],
                  ", ".join(f"{k}={v}" for k, v in m.items() if k in ("step_s", "infer_row_s", "fit_row_s", "pred_row_s", "load_s")))
-        if others.share is not None and others.share > budget.SHARED:  # used now, measured again next time
+        if budget.disturbed(others.share):  # used now, measured again next time
             log.warning("plan: other processes used %.0f%% of the machine's CPU while %s was measured: its estimate "
                         "is high by about that much, and it is not kept in %s", 100 * others.share, name,
                         paths.throughput_json.name)

@@ -97,7 +97,7 @@ def screen(cfg: Config, paths: Paths, name: str) -> dict[str, Any]:
     row.update(score=float(np.mean(scores)), seconds=round(time.perf_counter() - t0, 2), others_cpu=others.share,
                error="")
     log.info("select: %s scored %.4f in %.1fs", name, row["score"], row["seconds"])
-    if others.share is not None and others.share > budget.SHARED:
+    if budget.disturbed(others.share):
         log.warning("select: other processes used %.0f%% of the machine's CPU while %s was screened: its %.1fs "
                     "are slower than this machine runs it alone", 100 * others.share, name, row["seconds"])
     return row

@@ -347,7 +347,7 @@ def epoch_choice(history: pd.DataFrame, metric: str) -> dict[str, Any] | None:
     folds' mean curve picks (the choice made without the fold's own labels). The difference is
     the optimism of early stopping on the validation fold; None with fewer than 2 folds or 2
     evaluations that every fold has."""
-    ev = history[history["kind"] == "eval"].dropna(subset=["metric"]) if "kind" in history else history.iloc[:0]
+    ev = history[history["kind"] == "eval"].dropna(subset=["metric"])
     if ev.empty:
         return None
     curves = ev.assign(at=ev["epoch"].round(2)).groupby(["fold", "at"])["metric"].mean().unstack("at")
@@ -519,11 +519,11 @@ def planned_seconds(deadline: budget.Deadline, run: str) -> float | None:
     return r["estimate_s"] if r else None
 
 
-def measured_pace(paths: Paths, deadline: budget.Deadline, run: str) -> float | None:
+def measured_pace(paths: Paths, deadline: budget.Deadline, run: str, say: bool = False) -> float | None:
     """Actual / planned seconds of this candidate's screening in select: the real training loop
     on this data and machine, so a better guide than the probe's few steps (clipped to [0.5, 3]).
     1 (the plan's estimate) when other processes shared the machine's CPU during that screening
-    and it ran slow: one disturbed screening once cost mpnet an epoch."""
+    and it ran slow: one disturbed screening once cost mpnet an epoch (``say``: log that)."""
     r = _plan_run(deadline, run)
     if not r or not r.get("screen_s") or not paths.selection_csv.exists():
         return None
@@ -533,17 +533,13 @@ def measured_pace(paths: Paths, deadline: budget.Deadline, run: str) -> float | 
         return None
     pace = float(np.clip(float(row["seconds"].iloc[0]) / r["screen_s"], 0.5, 3.0))
     others = row["others_cpu"].iloc[0] if "others_cpu" in row else None
-    if others is not None and not pd.isna(others) and float(others) > budget.SHARED and pace > 1:
-        if run not in _UNTRUSTED:
-            _UNTRUSTED.add(run)
+    if budget.disturbed(None if pd.isna(others) else float(others)) and pace > 1:
+        if say:
             log.warning("train: %s's screening ran at x%.2f its planned pace while other processes used %.0f%% "
                         "of the machine's CPU: the plan's estimate stands for it (a disturbance need not last; "
                         "the fold guard still stops a run that would overrun)", run, pace, 100 * float(others))
         return 1.0
     return pace
-
-
-_UNTRUSTED: set[str] = set()  # runs whose disturbed screening was already logged
 
 
 def replan(c: Config, remaining: list[Config], deadline: budget.Deadline, paths: Paths,
@@ -555,8 +551,11 @@ def replan(c: Config, remaining: list[Config], deadline: budget.Deadline, paths:
     if c.train.family == "classical":
         return c
 
+    paces = {r.train.run: measured_pace(paths, deadline, r.train.run, say=r.train.run == c.train.run)
+             or deadline.slowdown() for r in remaining}  # read once: select's table does not change here
+
     def pace(r: Config) -> float:
-        return measured_pace(paths, deadline, r.train.run) or deadline.slowdown()
+        return paces[r.train.run]
 
     need = sum((planned_seconds(deadline, r.train.run) or 0.0) * pace(r) for r in remaining)
     own = (planned_seconds(deadline, c.train.run) or 0.0) * pace(c)
