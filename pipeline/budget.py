@@ -575,6 +575,9 @@ def disturbed(share: float | None) -> bool:
     return share is not None and share > SHARED
 
 
+CGROUP_V1_QUOTA = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"  # -1 unless a quota is set
+
+
 def machine_cpu_s(stat: str = "/proc/stat", cpu_max: str = "/sys/fs/cgroup/cpu.max") -> float | None:
     """CPU seconds every process on this machine has used so far (Linux ``/proc/stat``; steal
     time counts: another guest had the core), else None. None too where this process does not
@@ -598,9 +601,6 @@ def machine_cpu_s(stat: str = "/proc/stat", cpu_max: str = "/sys/fs/cgroup/cpu.m
     except (OSError, ValueError, IndexError, AttributeError):  # no sched_getaffinity off Linux
         return None
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
-
-
-CGROUP_V1_QUOTA = "/sys/fs/cgroup/cpu/cpu.cfs_quota_us"
 
 
 class Others:

@@ -551,18 +551,14 @@ def replan(c: Config, remaining: list[Config], deadline: budget.Deadline, paths:
     if c.train.family == "classical":
         return c
 
-    paces = {r.train.run: measured_pace(paths, deadline, r.train.run, say=r.train.run == c.train.run)
-             or deadline.slowdown() for r in remaining}  # read once: select's table does not change here
-
-    def pace(r: Config) -> float:
-        return paces[r.train.run]
-
-    need = sum((planned_seconds(deadline, r.train.run) or 0.0) * pace(r) for r in remaining)
-    own = (planned_seconds(deadline, c.train.run) or 0.0) * pace(c)
+    pace = {r.train.run: measured_pace(paths, deadline, r.train.run, say=r.train.run == c.train.run)
+            or deadline.slowdown() for r in remaining}  # read once: select's table does not change here
+    need_before = need = sum((planned_seconds(deadline, r.train.run) or 0.0) * pace[r.train.run] for r in remaining)
+    own = (planned_seconds(deadline, c.train.run) or 0.0) * pace[c.train.run]
     left = deadline.left()
     epochs = c.train.epochs
     planned = _plan_run(deadline, c.train.run) or {}
-    per_epoch = planned.get("epoch_s", own / max(epochs, 1)) * pace(c)  # what an epoch adds (or takes away)
+    per_epoch = planned.get("epoch_s", own / max(epochs, 1)) * pace[c.train.run]  # what an epoch adds (or takes away)
     can_change = c.train.family == "transformer" and "train.epochs" not in pinned
     if need <= left:
         ceiling = planned.get("ceiling_epochs", epochs)
@@ -580,8 +576,8 @@ def replan(c: Config, remaining: list[Config], deadline: budget.Deadline, paths:
             what = f"{c.train.run}: {epochs} epoch(s) instead of {c.train.epochs}"
         else:
             return c  # the others after it pay: the fold guard stops whatever would overrun
-    msg = (f"re-plan: {c.train.run} measured at x{pace(c):.2f} its planned pace; the {len(remaining)} run(s) left "
-           f"then need ~{sum((planned_seconds(deadline, r.train.run) or 0.0) * pace(r) for r in remaining):.0f}s, "
+    msg = (f"re-plan: {c.train.run} measured at x{pace[c.train.run]:.2f} its planned pace; the {len(remaining)} "
+           f"run(s) left then need ~{need_before:.0f}s, "
            f"{max(left, 0):.0f}s left before ensemble/submit/report -> {what}")
     log.warning("%s", msg)
     budget.update_plan(paths, lambda p: p.setdefault("replans", []).append(msg))
