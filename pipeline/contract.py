@@ -17,6 +17,7 @@ import pandas as pd
 
 from pipeline.config import DataConfig
 from pipeline.io import DataError, read_competition_csv, read_json, row_line, write_json
+from pipeline.runtime import PERCENT_ENCODED, percent_decoded
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +289,9 @@ def detect_schema(train: pd.DataFrame, test: pd.DataFrame, sample: pd.DataFrame,
              f"extra columns (usable with data.extra_cols): {', '.join(extra) or 'none'}; "
              f"ignored: {', '.join(ignored) or 'none'}",
              f"submission: {submission} ({sub_why})", f"metric: {metric} ({metric_why})"]
+    for col in extra:
+        note = percent_note(col, pd.concat([train[col], test[col]]) if col in test.columns else train[col])
+        notes += [note] if note else []
     if len(classes) == 2 and metric in ("f1", "roc_auc"):
         notes.append(f"positive class for {metric}: {classes[1]!r} (the second of the sorted classes)")
     for n in notes:
@@ -295,6 +299,19 @@ def detect_schema(train: pd.DataFrame, test: pd.DataFrame, sample: pd.DataFrame,
     return Schema(id_col=id_col, label_col=label_col, text_col=text_col, extra_cols=list(cfg.extra_cols),
                   classes=classes, submission=submission, pred_cols=pred_cols, metric=metric,
                   n_train=len(train), n_test=len(test), notes=notes)
+
+
+def percent_note(col: str, values: pd.Series) -> str | None:
+    """Says so when a column's values are URL-encoded (the disaster tweets' ``keyword``:
+    ``blown%20up``): the model input decodes them (runtime.percent_decoded) where the column is
+    one of data.extra_cols."""
+    vals = values.dropna().astype(str)
+    encoded = vals[[PERCENT_ENCODED.fullmatch(v) is not None for v in vals]]
+    if encoded.empty:
+        return None
+    example = encoded.iloc[0]
+    return (f"{col!r}: {len(encoded)} of {len(vals)} values are percent-encoded (e.g. {example!r}); "
+            f"as one of data.extra_cols the model reads them decoded ({percent_decoded(example)!r})")
 
 
 def _refuse_id_like_label(train: pd.DataFrame, label_col: str, classes: list[Any], submission: str,

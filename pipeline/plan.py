@@ -139,7 +139,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> dict[str, Any] | None
                        augment_rows_per_s=min((budget.AUGMENT_ROWS_PER_S.get(e, 20.0) for e in cfg.augment.engines),
                                               default=20.0))
     pinned = budget.pinned_keys(cfg)
-    ceiling = budget.ceiling(cfg, costs, budget_s, available, pinned)
+    ceiling = budget.ceiling(cfg, costs, budget_s, available, pinned, schema.metric)
     p = budget.make_plan(ceiling, costs, work)
     import torch
 

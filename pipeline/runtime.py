@@ -15,6 +15,7 @@ import html as _html
 import json
 import re
 import unicodedata
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -121,15 +122,26 @@ def _load_speller() -> Any:
     return speller
 
 
+PERCENT_ENCODED = re.compile(r"(?:[^%\s]|%[0-9A-Fa-f]{2})*%[0-9A-Fa-f]{2}(?:[^%\s]|%[0-9A-Fa-f]{2})*")
+
+
+def percent_decoded(value: str) -> str:
+    """An extra column's value as a person reads it: ``blown%20up`` -> ``blown up`` when the value
+    is one whitespace-free token whose every ``%`` starts a ``%XX`` escape (URL encoding, as the
+    disaster tweets spell their keyword column); any other value unchanged (``100%``, ``a %20 b``)."""
+    return urllib.parse.unquote(value) if PERCENT_ENCODED.fullmatch(value) else value
+
+
 def model_inputs(df: pd.DataFrame, extra_cols: list[str], template: str, sep: str) -> list[str]:
-    """The text a model sees: extra columns (e.g. keyword) joined before the cleaned text."""
+    """The text a model sees: extra columns (e.g. keyword, percent-decoded) joined before the
+    cleaned text."""
     texts = df["text"].fillna("").astype(str)
     if not extra_cols:
         return texts.tolist()
     parts = []
     for col in extra_cols:
         vals = df[col].astype("string").fillna("")
-        parts.append([template.format(col=col, value=v) if v else "" for v in vals])
+        parts.append([template.format(col=col, value=percent_decoded(v)) if v else "" for v in vals])
     out = []
     for i, text in enumerate(texts):
         pieces = [p[i] for p in parts if p[i]]

@@ -46,6 +46,37 @@ def test_extra_columns_joined_into_model_input():
     assert model_inputs(df, DataConfig()) == ["forest fire", "nice day"]
 
 
+@pytest.mark.parametrize("value, read", [
+    ("blown%20up", "blown up"), ("%E2%80%99s", "\u2019s"), ("ablaze", "ablaze"),
+    ("100%", "100%"),  # a % that starts no escape: not URL-encoded
+    ("50%2", "50%2"), ("x%zz", "x%zz"),
+    ("a %20 b", "a %20 b"),  # whitespace: free text, not an encoded token
+])
+def test_percent_decoding_touches_only_url_encoded_tokens(value, read):
+    from pipeline.runtime import percent_decoded
+
+    assert percent_decoded(value) == read
+
+
+def test_percent_encoded_extra_column_is_decoded_and_said(binary_comp):
+    train = pd.read_csv(binary_comp / "train.csv")
+    train.loc[0, "keyword"] = "forest%20fire"
+    train.to_csv(binary_comp / "train.csv", index=False)
+    comp = load_competition(binary_comp, DataConfig(extra_cols=["keyword"]))
+    note = [n for n in comp.schema.notes if "percent-encoded" in n]
+    assert note == ["'keyword': 1 of %d values are percent-encoded (e.g. 'forest%%20fire'); as one of "
+                    "data.extra_cols the model reads them decoded ('forest fire')"
+                    % (comp.train["keyword"].notna().sum() + comp.test["keyword"].notna().sum())]
+    df = pd.DataFrame({"text": ["smoke everywhere"], "keyword": ["forest%20fire"]})
+    assert model_inputs(df, DataConfig(extra_cols=["keyword"])) == ["keyword: forest fire | smoke everywhere"]
+
+
+def test_disaster_keyword_is_percent_encoded(disaster_dir):
+    notes = load_competition(disaster_dir, DataConfig()).schema.notes
+    assert [n.split(";")[0] for n in notes if "percent-encoded" in n] == [
+        "'keyword': 1702 of 10789 values are percent-encoded (e.g. 'airplane%20accident')"]
+
+
 def test_f1_on_multiclass_is_rejected(multiclass_comp):
     from pipeline.io import DataError
 
