@@ -64,9 +64,9 @@ def test_percent_encoded_extra_column_is_decoded_and_said(binary_comp):
     train.to_csv(binary_comp / "train.csv", index=False)
     comp = load_competition(binary_comp, DataConfig(extra_cols=["keyword"]))
     note = [n for n in comp.schema.notes if "percent-encoded" in n]
-    assert note == ["'keyword': 1 of %d values are percent-encoded (e.g. 'forest%%20fire'); as one of "
-                    "data.extra_cols the model reads them decoded ('forest fire')"
-                    % (comp.train["keyword"].notna().sum() + comp.test["keyword"].notna().sum())]
+    n = comp.train["keyword"].notna().sum() + comp.test["keyword"].notna().sum()
+    assert note == [f"'keyword': 1 of {n} values are percent-encoded (e.g. 'forest%20fire'); as one of "
+                    "data.extra_cols the model reads them decoded ('forest fire')"]
     df = pd.DataFrame({"text": ["smoke everywhere"], "keyword": ["forest%20fire"]})
     assert model_inputs(df, DataConfig(extra_cols=["keyword"])) == ["keyword: forest fire | smoke everywhere"]
 
