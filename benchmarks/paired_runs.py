@@ -29,6 +29,9 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from pipeline.metrics import paired_se  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "paired_runs.json"
 
 
@@ -50,7 +53,7 @@ def summary(cv: dict) -> dict:
 def compare(ref: dict, new: dict) -> dict:
     d = np.array([b["score"] - a["score"] for a, b in zip(ref["folds"], new["folds"])])
     return {"reference": summary(ref), "changed": summary(new), "gain": round(new["cv"] - ref["cv"], 4),
-            "fold_gains": d.round(4).tolist(), "se": round(float(d.std(ddof=1) / np.sqrt(len(d))), 4),
+            "fold_gains": d.round(4).tolist(), "se": round(paired_se(d), 4),
             "time_ratio": round(sum(f["seconds"] for f in new["folds"]) / sum(f["seconds"] for f in ref["folds"]), 2)}
 
 

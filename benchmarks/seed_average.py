@@ -23,7 +23,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.metrics import GREATER_IS_BETTER, score  # noqa: E402
+from pipeline.metrics import GREATER_IS_BETTER, paired_se, score  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "seed_average.json"
 
@@ -66,7 +66,7 @@ def main() -> int:
         rows.append({"seeds": len(probas), "runs": args.runs[:len(probas)], "cv": round(s["cv"], 4),
                      "folds": np.round(s["folds"], 4).tolist(), "gain": round(sign * (s["cv"] - ref["cv"]), 4),
                      **({"logloss": round(s["logloss"], 4)} if "logloss" in s else {}),
-                     "fold_gains": d.round(4).tolist(), "se": round(float(d.std(ddof=1) / np.sqrt(len(d))), 4),
+                     "fold_gains": d.round(4).tolist(), "se": round(paired_se(d), 4),
                      "seconds": round(seconds)})
     doc = {"work": str(work), "metric": metric,
            "reference": {"run": args.reference, "cv": round(ref["cv"], 4), "folds": np.round(ref["folds"], 4).tolist(),

@@ -426,6 +426,7 @@ def ceiling(cfg: Any, costs: dict[str, Cost], budget_s: float, available_s: floa
                               key=lambda n: costs[n].step_s)
         names = [n for n in names if costs[n].family == "classical"] + transformers[:1]
     epochs_bonus = 1 if preset == "best" else 0
+    best_seeds = 3 if preset == "best" and (metric is None or metric in SEED_METRICS) else 1
     tune_on = cfg.tune.enabled and "transformer" in cfg.tune.families and preset != "fast"
     runs = []
     for n in names:
@@ -435,13 +436,12 @@ def ceiling(cfg: Any, costs: dict[str, Cost], budget_s: float, available_s: floa
             if tune_on:  # the profile's tuning searches at most max(tune.epochs): today's most
                 epochs = min(epochs, max(cfg.tune.epochs))
             epochs = 1 if preset == "fast" else epochs + epochs_bonus
-        seeds = len(cfg.train.seeds or [0]) if "train.seeds" in pinned else (
-            3 if preset == "best" and (metric is None or metric in SEED_METRICS) else 1)
+        seeds = len(cfg.train.seeds or [0]) if "train.seeds" in pinned else best_seeds
         epochs = epochs if c.family == "transformer" else 1
         runs.append(RunPlan(name=n, family=c.family, epochs=epochs, max_len=c.max_len,
                             seeds=seeds if c.family == "transformer" else 1, ceiling_epochs=epochs,
                             ceiling_seeds=seeds if c.family == "transformer" else 1))
-    if preset == "best" and metric not in (None, *SEED_METRICS) and "train.seeds" not in pinned:
+    if preset == "best" and best_seeds == 1 and "train.seeds" not in pinned:
         log.info("budget: best: one seed per fold for metric %s (seed averaging pays in probabilities, "
                  "not in labels: BENCHMARKS.md); SET='train.seeds=[42,43,44]' asks for three", metric)
     trials = cfg.tune.n_trials * (2 if preset == "best" and "tune.n_trials" not in pinned else 1)

@@ -28,7 +28,7 @@ from scipy import optimize
 from pipeline.config import Config
 from pipeline.contract import Schema
 from pipeline.io import DataError, read_json, write_csv, write_json, write_parquet
-from pipeline.metrics import GREATER_IS_BETTER, score, tune_threshold
+from pipeline.metrics import GREATER_IS_BETTER, paired_se, score, tune_threshold
 from pipeline.paths import Paths
 from pipeline.runtime import blend as _blend
 from pipeline.runtime import mix as _mix
@@ -167,7 +167,7 @@ def one_se_choice(results: list[dict[str, Any]], metric: str) -> tuple[dict[str,
     ses = {}
     for r in results:
         d = sign * (best["fold_scores"] - r["fold_scores"])
-        ses[r["method"]] = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+        ses[r["method"]] = paired_se(d)
     ties = [r for r in results if sign * (best["nested"] - r["nested"]) <= ses[r["method"]] + 1e-12]
     return min(ties, key=lambda r: (COMPLEXITY[r["method"]], -sign * r["nested"])), ses, best
 

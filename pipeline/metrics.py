@@ -10,6 +10,13 @@ from pipeline.config import METRICS
 GREATER_IS_BETTER = {"f1": True, "macro_f1": True, "accuracy": True, "logloss": False, "roc_auc": True}
 
 
+def paired_se(diffs: np.ndarray) -> float:
+    """The standard error of fold-wise score differences: the noise a gain must beat (0 with one
+    fold, where there is no spread to measure)."""
+    d = np.asarray(diffs, dtype=np.float64)
+    return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
+
+
 def predict_labels(proba: np.ndarray, threshold: float | None = None) -> np.ndarray:
     """Class indices: argmax, or for binary ``p1 >= threshold`` when a threshold is given."""
     proba = np.asarray(proba)
