@@ -238,8 +238,11 @@ def test_replan_cuts_the_next_run_an_epoch_at_a_time_then_skips_it(tmp_path):
     assert replan(lr, [lr], FixedDeadline(0, plan), P, pinned=[]) is lr  # classical: the floor, never cut
 
 
-def test_plan_stage_measures_plans_repeatably_and_select_follows_it(prepared, tiny_bert, tmp_path):
+def test_plan_stage_measures_plans_repeatably_and_select_follows_it(prepared, tiny_bert, tmp_path, monkeypatch):
     data, workdir = prepared
+    # the machine counted as quiet: a probe that a busy neighbour slowed is measured again on
+    # the next plan (its own test below), which would make "the same plan twice" depend on the load
+    monkeypatch.setattr(budget, "disturbed", lambda share: False)
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "tiny.yaml").write_text(f"train:\n  run: tiny\n  family: transformer\n  backbone: {tiny_bert}\n"
@@ -276,6 +279,28 @@ def test_plan_stage_measures_plans_repeatably_and_select_follows_it(prepared, ti
     pinned = json.loads((workdir / "reports/plan.json").read_text())
     assert all(r["epochs"] == 2 for r in pinned["runs"] if r["family"] == "transformer")
     assert not any("epoch" in c for c in pinned["cuts"])
+
+
+def test_a_probe_that_others_disturbed_is_used_but_not_kept(prepared, tmp_path, monkeypatch, capsys):
+    data, workdir = prepared
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "lr.yaml").write_text("train:\n  run: lr\n  family: classical\n")
+    sets = [f"select.candidates=[{exp}/lr.yaml]", "budget.time=\"1h\"", "folds.n_splits=2"]
+    throughput = workdir / "data/interim/throughput.json"
+    throughput.unlink(missing_ok=True)
+
+    def measured() -> list[str]:  # the cache's cost entries (the others are the plan's own timings)
+        return [k for k, v in json.loads(throughput.read_text()).items() if isinstance(v, dict)]
+
+    monkeypatch.setattr(budget, "disturbed", lambda share: True)
+    assert run_stage("plan", workdir, data, *sets) == 0
+    plan = json.loads((workdir / "reports/plan.json").read_text())
+    assert plan["costs"][f"{exp}/lr.yaml"]["fit_row_s"] > 0  # the plan still used the measurement
+    assert measured() == [] and "not kept in throughput.json" in capsys.readouterr().err
+    monkeypatch.setattr(budget, "disturbed", lambda share: False)
+    assert run_stage("plan", workdir, data, *sets) == 0
+    assert len(measured()) == 1  # measured again on a quiet machine, and kept
 
 
 def test_replan_gives_back_cut_epochs_when_select_measured_a_faster_pace(tmp_path):
