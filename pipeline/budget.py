@@ -405,7 +405,7 @@ SEED_METRICS = ("logloss", "roc_auc")
 
 
 def ceiling(cfg: Any, costs: dict[str, Cost], budget_s: float, available_s: float, pinned: list[str],
-            metric: str | None = None) -> Plan:
+            metric: str) -> Plan:
     """What the preset runs given unlimited time, from the profile's settings.
 
     fast: the classical candidates + the cheapest transformer for 1 epoch, no transformer
@@ -426,7 +426,7 @@ def ceiling(cfg: Any, costs: dict[str, Cost], budget_s: float, available_s: floa
                               key=lambda n: costs[n].step_s)
         names = [n for n in names if costs[n].family == "classical"] + transformers[:1]
     epochs_bonus = 1 if preset == "best" else 0
-    best_seeds = 3 if preset == "best" and (metric is None or metric in SEED_METRICS) else 1
+    best_seeds = 3 if preset == "best" and metric in SEED_METRICS else 1
     tune_on = cfg.tune.enabled and "transformer" in cfg.tune.families and preset != "fast"
     runs = []
     for n in names:

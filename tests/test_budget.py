@@ -600,7 +600,7 @@ def test_medium_adds_the_frozen_base_encoder_where_installed_and_trades_the_fine
         cfg = load_config([], [f"budget.preset={preset}", "select.candidates=[tfidf,nbsvm,minilm]",
                                "tune.enabled=false"])
         c = _disaster_like_costs(installed)
-        return make_plan(budget.ceiling(cfg, c, available, available, list(pinned)), c, work)
+        return make_plan(budget.ceiling(cfg, c, available, available, list(pinned), "logloss"), c, work)
 
     names = lambda p: [r.name for r in p.runs]  # noqa: E731
     assert "emb_mpnet" in names(plan_for("medium", 1e9))
