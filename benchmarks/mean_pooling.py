@@ -24,13 +24,12 @@ from transformers.models.mpnet import modeling_mpnet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.__main__ import main  # noqa: E402
+from pipeline.runtime import mean_pool  # noqa: E402
 
 
 def mean_pooled_forward(self: Any, input_ids: torch.Tensor | None = None,
                         attention_mask: torch.Tensor | None = None, **_: Any) -> SequenceClassifierOutput:
-    hidden = self.mpnet(input_ids, attention_mask=attention_mask)[0]
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
+    pooled = mean_pool(self.mpnet(input_ids, attention_mask=attention_mask)[0], attention_mask)
     head = self.classifier
     return SequenceClassifierOutput(logits=head.out_proj(head.dropout(torch.tanh(head.dense(head.dropout(pooled))))))
 

@@ -282,6 +282,13 @@ def load_encoder(folder: Path, device: str = "cpu") -> tuple[Any, Any]:
     return AutoModel.from_pretrained(str(folder)).float().to(device).eval(), AutoTokenizer.from_pretrained(str(folder))
 
 
+def mean_pool(hidden: Any, mask: Any) -> Any:
+    """The mean of ``hidden`` (batch, tokens, dim) over the tokens where ``mask`` is 1: padding
+    does not count. How sentence-transformers pools the all-* models."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
 def embed(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size: int = 128,
           device: str = "cpu") -> np.ndarray:
     """Sentence embeddings as sentence-transformers makes them for the all-* models: the mean
@@ -293,7 +300,7 @@ def embed(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size
         for idx, input_ids, mask in _batches(tokenizer, texts, max_len, batch_size, None):
             m = torch.from_numpy(mask).to(device)
             hidden = model(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=m).last_hidden_state
-            pooled = (hidden * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1)
+            pooled = mean_pool(hidden, m)
             pooled = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
             if out is None:
                 out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
