@@ -10,9 +10,9 @@
 #   FOLDS=0,1             train only these folds;  WORKDIR=dir  where artifacts go (default .)
 # The values reach the program through the environment (TEXTCOMP_*), never pasted into a shell
 # command: a DATA path with spaces works, and `;`, `$(...)`, backticks or quotes in it run nothing.
-# PYTHON: the active virtualenv / conda env, else the project's .venv (python3 -m pipeline.setup_env).
+# PYTHON: the active virtualenv / conda env, else the project's .venv (python3 tools/setup_env.py).
 ifeq ($(origin PYTHON),undefined)
-PYTHON := $(shell python3 -m pipeline.setup_env which 2>/dev/null || echo python3)
+PYTHON := $(shell python3 tools/setup_env.py which 2>/dev/null || echo python3)
 endif
 PROFILE ?= auto
 
@@ -40,7 +40,7 @@ help: ## list the targets
 
 $(STAMP): pyproject.toml
 	@# where packages go: the active venv/conda env, else .venv here (made with python3 -m venv or uv)
-	python3 -m pipeline.setup_env ensure >/dev/null
+	python3 tools/setup_env.py ensure >/dev/null
 	@# torch first: a bare `torch` requirement would pull a multi-GB CUDA build; keep one already there
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "torch==2.13.0"
 	$(PYTHON) -m pip install -q -e ".[dev]"
@@ -107,7 +107,7 @@ kaggle-submit: ## submit with the official kaggle CLI: make kaggle-submit COMPET
 	@test -f $${KAGGLE_CONFIG_DIR:-$$HOME/.kaggle}/kaggle.json || test -n "$$KAGGLE_KEY" || \
 	  { echo "error: no Kaggle credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)"; exit 2; }
 	@# the slug and message reach kaggle as one argv item each, never re-parsed by a shell
-	$(PYTHON) -c "from pipeline.submit import kaggle_submit; raise SystemExit(kaggle_submit())"
+	$(PYTHON) -c "from pipeline.stages.submit import kaggle_submit; raise SystemExit(kaggle_submit())"
 
 bench: $(STAMP) ## benchmarks -> benchmarks/results/latest.json and BENCHMARKS.md
 	$(PYTHON) benchmarks/run.py

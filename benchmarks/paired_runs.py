@@ -30,7 +30,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.metrics import paired_se  # noqa: E402
+from pipeline.core.metrics import paired_se  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "paired_runs.json"
 

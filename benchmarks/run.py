@@ -37,7 +37,7 @@ def load_slice(n_train: int, n_val: int) -> tuple[list[str], list[int], list[str
         df = pd.read_csv(SHARED).sample(frac=1.0, random_state=0)
         texts, labels, source = df["text"].tolist(), df["target"].tolist(), "disaster tweets"
     else:
-        from pipeline.embedded import corpus_path
+        from pipeline.core.embedded import corpus_path
 
         df = pd.read_csv(corpus_path(), encoding="latin-1").dropna().sample(frac=1.0, random_state=0)
         df = df[df["sentiment"] != "neutral"]
@@ -74,9 +74,10 @@ def peak_mem_mb() -> float:
 def run_ours(args: argparse.Namespace, backbone: str, data: tuple) -> dict:
     import numpy as np
 
-    from pipeline.config import TrainConfig
-    from pipeline.metrics import score
-    from pipeline.modeling.transformer import FoldData, FoldTrainer, load_tokenizer
+    from pipeline.core.config import TrainConfig
+    from pipeline.core.metrics import score
+    from pipeline.modeling.base import FoldData
+    from pipeline.modeling.transformer import FoldTrainer, load_tokenizer
 
     tr_x, tr_y, va_x, va_y, _ = data
     cfg = TrainConfig(backbone=backbone, max_len=args.max_len, epochs=args.epochs, batch_size=args.batch_size,
@@ -120,7 +121,7 @@ def run_hf(args: argparse.Namespace, backbone: str, data: tuple, grouped: bool) 
         TrainingArguments,
     )
 
-    from pipeline.metrics import score
+    from pipeline.core.metrics import score
 
     tr_x, tr_y, va_x, va_y, _ = data
     tok = AutoTokenizer.from_pretrained(backbone)
@@ -225,8 +226,8 @@ def bench_backtranslation(args: argparse.Namespace) -> dict:
     import nlpaug.augmenter.word as naw
     import torch
 
-    from pipeline.augment import MarianTranslator
-    from pipeline.config import AugmentConfig
+    from pipeline.core.config import AugmentConfig
+    from pipeline.stages.augment import MarianTranslator
 
     torch.set_num_threads(os.cpu_count() or 1)
     gpu = args.device == "cuda"
@@ -240,7 +241,7 @@ def bench_backtranslation(args: argparse.Namespace) -> dict:
     ours.round_trip(texts, "en", "xx")
     ours_s = time.perf_counter() - t0
     try:
-        from pipeline.augment import CTranslate2Translator
+        from pipeline.stages.augment import CTranslate2Translator
 
         ct2 = CTranslate2Translator(cfg, Path(args.tmp) / "ct2", device=args.device)
         ct2.round_trip(texts[:8], "en", "xx")

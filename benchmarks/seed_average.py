@@ -23,7 +23,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.metrics import GREATER_IS_BETTER, paired_se, score  # noqa: E402
+from pipeline.core.metrics import GREATER_IS_BETTER, paired_se, score  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "seed_average.json"
 

@@ -6,19 +6,19 @@ import importlib
 import sys
 
 STAGES = {
-    "inspect": ("pipeline.inspect", "data report: shape, duplicates, balance, lengths, noise, shift"),
-    "clean": ("pipeline.clean", "switchable text cleaning of train and test"),
-    "plan": ("pipeline.plan", "fit the flow to a time budget (TIME=30m) from measured throughput"),
-    "folds": ("pipeline.folds", "stratified k-fold split with duplicates kept together"),
-    "augment": ("pipeline.augment", "back-translation and nlpaug augmentation of training rows"),
-    "select": ("pipeline.select", "screen candidate models on a short budget and rank them"),
-    "tune": ("pipeline.tune", "Optuna hyper-parameter search with pruning"),
-    "train": ("pipeline.train", "k-fold training: out-of-fold and test predictions"),
-    "lr-find": ("pipeline.lr_find", "learning-rate range test with a suggested LR"),
-    "ensemble": ("pipeline.ensemble", "weights fitted on out-of-fold predictions, threshold tuning"),
-    "submit": ("pipeline.submit", "write and validate submission.csv"),
-    "report": ("pipeline.report", "one page for the whole competition"),
-    "package": ("pipeline.package", "offline inference bundle (predict.py + models) for code competitions"),
+    "inspect": ("pipeline.stages.inspection", "data report: shape, duplicates, balance, lengths, noise, shift"),
+    "clean": ("pipeline.stages.clean", "switchable text cleaning of train and test"),
+    "plan": ("pipeline.stages.plan", "fit the flow to a time budget (TIME=30m) from measured throughput"),
+    "folds": ("pipeline.stages.folds", "stratified k-fold split with duplicates kept together"),
+    "augment": ("pipeline.stages.augment", "back-translation and nlpaug augmentation of training rows"),
+    "select": ("pipeline.stages.selection", "screen candidate models on a short budget and rank them"),
+    "tune": ("pipeline.stages.tune", "Optuna hyper-parameter search with pruning"),
+    "train": ("pipeline.stages.train", "k-fold training: out-of-fold and test predictions"),
+    "lr-find": ("pipeline.stages.lr_find", "learning-rate range test with a suggested LR"),
+    "ensemble": ("pipeline.stages.ensemble", "weights fitted on out-of-fold predictions, threshold tuning"),
+    "submit": ("pipeline.stages.submit", "write and validate submission.csv"),
+    "report": ("pipeline.stages.report", "one page for the whole competition"),
+    "package": ("pipeline.stages.package", "offline inference bundle (predict.py + models) for code competitions"),
 }
 
 

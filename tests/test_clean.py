@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from pipeline.clean import TextCleaner, resolve_duplicates
+from pipeline.stages.clean import TextCleaner, resolve_duplicates
 
 
 def _one(text, **kw):

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import Config, ConfigError, diff_dict, load_config, parse_override
+from pipeline.core.config import Config, ConfigError, diff_dict, load_config, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
 

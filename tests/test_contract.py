@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from pipeline.config import DataConfig
-from pipeline.contract import encode_labels, load_competition, model_inputs
+from pipeline.core.config import DataConfig
+from pipeline.core.contract import encode_labels, load_competition, model_inputs
 
 
 def test_disaster_tweets_contract(disaster_dir):
@@ -78,7 +78,7 @@ def test_disaster_keyword_is_percent_encoded(disaster_dir):
 
 
 def test_f1_on_multiclass_is_rejected(multiclass_comp):
-    from pipeline.io import DataError
+    from pipeline.core.files import DataError
 
     with pytest.raises(DataError, match="f1 needs a binary label"):
         load_competition(multiclass_comp, DataConfig(metric="f1"))
@@ -97,7 +97,7 @@ def test_ranking_metric_decides_a_probability_submission_over_a_0_1_sample(binar
 def test_every_choice_is_logged_with_its_reason(binary_comp, caplog):
     import logging
 
-    with caplog.at_level(logging.INFO, logger="pipeline.contract"):
+    with caplog.at_level(logging.INFO, logger="pipeline.core.contract"):
         comp = load_competition(binary_comp, DataConfig())
     said = caplog.text
     assert "label: 'target' (the only train column that test.csv lacks)" in said

@@ -3,8 +3,16 @@
 import numpy as np
 import pandas as pd
 
-from pipeline.config import ReportConfig
-from pipeline.doctor import diagnose, fold_instability, lr_health, mismatch, overfitting, separation, underfitting
+from pipeline.core.config import ReportConfig
+from pipeline.reporting.doctor import (
+    diagnose,
+    fold_instability,
+    lr_health,
+    mismatch,
+    overfitting,
+    separation,
+    underfitting,
+)
 
 CFG = ReportConfig()
 

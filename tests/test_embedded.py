@@ -1,9 +1,9 @@
 import pandas as pd
 from conftest import run_stage
 
-from pipeline.config import DataConfig
-from pipeline.embedded import resolve_raw
-from pipeline.paths import Paths
+from pipeline.core.config import DataConfig
+from pipeline.core.embedded import resolve_raw
+from pipeline.core.paths import Paths
 
 
 def test_empty_data_raw_uses_embedded_default(workdir):

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from conftest import run_stage
 
-from pipeline.ensemble import WeightedBlender, evaluate, rank_mean, vote
-from pipeline.metrics import f1_curve, score, tune_threshold
+from pipeline.core.metrics import f1_curve, score, tune_threshold
+from pipeline.cv.blend import MethodScore, WeightedBlender, evaluate, rank_mean, vote
 
 
 def _two_col(p):
@@ -67,13 +67,13 @@ def test_nested_estimate_is_not_in_sample():
     folds = np.arange(n) % 5
     probas = np.stack([_two_col(np.clip(0.2 * y + rng.uniform(0, 0.8, n), 0, 1)) for _ in range(3)])
     r = evaluate("weighted", probas, y, folds, "f1", "metric", True)
-    assert r["nested"] <= r["in_sample"] + 1e-9  # fitted and scored on the same rows is optimistic
+    assert r.nested <= r.in_sample + 1e-9  # fitted and scored on the same rows is optimistic
 
 
 def test_best_single_is_picked_at_its_tuned_threshold_under_f1():
     """Under F1 the threshold is tuned after the pick, so the pick is made at it too: a run that
     ranks perfectly but sits below 0.5 is the best single run, not the one that is right at 0.5."""
-    from pipeline.ensemble import fit_blend
+    from pipeline.cv.blend import fit_blend
 
     rng = np.random.default_rng(0)
     n = 1000
@@ -120,22 +120,22 @@ def test_submit_probabilities_multiclass_string_labels(multiclass_comp, workdir)
 
 def _result(method, fold_scores):
     fold_scores = np.asarray(fold_scores, dtype=float)
-    return {"method": method, "nested": float(fold_scores.mean()), "fold_scores": fold_scores}
+    return MethodScore(method, float(fold_scores.mean()), float(fold_scores.mean()), fold_scores, None)
 
 
 def test_one_se_rule_keeps_the_simpler_method_when_the_gain_is_noise():
-    from pipeline.ensemble import one_se_choice
+    from pipeline.cv.blend import one_se_choice
 
     # weighted is ahead on average (+0.004) but the folds disagree (+0.02 ... -0.02): within one SE
     single = _result("best_single", [0.80, 0.82, 0.79, 0.81, 0.80])
     weighted = _result("weighted", np.array([0.80, 0.82, 0.79, 0.81, 0.80]) + [0.02, 0.01, -0.02, 0.01, 0.0])
     chosen, ses, _ = one_se_choice([single, weighted], "f1")
-    assert weighted["nested"] > single["nested"] and chosen is single
-    assert weighted["nested"] - single["nested"] <= ses["best_single"]
+    assert weighted.nested > single.nested and chosen is single
+    assert weighted.nested - single.nested <= ses["best_single"]
 
 
 def test_one_se_rule_takes_the_complex_method_when_it_wins_on_every_fold():
-    from pipeline.ensemble import one_se_choice
+    from pipeline.cv.blend import one_se_choice
 
     single = _result("best_single", [0.80, 0.82, 0.79, 0.81, 0.80])
     mean = _result("mean", [0.81, 0.83, 0.80, 0.82, 0.81])
@@ -185,7 +185,7 @@ def test_stacking_beats_averaging_when_members_are_complementary():
     probas = np.stack([member((0, 1)), member((1, 2))])
     stack = evaluate("stack", probas, y, folds, "logloss", "metric", False)
     mean = evaluate("mean", probas, y, folds, "logloss", "metric", False)
-    assert stack["nested"] < mean["nested"] - 0.05
+    assert stack.nested < mean.nested - 0.05
 
 
 def test_stacking_never_uses_the_scored_folds_labels():
@@ -195,7 +195,7 @@ def test_stacking_never_uses_the_scored_folds_labels():
     y = rng.integers(0, 2, n)
     folds = np.arange(n) % 5
     probas = np.stack([_two_col(np.clip(0.3 * y + rng.uniform(0, 0.7, n), 0.01, 0.99)) for _ in range(2)])
-    from pipeline.ensemble import apply_blend, fit_blend
+    from pipeline.cv.blend import apply_blend, fit_blend
 
     def nested_fold0(labels):
         tr = folds != 0

@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 from conftest import run_stage
 
-from pipeline.folds import FoldMaker
-from pipeline.textstats import norm_key
+from pipeline.core.textstats import norm_key
+from pipeline.cv.splits import FoldMaker
 
 
 def _check_folds(train: pd.DataFrame, folds: pd.DataFrame, k: int) -> None:

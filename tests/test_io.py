@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.io import atomic_path, write_text
+from pipeline.core.files import atomic_path, write_text
 
 
 def test_atomic_write_keeps_previous_artifact_on_crash(tmp_path):

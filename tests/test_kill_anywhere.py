@@ -26,8 +26,8 @@ import pandas as pd
 import pytest
 from conftest import write_binary_competition
 
-from pipeline.paths import Paths
-from pipeline.transaction import StaleInput, require
+from pipeline.core.paths import Paths
+from pipeline.core.transaction import StaleInput, require
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

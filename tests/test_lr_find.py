@@ -3,7 +3,7 @@ import json
 import numpy as np
 from conftest import run_stage
 
-from pipeline.lr_find import suggest_lr
+from pipeline.stages.lr_find import suggest_lr
 
 
 def test_suggestion_is_the_steepest_descent_before_the_minimum():

@@ -35,7 +35,7 @@ def test_make_all_dry_run_points_at_real_stages():
 
 
 def test_time_and_preset_reach_the_budget_and_a_set_typed_by_hand_wins():
-    from pipeline.config import load_config, parse_duration
+    from pipeline.core.config import load_config, parse_duration
 
     args = env_args({"TEXTCOMP_TIME": "90", "TEXTCOMP_PRESET": "fast", "TEXTCOMP_SET": "train.lr=1e-5"})
     sets = args[args.index("--set") + 1:]

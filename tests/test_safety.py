@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from conftest import run_stage
 
-from pipeline.config import ConfigError, load_config
-from pipeline.markdown import md_escape, md_table, safe_url, to_html
-from pipeline.paths import PathError, Paths, check_name
+from pipeline.core.config import ConfigError, load_config
+from pipeline.core.paths import PathError, Paths, check_name
+from pipeline.reporting.markdown import md_escape, md_table, safe_url, to_html
 
 
 @pytest.mark.parametrize("name", ["../x", "../../etc", "/abs/path", "a/b", "", ".hidden", "..", "a\\b", "x\n",

@@ -102,8 +102,8 @@ def test_tune_study_is_keyed_by_data_folds_search_space_and_metric(prepared, exp
 def test_cv_and_ensemble_are_scored_on_the_folds_select_and_tune_never_saw(binary_comp, workdir, exp_dir):
     import numpy as np
 
-    from pipeline.ensemble import evaluate
-    from pipeline.metrics import score
+    from pipeline.core.metrics import score
+    from pipeline.cv.blend import evaluate
 
     data = binary_comp
     assert run_stage("clean", workdir, data) == 0
@@ -128,7 +128,7 @@ def test_cv_and_ensemble_are_scored_on_the_folds_select_and_tune_never_saw(binar
     probas = np.stack([p, nb[["p_0", "p_1"]].to_numpy()])
     mean = evaluate("mean", probas[:, u], y[u], oof["fold"].to_numpy()[u], "f1", "metric", True)
     row = next(m for m in ens["methods"] if m["method"] == "mean")
-    assert row["nested"] == pytest.approx(mean["nested"], abs=1e-5)
+    assert row["nested"] == pytest.approx(mean.nested, abs=1e-5)
     assert run_stage("submit", workdir, data) == 0
     table = json.loads((workdir / "submissions/submission.json").read_text())["table"]
     assert "CV (folds select/tune never saw)" in table

@@ -7,9 +7,22 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.setup_env import Facts, decide, ensure
-
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_tool():
+    """tools/setup_env.py: install tooling, outside the package (it runs before anything is installed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("setup_env", ROOT / "tools" / "setup_env.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["setup_env"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+_tool = _load_tool()
+Facts, decide, ensure = _tool.Facts, _tool.decide, _tool.ensure
 
 
 def _facts(tmp: Path, **kw) -> Facts:

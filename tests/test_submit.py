@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.contract import Schema
-from pipeline.submit import SubmissionError, SubmissionValidator, build_submission
+from pipeline.core.contract import Schema
+from pipeline.core.submission import SubmissionError, SubmissionValidator, build_submission
 
 
 def _schema(**kw):

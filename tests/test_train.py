@@ -10,10 +10,12 @@ import pytest
 import torch
 from conftest import NEG, POS, run_stage, synthetic_texts
 
-from pipeline.config import TrainConfig
+from pipeline.core.config import TrainConfig
+from pipeline.modeling.base import FoldData
 from pipeline.modeling.data import LengthGroupedBatches, PadCollator
 from pipeline.modeling.schedule import lr_factor
-from pipeline.modeling.transformer import FoldData, FoldTrainer, TrainingError, load_model, param_groups
+from pipeline.modeling.step import TrainingError, param_groups
+from pipeline.modeling.transformer import FoldTrainer, load_model
 
 
 def _cfg(tiny_bert, **kw) -> TrainConfig:
@@ -89,7 +91,7 @@ def confident_bert(tiny_bert, tmp_path_factory):
 def test_trainer_applies_label_smoothing_in_closed_form(confident_bert, eps):
     """The first logged training loss is the smoothed cross-entropy of the initial model on the
     one batch, in closed form: drop or ignore train.label_smoothing and it fails."""
-    from pipeline.modeling.transformer import seed_everything
+    from pipeline.modeling.device import seed_everything
 
     tiny_bert = confident_bert
     cfg = _cfg(tiny_bert, batch_size=8, lr=1e-12, label_smoothing=eps, clip_norm=None)
@@ -226,7 +228,7 @@ def test_bf16_on_cpu_autocasts_the_matmuls_and_keeps_float32_weights(tiny_bert):
     ("auto", True, torch.bfloat16), ("auto", False, torch.float32), ("bf16", False, torch.bfloat16),
     ("fp32", True, torch.float32), ("fp16", True, torch.float32)])
 def test_cpu_precision_auto_follows_the_cpus_bf16_tiles(monkeypatch, caplog, precision, tiles, expect):
-    from pipeline.modeling import transformer
+    from pipeline.modeling import device as transformer
 
     monkeypatch.setattr(transformer, "cpu_has_bf16_tiles", lambda: tiles)
     cfg = TrainConfig(precision=precision)
@@ -320,7 +322,7 @@ def test_epoch_choice_states_what_keeping_each_folds_best_evaluation_adds():
     """Each fold keeps its best evaluation by its own validation labels (mpnet on the disaster
     tweets: best epochs 2, 2, 1, 3). Choosing the evaluation on the other folds' mean curve instead
     shows the optimism; worked by hand here, both metric directions."""
-    from pipeline.train import epoch_choice
+    from pipeline.cv.scores import epoch_choice
 
     f1 = epoch_choice(_curves([[0.70, 0.80, 0.75], [0.72, 0.78, 0.79], [0.90, 0.70, 0.71]]), "f1")
     assert f1["epochs"] == {"0": 1.0, "1": 1.0, "2": 2.0}  # fold 2's own spike at epoch 1 does not pick for it
@@ -348,7 +350,7 @@ def test_classical_models_multiclass(multiclass_comp, workdir):
 
 
 def test_augmented_rows_never_leak_into_their_sources_validation_fold():
-    from pipeline.train import TrainingData, fold_rows
+    from pipeline.cv.data import TrainingData, fold_rows
 
     train = pd.DataFrame({"id": [1, 2, 3, 4], "input": list("abcd"), "label": [0, 1, 0, 1], "fold": [0, 0, 1, 1]})
     aug = pd.DataFrame({"source_id": [1, 3, 3], "input": ["a'", "c'", "c''"], "label": [0, 0, 0]})
@@ -412,7 +414,7 @@ def test_checkpoint_restores_every_random_state(tmp_path):
     checkpoint, loaded with weights_only=True, and each draws the same numbers again."""
     import random
 
-    from pipeline.modeling.transformer import rng_state, set_rng_state
+    from pipeline.modeling.step import rng_state, set_rng_state
 
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
     np.random.normal()  # a cached Gaussian in NumPy's state too
@@ -431,9 +433,9 @@ def test_pseudo_labels_come_from_the_teachers_fold_model_and_never_reach_validat
     k's labels) is confident about; validation rows stay fold-k originals."""
     import numpy as np
 
-    from pipeline.config import load_config
-    from pipeline.paths import Paths
-    from pipeline.train import fold_rows, load_training_data
+    from pipeline.core.config import load_config
+    from pipeline.core.paths import Paths
+    from pipeline.cv.data import fold_rows, load_training_data
 
     data, work = prepared
     assert run_stage("train", work, data, "train.family=classical", "train.run=teacher") == 0

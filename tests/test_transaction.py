@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from conftest import run_stage
 
-from pipeline.io import write_text
-from pipeline.paths import Paths
-from pipeline.transaction import StaleInput, publish, require
+from pipeline.core.files import write_text
+from pipeline.core.paths import Paths
+from pipeline.core.transaction import StaleInput, publish, require
 
 
 def test_a_failure_inside_the_block_leaves_the_previous_set(tmp_path):
@@ -50,7 +50,7 @@ def test_a_half_published_set_is_refused(tmp_path):
 
 
 def test_outputs_outside_the_project_cannot_be_staged(tmp_path):
-    from pipeline.paths import PathError
+    from pipeline.core.paths import PathError
 
     paths = Paths.make(tmp_path / "work")
     with pytest.raises(PathError), publish(paths, "demo", {}) as tx:

@@ -15,9 +15,10 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
-from pipeline.config import TrainConfig
-from pipeline.io import atomic_path, write_json
-from pipeline.modeling.transformer import FoldData, FoldOutput, confidence_histogram
+from pipeline.core.config import TrainConfig
+from pipeline.core.files import atomic_path, write_json
+from pipeline.core.metrics import confidence_histogram
+from pipeline.modeling.base import FoldData, FoldOutput
 
 
 class TfidfClassifier:
@@ -119,7 +120,7 @@ def fit_classical_fold(cfg: TrainConfig, data: FoldData, metric: str, fold: int)
 def one_pass_output(fold: int, metric: str, data: FoldData, val: np.ndarray, test: np.ndarray,
                     train: np.ndarray, seconds: float, model: object) -> FoldOutput:
     """A fold of a model fitted in one pass (no epochs): one evaluation row of history."""
-    from pipeline.metrics import score
+    from pipeline.core.metrics import score
 
     s = score(metric, data.val_labels, val)
     history = [{"fold": fold, "kind": "eval", "epoch": 1.0, "step": 1, "metric": s,

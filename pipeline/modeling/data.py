@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 class Encoded(torch.utils.data.Dataset):
@@ -18,7 +21,7 @@ class Encoded(torch.utils.data.Dataset):
         self.labels = labels
 
     @classmethod
-    def from_texts(cls, tokenizer: Any, texts: list[str], max_len: int,
+    def from_texts(cls, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len: int,
                    labels: np.ndarray | None = None) -> Encoded:
         ids = tokenizer(list(texts), truncation=True, max_length=max_len, padding=False)["input_ids"]
         return cls(ids, labels)

@@ -39,7 +39,7 @@ def barrier() -> None:
         dist.barrier()
 
 
-def gather_objects(obj: Any) -> list[Any]:
+def gather_objects(obj: object) -> list[object]:
     """Every rank's ``obj``, in rank order (a list of one in a single process)."""
     rank, size = world()
     if size == 1:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import TrainConfig
-from pipeline.io import atomic_path
+from pipeline.core.config import TrainConfig
+from pipeline.core.files import atomic_path
 from pipeline.modeling.backbones import resolve_backbone
+from pipeline.modeling.base import FoldData, FoldOutput
 from pipeline.modeling.classical import one_pass_output, save_model_files
-from pipeline.modeling.transformer import FoldData, FoldOutput
 from pipeline.runtime import EmbeddingHead, embed, load_encoder
 
 log = logging.getLogger(__name__)

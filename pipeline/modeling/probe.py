@@ -12,31 +12,30 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.config import TrainConfig
+from pipeline.core.config import TrainConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.modeling.data import Encoded, PadCollator
 
 log = logging.getLogger(__name__)
+PROBE_ROWS = 2000  # texts a transformer or encoder probe batches (the classical probe fits on all it is given)
 
 
 def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_classes: int, steps: int,
                       max_lens: list[int]) -> dict[str, Any]:
-    import torch
     from safetensors.torch import save_file
 
-    from pipeline.modeling.data import Encoded, LengthGroupedBatches, PadCollator, eval_batches
-    from pipeline.modeling.transformer import (
-        autocast,
-        load_model,
-        load_tokenizer,
-        param_groups,
-        pick_device,
-        pick_dtype,
-        submission_dtype,
-    )
+    from pipeline.modeling.data import Encoded, LengthGroupedBatches, PadCollator
+    from pipeline.modeling.device import autocast, pick_device, pick_dtype, submission_dtype
+    from pipeline.modeling.transformer import load_model, load_tokenizer
 
     device = pick_device(tc)
     dtype = pick_dtype(tc, device)
@@ -57,67 +56,84 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
     padded = np.array([int(ds.lengths[b].max()) for b in batches])
     order = np.argsort(padded, kind="stable")
     picks = [int(order[min(len(order) - 1, int(q * len(order)))]) for q in np.linspace(0.05, 0.95, steps)]
-    optimizer = torch.optim.AdamW(param_groups(model, tc), lr=tc.lr, fused=device.type in ("cuda", "cpu"))
-    criterion = torch.nn.CrossEntropyLoss()
-    training_cast = autocast(device, dtype)
-    model.train()
-    lens, times = [], []
-    # a first, untimed pass warms each shape's kernels (a fresh process is slow on every new
-    # padded length; training sees each length hundreds of times); then two timed passes, and
-    # each batch keeps the faster: steady-state speed, less of a busy neighbour's noise
-    for j, i in enumerate([*picks, *picks, *picks]):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()  # collating is part of a training step (num_workers=0 on CPU)
-        batch = {k: v.to(device) for k, v in collate([ds[x] for x in batches[i]]).items()}
-        with training_cast:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss = criterion(logits.float(), batch["labels"])
-        torch.isfinite(loss).item()  # the training loop's per-step host sync on CPU
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if j >= len(picks):
-            lens.append(int(padded[i]))
-            times.append(time.perf_counter() - t)
-    half = len(picks)
-    lens, times = lens[:half], list(np.minimum(times[:half], times[half:]))
+    lens, times = _time_steps(tc, model, ds, collate, [batches[i] for i in picks], device, dtype)
     a, b = _linear(np.array(lens, float), np.array(times))
     step_s = float(np.mean(a + b * padded))
     by_len = {str(m): round(float(np.mean(np.minimum(padded, m))), 3) for m in {tc.max_len, *max_lens}}
     model.eval()
-    every = eval_batches(ds.lengths, tc.eval_batch_size)
-    e_len = np.array([int(ds.lengths[b].max()) for b in every])
-    e_order = np.argsort(e_len, kind="stable")
-    e_picks = [int(e_order[int(q * (len(e_order) - 1))]) for q in (0.5, 0.2, 0.5, 0.8)]
-    rows = sum(len(x) for x in every)
-
-    def infer_row_s(cast: Any) -> float:
-        e_lens, e_times = [], []
-        with torch.inference_mode():
-            for j, i in enumerate([*e_picks, *e_picks[1:]]):
-                batch = {k: v.to(device) for k, v in collate([ds[x] for x in every[i]]).items()}
-                t = time.perf_counter()
-                with cast:
-                    model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                if j >= len(e_picks):
-                    e_lens.append(int(e_len[i]) * len(every[i]))
-                    e_times.append(time.perf_counter() - t)
-        ea, eb = _linear(np.array(e_lens, float), np.array(e_times))
-        return float(sum(ea + eb * int(e_len[i]) * len(every[i]) for i in range(len(every)))) / max(rows, 1)
-
-    out = {"step_s": round(step_s, 5), "infer_row_s": round(infer_row_s(autocast(device, dtype)), 7),
+    out = {"step_s": round(step_s, 5),
+           "infer_row_s": round(_infer_row_s(model, ds, collate, tc.eval_batch_size, device, autocast(device, dtype)), 7),
            "load_s": round(load_s, 3),
            "lengths": by_len, "batch_size": tc.batch_size, "max_len": tc.max_len,
            "device": device.type, "steps_timed": len(times), "fit": [round(a, 5), round(b, 6)]}
     if submission_dtype(device, dtype) != dtype:  # the trainer predicts the test rows in another dtype
-        out["test_infer_row_s"] = round(infer_row_s(autocast(device, submission_dtype(device, dtype))), 7)
+        cast = autocast(device, submission_dtype(device, dtype))
+        out["test_infer_row_s"] = round(_infer_row_s(model, ds, collate, tc.eval_batch_size, device, cast), 7)
     return out
+
+
+def _time_steps(tc: TrainConfig, model: torch.nn.Module, ds: Encoded, collate: PadCollator,
+                batches: list[list[int]], device: torch.device, dtype: torch.dtype) -> tuple[list[int], list[float]]:
+    """(padded length, seconds) of one training step per batch: training's own step
+    (pipeline.modeling.step), its optimizer, criterion, autocast and clipping. A first, untimed
+    pass warms each shape's kernels (a fresh process is slow on every new padded length; training
+    sees each length hundreds of times); then two timed passes, and each batch keeps the faster:
+    steady-state speed, less of a busy neighbour's noise."""
+    import torch
+
+    from pipeline.modeling import step as step_
+    from pipeline.modeling.device import autocast
+
+    optimizer = step_.make_optimizer(model, tc)
+    criterion = step_.make_criterion(tc)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    cast = autocast(device, dtype)
+    model.train()
+    lens, times = [], []
+    for j, rows in enumerate([*batches, *batches, *batches]):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()  # collating is part of a training step (num_workers=0 on CPU)
+        batch = {k: v.to(device) for k, v in collate([ds[x] for x in rows]).items()}
+        # the training loop's per-step host sync on CPU (its non-finite check)
+        step_.train_step(model, batch, criterion, cast, scaler, 1, check=lambda loss: torch.isfinite(loss).item())
+        step_.optimizer_step(model, optimizer, scaler, tc.clip_norm)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if j >= len(batches):
+            lens.append(int(ds.lengths[rows].max()))
+            times.append(time.perf_counter() - t)
+    half = len(batches)
+    return lens[:half], list(np.minimum(times[:half], times[half:]))
+
+
+def _infer_row_s(model: torch.nn.Module, ds: Encoded, collate: PadCollator, batch_size: int, device: torch.device,
+                 cast: AbstractContextManager[None]) -> float:
+    """Seconds per predicted row, over prediction's length-sorted batches: a linear fit in the
+    padded tokens of a few timed batches, summed over every batch."""
+    import torch
+
+    from pipeline.modeling.data import eval_batches
+
+    every = eval_batches(ds.lengths, batch_size)
+    e_len = np.array([int(ds.lengths[b].max()) for b in every])
+    e_order = np.argsort(e_len, kind="stable")
+    e_picks = [int(e_order[int(q * (len(e_order) - 1))]) for q in (0.5, 0.2, 0.5, 0.8)]
+    rows = sum(len(x) for x in every)
+    e_lens, e_times = [], []
+    with torch.inference_mode():
+        for j, i in enumerate([*e_picks, *e_picks[1:]]):
+            batch = {k: v.to(device) for k, v in collate([ds[x] for x in every[i]]).items()}
+            t = time.perf_counter()
+            with cast:
+                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if j >= len(e_picks):
+                e_lens.append(int(e_len[i]) * len(every[i]))
+                e_times.append(time.perf_counter() - t)
+    ea, eb = _linear(np.array(e_lens, float), np.array(e_times))
+    return float(sum(ea + eb * int(e_len[i]) * len(every[i]) for i in range(len(every)))) / max(rows, 1)
 
 
 def _linear(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -140,8 +156,8 @@ def probe_classical(tc: TrainConfig, texts: list[str], labels: np.ndarray, metri
     again with more rows to predict gives the prediction rate, far below the training one
     (a fold predicts its validation rows and the whole test set: 13,000 of 33,000 rows of a
     25k/8k competition)."""
+    from pipeline.modeling.base import FoldData
     from pipeline.modeling.classical import fit_classical_fold
-    from pipeline.modeling.transformer import FoldData
 
     n = len(texts)
     n_pred = min(500, n // 5)

@@ -2,155 +2,48 @@
 
 AdamW without decay on biases/norms, layer-wise LR decay, warmup + cosine in optimizer
 steps, label smoothing, accumulation, mixed precision, clipping, length-grouped batches,
-EMA, early stopping, and a per-epoch checkpoint that a killed run resumes from.
+EMA, early stopping, and a per-epoch checkpoint that a killed run resumes from. The step,
+evaluation and checkpoints are pipeline.modeling.step's functions; here is the loop.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
-import re
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import TrainConfig
-from pipeline.metrics import better, score
+from pipeline.core.config import TrainConfig
+from pipeline.core.metrics import better
 from pipeline.modeling import distributed as dist_
+from pipeline.modeling import step as step_
 from pipeline.modeling.backbones import resolve_backbone
-from pipeline.modeling.data import Encoded, LengthGroupedBatches, PadCollator, eval_batches
+from pipeline.modeling.base import FoldData, FoldOutput
+from pipeline.modeling.data import Encoded, LengthGroupedBatches, PadCollator
+from pipeline.modeling.device import autocast, pick_device, pick_dtype, seed_everything, submission_dtype
 from pipeline.modeling.schedule import lr_factor, warmup_steps
+from pipeline.modeling.step import TrainingError, layer_depth
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-_LAYER = re.compile(r"\.layers?\.(\d+)\.")
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (non-finite loss, bad checkpoint)."""
-
-
-@dataclass
-class FoldData:
-    train_texts: list[str]
-    train_labels: np.ndarray
-    val_texts: list[str]
-    val_labels: np.ndarray
-    test_texts: list[str]
-
-
-@dataclass
-class FoldOutput:
-    val_proba: np.ndarray
-    test_proba: np.ndarray
-    history: list[dict[str, Any]]
-    best_epoch: float
-    best_score: float
-    optimizer_steps: int
-    seconds: float
-    train_samples_per_s: float
-    batch_size: int
-    grad_accum: int
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
-
-
-def pick_device(cfg: TrainConfig) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", dist_.local_rank())
-    return torch.device("cpu")
-
-
-def cpu_has_bf16_tiles() -> bool:
-    """Intel AMX bf16 tiles (Sapphire Rapids and later). There bf16 autocast made a training
-    step 1.5-1.6x (MiniLM) and 1.8-2.0x (mpnet) faster than float32 on 2 cores, at the same CV
-    (BENCHMARKS.md); on CPUs without them bf16 matmuls are emulated, so auto keeps float32."""
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(probe and probe())
-    except RuntimeError:
-        return False
-
-
-def pick_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
-    """The autocast dtype; float32 means autocast is off. On CPU: bf16 when asked for, or under
-    precision=auto where the CPU has AMX bf16 tiles; fp16 on CPU runs float32 (said in a warning)."""
-    if cfg.precision == "fp32":
-        return torch.float32
-    if device.type != "cuda":
-        if cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_bf16_tiles()):
-            return torch.bfloat16
-        if cfg.precision == "fp16":
-            log.warning("train.precision=fp16 has no fast path on CPU: training runs in float32 "
-                        "(train.precision=bf16 autocasts on CPU)")
-        return torch.float32
-    if cfg.precision == "fp16":
-        return torch.float16
-    if cfg.precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-def autocast(device: torch.device, dtype: torch.dtype) -> Any:
-    """The forward passes' autocast context (off for float32)."""
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-
-
-def submission_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
-    """The dtype of the submitted test prediction: float32 on CPU even where training
-    autocasts, so the offline bundle (float32) and a CPU without bf16 tiles reproduce it."""
-    return torch.float32 if device.type == "cpu" else dtype
-
-
-def load_tokenizer(cfg: TrainConfig) -> Any:
+def load_tokenizer(cfg: TrainConfig) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(resolve_backbone(cfg.backbone))
-
-
-def rng_state() -> dict[str, Any]:
-    """Every random state a fold draws from, as tensors and numbers (loadable with weights_only)."""
-    import random
-
-    np_state = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    return {"rng": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "rng_numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                          "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-            "rng_python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64),
-                           "gauss": py_gauss}}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    import random
-
-    torch.set_rng_state(state["rng"])
-    if state.get("rng_cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
-    if state.get("rng_numpy"):
-        n = state["rng_numpy"]
-        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    if state.get("rng_python"):
-        p = state["rng_python"]
-        random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
 
 
 def load_model(cfg: TrainConfig, n_classes: int) -> nn.Module:
@@ -176,67 +69,6 @@ def load_model(cfg: TrainConfig, n_classes: int) -> nn.Module:
         hf_logging.set_verbosity(verbosity)
 
 
-def layer_depth(name: str, n_layers: int) -> int:
-    """0 = embeddings, 1..n = encoder layers, n + 1 = head (pooler, classifier)."""
-    if "embeddings" in name:
-        return 0
-    m = _LAYER.search(name)
-    if m:
-        return int(m.group(1)) + 1
-    if ".encoder." in f".{name}":  # shared by every layer (MPNet's relative_attention_bias): the lowest layer's LR
-        return 1
-    return n_layers + 1
-
-
-def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
-    """AdamW groups: layer-wise LR decay from the top layer down, a head LR, and no weight
-    decay on biases and norm weights (1-d tensors), where decay only shrinks the scale."""
-    n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        depth = layer_depth(name, n_layers)
-        if depth > n_layers:
-            lr = cfg.head_lr if cfg.head_lr is not None else cfg.lr
-        else:
-            lr = cfg.lr * cfg.llrd ** (n_layers - depth)
-        wd = 0.0 if p.ndim == 1 else cfg.weight_decay
-        part = "embeddings" if depth == 0 else ("head" if depth > n_layers else f"layer{depth - 1}")
-        groups.setdefault((lr, wd), {"names": set(), "params": []})
-        groups[(lr, wd)]["names"].add(part)
-        groups[(lr, wd)]["params"].append(p)
-    return [{"params": g["params"], "lr": lr, "weight_decay": wd,
-             "name": "+".join(sorted(g["names"])) + ("" if wd else " (no decay)")}
-            for (lr, wd), g in groups.items()]
-
-
-def ratio_probes(groups: list[dict[str, Any]]) -> list[torch.Tensor | None]:
-    """Per parameter group, its largest trainable tensor: the update ratio is measured on it, so
-    the snapshot costs a few MB per logged step instead of a copy of the whole model."""
-    probes = []
-    for g in groups:
-        live = [p for p in g["params"] if p.requires_grad]
-        probes.append(max(live, key=lambda p: p.numel()) if live else None)
-    return probes
-
-
-def update_ratios(groups: list[dict[str, Any]], probes: list[torch.Tensor | None],
-                  before: list[torch.Tensor | None]) -> dict[str, float]:
-    """||update|| / ||weights|| per parameter group (on its probe tensor): the notes' health check (~1e-3)."""
-    out = {}
-    for i, (g, p, old) in enumerate(zip(groups, probes, before)):
-        if p is None or old is None:
-            continue
-        new = p.detach().float()
-        out[g.get("name", str(i))] = float((new - old).norm() / new.norm().clamp_min(1e-12))
-    return out
-
-
-def confidence_histogram(proba: np.ndarray, bins: int = 10) -> list[int]:
-    """Counts of the predicted-class probability in equal bins from chance (1/k) to 1."""
-    k = proba.shape[1]
-    return np.histogram(proba.max(1), bins=bins, range=(1 / k, 1.0))[0].tolist()
-
-
 def set_trainable(model: nn.Module, cfg: TrainConfig, epoch: int) -> None:
     """Freezing: embeddings, the lowest N layers, or the whole encoder for the first epochs."""
     n_layers = int(getattr(model.config, "num_hidden_layers", 0) or 0)
@@ -248,10 +80,54 @@ def set_trainable(model: nn.Module, cfg: TrainConfig, epoch: int) -> None:
         p.requires_grad_(not frozen)
 
 
-def _tqdm(iterable: Any, **kw: Any) -> Any:
+def _tqdm(iterable: Iterable[Any], **kw: Any) -> Iterator[Any]:
     from tqdm.auto import tqdm
 
     return tqdm(iterable, disable=not sys.stderr.isatty(), leave=False, **kw)
+
+
+@dataclass
+class _Parts:
+    """What one fold builds once: the model and everything that steps it."""
+
+    model: nn.Module
+    ema: Any  # torch.optim.swa_utils.AveragedModel or None
+    forward: nn.Module  # the model, DDP-wrapped and compiled when asked
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    sampler: LengthGroupedBatches
+    loader: torch.utils.data.DataLoader
+    collate: PadCollator
+    train_ds: Encoded
+    val_ds: Encoded
+    n_batches: int
+    total: int  # optimizer steps of the whole fold
+    warm: int
+    eval_at: list[int]  # batch indices after which the fold evaluates
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+
+@dataclass
+class _State:
+    """What the loop changes from step to step, and a checkpoint keeps."""
+
+    step: int = 0
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: float | None = None
+    best_proba: np.ndarray | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    best_epoch: float = 0.0
+    bad_evals: int = 0
+    seen: int = 0
+    eval_seconds: float = 0.0
+    stop: bool = False
+    tokens: torch.Tensor | None = None  # real (unpadded) tokens, summed on device
 
 
 class FoldTrainer:
@@ -273,73 +149,49 @@ class FoldTrainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
-    # -- pieces -------------------------------------------------------------------------
     def _autocast(self, exact: bool = False) -> Any:
         return autocast(self.device, submission_dtype(self.device, self.dtype) if exact else self.dtype)
 
-    def _loader(self, ds: Encoded, sampler: Any, collate: PadCollator) -> torch.utils.data.DataLoader:
-        cuda = self.device.type == "cuda"
-        return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate,
-                                           num_workers=self.cfg.num_workers if cuda else 0, pin_memory=cuda)
-
-    @torch.inference_mode()
     def predict(self, model: nn.Module, ds: Encoded, collate: PadCollator,
                 exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Softmax probabilities and logits in the dataset's order (batched by length); ``exact``:
-        in the test prediction's dtype (``submission_dtype``)."""
-        model.eval()
-        rank, size = dist_.world()
-        batches = eval_batches(ds.lengths, self.cfg.eval_batch_size)[rank::size]  # each process a share
-        loader = self._loader(ds, batches, collate)
-        logits = torch.empty((len(ds), self.n_classes), dtype=torch.float32)
-        for idx, batch in zip(batches, loader):
-            with self._autocast(exact):
-                out = model(input_ids=batch["input_ids"].to(self.device, non_blocking=True),
-                            attention_mask=batch["attention_mask"].to(self.device, non_blocking=True)).logits
-            logits[idx] = out.float().cpu()
-        if size > 1:  # gather every process's rows: all of them see the whole prediction
-            for part_batches, part in dist_.gather_objects(([i for b in batches for i in b],
-                                                            logits[[i for b in batches for i in b]])):
-                logits[part_batches] = part
-        return torch.softmax(logits, -1).numpy(), logits.numpy()
-
-    def _save_state(self, epoch: int, state: dict[str, Any]) -> None:
-        from safetensors.torch import save_file
-
-        from pipeline.io import atomic_path
-
-        if not dist_.is_main():  # one writer; the others wait at the barrier after the save
-            return
-        d = self.checkpoint_dir
-        d.mkdir(parents=True, exist_ok=True)
-        for key in ("model", "best", "ema"):
-            if state.get(key) is not None:
-                with atomic_path(d / f"{key}.safetensors") as tmp:
-                    save_file({k: v.contiguous() for k, v in state[key].items()}, str(tmp))
-        rest = {k: v for k, v in state.items() if k not in ("model", "best", "ema")}
-        rest["epoch"] = epoch
-        with atomic_path(d / "state.pt") as tmp:  # written last: it marks the epoch as complete
-            torch.save(rest, tmp)
-
-    def _load_state(self) -> dict[str, Any] | None:
-        from safetensors.torch import load_file
-
-        d = self.checkpoint_dir
-        if d is None or not (d / "state.pt").exists():
-            return None
-        try:
-            state = torch.load(d / "state.pt", weights_only=True)  # never unpickle arbitrary objects
-            for key in ("model", "best", "ema"):
-                f = d / f"{key}.safetensors"
-                state[key] = load_file(str(f)) if f.exists() else None
-        except Exception as e:
-            raise TrainingError(f"{d}: checkpoint does not load ({e}); delete it to start the fold over") from e
-        return state
+        """Softmax probabilities and logits in the dataset's order; ``exact``: in the test
+        prediction's dtype (``submission_dtype``)."""
+        return step_.predict(model, ds, collate, self.device, self._autocast(exact), self.cfg.eval_batch_size,
+                             self.n_classes, self.cfg.num_workers)
 
     # -- the loop -----------------------------------------------------------------------
-    def fit(self, data: FoldData, tokenizer: Any) -> FoldOutput:  # noqa: C901 - the one long loop
-        cfg, device = self.cfg, self.device
+    def fit(self, data: FoldData, tokenizer: PreTrainedTokenizerBase) -> FoldOutput:
+        cfg = self.cfg
         seed_everything(cfg.seed + self.fold)
+        p = self._build(data, tokenizer)
+        st = self._resume(p)
+        self._log_header(len(p.train_ds), p.total, p.warm, tokenizer, p.train_ds)
+        t0 = time.perf_counter()
+        st.tokens = torch.zeros((), dtype=torch.long, device=self.device)
+        for epoch in range(st.start_epoch, cfg.epochs):
+            self._epoch(p, st, data, epoch)
+            if self.checkpoint_dir is not None:
+                dist_.barrier()
+                step_.save_checkpoint(self.checkpoint_dir, epoch, self._checkpoint(p, st, epoch))
+                dist_.barrier()
+            if st.stop:
+                break
+        seconds = time.perf_counter() - t0
+        final = p.eval_model
+        if st.best_state is not None:
+            final.load_state_dict(st.best_state)
+        test_ds = Encoded.from_texts(tokenizer, data.test_texts, cfg.max_len)
+        test_proba, _ = self.predict(final, test_ds, p.collate, exact=True)
+        train_s = max(seconds - st.eval_seconds, 1e-9)  # training throughput: evaluations are not training work
+        return FoldOutput(val_proba=st.best_proba, test_proba=test_proba, history=st.history,
+                          best_epoch=st.best_epoch, best_score=float(st.best), optimizer_steps=st.step,
+                          seconds=seconds, train_samples_per_s=st.seen / train_s, batch_size=cfg.batch_size,
+                          grad_accum=cfg.grad_accum,
+                          extra={"model": final, "train_tokens_per_s": float(st.tokens) / train_s,
+                                 "parameters": sum(q.numel() for q in final.parameters())})
+
+    def _build(self, data: FoldData, tokenizer: PreTrainedTokenizerBase) -> _Parts:
+        cfg, device = self.cfg, self.device
         model = load_model(cfg, self.n_classes).to(device)
         ema = None
         if cfg.ema:
@@ -355,161 +207,138 @@ class FoldTrainer:
                                 "(several processes); set it to 0 or train in one process")
         sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, seed=cfg.seed + self.fold,
                                        group=cfg.group_by_length, rank=rank, world=size)
-        loader = self._loader(train_ds, sampler, collate)
+        loader = step_.loader(train_ds, sampler, collate, device, cfg.num_workers)
         n_batches = len(sampler)
-        steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
-        total = steps_per_epoch * cfg.epochs
+        total = math.ceil(n_batches / cfg.grad_accum) * cfg.epochs
         warm = warmup_steps(total, cfg.warmup_ratio, cfg.warmup_steps)
-        # fused AdamW: one kernel over all tensors (11 ms vs 132 ms a step for MiniLM on 2 CPU cores)
-        optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, fused=device.type in ("cuda", "cpu"))
+        optimizer = step_.make_optimizer(model, cfg)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, total, warm, cfg.schedule, cfg.min_lr_ratio))
         scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
-        criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        criterion = step_.make_criterion(cfg)
         set_trainable(model, cfg, 0)  # DDP registers the trainable parameters once, at wrapping
         forward = dist_.wrap(model, device)  # DDP under torchrun / accelerate launch
         forward = torch.compile(forward) if cfg.compile else forward
         eval_at = sorted({max(0, round(n_batches * (j + 1) / cfg.evals_per_epoch) - 1)
                           for j in range(cfg.evals_per_epoch)})
+        return _Parts(model, ema, forward, optimizer, scheduler, scaler, criterion, sampler, loader, collate,
+                      train_ds, val_ds, n_batches, total, warm, eval_at)
 
-        history: list[dict[str, Any]] = []
-        step, start_epoch, best, best_proba, best_state, bad_evals = 0, 0, None, None, None, 0
-        best_epoch = 0.0
-        resumed = self._load_state()
-        if resumed is not None:
-            model.load_state_dict(resumed["model"])
-            if ema is not None and resumed.get("ema") is not None:
-                ema.module.load_state_dict(resumed["ema"])
-                ema.n_averaged.fill_(int(resumed["ema_n"]))
-            optimizer.load_state_dict(resumed["optimizer"])
-            scheduler.load_state_dict(resumed["scheduler"])
-            scaler.load_state_dict(resumed["scaler"])
-            set_rng_state(resumed)
-            step, start_epoch = int(resumed["step"]), int(resumed["epoch"]) + 1
-            # the sampler is seeded per epoch: resuming at an epoch start replays its order exactly
-            if int(resumed.get("sampler_epoch", start_epoch)) != start_epoch:
-                raise TrainingError(f"{self.checkpoint_dir}: checkpoint's sampler position does not match its "
-                                    "epoch; delete it to start the fold over")
-            history, best, bad_evals = list(resumed["history"]), resumed["best_score"], int(resumed["bad_evals"])
-            best_epoch = float(resumed["best_epoch"])
-            best_state = resumed["best"]
-            best_proba = resumed["best_proba"].numpy() if resumed["best_proba"] is not None else None
-            log.info("fold %d: resumed after epoch %d (optimizer step %d)", self.fold, start_epoch, step)
+    def _resume(self, p: _Parts) -> _State:
+        st = _State()
+        resumed = step_.load_checkpoint(self.checkpoint_dir)
+        if resumed is None:
+            return st
+        p.model.load_state_dict(resumed["model"])
+        if p.ema is not None and resumed.get("ema") is not None:
+            p.ema.module.load_state_dict(resumed["ema"])
+            p.ema.n_averaged.fill_(int(resumed["ema_n"]))
+        p.optimizer.load_state_dict(resumed["optimizer"])
+        p.scheduler.load_state_dict(resumed["scheduler"])
+        p.scaler.load_state_dict(resumed["scaler"])
+        step_.set_rng_state(resumed)
+        st.step, st.start_epoch = int(resumed["step"]), int(resumed["epoch"]) + 1
+        # the sampler is seeded per epoch: resuming at an epoch start replays its order exactly
+        if int(resumed.get("sampler_epoch", st.start_epoch)) != st.start_epoch:
+            raise TrainingError(f"{self.checkpoint_dir}: checkpoint's sampler position does not match its "
+                                "epoch; delete it to start the fold over")
+        st.history, st.best, st.bad_evals = list(resumed["history"]), resumed["best_score"], int(resumed["bad_evals"])
+        st.best_epoch = float(resumed["best_epoch"])
+        st.best_state = resumed["best"]
+        st.best_proba = resumed["best_proba"].numpy() if resumed["best_proba"] is not None else None
+        log.info("fold %d: resumed after epoch %d (optimizer step %d)", self.fold, st.start_epoch, st.step)
+        return st
 
-        self._log_header(len(train_ds), n_batches, total, warm, tokenizer, train_ds)
+    def _checkpoint(self, p: _Parts, st: _State, epoch: int) -> dict[str, Any]:
+        ema = p.ema
+        return {"model": {k: v.detach().cpu() for k, v in p.model.state_dict().items()},
+                "ema": {k: v.detach().cpu() for k, v in ema.module.state_dict().items()} if ema is not None else None,
+                "ema_n": int(ema.n_averaged) if ema is not None else 0,
+                "best": st.best_state, "optimizer": p.optimizer.state_dict(), "scheduler": p.scheduler.state_dict(),
+                "scaler": p.scaler.state_dict(), **step_.rng_state(), "sampler_epoch": epoch + 1, "step": st.step,
+                "history": st.history, "best_score": st.best, "best_epoch": st.best_epoch, "bad_evals": st.bad_evals,
+                "best_proba": torch.from_numpy(st.best_proba) if st.best_proba is not None else None}
+
+    def _epoch(self, p: _Parts, st: _State, data: FoldData, epoch: int) -> None:
+        cfg, device = self.cfg, self.device
         check_every_step = device.type != "cuda"  # a host sync per step is free on CPU, not on GPU
-        t0, seen, stop, eval_seconds = time.perf_counter(), 0, False, 0.0
-        tokens = torch.zeros((), dtype=torch.long, device=device)  # real (unpadded) tokens, summed on device
-        for epoch in range(start_epoch, cfg.epochs):
-            sampler.set_epoch(epoch)
-            set_trainable(model, cfg, epoch)
-            model.train()
-            run_loss, run_n = torch.zeros((), device=device), 0
-            for i, batch in enumerate(_tqdm(loader, total=n_batches, desc=f"fold {self.fold} epoch {epoch}")):
-                batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                group_start = (i // cfg.grad_accum) * cfg.grad_accum
-                n_in_group = min(cfg.grad_accum, n_batches - group_start)
-                with self._autocast():
-                    logits = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-                loss = criterion(logits.float(), batch["labels"])
-                if check_every_step and not torch.isfinite(loss):
-                    self._nonfinite(loss, step, epoch, scheduler)
-                # Divide by the micro-batches in this optimizer step, so the summed gradient is the
-                # mean over all of them: the same gradient as one big batch.
-                scaler.scale(loss / n_in_group).backward()
-                run_loss += loss.detach()
-                run_n += 1
-                seen += len(batch["labels"])
-                tokens += batch["attention_mask"].sum()
-                if (i + 1) % cfg.grad_accum == 0 or i + 1 == n_batches:
-                    scaler.unscale_(optimizer)
-                    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm or float("inf"))
-                    if self.before_step:
-                        self.before_step(model, step)
-                    logging_now = (step + 1) % cfg.log_every == 0 or i + 1 == n_batches
-                    if logging_now:
-                        probes = ratio_probes(optimizer.param_groups)
-                        before = [p.detach().float().clone() if p is not None else None for p in probes]
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    scheduler.step()
-                    step += 1
-                    if ema is not None:
-                        ema.update_parameters(model)
-                    if logging_now:
-                        avg = (run_loss / max(run_n, 1)).item()
-                        if not math.isfinite(avg):
-                            self._nonfinite(avg, step, epoch, scheduler)
-                        ratios = update_ratios(optimizer.param_groups, probes, before)
-                        history.append({"fold": self.fold, "kind": "train", "epoch": epoch + (i + 1) / n_batches,
-                                        "step": step, "lr": scheduler.get_last_lr()[-1], "train_loss": avg,
-                                        "grad_norm": float(grad_norm),
-                                        "update_ratio": float(np.median(list(ratios.values()))) if ratios else None,
-                                        "update_ratio_max": max(ratios.values()) if ratios else None,
-                                        "update_ratios": json.dumps(ratios)})
-                        run_loss, run_n = torch.zeros((), device=device), 0
-                if i in eval_at:
-                    t_eval = time.perf_counter()
-                    eval_model = ema.module if ema is not None else model
-                    proba, _ = self.predict(eval_model, val_ds, collate)
-                    model.train()
-                    val_loss = score("logloss", data.val_labels, proba)
-                    val_score = score(self.metric, data.val_labels, proba)
-                    ep = epoch + (i + 1) / n_batches
-                    history.append({"fold": self.fold, "kind": "eval", "epoch": ep, "step": step,
-                                    "val_loss": val_loss, "metric": val_score,
-                                    "confidence": float(proba.max(1).mean()),
-                                    "conf_hist": json.dumps(confidence_histogram(proba))})
-                    eval_seconds += time.perf_counter() - t_eval
-                    if self.on_eval:
-                        self.on_eval(ep, val_score)
-                    improved = better(self.metric, val_score, best)
-                    log.info("fold %d | epoch %5.2f | step %5d | val_loss %.4f | %s %.4f%s", self.fold, ep, step,
-                             val_loss, self.metric, val_score, " *" if improved else "")
-                    if improved:
-                        best, best_proba, best_epoch, bad_evals = val_score, proba, ep, 0
-                        best_state = {k: v.detach().to("cpu", copy=True) for k, v in eval_model.state_dict().items()}
-                    else:
-                        bad_evals += 1
-                        if cfg.patience is not None and bad_evals >= cfg.patience:
-                            log.info("fold %d: early stop after %d evaluations without improvement", self.fold,
-                                     bad_evals)
-                            stop = True
-                            break
-            if self.checkpoint_dir is not None:
-                dist_.barrier()
-                self._save_state(epoch, {
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                    "ema": ({k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
-                            if ema is not None else None),
-                    "ema_n": int(ema.n_averaged) if ema is not None else 0,
-                    "best": best_state, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), **rng_state(), "sampler_epoch": epoch + 1, "step": step,
-                    "history": history, "best_score": best, "best_epoch": best_epoch, "bad_evals": bad_evals,
-                    "best_proba": torch.from_numpy(best_proba) if best_proba is not None else None})
-                dist_.barrier()
-            if stop:
-                break
-        seconds = time.perf_counter() - t0
-        final = ema.module if ema is not None else model
-        if best_state is not None:
-            final.load_state_dict(best_state)
-        test_ds = Encoded.from_texts(tokenizer, data.test_texts, cfg.max_len)
-        test_proba, _ = self.predict(final, test_ds, collate, exact=True)
-        return FoldOutput(val_proba=best_proba, test_proba=test_proba, history=history, best_epoch=best_epoch,
-                          best_score=float(best), optimizer_steps=step, seconds=seconds,
-                          # training throughput: evaluation passes are not training work
-                          train_samples_per_s=seen / max(seconds - eval_seconds, 1e-9),
-                          batch_size=cfg.batch_size, grad_accum=cfg.grad_accum,
-                          extra={"model": final, "train_tokens_per_s": float(tokens) / max(seconds - eval_seconds, 1e-9),
-                                 "parameters": sum(p.numel() for p in final.parameters())})
+        p.sampler.set_epoch(epoch)
+        set_trainable(p.model, cfg, epoch)
+        p.model.train()
+        run_loss, run_n = torch.zeros((), device=device), 0
+        for i, batch in enumerate(_tqdm(p.loader, total=p.n_batches, desc=f"fold {self.fold} epoch {epoch}")):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            group_start = (i // cfg.grad_accum) * cfg.grad_accum
+            check = (lambda loss, e=epoch: self._check_loss(loss, st.step, e, p.scheduler)) if check_every_step \
+                else None
+            run_loss += step_.train_step(p.forward, batch, p.criterion, self._autocast(), p.scaler,
+                                         min(cfg.grad_accum, p.n_batches - group_start), check)
+            run_n += 1
+            st.seen += len(batch["labels"])
+            st.tokens += batch["attention_mask"].sum()
+            if (i + 1) % cfg.grad_accum == 0 or i + 1 == p.n_batches:
+                logging_now = (st.step + 1) % cfg.log_every == 0 or i + 1 == p.n_batches
+                hook = (lambda s=st.step: self.before_step(p.model, s)) if self.before_step else None
+                stats = step_.optimizer_step(p.model, p.optimizer, p.scaler, cfg.clip_norm, p.scheduler, hook,
+                                             measure=logging_now)
+                st.step += 1
+                if p.ema is not None:
+                    p.ema.update_parameters(p.model)
+                if logging_now:
+                    self._log_train(st, p, stats, (run_loss / max(run_n, 1)).item(), epoch + (i + 1) / p.n_batches,
+                                    epoch)
+                    run_loss, run_n = torch.zeros((), device=device), 0
+            if i in p.eval_at:
+                self._evaluate(p, st, data, epoch + (i + 1) / p.n_batches)
+                if st.stop:
+                    break
+
+    def _log_train(self, st: _State, p: _Parts, stats: step_.StepStats, avg: float, at: float, epoch: int) -> None:
+        import json
+
+        if not math.isfinite(avg):
+            self._nonfinite(avg, st.step, epoch, p.scheduler)
+        ratios = stats.update_ratios or {}
+        st.history.append({"fold": self.fold, "kind": "train", "epoch": at, "step": st.step,
+                           "lr": p.scheduler.get_last_lr()[-1], "train_loss": avg,
+                           "grad_norm": float(stats.grad_norm),
+                           "update_ratio": float(np.median(list(ratios.values()))) if ratios else None,
+                           "update_ratio_max": max(ratios.values()) if ratios else None,
+                           "update_ratios": json.dumps(ratios)})
+
+    def _evaluate(self, p: _Parts, st: _State, data: FoldData, at: float) -> None:
+        """A validation pass: history, pruning callback, best checkpoint, early stopping."""
+        cfg = self.cfg
+        t_eval = time.perf_counter()
+        proba, _ = self.predict(p.eval_model, p.val_ds, p.collate)
+        p.model.train()
+        ev = step_.evaluate(proba, data.val_labels, self.metric)
+        st.history.append(ev.history_row(self.fold, at, st.step))
+        st.eval_seconds += time.perf_counter() - t_eval
+        if self.on_eval:
+            self.on_eval(at, ev.score)
+        improved = better(self.metric, ev.score, st.best)
+        log.info("fold %d | epoch %5.2f | step %5d | val_loss %.4f | %s %.4f%s", self.fold, at, st.step,
+                 ev.val_loss, self.metric, ev.score, " *" if improved else "")
+        if improved:
+            st.best, st.best_proba, st.best_epoch, st.bad_evals = ev.score, proba, at, 0
+            st.best_state = {k: v.detach().to("cpu", copy=True) for k, v in p.eval_model.state_dict().items()}
+            return
+        st.bad_evals += 1
+        if cfg.patience is not None and st.bad_evals >= cfg.patience:
+            log.info("fold %d: early stop after %d evaluations without improvement", self.fold, st.bad_evals)
+            st.stop = True
+
+    def _check_loss(self, loss: torch.Tensor, step: int, epoch: int, scheduler: Any) -> None:
+        if not torch.isfinite(loss):
+            self._nonfinite(loss, step, epoch, scheduler)
 
     def _nonfinite(self, loss: Any, step: int, epoch: int, scheduler: Any) -> None:
-        raise TrainingError(f"fold {self.fold}: loss is {float(torch.as_tensor(loss).detach())} at optimizer step {step} (epoch {epoch}, "
-                            f"lr {scheduler.get_last_lr()[-1]:.3g}); lower train.lr or set train.clip_norm")
+        raise TrainingError(f"fold {self.fold}: loss is {float(torch.as_tensor(loss).detach())} at optimizer step "
+                            f"{step} (epoch {epoch}, lr {scheduler.get_last_lr()[-1]:.3g}); lower train.lr or set "
+                            "train.clip_norm")
 
-    def _log_header(self, n: int, n_batches: int, total: int, warm: int, tokenizer: Any, ds: Encoded) -> None:
+    def _log_header(self, n: int, total: int, warm: int, tokenizer: PreTrainedTokenizerBase, ds: Encoded) -> None:
         cfg = self.cfg
         log.info("fold %d | %d examples | batch %d x accum %d = effective %d | %d optimizer steps "
                  "(%d warmup) | lr %.2e (head %s, llrd %.2f) | %s | device %s | dtype %s", self.fold, n,
@@ -522,7 +351,7 @@ class FoldTrainer:
 
 
 def train_fold_with_oom_retry(cfg: TrainConfig, make_trainer: Callable[[TrainConfig], FoldTrainer],
-                              data: FoldData, tokenizer: Any) -> FoldOutput:
+                              data: FoldData, tokenizer: PreTrainedTokenizerBase) -> FoldOutput:
     """Out of GPU memory: halve the micro-batch, double accumulation (same effective batch), retry."""
     cfg = copy.deepcopy(cfg)
     while True:

@@ -168,7 +168,7 @@ def run(args: argparse.Namespace, t0: float) -> int:
     frame = test[[s["id_col"], *spec["extra_cols"]]].rename(columns={s["id_col"]: "id"})
     frame["text"] = cleaner.transform(test[s["text_col"]])
     say(f"{args.test}: {len(frame)} rows, cleaned ({', '.join(f'{k}={v}' for k, v in cleaner.changes_.items())})")
-    transformers_used = any(m["family"] != "classical" for m in spec["members"])
+    transformers_used = any(m.get("needs_torch", True) for m in spec["members"])
     device = pick_device(args.device) if transformers_used else "cpu"  # no torch import for classical-only
     members = sorted(spec["members"], key=lambda m: -m["weight"])  # the heaviest first: the most score per second
     probas, used, ratios = [], [], [1.0]  # seconds here / seconds at packaging, per member done

@@ -1,0 +1,437 @@
+"""The data contract: read a competition folder, validate it, detect its shape.
+
+id column = first column of sample_submission.csv; label column = the train column that
+test lacks; text column = the longest free-text column unless set; several prediction
+columns named after classes = a probability-per-class submission.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core.config import DataConfig
+from pipeline.core.files import DataError, read_competition_csv, read_json, row_line, write_json
+from pipeline.runtime import PERCENT_ENCODED, percent_decoded
+
+log = logging.getLogger(__name__)
+
+RANKING_METRICS = ("roc_auc", "logloss")  # scored on probabilities
+LABEL_METRICS = ("f1", "macro_f1", "accuracy")  # scored on labels
+MIN_TEXT_CHARS = 10  # a guessed text column with a shorter median is refused
+HUGE_TEXT_CHARS = 100_000  # texts longer than this are reported (and truncated by the tokenizer)
+AMBIGUOUS_TEXT_RATIO = 0.8  # a runner-up this close in median length makes the guess ambiguous
+
+
+def proba_cols(n_outputs: int) -> list[str]:
+    """The probability columns of every OOF and test prediction table: p_0 .. p_{n-1}."""
+    return [f"p_{i}" for i in range(n_outputs)]
+
+
+@dataclass
+class Schema:
+    id_col: str
+    label_col: str
+    text_col: str
+    extra_cols: list[str]
+    classes: list[Any]  # original label values, sorted; index = encoded label
+    submission: str  # "label" (one label per row) or "proba" (probabilities)
+    pred_cols: list[str]  # sample_submission's columns after the id
+    metric: str
+    n_train: int = 0
+    n_test: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def binary(self) -> bool:
+        return self.n_classes == 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: Path) -> Schema:
+        if not Path(path).exists():
+            raise DataError(f"{path}: not found; run `make clean` first")
+        return cls(**read_json(path))
+
+
+@dataclass
+class Competition:
+    train: pd.DataFrame
+    test: pd.DataFrame
+    sample: pd.DataFrame
+    schema: Schema
+    files: dict[str, Path]
+
+
+def _line(df: pd.DataFrame, i: int) -> int:
+    """File line of the row at position i (line 1 is the header)."""
+    return row_line(df, i)
+
+
+def _show(v: Any) -> str:
+    return repr(v.item() if hasattr(v, "item") else v)
+
+
+def _is_text(s: pd.Series) -> bool:
+    return s.dtype == object or pd.api.types.is_string_dtype(s)
+
+
+def _as_number(v: str) -> float | None:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
+
+
+@dataclass
+class Columns:
+    """Every column of train and test, classified once for both files."""
+    id_col: str
+    label_col: str
+    text_col: str
+    extra: list[str]
+    ignored: list[str]
+
+
+def _agree(train: pd.DataFrame, test: pd.DataFrame, label_col: str, cfg: DataConfig,
+           files: dict[str, Path]) -> None:
+    """Train and test hold the same columns, bar the label and what data.ignore_cols lists."""
+    ignored = set(cfg.ignore_cols)
+    for name, df, other, other_name in (("train", train, test, "test"), ("test", test, train, "train")):
+        for col in df.columns:
+            if col in ignored or col == label_col or col in other.columns:
+                continue
+            raise DataError(f"{files[name]}: column {col!r} is not in {other_name}.csv; a model can only use "
+                            f"columns both files have: rename it to match, or list it in data.ignore_cols")
+
+
+def _pick_label(train: pd.DataFrame, test: pd.DataFrame, id_col: str, pred_cols: list[str], cfg: DataConfig,
+                files: dict[str, Path]) -> tuple[str, str]:
+    if cfg.label_col:
+        if cfg.label_col not in train.columns:
+            raise DataError(f"{files['train']}: no column {cfg.label_col!r} (data.label_col); "
+                            f"columns are {', '.join(train.columns)}")
+        return cfg.label_col, "set by data.label_col"
+    only_train = [c for c in train.columns if c not in test.columns and c != id_col and c not in cfg.ignore_cols]
+    named = [c for c in only_train if c in pred_cols]
+    if len(only_train) == 1:
+        return only_train[0], "the only train column that test.csv lacks"
+    if len(named) == 1:
+        return named[0], "the train column that test.csv lacks and sample_submission.csv names"
+    if not only_train:
+        in_test = [c for c in pred_cols if c in train.columns and c in test.columns]
+        if in_test:
+            raise DataError(f"{files['test']}: column {in_test[0]!r}: the label column must not be in test.csv")
+        raise DataError(f"{files['train']}: no label column: every column is also in test.csv; "
+                        "set data.label_col")
+    raise DataError(f"{files['train']}: several columns are missing from test.csv "
+                    f"({', '.join(only_train)}); set data.label_col (and data.ignore_cols for the others)")
+
+
+def detect_text_col(train: pd.DataFrame, test: pd.DataFrame, exclude: set[str]) -> str | None:
+    """The free-text column with the longest median length (ties: the first)."""
+    ranked = _text_candidates(train, test, exclude)
+    return ranked[0][0] if ranked else None
+
+
+def _text_candidates(train: pd.DataFrame, test: pd.DataFrame, exclude: set[str]) -> list[tuple[str, float, float]]:
+    out = []
+    for col in train.columns:
+        if col in exclude or col not in test.columns or not _is_text(train[col]):
+            continue
+        values = train[col].dropna().astype(str)
+        median = float(values.str.len().median()) if len(values) else 0.0
+        out.append((col, median, 1 - len(values) / max(len(train), 1)))
+    return sorted(out, key=lambda t: -t[1])
+
+
+def _pick_text(train: pd.DataFrame, test: pd.DataFrame, exclude: set[str], cfg: DataConfig,
+               files: dict[str, Path]) -> tuple[str, str]:
+    if cfg.text_col:
+        return cfg.text_col, "set by data.text_col"
+    ranked = _text_candidates(train, test, exclude)
+    if not ranked:
+        raise DataError(f"{files['train']}: no free-text column shared with test.csv; set data.text_col")
+    col, median, empty = ranked[0]
+    others = ", ".join(f"{c} ({m:.0f})" for c, m, _ in ranked[1:]) or "none"
+    if empty > 0.5 or median < MIN_TEXT_CHARS:
+        raise DataError(f"{files['train']}: column {col!r}, the longest text column, is not free text "
+                        f"(median {median:.0f} characters, {empty:.0%} empty); set data.text_col")
+    if len(ranked) > 1 and ranked[1][1] >= AMBIGUOUS_TEXT_RATIO * median:
+        raise DataError(f"{files['train']}: columns {col!r} and {ranked[1][0]!r} are both long free text "
+                        f"(median {median:.0f} and {ranked[1][1]:.0f} characters); set data.text_col to the one "
+                        "to model (and data.extra_cols for the other)")
+    return col, f"the longest free-text column (median {median:.0f} characters; others: {others})"
+
+
+def sorted_classes(values: pd.Series, path: Path | None = None, col: str = "") -> list[Any]:
+    """Distinct labels as spelled in the file, in numeric order when all are numbers.
+
+    Two spellings of one number (``1`` and ``1.0``) would become two classes: refused."""
+    frame = values.dropna()
+    uniq = [str(v) for v in pd.unique(frame)]
+    numbers = {v: _as_number(v) for v in uniq}
+    if all(x is not None for x in numbers.values()):
+        seen: dict[float, str] = {}
+        for v in uniq:
+            if numbers[v] in seen:
+                i = int(np.flatnonzero((frame.astype(str) == v).to_numpy())[0])
+                where = f"line {row_line(frame, i)}, " if path else ""
+                raise DataError(f"{path or 'labels'}: {where}column {col!r}: label {v!r} is the number "
+                                f"{seen[numbers[v]]!r} spelled differently; use one spelling per class")
+            seen[numbers[v]] = v
+        return sorted(uniq, key=lambda v: numbers[v])
+    return sorted(uniq)
+
+
+def _detect_submission(sample: pd.DataFrame, pred_cols: list[str], metric: str | None,
+                       cfg: DataConfig) -> tuple[str, str]:
+    if cfg.submission:
+        return cfg.submission, "set by data.submission"
+    if len(pred_cols) > 1:
+        return "proba", f"sample_submission.csv has {len(pred_cols)} prediction columns (one per class)"
+    if metric in RANKING_METRICS:
+        return "proba", f"data.metric={metric} scores probabilities, whatever the sample's values look like"
+    if metric in LABEL_METRICS:
+        return "label", f"data.metric={metric} scores labels"
+    values = [_as_number(v) for v in sample[pred_cols[0]].dropna().astype(str)]
+    if values and all(x is not None for x in values) and any(x % 1 for x in values):
+        return "proba", f"sample_submission.csv's {pred_cols[0]!r} holds fractions (e.g. {values[0]})"
+    return "label", f"sample_submission.csv's {pred_cols[0]!r} holds labels, not fractions"
+
+
+def _default_metric(submission: str, n_classes: int) -> str:
+    if submission == "proba":
+        return "logloss"
+    return "f1" if n_classes == 2 else "accuracy"
+
+
+def _check_expressible(train: pd.DataFrame, label_col: str, classes: list[Any], submission: str,
+                       pred_cols: list[str], files: dict[str, Path]) -> None:
+    """Every train label can be written in the submission the sample asks for."""
+    if submission == "proba" and len(pred_cols) > 1:
+        names = set(pred_cols)
+        extra = [c for c in pred_cols if c not in set(classes)]
+        if extra:
+            raise DataError(f"{files['sample']}: column {extra[0]!r} is not a class of {label_col!r} "
+                            f"(classes: {', '.join(map(str, classes))})")
+        bad = ~train[label_col].isna() & ~train[label_col].astype(str).isin(names)
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(f"{files['train']}: line {_line(train, i)}, column {label_col!r}: label "
+                            f"{_show(train[label_col].iloc[i])} has no column in sample_submission.csv "
+                            f"(columns: {', '.join(pred_cols)})")
+    if submission == "proba" and len(pred_cols) == 1 and len(classes) != 2:
+        raise DataError(f"{files['sample']}: one probability column needs a binary label; "
+                        f"{label_col!r} has {len(classes)} classes")
+
+
+def detect_schema(train: pd.DataFrame, test: pd.DataFrame, sample: pd.DataFrame, cfg: DataConfig,
+                  files: dict[str, Path]) -> Schema:
+    """Classify the columns of both files once; log each choice and why; refuse weak guesses."""
+    id_col = cfg.id_col or sample.columns[0]
+    for name, df in (("train", train), ("test", test), ("sample", sample)):
+        if id_col not in df.columns:
+            raise DataError(f"{files[name]}: no column {id_col!r} (the id column, first column of "
+                            f"sample_submission.csv); columns are {', '.join(df.columns)}")
+    pred_cols = [c for c in sample.columns if c != id_col]
+    if not pred_cols:
+        raise DataError(f"{files['sample']}: needs at least one prediction column after {id_col!r}")
+    label_col, label_why = _pick_label(train, test, id_col, pred_cols, cfg, files)
+    if label_col in test.columns:
+        raise DataError(f"{files['test']}: column {label_col!r}: the label column must not be in test.csv")
+    for col in cfg.ignore_cols:
+        if col in (id_col, label_col):
+            raise DataError(f"data.ignore_cols lists {col!r}, the {'id' if col == id_col else 'label'} column")
+    _agree(train, test, label_col, cfg, files)
+    ignored = [c for c in cfg.ignore_cols if c in train.columns or c in test.columns]
+    exclude = {id_col, label_col, *ignored}
+    text_col, text_why = _pick_text(train, test, exclude, cfg, files)
+    for name, df in (("train", train), ("test", test)):
+        if text_col not in df.columns:
+            raise DataError(f"{files[name]}: no column {text_col!r} (data.text_col); "
+                            f"columns are {', '.join(df.columns)}")
+    for col in cfg.extra_cols:
+        for name, df in (("train", train), ("test", test)):
+            if col not in df.columns or col in ignored:
+                raise DataError(f"{files[name]}: no column {col!r} (data.extra_cols)")
+
+    classes = sorted_classes(train[label_col], files["train"], label_col)
+    if len(classes) < 2:
+        raise DataError(f"{files['train']}: column {label_col!r}: needs at least 2 classes, found {classes}")
+    submission, sub_why = _detect_submission(sample, pred_cols, cfg.metric, cfg)
+    _check_expressible(train, label_col, classes, submission, pred_cols, files)
+    _refuse_id_like_label(train, label_col, classes, submission, pred_cols, cfg, files)
+    metric = cfg.metric or _default_metric(submission, len(classes))
+    metric_why = "set by data.metric" if cfg.metric else (
+        f"the default for a {'probability' if submission == 'proba' else 'label'} submission with "
+        f"{len(classes)} classes; Kaggle's metric may differ: set data.metric")
+    if metric in ("f1", "roc_auc") and len(classes) != 2:
+        raise DataError(f"data.metric={metric} needs a binary label; {label_col!r} has {len(classes)} classes")
+    if metric in RANKING_METRICS and submission == "label":
+        raise DataError(f"data.metric={metric} scores probabilities, but data.submission=label; "
+                        "drop one of the two settings")
+    extra = [c for c in train.columns if c not in exclude and c != text_col]
+    notes = [f"id: {id_col!r} (first column of sample_submission.csv)" if not cfg.id_col
+             else f"id: {id_col!r} (set by data.id_col)",
+             f"label: {label_col!r} ({label_why}); classes: {', '.join(map(str, classes))}",
+             f"text: {text_col!r} ({text_why})",
+             f"extra columns (usable with data.extra_cols): {', '.join(extra) or 'none'}; "
+             f"ignored: {', '.join(ignored) or 'none'}",
+             f"submission: {submission} ({sub_why})", f"metric: {metric} ({metric_why})"]
+    for col in extra:
+        note = percent_note(col, pd.concat([train[col], test[col]]) if col in test.columns else train[col])
+        notes += [note] if note else []
+    if len(classes) == 2 and metric in ("f1", "roc_auc"):
+        notes.append(f"positive class for {metric}: {classes[1]!r} (the second of the sorted classes)")
+    for n in notes:
+        log.info("contract: %s", n)
+    return Schema(id_col=id_col, label_col=label_col, text_col=text_col, extra_cols=list(cfg.extra_cols),
+                  classes=classes, submission=submission, pred_cols=pred_cols, metric=metric,
+                  n_train=len(train), n_test=len(test), notes=notes)
+
+
+def percent_note(col: str, values: pd.Series) -> str | None:
+    """Says so when a column's values are URL-encoded (the disaster tweets' ``keyword``:
+    ``blown%20up``): the model input decodes them (runtime.percent_decoded) where the column is
+    one of data.extra_cols."""
+    vals = values.dropna().astype(str)
+    encoded = vals[[PERCENT_ENCODED.fullmatch(v) is not None for v in vals]]
+    if encoded.empty:
+        return None
+    example = encoded.iloc[0]
+    return (f"{col!r}: {len(encoded)} of {len(vals)} values are percent-encoded (e.g. {example!r}); "
+            f"as one of data.extra_cols the model reads them decoded ({percent_decoded(example)!r})")
+
+
+def _refuse_id_like_label(train: pd.DataFrame, label_col: str, classes: list[Any], submission: str,
+                          pred_cols: list[str], cfg: DataConfig, files: dict[str, Path]) -> None:
+    """A guessed label with mostly one-row classes is an id or free text, not a label."""
+    if cfg.label_col or (submission == "proba" and len(pred_cols) > 1) or len(classes) <= 2:
+        return
+    counts = train[label_col].astype(str).value_counts()
+    singles = int((counts == 1).sum())
+    if singles > len(classes) / 2:
+        i = int(np.flatnonzero(train[label_col].astype(str).isin(counts.index[counts == 1]).to_numpy())[0])
+        raise DataError(f"{files['train']}: line {_line(train, i)}, column {label_col!r}: {singles} of its "
+                        f"{len(classes)} values occur once, so it looks like an id or free text, not a label "
+                        "(the sample submission implies a few classes); set data.label_col to confirm it")
+
+
+def _check_ids(df: pd.DataFrame, id_col: str, path: Path) -> None:
+    ids = df[id_col]
+    if ids.isna().any():
+        i = int(np.flatnonzero(ids.isna().to_numpy())[0])
+        raise DataError(f"{path}: line {_line(df, i)}, column {id_col!r}: empty id")
+    dup = ids.duplicated(keep="first").to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero((ids == ids.iloc[i]).to_numpy())[0])
+        raise DataError(f"{path}: line {_line(df, i)}, column {id_col!r}: duplicate id {_show(ids.iloc[i])} "
+                        f"(first at line {_line(df, first)}; ids are compared as written)")
+
+
+def validate(comp: Competition, cfg: DataConfig) -> Competition:
+    """Check ids and labels; apply the documented handling of empty texts and NaN labels."""
+    s, f = comp.schema, comp.files
+    for name in ("train", "test", "sample"):
+        _check_ids(getattr(comp, name), s.id_col, f[name])
+    test_ids = set(comp.test[s.id_col].tolist())
+    missing = ~comp.sample[s.id_col].isin(test_ids).to_numpy()
+    if missing.any():
+        i = int(np.flatnonzero(missing)[0])
+        raise DataError(f"{f['sample']}: line {_line(comp.sample, i)}, column {s.id_col!r}: id "
+                        f"{_show(comp.sample[s.id_col].iloc[i])} is not in test.csv (ids are compared as written)")
+    if len(comp.sample) != len(comp.test):
+        extra = ~comp.test[s.id_col].isin(set(comp.sample[s.id_col].tolist())).to_numpy()
+        i = int(np.flatnonzero(extra)[0])
+        raise DataError(f"{f['test']}: line {_line(comp.test, i)}, column {s.id_col!r}: id "
+                        f"{_show(comp.test[s.id_col].iloc[i])} is not in sample_submission.csv")
+
+    train = comp.train
+    nan_label = train[s.label_col].isna().to_numpy()
+    if nan_label.any():
+        i = int(np.flatnonzero(nan_label)[0])
+        if cfg.nan_label == "error":
+            raise DataError(f"{f['train']}: line {_line(train, i)}, column {s.label_col!r}: empty label "
+                            f"({int(nan_label.sum())} rows; set data.nan_label=drop to drop them)")
+        log.warning("dropping %d train rows with an empty label (data.nan_label=drop), first at line %d",
+                    nan_label.sum(), _line(train, i))
+        s.notes.append(f"dropped {int(nan_label.sum())} train rows with an empty label")
+        train = train.loc[~nan_label]
+    for name in ("train", "test"):
+        df = train if name == "train" else comp.test
+        empty = df[s.text_col].isna() | (df[s.text_col].astype(str).str.strip() == "")
+        n = int(empty.sum())
+        if not n:
+            continue
+        i = int(np.flatnonzero(empty.to_numpy())[0])
+        if name == "train" and cfg.empty_text == "drop":
+            log.warning("dropping %d train rows with an empty %r (data.empty_text=drop), first at line %d",
+                        n, s.text_col, _line(df, i))
+            s.notes.append(f"dropped {n} train rows with empty text")
+            train = train.loc[~empty.to_numpy()]
+        else:
+            log.warning("%s: %d rows with an empty %r kept as empty strings, first at line %d",
+                        f[name], n, s.text_col, _line(df, i))
+            s.notes.append(f"{name}: {n} rows with empty text kept as ''")
+    if train.empty:
+        raise DataError(f"{f['train']}: no rows left after dropping empty labels/texts")
+    _note_huge_texts(train, comp.test, s, f)
+    ignored = [c for c in cfg.ignore_cols if c in train.columns or c in comp.test.columns]
+    comp.test = comp.test.drop(columns=[c for c in ignored if c in comp.test.columns])
+    train = train.drop(columns=[c for c in ignored if c in train.columns])
+    comp.train = train.reset_index(drop=True)
+    comp.schema.n_train = len(comp.train)
+    return comp
+
+
+def _note_huge_texts(train: pd.DataFrame, test: pd.DataFrame, s: Schema, f: dict[str, Path]) -> None:
+    """Very long texts are kept (the tokenizer truncates them to train.max_len), and said so."""
+    for name, df in (("train", train), ("test", test)):
+        long = df[s.text_col].fillna("").astype(str).str.len() > HUGE_TEXT_CHARS
+        if long.any():
+            i = int(np.flatnonzero(long.to_numpy())[0])
+            msg = (f"{name}: {int(long.sum())} texts longer than {HUGE_TEXT_CHARS:,} characters, first at line "
+                   f"{_line(df, i)} of {f[name].name}; kept, and truncated to train.max_len tokens by the models")
+            log.warning("%s", msg)
+            s.notes.append(msg)
+
+
+def load_competition(raw: Path, cfg: DataConfig) -> Competition:
+    files = {"train": raw / "train.csv", "test": raw / "test.csv", "sample": raw / "sample_submission.csv"}
+    train = read_competition_csv(files["train"])
+    test = read_competition_csv(files["test"])
+    sample = read_competition_csv(files["sample"])
+    schema = detect_schema(train, test, sample, cfg, files)
+    comp = Competition(train=train, test=test, sample=sample, schema=schema, files=files)
+    return validate(comp, cfg)
+
+
+def encode_labels(values: pd.Series, classes: list[Any]) -> np.ndarray:
+    """Labels as spelled in the files -> class indices (labels are compared as text)."""
+    index = {str(c): i for i, c in enumerate(classes)}
+    return np.array([index[str(v)] for v in values.tolist()], dtype=np.int64)
+
+
+def model_inputs(df: pd.DataFrame, cfg: DataConfig) -> list[str]:
+    """The text a model sees: extra columns (e.g. keyword) joined before the cleaned text
+    (pipeline/runtime.py, shared with the inference bundle)."""
+    from pipeline.runtime import model_inputs as join
+
+    return join(df, cfg.extra_cols, cfg.extra_template, cfg.sep)

@@ -1,0 +1,200 @@
+"""Blending the runs' out-of-fold predictions: the methods, their nested evaluation, the choice.
+
+Methods compared: the best single run, plain probability mean, rank mean, majority vote,
+non-negative weights summing to 1 fitted with scipy.optimize, and stacking (a regularised
+logistic regression over the members' log-probabilities). Each gets an in-sample score
+(fitted and scored on all OOF) and a nested one (fitted on folds != k, scored on fold k):
+only the nested one is an honest estimate. ``one_se_choice`` takes the simplest method whose
+nested score is within one standard error of the fold-wise differences from the best.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+
+from pipeline.core.files import DataError
+from pipeline.core.metrics import GREATER_IS_BETTER, paired_se, score, tune_threshold
+from pipeline.core.paths import Paths
+from pipeline.cv.store import finished_runs
+from pipeline.runtime import blend as _blend
+from pipeline.runtime import mix as _mix
+from pipeline.runtime import rank_mean, vote  # noqa: F401 - the blend primitives live with the bundle's code
+from pipeline.runtime import stack_features as _stack_features
+
+log = logging.getLogger(__name__)
+METHODS = ("best_single", "mean", "rank", "vote", "weighted", "stack")
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+class WeightedBlender:
+    """Non-negative weights summing to 1 over the models' probabilities (scikit-learn style).
+
+    ``objective="logloss"`` minimises the smooth log loss with SLSQP; ``"metric"`` then
+    searches (Nelder-Mead over softmax logits, so the simplex constraint holds by
+    construction) for the weights that best score ``metric`` itself, from the log-loss
+    solution and from equal weights.
+    """
+
+    def __init__(self, metric: str = "logloss", objective: str = "metric", random_state: int = 0) -> None:
+        self.metric = metric
+        self.objective = objective
+        self.random_state = random_state
+
+    def _loss(self, probas: np.ndarray, y: np.ndarray, w: np.ndarray, metric: str) -> float:
+        if metric == "f1":  # F1 at its best threshold: the threshold is tuned after, on the same OOF
+            return -float(tune_threshold(y, _mix(probas, w)[:, 1])[1])
+        s = score(metric, y, _mix(probas, w))
+        return s if not GREATER_IS_BETTER[metric] else -s
+
+    def fit(self, probas: np.ndarray, y: np.ndarray) -> WeightedBlender:
+        probas = np.asarray(probas, dtype=np.float64)
+        m = probas.shape[0]
+        equal = np.full(m, 1.0 / m)
+        res = optimize.minimize(lambda w: self._loss(probas, y, np.clip(w, 0, 1) / max(np.clip(w, 0, 1).sum(), 1e-12),
+                                                     "logloss"),
+                                equal, method="SLSQP", bounds=[(0, 1)] * m,
+                                constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}])
+        w = np.clip(res.x, 0, None)
+        w = w / w.sum() if w.sum() > 0 else equal
+        if self.objective == "metric" and self.metric != "logloss" and m > 1:
+            best_w, best = w, self._loss(probas, y, w, self.metric)
+            rng = np.random.default_rng(self.random_state)
+            starts = [np.log(np.maximum(w, 1e-6)), np.zeros(m), *[rng.normal(0, 1, m) for _ in range(3)]]
+            for z0 in starts:
+                r = optimize.minimize(lambda z: self._loss(probas, y, _softmax(z), self.metric), z0,
+                                      method="Nelder-Mead", options={"maxiter": 200 * m, "xatol": 1e-4,
+                                                                      "fatol": 1e-6})
+                cand = _softmax(r.x)
+                val = self._loss(probas, y, cand, self.metric)
+                if val < best - 1e-12:
+                    best_w, best = cand, val
+            w = best_w
+        self.weights_ = w
+        return self
+
+    def predict_proba(self, probas: np.ndarray) -> np.ndarray:
+        return _mix(np.asarray(probas, dtype=np.float64), self.weights_)
+
+
+@dataclass
+class Blend:
+    method: str
+    weights: np.ndarray
+    threshold: float | None
+    stacker: dict[str, Any] | None = None  # method "stack": the logistic regression's coef and intercept
+
+
+def fit_stacker(probas: np.ndarray, y: np.ndarray, C: float) -> dict[str, Any]:
+    """Stacking: an L2-regularised (multinomial) logistic regression over the members'
+    log-probabilities, fitted on the OOF rows it is given (nested: never the scored fold's)."""
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=C, max_iter=2000).fit(_stack_features(probas), y)
+    if len(lr.classes_) != probas.shape[2]:
+        raise DataError(f"ensemble: stacking saw {len(lr.classes_)} of {probas.shape[2]} classes in its rows")
+    return {"coef": lr.coef_.tolist(), "intercept": lr.intercept_.tolist(), "C": C}
+
+
+def fit_blend(method: str, probas: np.ndarray, y: np.ndarray, metric: str, objective: str,
+              tune_thr: bool, stack_C: float = 1.0) -> Blend:
+    m = probas.shape[0]
+    if method == "best_single":  # picked as it is then used: for F1, at its own tuned threshold
+        scores = [score(metric, y, p, tune_threshold(y, p[:, 1])[0] if tune_thr else None) for p in probas]
+        i = int(np.argmax(scores) if GREATER_IS_BETTER[metric] else np.argmin(scores))
+        w = np.eye(m)[i]
+    elif method == "weighted":
+        w = WeightedBlender(metric, objective).fit(probas, y).weights_
+    else:
+        w = np.full(m, 1.0 / m)
+    blend = Blend(method, w, None, fit_stacker(probas, y, stack_C) if method == "stack" else None)
+    if tune_thr:
+        blend.threshold = tune_threshold(y, apply_blend(blend, probas)[:, 1])[0]
+    return blend
+
+
+def apply_blend(blend: Blend, probas: np.ndarray) -> np.ndarray:
+    return _blend(blend.method, blend.weights, probas, blend.stacker)
+
+
+@dataclass
+class MethodScore:
+    """One blend method evaluated on OOF: fitted on all of it, and nested (fold k from the others)."""
+
+    method: str
+    in_sample: float
+    nested: float
+    fold_scores: np.ndarray  # the nested score per fold: the noise a gain must beat
+    blend: Blend
+
+
+def evaluate(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, objective: str,
+             tune_thr: bool, stack_C: float = 1.0) -> MethodScore:
+    blend = fit_blend(method, probas, y, metric, objective, tune_thr, stack_C)
+    in_sample = score(metric, y, apply_blend(blend, probas), blend.threshold)
+    nested_pred = np.zeros(probas.shape[1:])
+    thresholds = np.zeros(len(y))
+    for k in np.unique(folds):
+        tr, va = folds != k, folds == k
+        b = fit_blend(method, probas[:, tr], y[tr], metric, objective, tune_thr, stack_C)
+        nested_pred[va] = apply_blend(b, probas[:, va])
+        thresholds[va] = b.threshold if b.threshold is not None else 0.5
+    if tune_thr:
+        nested_pred = np.eye(2)[(nested_pred[:, 1] >= thresholds).astype(int)]
+    nested = score(metric, y, nested_pred)
+    fold_scores = np.array([score(metric, y[folds == k], nested_pred[folds == k]) for k in np.unique(folds)])
+    return MethodScore(method, in_sample, nested, fold_scores, blend)
+
+
+# Simpler first: a blend with fitted weights must earn its extra freedom.
+COMPLEXITY = {"best_single": 0, "mean": 1, "rank": 1, "vote": 1, "weighted": 2, "stack": 3}
+
+
+def one_se_choice(results: list[MethodScore], metric: str) -> tuple[MethodScore, dict[str, float], MethodScore]:
+    """The one-standard-error rule: the best nested score sets the bar; every method whose
+    nested score is within one standard error of the fold-wise differences from it ties; the
+    simplest of those is chosen (then the better score). Returns (chosen, SE per method, best)."""
+    sign = 1 if GREATER_IS_BETTER[metric] else -1
+    best = max(results, key=lambda r: (sign * r.nested, -COMPLEXITY[r.method]))
+    ses = {r.method: paired_se(sign * (best.fold_scores - r.fold_scores)) for r in results}
+    ties = [r for r in results if sign * (best.nested - r.nested) <= ses[r.method] + 1e-12]
+    return min(ties, key=lambda r: (COMPLEXITY[r.method], -sign * r.nested)), ses, best
+
+
+def applicable(methods: list[str], metric: str) -> tuple[list[str], dict[str, str]]:
+    """Methods whose output the metric can score as meant; the others with the reason."""
+    skipped = {}
+    if metric == "logloss":
+        skipped = {"rank": "ranks are not probabilities: log loss would score made-up confidences",
+                   "vote": "vote shares of 0 or 1 are not probabilities: log loss punishes them without limit"}
+    return [m for m in methods if m not in skipped], {m: r for m, r in skipped.items() if m in methods}
+
+
+def load_runs(paths: Paths, runs: list[str] | None) -> tuple[list[str], list[pd.DataFrame], list[pd.DataFrame]]:
+    """Every finished run's OOF and test predictions, aligned by id, checked to share the folds."""
+    runs = finished_runs(paths) if runs is None else runs
+    if not runs:
+        raise DataError(f"{paths.models}: no finished run (models/<run>/oof.parquet); run `make train` first")
+    oofs = [pd.read_parquet(paths.run(r).oof) for r in runs]
+    tests = [pd.read_parquet(paths.run(r).test) for r in runs]
+    ref_oof, ref_test = oofs[0], tests[0]
+    for run, oof, test in zip(runs, oofs, tests):
+        if set(oof["id"]) != set(ref_oof["id"]) or len(oof) != len(ref_oof):
+            raise DataError(f"{paths.run(run).oof}: its ids differ from {runs[0]!r}'s; retrain it on the current folds")
+        if set(test["id"]) != set(ref_test["id"]):
+            raise DataError(f"{paths.run(run).test}: its ids differ from {runs[0]!r}'s")
+    oofs = [o.set_index("id").loc[ref_oof["id"]].reset_index() for o in oofs]
+    tests = [t.set_index("id").loc[ref_test["id"]].reset_index() for t in tests]
+    for run, o in zip(runs, oofs):
+        if not (o["fold"].to_numpy() == oofs[0]["fold"].to_numpy()).all():
+            raise DataError(f"{paths.run(run).dir}: trained on other folds than {runs[0]!r}")
+    return runs, oofs, tests

@@ -1,0 +1,113 @@
+"""The model-family interface: what one fold hands a family, what the family hands back.
+
+A family (a fine-tuned transformer, TF-IDF + a linear model, a frozen encoder + a logistic
+regression) is used the way a scikit-learn estimator is: the cross-validation code gives it
+one fold's rows (``FoldData``) and gets back the fold's validation and test predictions
+(``FoldOutput``); the planner asks it what a fold costs; tune asks it what to search. Its
+name is looked up once, in the registry (``pipeline.modeling.families.family``), and nothing
+outside the registry branches on it: callers read the family's traits (``epoch_trained``,
+``never_cut`` ...) instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:  # type names only: importing this module loads neither torch nor optuna
+    import optuna
+
+    from pipeline.budget.costs import Cost
+    from pipeline.core.config import Config, TrainConfig
+
+
+@dataclass
+class FoldData:
+    """One fold's rows as a family sees them: model inputs and encoded labels."""
+
+    train_texts: list[str]
+    train_labels: np.ndarray
+    val_texts: list[str]
+    val_labels: np.ndarray
+    test_texts: list[str]
+
+
+@dataclass
+class FoldOutput:
+    """What a family returns for one fold (probabilities in the rows' order)."""
+
+    val_proba: np.ndarray
+    test_proba: np.ndarray
+    history: list[dict[str, Any]]  # one row per training point / evaluation (history.csv)
+    best_epoch: float
+    best_score: float
+    optimizer_steps: int
+    seconds: float
+    train_samples_per_s: float
+    batch_size: int
+    grad_accum: int
+    extra: dict[str, Any] = field(default_factory=dict)  # "model": the fitted fold model, until saved
+
+
+@dataclass
+class FoldContext:
+    """Where and how one fold runs."""
+
+    fold: int
+    n_classes: int
+    metric: str
+    checkpoint_dir: Path | None = None  # where a fold in progress keeps its resume state; None: not resumable
+    cache_dir: Path | None = None  # caches shared by runs (the embedding family's vectors)
+    on_eval: Callable[[float, float], None] | None = None  # (epoch, score) after each evaluation: pruning
+
+
+class Family(Protocol):
+    """A model family. Traits first (what the planner and the stages read), then the work."""
+
+    name: str
+    epoch_trained: bool  # trains in epochs: epochs, seeds, early stopping, optimizer tuning and re-plans apply
+    never_cut: bool  # the planner never cuts or drops it (cheap, and the first valid submission)
+    uses_backbone: bool  # needs a backbone (a packaged model, a local directory or a hub name)
+    order: int  # where train runs it: cheap families first, so a submission exists early
+    tuned_by_default: bool  # the planner budgets tuning trials for it
+    exports_onnx: bool  # `make package SET=package.onnx=true` exports its fold models to int8 ONNX
+
+    def describe(self, tc: TrainConfig) -> str:
+        """The model in a few words for logs and tables (a backbone, a classifier)."""
+
+    def prepare(self, tc: TrainConfig) -> object | None:
+        """What every fold of a run shares and loads once (the tokenizer), or None."""
+
+    def fit(self, tc: TrainConfig, data: FoldData, ctx: FoldContext, shared: object | None) -> FoldOutput:
+        """Fit on ``data``'s training rows; predict its validation and test rows."""
+
+    def save(self, model: object, tc: TrainConfig, folder: Path, shared: object | None) -> None:
+        """Write the fold model ``fit`` left in ``FoldOutput.extra["model"]`` to ``folder`` (no pickle)."""
+
+    def probe(self, tc: TrainConfig, texts: list[str], labels: np.ndarray, n_classes: int, metric: str,
+              steps: int, max_lens: list[int]) -> dict[str, Any]:
+        """Measured costs on this machine and these texts (the planner's ``Cost`` fields)."""
+
+    def fold_seconds(self, cost: Cost, rows: int, epochs: int, max_len: int, n_val: int, n_test: int,
+                     evals_per_epoch: int) -> float:
+        """One fold: training on ``rows``, predicting validation and test."""
+
+    def encode_seconds(self, cost: Cost, rows: int) -> float:
+        """Work paid once per run rather than per fold, for ``rows`` rows (a frozen encoder's pass)."""
+
+    def search(self, trial: optuna.Trial, cfg: Config) -> dict[str, Any]:
+        """One trial's ``train.*`` values, drawn from the ranges in ``tune.*``."""
+
+    def baseline(self, cfg: Config) -> dict[str, Any]:
+        """The config's own values as trial parameters (tune's trial 0)."""
+
+    def copy_model(self, src: Path, dst: Path, fp16: bool, onnx: bool = False) -> None:
+        """Copy one saved fold model into an inference bundle (fp16 weights, an int8 ONNX export)."""
+
+    def bundle_shared(self, member: dict[str, Any], staging: Path, rel: str) -> dict[str, str]:
+        """Copy what every fold model of a bundle member shares (a frozen encoder) under
+        ``staging / rel``; its manifest.json entries."""

@@ -1,0 +1,160 @@
+"""ensemble: blend the runs' out-of-fold predictions; weights and threshold fitted on OOF only.
+
+Usage: python -m pipeline ensemble [--set ensemble.runs=[tfidf,minilm] ensemble.method=weighted]
+Reads:  models/<run>/{oof,test}.parquet for every finished run (or ensemble.runs)
+Writes: ensembles/<name>/{weights.json, oof.parquet, test.parquet, cv.json, methods.csv}
+
+Methods compared in one table: the best single run, plain probability mean, rank mean,
+majority vote, non-negative weights summing to 1 fitted with scipy.optimize, and stacking
+(a regularised logistic regression over the members' log-probabilities). Each gets
+an in-sample score (fitted and scored on all OOF) and a nested one (fitted on folds != k,
+scored on fold k): only the nested one is an honest estimate of the blend's gain. The choice
+(`ensemble.method=auto`) takes the simplest method whose nested score is within one standard
+error of the fold-wise differences from the best one: a fitted blend must beat plain
+averaging or the best single run by more than the folds disagree. Methods the metric cannot
+score as meant (rank and vote under log loss) are skipped, with the reason logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core.config import Config
+from pipeline.core.contract import Schema, proba_cols
+from pipeline.core.files import DataError, read_json, write_csv, write_json, write_parquet
+from pipeline.core.metrics import GREATER_IS_BETTER
+from pipeline.core.paths import Paths
+from pipeline.core.transaction import inputs_of, publish
+from pipeline.cv.blend import METHODS, MethodScore, applicable, apply_blend, evaluate, load_runs, one_se_choice
+from pipeline.cv.store import finished_runs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EnsembleResult:
+    table: pd.DataFrame
+    chosen: str
+    weights: dict[str, float]
+    threshold: float | None
+    cv: dict[str, Any]
+
+
+def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
+    """Every run blended, complete and made from the current clean/folds, or a one-line error."""
+    runs = finished_runs(paths) if cfg.ensemble.runs is None else cfg.ensemble.runs
+    return inputs_of(paths, [f"train-{run}" for run in runs], config={"ensemble": asdict(cfg.ensemble)})
+
+
+def scored_folds(paths: Paths, runs: list[str], folds: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """Choose, fit and score only on folds that no run's select/tune validated on: there the
+    members' OOF is honest, so the ensemble's estimate is too (the full-fold one is beside it)."""
+    searched = sorted({k for run in runs for k in read_json(paths.run(run).cv).get("searched_folds", [])})
+    scope = ~np.isin(folds, searched)
+    if len(np.unique(folds[scope])) < 2:
+        log.warning("ensemble: fewer than two folds untouched by select/tune (searched %s): scoring on all folds, "
+                    "which is optimistic", searched)
+        scope[:] = True
+    return searched, scope
+
+
+def choose(cfg: Config, results: list[MethodScore], metric: str, skipped: dict[str, str],
+           runs: list[str]) -> tuple[MethodScore, dict[str, float], MethodScore]:
+    """The one-SE choice, or the method ``ensemble.method`` names."""
+    chosen, ses, best = one_se_choice(results, metric)
+    if cfg.ensemble.method != "auto":
+        chosen = next((r for r in results if r.method == cfg.ensemble.method), None)
+        if chosen is None:
+            why = skipped.get(cfg.ensemble.method, f"needs at least two runs; found {runs}")
+            raise DataError(f"ensemble.method={cfg.ensemble.method}: {why}")
+    elif chosen is not best:
+        log.info("ensemble: %s has the best nested %s (%.4f) but %s (%.4f) is within one standard error of the "
+                 "fold-wise differences (%.4f) and simpler: %s is chosen", best.method, metric,
+                 best.nested, chosen.method, chosen.nested, ses[chosen.method], chosen.method)
+    return chosen, ses, best
+
+
+def methods_table(results: list[MethodScore], runs: list[str], chosen: MethodScore, best: MethodScore,
+                  ses: dict[str, float], sign: int) -> pd.DataFrame:
+    return pd.DataFrame([{"method": r.method, "in_sample": round(r.in_sample, 5), "nested": round(r.nested, 5),
+                          "weights": " ".join(f"{run}={w:.3f}" for run, w in zip(runs, r.blend.weights)),
+                          "threshold": r.blend.threshold,
+                          "behind_best": round(sign * (best.nested - r.nested), 5),
+                          "se_vs_best": round(ses[r.method], 5),
+                          "within_1se": bool(sign * (best.nested - r.nested) <= ses[r.method] + 1e-12),
+                          "chosen": r is chosen} for r in results])
+
+
+def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
+    inputs = stage_inputs(cfg, paths)
+    runs, oofs, tests = load_runs(paths, cfg.ensemble.runs)
+    schema = Schema.load(paths.schema_json)
+    cols = proba_cols(schema.n_classes)
+    probas = np.stack([o[cols].to_numpy(np.float64) for o in oofs])
+    test_probas = np.stack([t[cols].to_numpy(np.float64) for t in tests])
+    y, folds = oofs[0]["label"].to_numpy(), oofs[0]["fold"].to_numpy()
+    tune_thr = schema.binary and schema.metric == "f1"
+    methods, skipped = applicable([m for m in METHODS if len(runs) > 1 or m == "best_single"], schema.metric)
+    for m, why in skipped.items():
+        log.info("ensemble: %s skipped for %s: %s", m, schema.metric, why)
+    searched, scope = scored_folds(paths, runs, folds)
+    ys, ps, fs = y[scope], probas[:, scope], folds[scope]
+    results = [evaluate(m, ps, ys, fs, schema.metric, cfg.ensemble.objective, tune_thr, cfg.ensemble.stack_C)
+               for m in methods]
+    sign = 1 if GREATER_IS_BETTER[schema.metric] else -1
+    chosen, ses, best = choose(cfg, results, schema.metric, skipped, runs)
+    blend = chosen.blend
+    # each run alone, in-sample (threshold tuned on the scored folds themselves) and nested as the
+    # blends are (threshold from the other folds): the first flatters a run by what its threshold
+    # learns of the scored fold
+    alone = [evaluate("best_single", ps[i:i + 1], ys, fs, schema.metric, cfg.ensemble.objective, tune_thr)
+             for i in range(len(runs))]
+    singles = {run: a.in_sample for run, a in zip(runs, alone)}
+    singles_nested = {run: a.nested for run, a in zip(runs, alone)}
+    table = methods_table(results, runs, chosen, best, ses, sign)
+    out = paths.ensemble(cfg.ensemble.name)
+    oof_df = oofs[0][["id", "fold", "label"]].copy()
+    oof_df[cols] = apply_blend(blend, probas)
+    test_df = tests[0][["id"]].copy()
+    test_df[cols] = apply_blend(blend, test_probas)
+    best_single = next(r for r in results if r.method == "best_single")
+    gain = sign * (chosen.nested - best_single.nested)
+    weights = {run: float(w) for run, w in zip(runs, blend.weights)}
+    cv = {"metric": schema.metric, "chosen": blend.method, "in_sample": chosen.in_sample,
+          "nested": chosen.nested, "best_single_nested": best_single.nested,
+          "beats_best_single_nested": bool(gain > 0), "runs": singles, "runs_nested": singles_nested,
+          "threshold": blend.threshold,
+          "searched_folds": searched, "scored_on_folds": sorted(np.unique(fs).tolist()),
+          "choice_rule": "simplest method within one standard error (fold-wise) of the best nested score",
+          "skipped": skipped,
+          "methods": table.drop(columns="chosen").to_dict("records")}
+    with publish(paths, f"ensemble-{cfg.ensemble.name}", inputs) as tx:  # weights, threshold, predictions together
+        write_parquet(tx.path(out.oof), oof_df)
+        write_parquet(tx.path(out.test), test_df)
+        write_csv(tx.path(out.methods), table)
+        write_json(tx.path(out.weights), {"method": blend.method, "runs": runs, "weights": weights,
+                                          "threshold": blend.threshold, "stacker": blend.stacker})
+        write_json(tx.path(out.cv), cv)
+    log.info("ensemble over %s (metric %s):\n%s", ", ".join(runs), schema.metric, table.to_string(index=False))
+    log.info("runs alone on the scored folds, threshold in-sample / nested: %s", ", ".join(
+        f"{run} {singles[run]:.4f} / {singles_nested[run]:.4f}" for run in runs))
+    verdict = "beats" if gain > 0 else "does NOT beat"
+    log.info("chosen: %s (nested %.4f); it %s the best single run on the nested estimate (%.4f) -> %s",
+             blend.method, chosen.nested, verdict, best_single.nested, out.dir)
+    return EnsembleResult(table=table, chosen=blend.method, weights=weights, threshold=blend.threshold, cv=cv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.cli import stage_main
+
+    return stage_main("ensemble", __doc__, run, argv, inputs=stage_inputs,
+                      manifest=lambda cfg: f"ensemble-{cfg.ensemble.name}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

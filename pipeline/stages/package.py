@@ -1,0 +1,330 @@
+"""package: an offline inference bundle for Kaggle code competitions.
+
+Usage: python -m pipeline package [--set package.name=mybundle package.fp16=true package.verify=false]
+Reads:  submissions/submission.{csv,json} (current: made from today's ensemble and settings),
+        what it was made from (ensembles/<name>/weights.json or one run), models/<run>/{config.yaml,
+        cv.json, fold<k>/model/}, data/interim/schema.json, reports/clean.json
+Writes: dist/<name>/ = predict.py, textcomp_runtime.py, manifest.json, README.md,
+        models/<run>/fold<k>/ (safetensors + tokenizer + config, or a TF-IDF model as
+        JSON + npz: no pickle), vendor/ (ftfy as a zip when the cleaner repairs mojibake)
+
+The bundle's predict.py imports nothing from this project: textcomp_runtime.py is a copy of
+pipeline/runtime.py, the code the pipeline itself cleaned, blended and shaped the submission
+with. Before the bundle is published, each member's predictions are recomputed from the
+copied files and compared with models/<run>/test.parquet, then predict.py runs in a separate
+process (network off, this project not importable) on test.csv, and its output must equal
+submissions/submission.csv: ids and order, labels exactly, probabilities within 1e-5.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipeline import runtime
+from pipeline.core.config import Config
+from pipeline.core.contract import Schema, proba_cols
+from pipeline.core.embedded import resolve_raw
+from pipeline.core.environment import git_commit
+from pipeline.core.files import DataError, read_json, write_json, write_text
+from pipeline.core.paths import Paths, check_name
+from pipeline.core.submission import submit_inputs
+from pipeline.core.transaction import require
+from pipeline.cv.splits import n_splits as folds_in_csv
+from pipeline.cv.store import fold_models
+from pipeline.modeling.backbones import sha256
+from pipeline.modeling.families import family
+
+log = logging.getLogger(__name__)
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+TOLERANCE = 1e-5  # probabilities: bundle vs pipeline
+VENDORED = ("ftfy", "wcwidth")  # pure Python: importable from a zip on a machine without them
+
+
+@dataclass
+class PackageResult:
+    bundle: Path
+    manifest: dict[str, Any]
+
+
+def bundle_name(cfg: Config, paths: Paths) -> str:
+    if cfg.package.name:
+        return cfg.package.name
+    raw = resolve_raw(paths, cfg.data)
+    base = "embedded" if raw == paths.embedded else "".join(c if c.isalnum() or c in "._-" else "-" for c in raw.name)
+    return check_name(f"{base.strip('.-_') or 'competition'}-{datetime.date.today():%Y%m%d}", "package.name")
+
+
+def current_submission(cfg: Config, paths: Paths) -> dict[str, Any]:
+    """submission.json, if submission.csv is intact and made from today's ensemble and settings."""
+    m = require(paths, "submit")
+    if m.inputs != submit_inputs(cfg, paths):
+        raise DataError(f"{paths.submission}: made from other settings or models than the current ones; "
+                        "run `make submit` (or `make all`) first, or give `make package` the same DATA/SET/CONFIG")
+    return read_json(paths.submission_json)
+
+
+def members_of(cfg: Config, paths: Paths) -> tuple[str, float | None, list[dict[str, Any]], dict | None]:
+    """(blend method, threshold, [{run, weight}], stacker) of what submission.csv was made from."""
+    if cfg.submit.source.startswith("run:"):
+        run = cfg.submit.source.split(":", 1)[1]
+        cv = read_json(paths.run(run).cv)
+        return "mean", cv.get("threshold", {}).get("value"), [{"run": run, "weight": 1.0}], None
+    w = read_json(paths.ensemble(cfg.ensemble.name).weights)
+    members = [{"run": r, "weight": float(w["weights"][r])} for r in w["runs"]]
+    if w["method"] not in ("rank", "vote", "stack"):  # weight 0 changes nothing: leave those runs out
+        members = [m for m in members if m["weight"] > 0]
+    return w["method"], w.get("threshold"), members, w.get("stacker")
+
+
+def describe_member(paths: Paths, member: dict[str, Any], n_splits: int) -> dict[str, Any]:
+    """What predict.py needs to rebuild one run's test predictions, checked to be there."""
+    run = member["run"]
+    r = paths.run(run)
+    require(paths, f"train-{run}")
+    cfg = yaml.safe_load(r.config.read_text())
+    tc, dc = cfg["train"], cfg["data"]
+    cv = read_json(r.cv)
+    folds = []
+    for k in range(n_splits):
+        models = fold_models(r.fold(k))  # one per seed when train.seeds has several
+        if not models:
+            raise DataError(f"{r.fold(k).model}: missing, so the bundle cannot rebuild run {run!r} "
+                            "(trained with train.save_checkpoints=false, or before models were kept); rerun "
+                            "`make train` for it")
+        folds += models
+    return {**member, "family": tc["family"], "needs_torch": family(tc["family"]).uses_backbone,
+            "backbone": tc["backbone"], "max_len": tc["max_len"],
+            "batch_size": tc["eval_batch_size"],
+            "pad_to_multiple_of": tc["pad_to_multiple_of"], "extra_cols": list(dc["extra_cols"]),
+            "extra_template": dc["extra_template"], "sep": dc["sep"], "cv": cv["cv"],
+            "threshold": cv.get("threshold", {}).get("value"), "source_folds": folds}
+
+
+def onnx_report(paths: Paths, bundle: Path, m: dict[str, Any], schema: Schema, test_frame: pd.DataFrame,
+                torch_proba: np.ndarray) -> dict[str, Any]:
+    """What the int8 export costs and saves: its time against torch's on test, and the run's
+    OOF score with each fold's int8 model on its own validation rows, at the run's threshold."""
+    from pipeline.core.metrics import score
+
+    texts = runtime.model_inputs(test_frame, m["extra_cols"], m["extra_template"], m["sep"])
+    t0 = time.perf_counter()
+    test = np.mean([runtime.predict_onnx(*runtime.load_onnx(bundle / rel), texts, m["max_len"], m["batch_size"],
+                                         m["pad_to_multiple_of"]) for rel in m["folds"]], axis=0)
+    seconds = time.perf_counter() - t0
+    oof = pd.read_parquet(paths.run(m["run"]).oof)
+    train = pd.read_parquet(paths.train_clean).set_index("id").loc[oof["id"]].reset_index()
+    inputs = np.array(runtime.model_inputs(train, m["extra_cols"], m["extra_template"], m["sep"]), dtype=object)
+    p8 = np.zeros((len(oof), schema.n_classes))
+    for k, rel in enumerate(m["folds"]):
+        rows = (oof["fold"] == k).to_numpy()
+        p8[rows] = runtime.predict_onnx(*runtime.load_onnx(bundle / rel), inputs[rows].tolist(), m["max_len"],
+                                        m["batch_size"], m["pad_to_multiple_of"])
+    y, p32 = oof["label"].to_numpy(), oof[proba_cols(schema.n_classes)].to_numpy()
+    thr = m["threshold"] if schema.binary and schema.metric == "f1" else None
+    s32, s8 = score(schema.metric, y, p32, thr), score(schema.metric, y, p8, thr)
+    return {"seconds_per_1k_rows_onnx": round(seconds / len(texts) * 1000, 3),
+            "onnx": {"speedup_vs_torch": round(m["seconds_per_1k_rows"] / max(seconds / len(texts) * 1000, 1e-9), 2),
+                     "oof_metric": schema.metric, "oof_torch": s32, "oof_int8": s8, "oof_diff": s8 - s32,
+                     "threshold": thr, "max_abs_diff_test": float(np.abs(test - torch_proba).max()),
+                     "label_flips_test": int((test.argmax(1) != torch_proba.argmax(1)).sum())}}
+
+
+def vendor(dst: Path) -> list[str]:
+    """ftfy and wcwidth as zips (pure Python, importable with zipimport), licences inside."""
+    names = []
+    for name in VENDORED:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise DataError(f"package: {name} is not installed here, so it cannot be shipped; pip install {name}")
+        pkg = Path(spec.submodule_search_locations[0])
+        dst.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(dst / f"{name}.zip", "w", zipfile.ZIP_DEFLATED) as z:
+            for p in sorted(pkg.rglob("*")):
+                if p.is_file() and "__pycache__" not in p.parts:
+                    z.write(p, Path(name) / p.relative_to(pkg))
+            dist = metadata.distribution(name)
+            for f in dist.files or []:
+                if "licen" in f.name.lower() or "copying" in f.name.lower():
+                    z.write(Path(dist.locate_file(f)), Path(name) / f"LICENSE-{f.name}")
+        names.append(name)
+    return names
+
+
+def versions() -> dict[str, str | None]:
+    out = {"python": sys.version.split()[0]}
+    for name in ("torch", "transformers", "scikit-learn", "pandas", "numpy", "ftfy", "textcomp"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def check_members(paths: Paths, bundle: Path, spec: dict[str, Any], schema: Schema, test_frame: pd.DataFrame) -> None:
+    """Each member rebuilt from the bundle's copies gives the run's own test predictions; its
+    time per 1,000 rows is recorded for predict.py's --max-minutes."""
+    cols = proba_cols(schema.n_classes)
+    for m in spec["members"]:
+        texts = runtime.model_inputs(test_frame, m["extra_cols"], m["extra_template"], m["sep"])
+        t0 = time.perf_counter()
+        got = runtime.member_proba(bundle, m, texts)
+        seconds = time.perf_counter() - t0
+        want = pd.read_parquet(paths.run(m["run"]).test).set_index("id").loc[test_frame["id"], cols]
+        diff = float(np.abs(got - want.to_numpy()).max())
+        m["seconds_per_1k_rows"] = round(seconds / len(texts) * 1000, 3)
+        m["max_abs_diff_vs_run"] = diff
+        log.info("package: member %s (%s, %d folds): %.1fs for %d rows; max |p - models/%s/test.parquet| = %.2e",
+                 m["run"], m["family"], len(m["folds"]), seconds, len(texts), m["run"], diff)
+        if spec["onnx"] and family(m["family"]).exports_onnx:
+            m.update(onnx_report(paths, bundle, m, schema, test_frame, got))
+            log.info("package: member %s as int8 ONNX: %.2fx torch's speed; OOF %s %.4f (torch %.4f); test: %d labels "
+                     "flip", m["run"], m["onnx"]["speedup_vs_torch"], schema.metric, m["onnx"]["oof_int8"],
+                     m["onnx"]["oof_torch"], m["onnx"]["label_flips_test"])
+        if diff > TOLERANCE and not spec["fp16"]:
+            raise DataError(f"{bundle / m['folds'][0]}: the bundle's copy of run {m['run']!r} predicts test "
+                            f"probabilities {diff:.2e} away from models/{m['run']}/test.parquet; not published")
+
+
+def verify(bundle: Path, test_csv: Path, sample_csv: Path, expected: Path, kind: str, lenient: bool) -> dict[str, Any]:
+    """Run predict.py in a fresh process that cannot import this project, with the network
+    variables off, and compare its submission with the pipeline's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out, stats = Path(tmp) / "submission.csv", Path(tmp) / "stats.json"
+        guard = ("import runpy, sys; sys.modules['pipeline'] = None; "  # `import pipeline` raises ImportError
+                 f"sys.argv = [{str(bundle / 'predict.py')!r}] + sys.argv[1:]; "
+                 f"runpy.run_path({str(bundle / 'predict.py')!r}, run_name='__main__')")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith("TEXTCOMP_")}
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", guard, "--test", str(test_csv), "--sample", str(sample_csv),
+                               "--out", str(out), "--stats", str(stats)], cwd=tmp, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+            raise DataError(f"{bundle / 'predict.py'}: failed on {test_csv} (exit {proc.returncode}): {tail[0]}")
+        got = runtime.read_csv_strings(out)
+        ref = runtime.read_csv_strings(expected)
+        run_stats = json.loads(stats.read_text()) if stats.exists() else {}
+    if list(got.columns) != list(ref.columns) or len(got) != len(ref):
+        raise DataError(f"{bundle}: predict.py wrote columns {list(got.columns)} x {len(got)} rows; "
+                        f"{expected} has {list(ref.columns)} x {len(ref)}")
+    id_col = ref.columns[0]
+    if not got[id_col].equals(ref[id_col]):
+        i = int((got[id_col] != ref[id_col]).to_numpy().argmax())
+        raise DataError(f"{bundle}: predict.py row {i + 1}: id {got[id_col][i]!r}, {expected} has {ref[id_col][i]!r}")
+    result = {"rows": len(got), "wall_seconds": round(wall, 2), **run_stats}
+    if kind == "label":
+        differ = int((got.iloc[:, 1:] != ref.iloc[:, 1:]).any(axis=1).sum())
+        result["labels_differing"] = differ
+        if differ and not lenient:
+            raise DataError(f"{bundle}: predict.py's labels differ from {expected} on {differ} rows; not published")
+    else:
+        diff = float(np.abs(got.iloc[:, 1:].astype(float).to_numpy() - ref.iloc[:, 1:].astype(float).to_numpy()).max())
+        result["max_abs_diff"] = diff
+        if diff > TOLERANCE and not lenient:
+            raise DataError(f"{bundle}: predict.py's probabilities differ from {expected} by {diff:.2e} "
+                            f"(> {TOLERANCE}); not published")
+    return result
+
+
+def run(cfg: Config, paths: Paths, force: bool = False) -> PackageResult:
+    schema = Schema.load(paths.schema_json)
+    submission = current_submission(cfg, paths)
+    method, threshold, members, stacker = members_of(cfg, paths)
+    members = [describe_member(paths, m, folds_in_csv(paths)) for m in members]
+    cleaner = read_json(paths.clean_json)["steps"]
+    cleaner = {k: cleaner[k] for k in runtime.TextCleaner().get_params()}
+    if cleaner["spelling"]:
+        log.warning("package: clean.spelling=true needs symspellpy (and its compiled editdistpy) on the "
+                    "inference machine: it is not shipped in the bundle")
+    name = bundle_name(cfg, paths)
+    final = paths.bundle_dir(name)
+    staging = paths.bundle_dir(f"{name}.partial")
+    paths.remove_tree(staging)  # what a killed run left
+    staging.mkdir(parents=True)
+    try:
+        shutil.copy2(Path(runtime.__file__), staging / "textcomp_runtime.py")
+        shutil.copy2(TEMPLATES / "predict.py", staging / "predict.py")
+        for m in members:
+            copy_member(paths, cfg, m, staging)
+        vendored = vendor(staging / "vendor") if cleaner["mojibake"] else []
+        extra_cols = sorted({c for m in members for c in m["extra_cols"]})
+        spec = {"schema": {"id_col": schema.id_col, "text_col": schema.text_col, "pred_cols": schema.pred_cols,
+                           "classes": [str(c) for c in schema.classes], "submission": schema.submission,
+                           "metric": schema.metric},
+                "cleaner": cleaner, "extra_cols": extra_cols, "method": method, "threshold": threshold, "stacker": stacker,
+                "clip": cfg.submit.clip, "members": members, "fp16": cfg.package.fp16, "onnx": cfg.package.onnx, "vendored": vendored}
+        test = pd.read_parquet(paths.test_clean)  # the cleaned test the runs predicted
+        check_members(paths, staging, spec, schema, test)
+        write_text(staging / "README.md", (TEMPLATES / "bundle_README.md").read_text().replace("{{name}}", name))
+        files = {p.relative_to(staging).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256(p)}
+                 for p in sorted(staging.rglob("*")) if p.is_file()}
+        manifest = {"format": "textcomp-bundle/1", "name": name, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "commit": git_commit(), "versions": versions(), "source": submission["source"],
+                    "cv": {"metric": submission["metric"], "value": submission["cv"], "table": submission["table"]},
+                    "predict": spec, "files": files,
+                    "bytes": sum(f["bytes"] for f in files.values())}
+        write_json(staging / "manifest.json", manifest)
+        if cfg.package.verify:
+            raw = resolve_raw(paths, cfg.data)
+            manifest["verification"] = verify(staging, raw / "test.csv", raw / "sample_submission.csv",
+                                              paths.submission, schema.submission, cfg.package.fp16)
+            write_json(staging / "manifest.json", manifest)
+        _swap(paths, staging, final)
+    finally:
+        if staging.exists():
+            paths.remove_tree(staging)
+    v = manifest.get("verification")
+    log.info("package: %s (%d members, %.1f MB)%s", final, len(members), manifest["bytes"] / 1e6,
+             f"; predict.py reproduced {paths.submission} in {v['wall_seconds']}s "
+             f"(peak memory {v.get('peak_mb', 0):.0f} MB)" if v else "; not verified (package.verify=false)")
+    return PackageResult(bundle=final, manifest=manifest)
+
+
+def copy_member(paths: Paths, cfg: Config, m: dict[str, Any], staging: Path) -> None:
+    """One member's fold models (and what they share) into the bundle, at models/<run>/..."""
+    fam = family(m["family"])
+    m.update(fam.bundle_shared(m, staging, f"models/{m['run']}"))  # the frozen encoder, once for all folds
+    m["folds"] = []
+    for src in m.pop("source_folds"):  # .../fold<k>/model or .../fold<k>/seed<s>/model
+        rel = "/".join(["models", m["run"], *src.parent.relative_to(paths.run_dir(m["run"])).parts])
+        fam.copy_model(src, staging / rel, cfg.package.fp16, onnx=cfg.package.onnx and fam.exports_onnx)
+        m["folds"].append(rel)
+
+
+def _swap(paths: Paths, staging: Path, final: Path) -> None:
+    """Replace dist/<name>/ by the finished bundle; a crash leaves either the old or the new one."""
+    old = final.with_name(f"{final.name}.old")
+    paths.remove_tree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    paths.remove_tree(old)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.cli import stage_main
+
+    return stage_main("package", __doc__, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

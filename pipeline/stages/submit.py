@@ -1,0 +1,124 @@
+"""submit: write submission.csv in exactly sample_submission.csv's shape, validated first.
+
+Usage: python -m pipeline submit [--set submit.source=run:tfidf]
+Reads:  ensembles/<name>/{test.parquet, weights.json} (or models/<run>/), sample_submission.csv,
+        data/interim/schema.json; data/holdout/test_labels.csv when the embedded default runs
+Writes: submissions/submission.csv, submissions/submission.json (validation, source, CV table)
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.core.config import Config
+from pipeline.core.contract import Schema, encode_labels
+from pipeline.core.embedded import resolve_raw
+from pipeline.core.files import read_competition_csv, read_json, write_json
+from pipeline.core.metrics import score
+from pipeline.core.paths import Paths
+from pipeline.core.submission import SubmissionValidator, build_submission, source, submit_inputs
+from pipeline.core.transaction import publish, published
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SubmitResult:
+    submission: pd.DataFrame
+    source: str
+    holdout_score: float | None
+
+
+def holdout_score(paths: Paths, raw: Path, schema: Schema, sub: pd.DataFrame) -> float | None:
+    """Score against the embedded default's held-back labels (never read by training)."""
+    if raw != paths.embedded or not paths.holdout_labels.exists():
+        return None
+    held = read_competition_csv(paths.holdout_labels)
+    merged = sub.merge(held, on=schema.id_col, suffixes=("_pred", ""))
+    y = encode_labels(merged[schema.label_col], schema.classes)
+    if schema.submission == "label":
+        pred = encode_labels(merged[f"{schema.label_col}_pred"], schema.classes)
+        return score(schema.metric, y, np.eye(schema.n_classes)[pred])
+    probs = merged[[str(c) for c in schema.pred_cols]].to_numpy()
+    return score(schema.metric, y, probs if probs.shape[1] > 1 else np.column_stack([1 - probs[:, 0], probs[:, 0]]))
+
+
+def cv_table(paths: Paths, ens: dict[str, Any] | None) -> str:
+    """Runs and ensemble methods, with the CV over the folds that select/tune never validated
+    on beside the all-folds CV (the searched folds' OOF is optimistic)."""
+    rows = []
+    for run in published(paths, "train"):  # runs published whole
+        cv = read_json(paths.run(run).cv)
+        thr = cv.get("threshold")
+        untouched = f"{cv['cv_untouched']:.4f}" if "cv_untouched" in cv else "= all"
+        rows.append((f"run {cv['run']} ({cv['family']})", f"{cv['cv']:.4f}", untouched,
+                     f"{thr['f1']:.4f} @ {thr['value']}" if thr else "-", "-"))
+    if ens and "methods" in ens:
+        scope = "untouched folds" if ens.get("searched_folds") else "all folds"
+        for m in ens["methods"]:
+            mark = "  <- chosen" if m["method"] == ens["chosen"] else ""
+            cells = ("-", f"{m['in_sample']:.4f}") if ens.get("searched_folds") else (f"{m['in_sample']:.4f}", "= all")
+            rows.append((f"ensemble {m['method']}{mark}", *cells, "-", f"{m['nested']:.4f} ({scope})"))
+    header = ("model", "CV (OOF, all folds)", "CV (folds select/tune never saw)", "tuned threshold", "nested CV")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths)), *[fmt.format(*r) for r in rows]])
+
+
+def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
+    return submit_inputs(cfg, paths)
+
+
+def run(cfg: Config, paths: Paths, force: bool = False) -> SubmitResult:
+    schema = Schema.load(paths.schema_json)
+    raw = resolve_raw(paths, cfg.data)
+    sample = read_competition_csv(raw / "sample_submission.csv")
+    inputs = stage_inputs(cfg, paths)
+    desc, test, threshold, cv = source(cfg, paths)
+    sub = build_submission(sample, schema, test, threshold, cfg.submit.clip)
+    SubmissionValidator().fit(sample, schema).validate(sub)
+    held = holdout_score(paths, raw, schema, sub)
+    table = cv_table(paths, cv if "methods" in cv else None)
+    with publish(paths, "submit", inputs) as tx:  # the CSV and the JSON that describes it, together
+        staged = tx.path(paths.submission)
+        sub.to_csv(staged, index=False, lineterminator="\n")
+        SubmissionValidator().fit(sample, schema).validate(read_competition_csv(staged))  # as written
+        write_json(tx.path(paths.submission_json), {
+            "source": desc, "threshold": threshold, "rows": len(sub), "columns": list(sub.columns), "valid": True,
+            "metric": schema.metric, "cv": cv.get("nested", cv.get("cv")), "holdout_score": held, "table": table})
+    sys.stdout.write(f"\nFinal CV table ({schema.metric}):\n{table}\n")
+    if held is not None:
+        sys.stdout.write(f"Held-back test labels of the embedded default: {schema.metric} {held:.4f}\n")
+    log.info("submit: %s -> %s (%d rows, validated)", desc, paths.submission, len(sub))
+    return SubmitResult(submission=sub, source=desc, holdout_score=held)
+
+
+def kaggle_submit(env: dict[str, str] | None = None) -> int:
+    """`make kaggle-submit`: the official CLI with the CV in the message; values from the
+    environment (TEXTCOMP_COMPETITION, TEXTCOMP_MESSAGE) go in as single arguments."""
+    import os
+    import subprocess
+
+    env = dict(os.environ if env is None else env)
+    paths = Paths.make(env.get("TEXTCOMP_WORKDIR") or ".")
+    cv = read_json(paths.submission_json)["cv"]
+    cmd = ["kaggle", "competitions", "submit", "-c", env["TEXTCOMP_COMPETITION"], "-f", str(paths.submission),
+           "-m", f"{env.get('TEXTCOMP_MESSAGE', '')} (CV {cv:.4f})"]
+    return subprocess.call(cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.cli import stage_main
+
+    return stage_main("submit", __doc__, run, argv, inputs=stage_inputs)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

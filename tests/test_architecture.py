@@ -1,0 +1,120 @@
+"""The house's layout, read from the code: stages on top, the library below, nothing upward.
+
+Every ``pipeline`` import of every module (module level and inside functions; type-only
+imports under ``if TYPE_CHECKING`` do not run and do not count) is checked against the layers
+of docs/architecture.md; model families are told apart only in the registry.
+"""
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
+FAMILY_NAMES = {"transformer", "classical", "embedding"}
+# what each layer may import (besides itself); stages may import any library layer
+LAYERS = {
+    "pipeline.runtime": set(),
+    "pipeline.core": {"pipeline.runtime"},
+    "pipeline.modeling": {"pipeline.core", "pipeline.runtime"},
+    "pipeline.budget": {"pipeline.core", "pipeline.modeling"},
+    "pipeline.cv": {"pipeline.core", "pipeline.modeling", "pipeline.budget", "pipeline.runtime"},
+    "pipeline.reporting": {"pipeline.core", "pipeline.modeling", "pipeline.budget", "pipeline.runtime"},
+    "pipeline.cli": {"pipeline.core", "pipeline.budget"},
+}
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        if "templates" in path.parts:
+            continue  # the bundle's predict.py: it imports nothing from the project (test_package)
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _type_only(node: ast.If) -> bool:
+    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+
+
+def imports(path: Path) -> set[str]:
+    """The pipeline modules ``path`` imports when it runs."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and _type_only(node):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("pipeline"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)  # from pipeline.x import module
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    known = modules()
+    return {m for m in found if m in known}
+
+
+def layer(module: str) -> str:
+    return next((name for name in LAYERS if module == name or module.startswith(name + ".")), module)
+
+
+GRAPH = {name: imports(path) for name, path in modules().items()}
+
+
+def test_the_graph_is_read_from_the_code():
+    assert "pipeline.cv.runs" in GRAPH["pipeline.stages.train"]  # the parser sees real imports
+    assert "pipeline.modeling.transformer" in GRAPH["pipeline.modeling.families"]  # inside functions too
+    assert len([m for m in GRAPH if m.startswith("pipeline.stages.")]) >= 13
+
+
+def test_no_stage_imports_another_stage():
+    offenders = {m: sorted(i for i in deps if i.startswith("pipeline.stages.") and i != m)
+                 for m, deps in GRAPH.items() if m.startswith("pipeline.stages.")}
+    assert not {m: d for m, d in offenders.items() if d}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if not m.startswith("pipeline.stages")
+                                          and m not in ("pipeline", "pipeline.__main__", "pipeline.stages")))
+def test_the_library_imports_only_downward(module):
+    own = layer(module)
+    allowed = LAYERS.get(own, set()) | {own}
+    bad = sorted(i for i in GRAPH[module] if layer(i) not in allowed and i != "pipeline")
+    assert not bad, f"{module} ({own}) imports {bad}; allowed: {sorted(allowed)}"
+
+
+def test_no_module_is_named_like_the_standard_library():
+    clash = sorted(m for m in GRAPH if m.rsplit(".", 1)[-1] in sys.stdlib_module_names)
+    assert not clash
+
+
+def _family_comparisons(path: Path) -> list[int]:
+    """Lines where code compares something with a family's name (``family == "classical"``,
+    ``family in ("transformer", ...)``): the branches the registry exists to hold."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Compare):
+            continue
+        values = [node.left, *node.comparators]
+        names = {v.value for v in values if isinstance(v, ast.Constant)}
+        for v in values:
+            if isinstance(v, ast.Tuple | ast.List | ast.Set):
+                names |= {e.value for e in v.elts if isinstance(e, ast.Constant)}
+        if names & FAMILY_NAMES:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_families_are_told_apart_only_in_the_registry(tmp_path):
+    branches = {name: _family_comparisons(path) for name, path in modules().items()}
+    assert not {m: lines for m, lines in branches.items() if lines}
+    planted = tmp_path / "planted.py"  # the check finds a branch where there is one
+    planted.write_text('if cfg.train.family == "classical":\n    pass\nok = tc.family in ("transformer", "x")\n')
+    assert _family_comparisons(planted) == [1, 3]
