@@ -132,6 +132,46 @@ def percent_decoded(value: str) -> str:
     return urllib.parse.unquote(value) if PERCENT_ENCODED.fullmatch(value) else value
 
 
+def text_column(i: int) -> str:
+    """The cleaned tables' name of text column ``i``: text, text_1, text_2 ..."""
+    return "text" if i == 0 else f"text_{i}"
+
+
+def text_columns(df: pd.DataFrame) -> list[str]:
+    """The text columns of a cleaned table, in order."""
+    n = 1
+    while text_column(n) in df.columns:
+        n += 1
+    return [text_column(i) for i in range(n)]
+
+
+def other_texts(df: pd.DataFrame, names: list[str] | None = None) -> list[list[str]] | None:
+    """The text columns after the first (a pair's second text), one list each; None for one text.
+    Three or more text columns: each after the first is prefixed with its column's name
+    (``names``: every text column's), since they are joined into the pair's second text."""
+    cols = text_columns(df)[1:]
+    out = [df[c].fillna("").astype(str).tolist() for c in cols]
+    if len(out) >= 2 and names:
+        out = [[f"{name}: {v}" for v in col] for name, col in zip(names[1:], out)]
+    return out or None
+
+
+def pair_features(a: list[str], b: list[str], vectorizer: Any = None) -> np.ndarray:
+    """What a text pair's relation looks like to a linear model, per row: the shared-word ratio
+    (Jaccard of lower-cased word sets), the length ratio (shorter / longer, in characters), and
+    the cosine of the two texts' TF-IDF vectors under ``vectorizer`` (0 without one)."""
+    words = re.compile(r"\w+")
+    out = np.zeros((len(a), 3))
+    for i, (x, y) in enumerate(zip(a, b)):
+        wx, wy = set(words.findall(x.lower())), set(words.findall(y.lower()))
+        out[i, 0] = len(wx & wy) / len(wx | wy) if wx | wy else 0.0
+        out[i, 1] = min(len(x), len(y)) / max(len(x), len(y), 1)
+    if vectorizer is not None:
+        va, vb = vectorizer.transform(a), vectorizer.transform(b)  # rows are L2-normalised
+        out[:, 2] = np.asarray(va.multiply(vb).sum(1)).ravel()
+    return out
+
+
 def model_inputs(df: pd.DataFrame, extra_cols: list[str], template: str, sep: str) -> list[str]:
     """The text a model sees: extra columns (e.g. keyword, percent-decoded) joined before the
     cleaned text."""
@@ -159,9 +199,12 @@ def _softmax_rows(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def linear_proba(X: Any, coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
-    """A fitted logistic regression's probabilities: one row of ``coef`` = binary, else softmax."""
+def linear_proba(X: Any, coef: np.ndarray, intercept: np.ndarray, multilabel: bool = False) -> np.ndarray:
+    """A fitted logistic regression's probabilities: one row of ``coef`` = binary, else softmax;
+    ``multilabel``: one binary regression per label (row of ``coef``), a sigmoid each."""
     z = np.asarray(X @ coef.T) + intercept
+    if multilabel:
+        return _sigmoid(z)
     if coef.shape[0] == 1:
         p = _sigmoid(z[:, 0])
         return np.column_stack([1 - p, p])
@@ -178,6 +221,19 @@ def _vectorizer(spec: dict[str, Any], idf: np.ndarray) -> Any:
     return vec
 
 
+def tfidf_features(vectorizers: list[Any], columns: list[int], texts: list[str], pairs: list[list[str]] | None,
+                   with_pair_features: bool) -> Any:
+    """The classical family's features: each vectorizer over its text column (0: the first),
+    then, for a text pair, ``pair_features`` (the first column's first vectorizer for the cosine)."""
+    import scipy.sparse as sp
+
+    cols = [texts, *(pairs or [])]
+    blocks = [v.transform(cols[c]) for v, c in zip(vectorizers, columns)]
+    if with_pair_features and pairs:
+        blocks.append(sp.csr_matrix(pair_features(texts, pairs[0], vectorizers[0])))
+    return sp.hstack(blocks).tocsr()
+
+
 class LinearTfidfModel:
     """A fitted TF-IDF + linear model, rebuilt from ``model.json`` + ``model.npz``.
 
@@ -190,6 +246,7 @@ class LinearTfidfModel:
         self.spec = spec
         self.arrays = arrays
         self.vectorizers = [_vectorizer(v, arrays[f"idf_{i}"]) for i, v in enumerate(spec["vectorizers"])]
+        self.multilabel = bool(spec.get("multilabel", False))
 
     @classmethod
     def load(cls, folder: Path) -> LinearTfidfModel:
@@ -198,19 +255,20 @@ class LinearTfidfModel:
             arrays = {k: z[k] for k in z.files}
         return cls(spec, arrays)
 
-    def features(self, texts: list[str]) -> Any:
-        import scipy.sparse as sp
+    def features(self, texts: list[str], pairs: list[list[str]] | None = None) -> Any:
+        return tfidf_features(self.vectorizers, [v.get("column", 0) for v in self.spec["vectorizers"]], texts, pairs,
+                              bool(self.spec.get("pair_features")))
 
-        return sp.hstack([v.transform(texts) for v in self.vectorizers]).tocsr()
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        X, a, kind = self.features(texts), self.arrays, self.spec["kind"]
+    def predict_proba(self, texts: list[str], pairs: list[list[str]] | None = None) -> np.ndarray:
+        X, a, kind = self.features(texts, pairs), self.arrays, self.spec["kind"]
         n_classes = len(self.spec["classes"])
         if kind == "lr":
-            return linear_proba(X, a["coef"], a["intercept"])
+            return linear_proba(X, a["coef"], a["intercept"], self.multilabel)
         if kind == "nbsvm":
             scores = np.column_stack([_sigmoid(np.asarray(X.multiply(a["ratios"][c]).tocsr() @ a["coef"][c])
                                                + a["intercept"][c]) for c in range(n_classes)])
+            if self.multilabel:  # one NB-scaled regression per label, a probability each
+                return scores
             if n_classes == 2:  # the two one-vs-rest models are mirror images: use class 1's
                 return np.column_stack([1 - scores[:, 1], scores[:, 1]])
             return scores / scores.sum(1, keepdims=True)
@@ -239,15 +297,78 @@ def load_transformer(folder: Path, device: str = "cpu") -> tuple[Any, Any]:
     return model.float().to(device).eval(), tokenizer
 
 
-def _batches(tokenizer: Any, texts: list[str], max_len: int, batch_size: int,
+def encode_texts(tokenizer: Any, texts: list[str], max_len: int, pairs: list[list[str]] | None = None,
+                 truncation: str = "head", head_tokens: int = 128, chunks: bool = False, stride: int = 32,
+                 max_chunks: int = 8) -> tuple[list[list[int]], list[list[int]] | None, np.ndarray | None]:
+    """Token ids per model input, the inputs' token type ids (a pair, where the model has them),
+    and, with ``chunks``, the row each window belongs to (None without).
+
+    One text is cut to ``max_len`` tokens at its head, its tail, or head + tail (the first
+    ``head_tokens``, at most half the room, and the end: Sun et al. 2019's best on IMDb), or
+    into overlapping windows of ``max_len`` tokens that share ``stride`` (at most
+    ``max_chunks``: the first ones and the last). A pair is encoded as a pair, the longer text
+    cut first; with three or more text columns the others are joined into the pair's second
+    text with the separator token. Shared by training and the bundle: one tokenisation."""
+    second = None
+    if pairs:
+        sep = f" {tokenizer.sep_token} " if getattr(tokenizer, "sep_token", None) else " | "
+        second = pairs[0] if len(pairs) == 1 else [sep.join(parts) for parts in zip(*pairs)]
+        if chunks or truncation != "head":
+            raise ValueError("train.chunks and train.truncation=tail/head_tail cut one text; a pair is cut "
+                             "longest text first (set train.truncation=head, train.chunks=false)")
+        enc = tokenizer(list(texts), list(second), truncation="longest_first", max_length=max_len, padding=False)
+        return enc["input_ids"], enc.get("token_type_ids"), None
+    if truncation == "head" and not chunks:  # the tokenizer's own cut (what every run before these options did)
+        return tokenizer(list(texts), truncation=True, max_length=max_len, padding=False)["input_ids"], None, None
+    prefix, suffix = _specials(tokenizer)
+    room = max(1, max_len - len(prefix) - len(suffix))
+    bodies = tokenizer(list(texts), add_special_tokens=False, truncation=False, padding=False)["input_ids"]
+    ids, owner = [], []
+    for row, body in enumerate(bodies):
+        if chunks:
+            pieces = _windows(body, room, stride, max_chunks)
+        elif len(body) <= room:
+            pieces = [body]
+        elif truncation == "tail":
+            pieces = [body[-room:]]
+        else:  # head_tail
+            head = min(head_tokens, room // 2)
+            pieces = [body[:head] + body[len(body) - (room - head):]]
+        ids += [prefix + p + suffix for p in pieces]
+        owner += [row] * len(pieces)
+    return ids, None, (np.array(owner, dtype=np.int64) if chunks else None)
+
+
+def _specials(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts around one text ([CLS] ... [SEP], <s> ... </s>),
+    read off its own output: the same for every text."""
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    body = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for i in range(len(full) - len(body) + 1):
+        if full[i:i + len(body)] == body:
+            return full[:i], full[i + len(body):]
+    return [], []
+
+
+def _windows(body: list[int], room: int, stride: int, max_chunks: int) -> list[list[int]]:
+    if len(body) <= room:
+        return [body]
+    step = max(1, room - stride)
+    starts = list(range(0, len(body) - room + 1, step))
+    if starts[-1] + room < len(body):
+        starts.append(len(body) - room)  # the end is always read
+    if len(starts) > max_chunks:
+        starts = starts[:max_chunks - 1] + starts[-1:]
+    return [body[s:s + room] for s in starts]
+
+
+def _batches(ids: list[list[int]], types: list[list[int]] | None, pad: int, batch_size: int,
              pad_to_multiple_of: int | None) -> Any:
-    """(row indices, input_ids, attention_mask) per batch: rows of similar length together
-    (longest first), each batch padded to its own longest text, as the pipeline predicts."""
+    """(indices, input_ids, attention_mask, token_type_ids or None) per batch: inputs of similar
+    length together (longest first), each batch padded to its own longest, as the pipeline predicts."""
     import math
 
-    ids = tokenizer(list(texts), truncation=True, max_length=max_len, padding=False)["input_ids"]
     order = np.argsort(-np.array([len(x) for x in ids]), kind="stable")
-    pad = tokenizer.pad_token_id or 0
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         width = max(len(ids[i]) for i in idx)
@@ -255,24 +376,49 @@ def _batches(tokenizer: Any, texts: list[str], max_len: int, batch_size: int,
             width = int(math.ceil(width / pad_to_multiple_of) * pad_to_multiple_of)
         input_ids = np.full((len(idx), width), pad, dtype=np.int64)
         mask = np.zeros((len(idx), width), dtype=np.int64)
+        type_ids = np.zeros((len(idx), width), dtype=np.int64) if types is not None else None
         for r, i in enumerate(idx):
             input_ids[r, :len(ids[i])] = ids[i]
             mask[r, :len(ids[i])] = 1
-        yield idx, input_ids, mask
+            if type_ids is not None:
+                type_ids[r, :len(types[i])] = types[i]
+        yield idx, input_ids, mask, type_ids
+
+
+def per_row(logits: np.ndarray, owner: np.ndarray | None, n_rows: int) -> np.ndarray:
+    """Windows' logits averaged per row (chunked long texts); the logits themselves without."""
+    if owner is None:
+        return logits
+    out = np.zeros((n_rows, logits.shape[1]), dtype=np.float64)
+    np.add.at(out, owner, logits)
+    return (out / np.bincount(owner, minlength=n_rows)[:, None]).astype(np.float32)
+
+
+def activate(logits: Any, multilabel: bool) -> Any:
+    """Probabilities from logits (torch): a softmax over classes, or a sigmoid per label."""
+    import torch
+
+    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, -1)
 
 
 def predict_transformer(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size: int = 128,
-                        device: str = "cpu", pad_to_multiple_of: int | None = None) -> np.ndarray:
-    """Softmax probabilities in the texts' order (float32 logits, softmax in torch)."""
+                        device: str = "cpu", pad_to_multiple_of: int | None = None,
+                        pairs: list[list[str]] | None = None, multilabel: bool = False,
+                        encoding: dict[str, Any] | None = None) -> np.ndarray:
+    """Probabilities in the texts' order (float32 logits; softmax, or sigmoid per label);
+    ``encoding``: train.truncation / head_tokens / chunks / stride / max_chunks as trained."""
     import torch
 
-    logits = torch.empty((len(texts), model.config.num_labels), dtype=torch.float32)
+    ids, types, owner = encode_texts(tokenizer, texts, max_len, pairs, **(encoding or {}))
+    logits = torch.empty((len(ids), model.config.num_labels), dtype=torch.float32)
     with torch.inference_mode():
-        for idx, input_ids, mask in _batches(tokenizer, texts, max_len, batch_size, pad_to_multiple_of):
+        for idx, input_ids, mask, type_ids in _batches(ids, types, tokenizer.pad_token_id or 0, batch_size,
+                                                        pad_to_multiple_of):
+            extra = {"token_type_ids": torch.from_numpy(type_ids).to(device)} if type_ids is not None else {}
             out = model(input_ids=torch.from_numpy(input_ids).to(device),
-                        attention_mask=torch.from_numpy(mask).to(device)).logits
+                        attention_mask=torch.from_numpy(mask).to(device), **extra).logits
             logits[torch.from_numpy(idx)] = out.float().cpu()
-    return torch.softmax(logits, -1).numpy()
+    return activate(torch.from_numpy(per_row(logits.numpy(), owner, len(texts))), multilabel).numpy()
 
 
 def load_encoder(folder: Path, device: str = "cpu") -> tuple[Any, Any]:
@@ -296,8 +442,9 @@ def embed(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size
     import torch
 
     out = None
+    ids = encode_texts(tokenizer, texts, max_len)[0]
     with torch.inference_mode():
-        for idx, input_ids, mask in _batches(tokenizer, texts, max_len, batch_size, None):
+        for idx, input_ids, mask, _ in _batches(ids, None, tokenizer.pad_token_id or 0, batch_size, None):
             m = torch.from_numpy(mask).to(device)
             hidden = model(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=m).last_hidden_state
             pooled = mean_pool(hidden, m)
@@ -308,20 +455,33 @@ def embed(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size
     return out
 
 
+def embedding_features(vectors: list[np.ndarray]) -> np.ndarray:
+    """The embedding family's features from each text column's vectors: one column as it is; a
+    pair (u, v) as SBERT's classifier sees it, [u, v, |u - v|, u * v]; more columns side by side."""
+    if len(vectors) == 1:
+        return vectors[0]
+    if len(vectors) == 2:
+        u, v = vectors
+        return np.hstack([u, v, np.abs(u - v), u * v])
+    return np.hstack(vectors)
+
+
 class EmbeddingHead:
     """The embedding family's fold model: a logistic regression over the frozen encoder's
-    embeddings, in ``model.json`` + ``model.npz`` (coef, intercept)."""
+    embeddings (``embedding_features``), in ``model.json`` + ``model.npz`` (coef, intercept);
+    multi-label: one binary regression per label."""
 
-    def __init__(self, coef: np.ndarray, intercept: np.ndarray) -> None:
-        self.coef, self.intercept = coef, intercept
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, multilabel: bool = False) -> None:
+        self.coef, self.intercept, self.multilabel = coef, intercept, multilabel
 
     @classmethod
     def load(cls, folder: Path) -> EmbeddingHead:
+        spec = json.loads((Path(folder) / "model.json").read_text(encoding="utf-8"))
         with np.load(Path(folder) / "model.npz", allow_pickle=False) as z:
-            return cls(z["coef"], z["intercept"])
+            return cls(z["coef"], z["intercept"], bool(spec.get("multilabel", False)))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return linear_proba(np.asarray(X, dtype=np.float64), self.coef, self.intercept)
+        return linear_proba(np.asarray(X, dtype=np.float64), self.coef, self.intercept, self.multilabel)
 
 
 ONNX_FILE = "model.int8.onnx"
@@ -337,41 +497,47 @@ def load_onnx(folder: Path) -> tuple[Any, Any]:
 
 
 def predict_onnx(session: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size: int = 128,
-                 pad_to_multiple_of: int | None = None) -> np.ndarray:
+                 pad_to_multiple_of: int | None = None, multilabel: bool = False,
+                 encoding: dict[str, Any] | None = None) -> np.ndarray:
+    """As ``predict_transformer``, on the int8 export (one text column: the export takes no
+    token type ids)."""
+    ids, _, owner = encode_texts(tokenizer, texts, max_len, None, **(encoding or {}))
     logits = None
-    for idx, input_ids, mask in _batches(tokenizer, texts, max_len, batch_size, pad_to_multiple_of):
+    for idx, input_ids, mask, _ in _batches(ids, None, tokenizer.pad_token_id or 0, batch_size, pad_to_multiple_of):
         out = session.run(["logits"], {"input_ids": input_ids, "attention_mask": mask})[0]
         if logits is None:
-            logits = np.empty((len(texts), out.shape[1]), dtype=np.float32)
+            logits = np.empty((len(ids), out.shape[1]), dtype=np.float32)
         logits[idx] = out
-    return _softmax_rows(logits.astype(np.float64))
+    z = per_row(logits, owner, len(texts)).astype(np.float64)
+    return _sigmoid(z) if multilabel else _softmax_rows(z)
 
 
-def _embedding_member(bundle: Path, member: dict[str, Any], texts: list[str], device: str, batch: int,
-                      onnx: bool) -> list[np.ndarray]:
-    X = embed(*load_encoder(bundle / member["encoder"], device), texts, member["max_len"], batch, device)
+def _embedding_member(bundle: Path, member: dict[str, Any], texts: list[str], pairs: list[list[str]] | None,
+                      device: str, batch: int, onnx: bool) -> list[np.ndarray]:
+    encoder = load_encoder(bundle / member["encoder"], device)
+    X = embedding_features([embed(*encoder, col, member["max_len"], batch, device) for col in [texts, *(pairs or [])]])
     return [EmbeddingHead.load(bundle / rel).predict_proba(X) for rel in member["folds"]]  # one encoder, every head
 
 
-def _classical_member(bundle: Path, member: dict[str, Any], texts: list[str], device: str, batch: int,
-                      onnx: bool) -> list[np.ndarray]:
-    return [LinearTfidfModel.load(bundle / rel).predict_proba(texts) for rel in member["folds"]]
+def _classical_member(bundle: Path, member: dict[str, Any], texts: list[str], pairs: list[list[str]] | None,
+                      device: str, batch: int, onnx: bool) -> list[np.ndarray]:
+    return [LinearTfidfModel.load(bundle / rel).predict_proba(texts, pairs) for rel in member["folds"]]
 
 
-def _transformer_member(bundle: Path, member: dict[str, Any], texts: list[str], device: str, batch: int,
-                        onnx: bool) -> list[np.ndarray]:
-    folds = []
+def _transformer_member(bundle: Path, member: dict[str, Any], texts: list[str], pairs: list[list[str]] | None,
+                        device: str, batch: int, onnx: bool) -> list[np.ndarray]:
+    folds, multilabel, encoding = [], bool(member.get("multilabel")), member.get("encoding")
     for rel in member["folds"]:
         folder = bundle / rel
         if onnx:
             if not (folder / ONNX_FILE).is_file():
                 raise FileNotFoundError(f"{folder / ONNX_FILE}: missing; the bundle was made without package.onnx=true")
             folds.append(predict_onnx(*load_onnx(folder), texts, member["max_len"], batch,
-                                      member.get("pad_to_multiple_of")))
+                                      member.get("pad_to_multiple_of"), multilabel, encoding))
         else:
             model, tokenizer = load_transformer(folder, device)
             folds.append(predict_transformer(model, tokenizer, texts, member["max_len"], batch, device,
-                                             member.get("pad_to_multiple_of")))
+                                             member.get("pad_to_multiple_of"), pairs, multilabel, encoding))
             del model
     return folds
 
@@ -383,25 +549,34 @@ MEMBER_PREDICTORS = {"embedding": _embedding_member, "classical": _classical_mem
 
 
 def member_proba(bundle: Path, member: dict[str, Any], texts: list[str], device: str = "cpu",
-                 batch_size: int | None = None, onnx: bool = False) -> np.ndarray:
+                 batch_size: int | None = None, onnx: bool = False,
+                 pairs: list[list[str]] | None = None) -> np.ndarray:
     """One ensemble member's test probabilities from a bundle: the mean over its fold models,
     as the pipeline averages them (``member``: its entry in manifest.json)."""
     predict = MEMBER_PREDICTORS[member["family"]]
-    return np.mean(predict(Path(bundle), member, texts, device, batch_size or member["batch_size"], onnx), axis=0)
+    return np.mean(predict(Path(bundle), member, texts, pairs, device, batch_size or member["batch_size"], onnx),
+                   axis=0)
 
 
 # -- blending -------------------------------------------------------------------------------
 def mix(probas: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """probas: (models, n, k); w: (models,) -> (n, k)."""
+    """probas: (models, n, k); w: (models,) -> (n, k); or w: (k, models), a weight set per
+    output column (multi-label: per label)."""
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim == 2:
+        return np.einsum("km,mnk->nk", w, probas)
     return np.tensordot(w, probas, axes=1)
 
 
-def rank_mean(probas: np.ndarray) -> np.ndarray:
-    """Average of per-model ranks (scaled to [0, 1]) per class, rows renormalised."""
+def rank_mean(probas: np.ndarray, multilabel: bool = False) -> np.ndarray:
+    """Average of per-model ranks (scaled to [0, 1]) per class, rows renormalised (multi-label:
+    per label, as they are)."""
     from scipy.stats import rankdata
 
     ranks = np.stack([np.column_stack([rankdata(p[:, c]) / len(p) for c in range(p.shape[1])]) for p in probas])
     out = ranks.mean(0)
+    if multilabel:
+        return out
     if out.shape[1] == 2:
         return np.column_stack([1 - out[:, 1], out[:, 1]])
     return out / out.sum(1, keepdims=True)
@@ -414,6 +589,11 @@ def vote(probas: np.ndarray) -> np.ndarray:
     return votes.mean(0)
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
 def stack_features(probas: np.ndarray) -> np.ndarray:
     """(models, n, k) -> (n, features): each member's log-probabilities (binary: its logit)."""
     p = np.clip(np.asarray(probas, dtype=np.float64), 1e-6, 1 - 1e-6)
@@ -423,7 +603,14 @@ def stack_features(probas: np.ndarray) -> np.ndarray:
 
 
 def stack_proba(stacker: dict[str, Any], probas: np.ndarray) -> np.ndarray:
-    """The stacking model's probabilities: a logistic regression over ``stack_features``."""
+    """The stacking model's probabilities: a logistic regression over ``stack_features``; for a
+    multi-label competition one per label, over the members' logits of that label."""
+    if "per_label" in stacker:
+        cols = []
+        for j, s in enumerate(stacker["per_label"]):
+            z = _logit(probas[:, :, j]).T @ np.asarray(s["coef"]).ravel() + float(np.asarray(s["intercept"]).ravel()[0])
+            cols.append(_sigmoid(z))
+        return np.column_stack(cols)
     z = stack_features(probas) @ np.asarray(stacker["coef"]).T + np.asarray(stacker["intercept"])
     if z.shape[1] == 1:
         p = _sigmoid(z[:, 0])
@@ -431,9 +618,10 @@ def stack_proba(stacker: dict[str, Any], probas: np.ndarray) -> np.ndarray:
     return _softmax_rows(z)
 
 
-def blend(method: str, weights: np.ndarray, probas: np.ndarray, stacker: dict[str, Any] | None = None) -> np.ndarray:
+def blend(method: str, weights: np.ndarray, probas: np.ndarray, stacker: dict[str, Any] | None = None,
+          multilabel: bool = False) -> np.ndarray:
     if method == "rank":
-        return rank_mean(probas)
+        return rank_mean(probas, multilabel)
     if method == "vote":
         return vote(probas)
     if method == "stack":
@@ -443,9 +631,23 @@ def blend(method: str, weights: np.ndarray, probas: np.ndarray, stacker: dict[st
 
 # -- the submission -------------------------------------------------------------------------
 def build_submission(ids: pd.Series, proba: np.ndarray, *, id_col: str, pred_cols: list[str], classes: list[str],
-                     kind: str, threshold: float | None, clip: float) -> pd.DataFrame:
-    """The submission frame for ``ids`` (in their order) from class probabilities (n, k)."""
+                     kind: str, threshold: float | list[float] | None, clip: float, multilabel: bool = False,
+                     label_values: list[list[str]] | None = None) -> pd.DataFrame:
+    """The submission frame for ``ids`` (in their order) from class probabilities (n, k); for a
+    multi-label competition from per-label probabilities (n, L): one column per label, a
+    probability or the label's spelling of 0/1 at its threshold."""
     sub = pd.DataFrame({id_col: ids.to_numpy()})
+    if multilabel:
+        thresholds = np.full(len(classes), 0.5) if threshold is None else np.asarray(threshold, dtype=np.float64)
+        index = {str(c): j for j, c in enumerate(classes)}
+        for col in pred_cols:
+            j = index[str(col)]
+            if kind == "label":
+                neg, pos = label_values[j]
+                sub[col] = np.where(proba[:, j] >= thresholds[j], pos, neg)
+            else:
+                sub[col] = np.clip(proba[:, j], clip, 1 - clip)
+        return sub
     if kind == "label":
         if len(classes) == 2 and threshold is not None:
             idx = (proba[:, 1] >= threshold).astype(int)

@@ -155,10 +155,11 @@ def build_tiny_bert(folder: Path, texts: list[str], layers: int = 2) -> Path:
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
+                                   sep_token="[SEP]", mask_token="[MASK]",
+                                   model_input_names=["input_ids", "token_type_ids", "attention_mask"])  # as BERT's
     fast.save_pretrained(folder)
     config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=layers,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128, num_labels=2)
@@ -213,3 +214,52 @@ def build_tiny_marian(folder: Path, texts: list[str]) -> Path:
 def tiny_marian(tmp_path_factory) -> Path:
     texts, _ = synthetic_texts(300, [NEG, POS], 5)
     return build_tiny_marian(tmp_path_factory.mktemp("tiny_marian"), texts)
+
+
+LABEL_WORDS = {"toxic": ["idiot", "stupid", "moron"], "threat": ["kill", "hurt", "destroy"],
+               "insult": ["ugly", "loser", "clown"]}
+
+
+def write_multilabel_competition(folder: Path, n_train: int = 160, n_test: int = 40, seed: int = 4,
+                                 proba: bool = True) -> Path:
+    """Jigsaw-shaped: id, comment_text, three 0/1 label columns test lacks; the sample holds one
+    probability (or 0/1) per label. A label's words appear in its positive rows only."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n_train + n_test):
+        labels = {name: int(rng.random() < 0.35) for name in LABEL_WORDS}
+        words = [rng.choice(LABEL_WORDS[n]) for n, v in labels.items() if v]
+        words += rng.sample(FILL, 2) + [rng.choice(NEG)]
+        rng.shuffle(words)
+        rows.append({"id": f"c{i:04d}", "comment_text": " ".join(words) + f" {i % 5}", **labels})
+    df = pd.DataFrame(rows)
+    train, test = df.iloc[:n_train], df.iloc[n_train:]
+    train.to_csv(folder / "train.csv", index=False)
+    test[["id", "comment_text"]].to_csv(folder / "test.csv", index=False)
+    sample = test[["id"]].copy()
+    for name in LABEL_WORDS:
+        sample[name] = 0.5 if proba else 0
+    sample.to_csv(folder / "sample_submission.csv", index=False)
+    return folder
+
+
+def write_pair_competition(folder: Path, n_train: int = 200, n_test: int = 50, seed: int = 6) -> Path:
+    """Quora-shaped: id, question1, question2, is_duplicate. A pair is a duplicate when both
+    questions are about the same topic: neither question alone tells."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    topics = POS + NEG
+    rows = []
+    for i in range(n_train + n_test):
+        a = rng.choice(topics)
+        same = i % 2
+        b = a if same else rng.choice([t for t in topics if t != a])
+        rows.append({"id": i + 1, "question1": f"what is the {a} like {rng.choice(FILL)} {i % 3}",
+                     "question2": f"tell me about {b} {rng.choice(FILL)}", "is_duplicate": same})
+    df = pd.DataFrame(rows)
+    train, test = df.iloc[:n_train], df.iloc[n_train:]
+    train.to_csv(folder / "train.csv", index=False)
+    test.drop(columns="is_duplicate").to_csv(folder / "test.csv", index=False)
+    test[["id"]].assign(is_duplicate=0.5).to_csv(folder / "sample_submission.csv", index=False)
+    return folder

@@ -122,6 +122,34 @@ def _two_long_texts(t: dict, folder: Path) -> None:
     add_col(t["test.csv"], "title", lambda k: f"another long title about the city today {k}")
 
 
+def _three_long_texts(t: dict, folder: Path) -> None:
+    _two_long_texts(t, folder)
+    add_col(t["train.csv"], "body", lambda k: f"a body of text that goes on about the weather {k}")
+    add_col(t["test.csv"], "body", lambda k: f"another body of text about the sea and the sky {k}")
+
+
+def _zipped(name: str, how: str) -> Callable[[dict, Path], None]:
+    """``name`` written zipped (Kaggle's train.csv.zip) or gzipped beside the other files."""
+    def edit(t: dict, folder: Path) -> None:
+        import gzip
+        import zipfile
+
+        data = _csv(t.pop(name)).encode()
+        if how == "zip":
+            with zipfile.ZipFile(folder / f"{name}.zip", "w") as z:
+                z.writestr(name, data)
+        else:
+            (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+    return edit
+
+
+def _plain_and_zipped(t: dict, folder: Path) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(folder / "test.csv.zip", "w") as z:
+        z.writestr("test.csv", _csv(t["test.csv"]))
+
+
 def _short_text(t: dict, folder: Path) -> None:
     for rows in (t["train.csv"], t["test.csv"]):
         for r in rows[1:]:
@@ -160,7 +188,7 @@ CASES = [
     Case("header_only", lambda t, f: t.__setitem__("train.csv", t["train.csv"][:1]),
          error="train.csv: file has a header but no rows"),
     Case("empty_file", write_raw("sample_submission.csv", b"  \n"), error="sample_submission.csv: file is empty"),
-    Case("missing_file", lambda t, f: t.pop("test.csv"), error="test.csv: file not found"),
+    Case("missing_file", lambda t, f: t.pop("test.csv"), error="test.csv: file not found (also looked for test.csv.zip"),
     # columns
     Case("train_lacks_text_test_has_it", lambda t, f: drop_col(t["train.csv"], "text"),
          error="test.csv: column 'text' is not in train.csv"),
@@ -178,7 +206,16 @@ CASES = [
     Case("two_train_only_columns_none_in_sample", lambda t, f: (
         add_col(t["train.csv"], "score", lambda k: str(k)), t["sample_submission.csv"][0].__setitem__(1, "label")),
         error="several columns are missing from test.csv (target, score); set data.label_col"),
-    Case("two_long_text_columns", _two_long_texts, error="columns 'text' and 'title' are both long free text"),
+    Case("two_long_text_columns_are_a_pair", _two_long_texts, check=lambda c: c.schema.texts == ["text", "title"]
+         and any("a text pair" in n for n in c.schema.notes)),
+    Case("three_long_text_columns", _three_long_texts, error="columns text, body, title are all free text"),
+    Case("one_text_column_set", _two_long_texts, cfg={"text_col": "text"}, check=lambda c: c.schema.texts == ["text"]),
+    Case("zipped_train_csv", _zipped("train.csv", "zip"), check=lambda c: len(c.train) == 8),
+    Case("gzipped_test_csv", _zipped("test.csv", "gz"), check=lambda c: len(c.test) == 4),
+    Case("plain_and_zipped_test", _plain_and_zipped, error="both test.csv and test.csv.zip; keep one of them"),
+    Case("corrupt_zipped_sample", lambda t, f: (t.pop("sample_submission.csv"),
+                                                 (f / "sample_submission.csv.zip").write_bytes(b"PK not a zip")),
+         error="sample_submission.csv.zip: not a readable zip"),
     Case("text_column_too_short", _short_text, error="column 'text', the longest text column, is not free text"),
     Case("configured_text_column_missing", lambda t, f: None, cfg={"text_col": "tweet"},
          error="train.csv: no column 'tweet' (data.text_col)"),

@@ -674,3 +674,32 @@ def test_best_buys_seeds_only_where_the_metric_scores_probabilities():
     pinned = load_config([], ["budget.preset=best", "train.seeds=[1,2]"])
     assert {r.name: r.seeds for r in planner.ceiling(pinned, costs(), 1e9, 1e9, ["train.seeds"], "f1").runs
             if r.family == "transformer"} == {"minilm": 2, "mpnet": 2}
+
+
+def test_long_texts_get_a_longer_max_len_when_the_budget_has_room_and_chunks_cost_their_windows():
+    """Inspect says the texts need 256 tokens; the fine-tune was set for 64: with room the plan
+    raises it (x2 steps, never past the backbone's positions); without room it stays."""
+    work = Work(n_train=2000, n_test=500)
+    base = dict(step_s=0.3, infer_row_s=0.002, load_s=2, max_len=64, epochs=1, suggested_max_len=256,
+                lengths={"64": 60.0, "128": 110.0, "256": 200.0})
+    cs = {"tfidf": Cost("tfidf", "classical", fit_row_s=1e-4),
+          "minilm": Cost("minilm", "transformer", max_positions=128, **base)}
+
+    def plan(avail: float) -> Plan:
+        runs = [RunPlan("tfidf", "classical"), RunPlan("minilm", "transformer", epochs=1, max_len=64, ceiling_epochs=1)]
+        return Plan(preset="medium", budget_s=avail, available_s=avail, n_splits=3, select_rows=500,
+                    select_epochs=1, trials=0, tune_transformers=False, tune_epochs=[1], augment=False, runs=runs)
+
+    roomy = make_plan(plan(1e6), cs, work)
+    assert roomy.runs[1].max_len == 128 and any("max_len 128 instead of 64" in s for s in roomy.steps)  # positions cap
+    at = {}
+    for n in (64, 128):
+        p = plan(1e6)
+        p.runs[1].max_len = n
+        at[n] = sum(planner.stage_seconds(p, cs, work).values())
+    assert at[128] > at[64]
+    tight = make_plan(plan((at[64] + at[128]) / 2), cs, work)
+    assert tight.fits and tight.runs[1].max_len == 64  # 128 does not fit: the texts stay cut
+    chunked = Cost("minilm", "transformer", windows={"64": 3.0}, chunk_training=True, **base)
+    one = costs_mod.fold_seconds(cs["minilm"], 1000, 1, 64, 300, 500)
+    assert costs_mod.fold_seconds(chunked, 1000, 1, 64, 300, 500) == pytest.approx(3 * (one - 2 * 2) + 2 * 2, rel=0.05)

@@ -2,8 +2,8 @@ import pandas as pd
 from conftest import run_stage
 
 from pipeline.core.config import DataConfig
-from pipeline.core.embedded import resolve_raw
 from pipeline.core.paths import Paths
+from pipeline.core.sources import resolve_raw
 
 
 def test_empty_data_raw_uses_embedded_default(workdir):

@@ -44,6 +44,15 @@ class Cost:
     epochs: int = 2  # the candidate's own epochs (its config)
     available: bool = True  # the backbone is installed
     why: str = ""  # why not available
+    max_positions: int | None = None  # transformer: the longest input its position embeddings allow
+    windows: dict[str, float] = field(default_factory=dict)  # train.chunks: max_len -> windows per text
+    chunk_training: bool = False  # train.chunk_training: training reads every window too
+
+    def windows_at(self, max_len: int) -> float:
+        """Mean windows a text is read in at ``max_len`` (1 without train.chunks)."""
+        if not self.windows:
+            return 1.0
+        return self.windows.get(str(max_len), self.windows.get(str(self.max_len), 1.0))
 
     def length_scale(self, max_len: int) -> float:
         """Step time scales with the tokens actually fed (length-grouped batches pad little)."""

@@ -317,6 +317,7 @@ def refill(plan: Plan, costs: dict[str, Cost], work: Work, ceiling_folds: int) -
     # a trade takes whole folds, so it may leave room: the preset's epochs, then its seeds
     plan = _give_back(plan, costs, work, "epochs")
     plan = _give_back(plan, costs, work, "seeds")
+    plan = _raise_max_len(plan, costs, work)
     if "select.candidates" in plan.pinned:
         return plan
     for r in [r for r in plan.runs if r.epoch_trained]:
@@ -328,6 +329,28 @@ def refill(plan: Plan, costs: dict[str, Cost], work: Work, ceiling_folds: int) -
         if _fits(trial, costs, work):
             trial.add(f"{alt}: added (its encoder frozen + LR, ~{trial.runs[-1].estimate_s:.0f}s): "
                       "the budget had room")
+            plan = trial
+    return plan
+
+
+def _raise_max_len(plan: Plan, costs: dict[str, Cost], work: Work) -> Plan:
+    """Long texts: a fine-tune whose max_len cuts texts that inspect says need more (its
+    suggestion covers 99% of them) reads more of them, up to the suggestion and never past its
+    backbone's positions, in steps (x2, then the suggestion) while the plan still fits."""
+    if "train.max_len" in plan.pinned:
+        return plan
+    for name in [r.name for r in plan.runs if r.epoch_trained]:
+        c = costs[name]
+        want = min(c.suggested_max_len or 0, c.max_positions or 1 << 30)
+        while True:
+            trial = copy.deepcopy(plan)
+            r = next(x for x in trial.runs if x.name == name)
+            if r.max_len >= want:
+                break
+            old, r.max_len = r.max_len, min(want, r.max_len * 2)
+            if not _fits(trial, costs, work):
+                break
+            trial.add(f"{name}: max_len {r.max_len} instead of {old} (the texts need it, the budget had room)")
             plan = trial
     return plan
 

@@ -18,7 +18,8 @@ import yaml
 
 from pipeline.core.paths import PathError, check_name
 
-METRICS = ("f1", "macro_f1", "accuracy", "logloss", "roc_auc")
+METRICS = ("f1", "macro_f1", "accuracy", "logloss", "roc_auc", "mean_auc", "micro_f1")
+MULTILABEL_METRICS = ("mean_auc", "micro_f1", "macro_f1", "logloss", "accuracy")  # accuracy: every label right
 FAMILIES = ("transformer", "classical", "embedding")  # the model families (pipeline/modeling/families.py)
 
 
@@ -38,7 +39,9 @@ def _name(what: str, value: Any) -> None:
 class DataConfig:
     id_col: str | None = None  # id column; default: first column of sample_submission.csv
     label_col: str | None = None  # label column; default: the train column test lacks
+    label_cols: list[str] = field(default_factory=list)  # multi-label: the 0/1 label columns (default: detected)
     text_col: str | None = None  # text column; default: the longest free-text column
+    text_cols: list[str] = field(default_factory=list)  # several text columns, a pair first (default: detected)
     extra_cols: list[str] = field(default_factory=list)  # columns joined into the model input
     extra_template: str = "{col}: {value}"  # how an extra column is spelled in the input
     sep: str = " | "  # joins extra columns and the text
@@ -47,6 +50,7 @@ class DataConfig:
     submission: str | None = None  # label or proba; default from the metric, else from the sample's values
     empty_text: str = "keep"  # keep (as "") or drop: train rows whose text is empty or NaN
     nan_label: str = "error"  # error or drop: train rows without a label
+    min_class_rows: int = 0  # drop train rows of a class with fewer rows (logged); 0: keep every class
     embedded_train_rows: int = 3000  # rows of the embedded default's train.csv
     embedded_test_rows: int = 1500  # rows of the embedded default's test.csv
     embedded_seed: int = 2026  # seed of the embedded default's split
@@ -56,6 +60,15 @@ class DataConfig:
         _choice("data.submission", self.submission, ("label", "proba"), allow_none=True)
         _choice("data.empty_text", self.empty_text, ("keep", "drop"))
         _choice("data.nan_label", self.nan_label, ("error", "drop"))
+        if self.label_cols and len(self.label_cols) < 2:
+            raise ConfigError("data.label_cols names the labels of a multi-label competition (two or more); "
+                              "set data.label_col for one")
+        if self.label_cols and self.label_col:
+            raise ConfigError("data.label_col and data.label_cols are both set: keep one")
+        if self.text_cols and self.text_col:
+            raise ConfigError("data.text_col and data.text_cols are both set: keep one")
+        if self.min_class_rows < 0:
+            raise ConfigError(f"data.min_class_rows must be >= 0, got {self.min_class_rows}")
         _positive("data.embedded_train_rows", self.embedded_train_rows)
         _positive("data.embedded_test_rows", self.embedded_test_rows)
 
@@ -93,6 +106,7 @@ class CleanConfig:
 class FoldsConfig:
     n_splits: int = 5  # number of folds
     seed: int = 42  # seed of the split (separate from training seeds)
+    group_cols: list[str] = field(default_factory=list)  # rows sharing a value of any of these share a fold (qid1, qid2)
 
     def validate(self) -> None:
         if self.n_splits < 2:
@@ -104,7 +118,14 @@ class TrainConfig:
     run: str = "minilm"  # run name: models/<run>/
     family: str = "transformer"  # transformer (fine-tuned), classical (TF-IDF), embedding (frozen encoder + LR)
     backbone: str = "packaged:minilm"  # local dir, hub name, packaged:minilm or packaged:mpnet
-    max_len: int = 64  # max tokens per text
+    max_len: int = 64  # max tokens per text (a pair: both texts together)
+    truncation: str = "head"  # long texts: head (the first max_len tokens), tail, head_tail (head_tokens + the end)
+    head_tokens: int = 128  # head_tail: tokens kept from the start (at most half of max_len)
+    chunks: bool = False  # predict long texts as overlapping max_len windows, their logits averaged
+    chunk_training: bool = False  # with chunks: train on every window too (each with its text's label)
+    stride: int = 32  # chunks: tokens two windows share
+    max_chunks: int = 8  # chunks: at most this many windows per text (the rest of a longer text is cut)
+    pos_weight: bool = False  # multi-label: weight each label's positives by negatives/positives (rare labels)
     epochs: int = 2  # training epochs per fold
     batch_size: int = 32  # micro-batch size
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -146,6 +167,7 @@ class TrainConfig:
     # classical family
     classical_model: str = "lr"  # lr (logistic regression), nbsvm, svm (calibrated linear SVM)
     C: float = 4.0  # inverse regularisation strength
+    pair_features: bool = True  # text pairs: shared-word ratio, length ratio, TF-IDF cosine beside the blocks
     word_ngrams: list[int] = field(default_factory=lambda: [1, 2])  # word n-gram range
     char_ngrams: list[int] = field(default_factory=lambda: [2, 5])  # char_wb n-gram range
     max_features: int = 200000  # per vectorizer
@@ -157,6 +179,11 @@ class TrainConfig:
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _choice("train.classical_model", self.classical_model, ("lr", "nbsvm", "svm"))
+        _choice("train.truncation", self.truncation, ("head", "tail", "head_tail"))
+        for name in ("head_tokens", "stride", "max_chunks"):
+            _positive(f"train.{name}", getattr(self, name))
+        if self.chunks and self.stride >= self.max_len // 2:
+            raise ConfigError(f"train.stride ({self.stride}) must be below half of train.max_len ({self.max_len})")
         if self.pseudo_teacher is not None:
             _name("train.pseudo_teacher", self.pseudo_teacher)
         if not 0.5 <= self.pseudo_threshold <= 1:

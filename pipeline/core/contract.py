@@ -3,6 +3,12 @@
 id column = first column of sample_submission.csv; label column = the train column that
 test lacks; text column = the longest free-text column unless set; several prediction
 columns named after classes = a probability-per-class submission.
+
+Shapes beyond one text and one label, detected and logged with the reason (or pinned):
+- multi-label: two or more train-only columns, each with two values, each a column of the
+  sample (``data.label_cols``): labels become an (n, L) 0/1 matrix;
+- text pairs: a second free-text column at least a quarter of the first's median length
+  (``data.text_cols``); three or more such columns are refused, naming the two settings.
 """
 
 from __future__ import annotations
@@ -15,17 +21,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.core.config import DataConfig
+from pipeline.core.config import MULTILABEL_METRICS, DataConfig
 from pipeline.core.files import DataError, read_competition_csv, read_json, row_line, write_json
+from pipeline.core.sources import competition_files
 from pipeline.runtime import PERCENT_ENCODED, percent_decoded
 
 log = logging.getLogger(__name__)
 
-RANKING_METRICS = ("roc_auc", "logloss")  # scored on probabilities
-LABEL_METRICS = ("f1", "macro_f1", "accuracy")  # scored on labels
+RANKING_METRICS = ("roc_auc", "logloss", "mean_auc")  # scored on probabilities
+LABEL_METRICS = ("f1", "macro_f1", "accuracy", "micro_f1")  # scored on labels
 MIN_TEXT_CHARS = 10  # a guessed text column with a shorter median is refused
 HUGE_TEXT_CHARS = 100_000  # texts longer than this are reported (and truncated by the tokenizer)
-AMBIGUOUS_TEXT_RATIO = 0.8  # a runner-up this close in median length makes the guess ambiguous
+PAIR_RATIO = 0.25  # a second free-text column this long (median, against the first's) is a text of its own
 
 
 def proba_cols(n_outputs: int) -> list[str]:
@@ -36,24 +43,44 @@ def proba_cols(n_outputs: int) -> list[str]:
 @dataclass
 class Schema:
     id_col: str
-    label_col: str
-    text_col: str
+    label_col: str  # multi-label: the first label column
+    text_col: str  # the first text column
     extra_cols: list[str]
-    classes: list[Any]  # original label values, sorted; index = encoded label
+    # single label: the label values, sorted (index = encoded label); multi-label: the label
+    # columns (index = output column): either way one entry per probability column
+    classes: list[Any]
     submission: str  # "label" (one label per row) or "proba" (probabilities)
     pred_cols: list[str]  # sample_submission's columns after the id
     metric: str
     n_train: int = 0
     n_test: int = 0
     notes: list[str] = field(default_factory=list)
+    multilabel: bool = False
+    label_values: list[list[str]] = field(default_factory=list)  # multi-label: [negative, positive] per label
+    text_cols: list[str] = field(default_factory=list)  # every text column, in order (a pair: two)
+    guessed: list[str] = field(default_factory=list)  # choices made without a setting: to confirm
+    files: dict[str, str] = field(default_factory=dict)  # train / test / sample as read
 
     @property
     def n_classes(self) -> int:
+        """Probability columns: classes (single label) or labels (multi-label)."""
+        return len(self.classes)
+
+    @property
+    def n_outputs(self) -> int:
         return len(self.classes)
 
     @property
     def binary(self) -> bool:
-        return self.n_classes == 2
+        return self.n_classes == 2 and not self.multilabel
+
+    @property
+    def texts(self) -> list[str]:
+        return self.text_cols or [self.text_col]
+
+    @property
+    def label_cols(self) -> list[str]:
+        return list(self.classes) if self.multilabel else [self.label_col]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,41 +125,46 @@ def _as_number(v: str) -> float | None:
     return x if np.isfinite(x) else None
 
 
-@dataclass
-class Columns:
-    """Every column of train and test, classified once for both files."""
-    id_col: str
-    label_col: str
-    text_col: str
-    extra: list[str]
-    ignored: list[str]
-
-
-def _agree(train: pd.DataFrame, test: pd.DataFrame, label_col: str, cfg: DataConfig,
+def _agree(train: pd.DataFrame, test: pd.DataFrame, label_cols: list[str], cfg: DataConfig,
            files: dict[str, Path]) -> None:
-    """Train and test hold the same columns, bar the label and what data.ignore_cols lists."""
+    """Train and test hold the same columns, bar the labels and what data.ignore_cols lists."""
     ignored = set(cfg.ignore_cols)
     for name, df, other, other_name in (("train", train, test, "test"), ("test", test, train, "train")):
         for col in df.columns:
-            if col in ignored or col == label_col or col in other.columns:
+            if col in ignored or col in label_cols or col in other.columns:
                 continue
             raise DataError(f"{files[name]}: column {col!r} is not in {other_name}.csv; a model can only use "
                             f"columns both files have: rename it to match, or list it in data.ignore_cols")
 
 
-def _pick_label(train: pd.DataFrame, test: pd.DataFrame, id_col: str, pred_cols: list[str], cfg: DataConfig,
-                files: dict[str, Path]) -> tuple[str, str]:
+def _two_valued(train: pd.DataFrame, col: str) -> bool:
+    return train[col].dropna().astype(str).nunique() == 2
+
+
+def _pick_labels(train: pd.DataFrame, test: pd.DataFrame, id_col: str, pred_cols: list[str], cfg: DataConfig,
+                 files: dict[str, Path]) -> tuple[list[str], str, bool]:
+    """(label columns, why, multi-label)."""
+    if cfg.label_cols:
+        for col in cfg.label_cols:
+            if col not in train.columns:
+                raise DataError(f"{files['train']}: no column {col!r} (data.label_cols); "
+                                f"columns are {', '.join(train.columns)}")
+        return [c for c in pred_cols if c in cfg.label_cols] or list(cfg.label_cols), "set by data.label_cols", True
     if cfg.label_col:
         if cfg.label_col not in train.columns:
             raise DataError(f"{files['train']}: no column {cfg.label_col!r} (data.label_col); "
                             f"columns are {', '.join(train.columns)}")
-        return cfg.label_col, "set by data.label_col"
+        return [cfg.label_col], "set by data.label_col", False
     only_train = [c for c in train.columns if c not in test.columns and c != id_col and c not in cfg.ignore_cols]
     named = [c for c in only_train if c in pred_cols]
     if len(only_train) == 1:
-        return only_train[0], "the only train column that test.csv lacks"
+        return only_train, "the only train column that test.csv lacks", False
+    if len(only_train) >= 2 and len(named) == len(only_train) and all(_two_valued(train, c) for c in only_train):
+        return [c for c in pred_cols if c in only_train], (
+            f"{len(only_train)} train columns that test.csv lacks, each with two values and each a column of "
+            "sample_submission.csv: a multi-label competition"), True
     if len(named) == 1:
-        return named[0], "the train column that test.csv lacks and sample_submission.csv names"
+        return named, "the train column that test.csv lacks and sample_submission.csv names", False
     if not only_train:
         in_test = [c for c in pred_cols if c in train.columns and c in test.columns]
         if in_test:
@@ -140,7 +172,8 @@ def _pick_label(train: pd.DataFrame, test: pd.DataFrame, id_col: str, pred_cols:
         raise DataError(f"{files['train']}: no label column: every column is also in test.csv; "
                         "set data.label_col")
     raise DataError(f"{files['train']}: several columns are missing from test.csv "
-                    f"({', '.join(only_train)}); set data.label_col (and data.ignore_cols for the others)")
+                    f"({', '.join(only_train)}); set data.label_col (and data.ignore_cols for the others), or "
+                    "data.label_cols for a multi-label competition")
 
 
 def detect_text_col(train: pd.DataFrame, test: pd.DataFrame, exclude: set[str]) -> str | None:
@@ -160,10 +193,13 @@ def _text_candidates(train: pd.DataFrame, test: pd.DataFrame, exclude: set[str])
     return sorted(out, key=lambda t: -t[1])
 
 
-def _pick_text(train: pd.DataFrame, test: pd.DataFrame, exclude: set[str], cfg: DataConfig,
-               files: dict[str, Path]) -> tuple[str, str]:
+def _pick_texts(train: pd.DataFrame, test: pd.DataFrame, exclude: set[str], cfg: DataConfig,
+                files: dict[str, Path]) -> tuple[list[str], str]:
+    """(text columns, why): one, or a pair, never a free-text column dropped without a word."""
+    if cfg.text_cols:
+        return list(cfg.text_cols), "set by data.text_cols"
     if cfg.text_col:
-        return cfg.text_col, "set by data.text_col"
+        return [cfg.text_col], "set by data.text_col"
     ranked = _text_candidates(train, test, exclude)
     if not ranked:
         raise DataError(f"{files['train']}: no free-text column shared with test.csv; set data.text_col")
@@ -172,11 +208,19 @@ def _pick_text(train: pd.DataFrame, test: pd.DataFrame, exclude: set[str], cfg: 
     if empty > 0.5 or median < MIN_TEXT_CHARS:
         raise DataError(f"{files['train']}: column {col!r}, the longest text column, is not free text "
                         f"(median {median:.0f} characters, {empty:.0%} empty); set data.text_col")
-    if len(ranked) > 1 and ranked[1][1] >= AMBIGUOUS_TEXT_RATIO * median:
-        raise DataError(f"{files['train']}: columns {col!r} and {ranked[1][0]!r} are both long free text "
-                        f"(median {median:.0f} and {ranked[1][1]:.0f} characters); set data.text_col to the one "
-                        "to model (and data.extra_cols for the other)")
-    return col, f"the longest free-text column (median {median:.0f} characters; others: {others})"
+    texts = [c for c, m, e in ranked[1:] if m >= max(MIN_TEXT_CHARS, PAIR_RATIO * median) and e <= 0.5]
+    if len(texts) == 1:
+        second = next(m for c, m, _ in ranked if c == texts[0])
+        return [col, texts[0]], (f"a text pair: {texts[0]!r} (median {second:.0f} characters) is free text beside "
+                                 f"{col!r} (median {median:.0f}), at least {PAIR_RATIO:.0%} of its length; "
+                                 f"set data.text_col={col} to model one of them")
+    if texts:
+        names = ", ".join([col, *texts])
+        raise DataError(f"{files['train']}: columns {names} are all free text (median lengths "
+                        f"{', '.join(f'{m:.0f}' for c, m, _ in ranked if c in [col, *texts])}); set "
+                        f"data.text_cols=[{names.replace(' ', '')}] to model them together, or data.text_col to model "
+                        "one")
+    return [col], f"the longest free-text column (median {median:.0f} characters; others: {others})"
 
 
 def sorted_classes(values: pd.Series, path: Path | None = None, col: str = "") -> list[Any]:
@@ -200,10 +244,10 @@ def sorted_classes(values: pd.Series, path: Path | None = None, col: str = "") -
 
 
 def _detect_submission(sample: pd.DataFrame, pred_cols: list[str], metric: str | None,
-                       cfg: DataConfig) -> tuple[str, str]:
+                       cfg: DataConfig, multilabel: bool = False) -> tuple[str, str]:
     if cfg.submission:
         return cfg.submission, "set by data.submission"
-    if len(pred_cols) > 1:
+    if len(pred_cols) > 1 and not multilabel:
         return "proba", f"sample_submission.csv has {len(pred_cols)} prediction columns (one per class)"
     if metric in RANKING_METRICS:
         return "proba", f"data.metric={metric} scores probabilities, whatever the sample's values look like"
@@ -215,10 +259,27 @@ def _detect_submission(sample: pd.DataFrame, pred_cols: list[str], metric: str |
     return "label", f"sample_submission.csv's {pred_cols[0]!r} holds labels, not fractions"
 
 
-def _default_metric(submission: str, n_classes: int) -> str:
+def _default_metric(submission: str, n_classes: int, multilabel: bool = False) -> str:
+    if multilabel:  # Jigsaw's mean column-wise ROC AUC; a 0/1 sample: F1 over every label decision
+        return "mean_auc" if submission == "proba" else "micro_f1"
     if submission == "proba":
         return "logloss"
     return "f1" if n_classes == 2 else "accuracy"
+
+
+def _check_metric(metric: str, classes: list[Any], label_col: str, submission: str, multilabel: bool) -> None:
+    if multilabel and metric not in MULTILABEL_METRICS:
+        better = {"f1": "micro_f1 or macro_f1", "roc_auc": "mean_auc"}.get(metric, ", ".join(MULTILABEL_METRICS))
+        raise DataError(f"data.metric={metric} scores one label; this competition has {len(classes)} label "
+                        f"columns: use {better}")
+    if not multilabel and metric in ("mean_auc", "micro_f1"):
+        raise DataError(f"data.metric={metric} is for multi-label competitions (several 0/1 label columns); "
+                        f"{label_col!r} is one label: use {'roc_auc' if metric == 'mean_auc' else 'f1 or macro_f1'}")
+    if not multilabel and metric in ("f1", "roc_auc") and len(classes) != 2:
+        raise DataError(f"data.metric={metric} needs a binary label; {label_col!r} has {len(classes)} classes")
+    if metric in RANKING_METRICS and submission == "label":
+        raise DataError(f"data.metric={metric} scores probabilities, but data.submission=label; "
+                        "drop one of the two settings")
 
 
 def _check_expressible(train: pd.DataFrame, label_col: str, classes: list[Any], submission: str,
@@ -241,6 +302,40 @@ def _check_expressible(train: pd.DataFrame, label_col: str, classes: list[Any], 
                         f"{label_col!r} has {len(classes)} classes")
 
 
+def _label_values(train: pd.DataFrame, label_cols: list[str], files: dict[str, Path]) -> list[list[str]]:
+    """Multi-label: each column's [negative, positive] spelling (positive: the second sorted, as
+    for a binary label)."""
+    out = []
+    for col in label_cols:
+        values = sorted_classes(train[col], files["train"], col)
+        if len(values) != 2:
+            raise DataError(f"{files['train']}: column {col!r}: a multi-label column needs two values (0/1), "
+                            f"found {len(values)} ({', '.join(values[:5])})")
+        out.append(values)
+    return out
+
+
+def _check_columns(train: pd.DataFrame, test: pd.DataFrame, id_col: str, label_cols: list[str],
+                   text_cols: list[str], ignored: list[str], cfg: DataConfig, files: dict[str, Path]) -> None:
+    for col in label_cols:
+        if col in test.columns:
+            raise DataError(f"{files['test']}: column {col!r}: the label column must not be in test.csv")
+    for col in cfg.ignore_cols:
+        if col == id_col or col in label_cols:
+            raise DataError(f"data.ignore_cols lists {col!r}, the {'id' if col == id_col else 'label'} column")
+    for col in text_cols:
+        for name, df in (("train", train), ("test", test)):
+            if col not in df.columns:
+                key = "data.text_cols" if cfg.text_cols else "data.text_col"
+                raise DataError(f"{files[name]}: no column {col!r} ({key}); columns are {', '.join(df.columns)}")
+    for col in cfg.extra_cols:
+        for name, df in (("train", train), ("test", test)):
+            if col not in df.columns or col in ignored:
+                raise DataError(f"{files[name]}: no column {col!r} (data.extra_cols)")
+        if col in text_cols:
+            raise DataError(f"data.extra_cols lists {col!r}, a text column the models read already")
+
+
 def detect_schema(train: pd.DataFrame, test: pd.DataFrame, sample: pd.DataFrame, cfg: DataConfig,
                   files: dict[str, Path]) -> Schema:
     """Classify the columns of both files once; log each choice and why; refuse weak guesses."""
@@ -252,58 +347,61 @@ def detect_schema(train: pd.DataFrame, test: pd.DataFrame, sample: pd.DataFrame,
     pred_cols = [c for c in sample.columns if c != id_col]
     if not pred_cols:
         raise DataError(f"{files['sample']}: needs at least one prediction column after {id_col!r}")
-    label_col, label_why = _pick_label(train, test, id_col, pred_cols, cfg, files)
+    label_cols, label_why, multilabel = _pick_labels(train, test, id_col, pred_cols, cfg, files)
+    label_col = label_cols[0]
     if label_col in test.columns:
         raise DataError(f"{files['test']}: column {label_col!r}: the label column must not be in test.csv")
-    for col in cfg.ignore_cols:
-        if col in (id_col, label_col):
-            raise DataError(f"data.ignore_cols lists {col!r}, the {'id' if col == id_col else 'label'} column")
-    _agree(train, test, label_col, cfg, files)
+    _agree(train, test, label_cols, cfg, files)
     ignored = [c for c in cfg.ignore_cols if c in train.columns or c in test.columns]
-    exclude = {id_col, label_col, *ignored}
-    text_col, text_why = _pick_text(train, test, exclude, cfg, files)
-    for name, df in (("train", train), ("test", test)):
-        if text_col not in df.columns:
-            raise DataError(f"{files[name]}: no column {text_col!r} (data.text_col); "
-                            f"columns are {', '.join(df.columns)}")
-    for col in cfg.extra_cols:
-        for name, df in (("train", train), ("test", test)):
-            if col not in df.columns or col in ignored:
-                raise DataError(f"{files[name]}: no column {col!r} (data.extra_cols)")
-
-    classes = sorted_classes(train[label_col], files["train"], label_col)
-    if len(classes) < 2:
-        raise DataError(f"{files['train']}: column {label_col!r}: needs at least 2 classes, found {classes}")
-    submission, sub_why = _detect_submission(sample, pred_cols, cfg.metric, cfg)
-    _check_expressible(train, label_col, classes, submission, pred_cols, files)
-    _refuse_id_like_label(train, label_col, classes, submission, pred_cols, cfg, files)
-    metric = cfg.metric or _default_metric(submission, len(classes))
+    exclude = {id_col, *label_cols, *ignored}
+    text_cols, text_why = _pick_texts(train, test, exclude, cfg, files)
+    _check_columns(train, test, id_col, label_cols, text_cols, ignored, cfg, files)
+    if multilabel:
+        missing = [c for c in label_cols if c not in pred_cols] or [c for c in pred_cols if c not in label_cols]
+        if missing:
+            raise DataError(f"{files['sample']}: column {missing[0]!r}: a multi-label sample holds one column per "
+                            f"label ({', '.join(label_cols)}) and nothing else")
+        values, classes = _label_values(train, label_cols, files), list(label_cols)
+    else:
+        values, classes = [], sorted_classes(train[label_col], files["train"], label_col)
+        if len(classes) < 2:
+            raise DataError(f"{files['train']}: column {label_col!r}: needs at least 2 classes, found {classes}")
+    submission, sub_why = _detect_submission(sample, pred_cols, cfg.metric, cfg, multilabel)
+    if not multilabel:
+        _check_expressible(train, label_col, classes, submission, pred_cols, files)
+        _refuse_id_like_label(train, label_col, classes, submission, pred_cols, cfg, files)
+    metric = cfg.metric or _default_metric(submission, len(classes), multilabel)
+    _check_metric(metric, classes, label_col, submission, multilabel)
+    shape = f"{len(classes)} labels" if multilabel else f"{len(classes)} classes"
     metric_why = "set by data.metric" if cfg.metric else (
         f"the default for a {'probability' if submission == 'proba' else 'label'} submission with "
-        f"{len(classes)} classes; Kaggle's metric may differ: set data.metric")
-    if metric in ("f1", "roc_auc") and len(classes) != 2:
-        raise DataError(f"data.metric={metric} needs a binary label; {label_col!r} has {len(classes)} classes")
-    if metric in RANKING_METRICS and submission == "label":
-        raise DataError(f"data.metric={metric} scores probabilities, but data.submission=label; "
-                        "drop one of the two settings")
-    extra = [c for c in train.columns if c not in exclude and c != text_col]
+        f"{shape}; Kaggle's metric may differ: set data.metric")
+    extra = [c for c in train.columns if c not in exclude and c not in text_cols]
+    label_note = (f"labels: {', '.join(label_cols)} ({label_why}); positive values: "
+                  f"{', '.join(v[1] for v in values)}" if multilabel else
+                  f"label: {label_col!r} ({label_why}); classes: {', '.join(map(str, classes))}")
     notes = [f"id: {id_col!r} (first column of sample_submission.csv)" if not cfg.id_col
-             else f"id: {id_col!r} (set by data.id_col)",
-             f"label: {label_col!r} ({label_why}); classes: {', '.join(map(str, classes))}",
-             f"text: {text_col!r} ({text_why})",
+             else f"id: {id_col!r} (set by data.id_col)", label_note,
+             f"text: {', '.join(repr(c) for c in text_cols)} ({text_why})",
              f"extra columns (usable with data.extra_cols): {', '.join(extra) or 'none'}; "
              f"ignored: {', '.join(ignored) or 'none'}",
              f"submission: {submission} ({sub_why})", f"metric: {metric} ({metric_why})"]
     for col in extra:
         note = percent_note(col, pd.concat([train[col], test[col]]) if col in test.columns else train[col])
         notes += [note] if note else []
-    if len(classes) == 2 and metric in ("f1", "roc_auc"):
+    if not multilabel and len(classes) == 2 and metric in ("f1", "roc_auc"):
         notes.append(f"positive class for {metric}: {classes[1]!r} (the second of the sorted classes)")
     for n in notes:
         log.info("contract: %s", n)
-    return Schema(id_col=id_col, label_col=label_col, text_col=text_col, extra_cols=list(cfg.extra_cols),
+    guessed = [g for g, set_ in (
+        (f"metric guessed: {metric} — set data.metric to the competition's metric", cfg.metric),
+        (f"text column guessed: {', '.join(text_cols)} — set data.text_col (or data.text_cols) to confirm",
+         cfg.text_col or cfg.text_cols),
+        (f"submission kind guessed: {submission} — set data.submission to confirm", cfg.submission)) if not set_]
+    return Schema(id_col=id_col, label_col=label_col, text_col=text_cols[0], extra_cols=list(cfg.extra_cols),
                   classes=classes, submission=submission, pred_cols=pred_cols, metric=metric,
-                  n_train=len(train), n_test=len(test), notes=notes)
+                  n_train=len(train), n_test=len(test), notes=notes, multilabel=multilabel, label_values=values,
+                  text_cols=text_cols, guessed=guessed, files={k: str(v) for k, v in files.items()})
 
 
 def percent_note(col: str, values: pd.Series) -> str | None:
@@ -364,32 +462,34 @@ def validate(comp: Competition, cfg: DataConfig) -> Competition:
                         f"{_show(comp.test[s.id_col].iloc[i])} is not in sample_submission.csv")
 
     train = comp.train
-    nan_label = train[s.label_col].isna().to_numpy()
+    nan_label = train[s.label_cols].isna().any(axis=1).to_numpy()
     if nan_label.any():
         i = int(np.flatnonzero(nan_label)[0])
+        col = next(c for c in s.label_cols if pd.isna(train[c].iloc[i]))
         if cfg.nan_label == "error":
-            raise DataError(f"{f['train']}: line {_line(train, i)}, column {s.label_col!r}: empty label "
+            raise DataError(f"{f['train']}: line {_line(train, i)}, column {col!r}: empty label "
                             f"({int(nan_label.sum())} rows; set data.nan_label=drop to drop them)")
         log.warning("dropping %d train rows with an empty label (data.nan_label=drop), first at line %d",
                     nan_label.sum(), _line(train, i))
         s.notes.append(f"dropped {int(nan_label.sum())} train rows with an empty label")
         train = train.loc[~nan_label]
     for name in ("train", "test"):
-        df = train if name == "train" else comp.test
-        empty = df[s.text_col].isna() | (df[s.text_col].astype(str).str.strip() == "")
-        n = int(empty.sum())
-        if not n:
-            continue
-        i = int(np.flatnonzero(empty.to_numpy())[0])
-        if name == "train" and cfg.empty_text == "drop":
-            log.warning("dropping %d train rows with an empty %r (data.empty_text=drop), first at line %d",
-                        n, s.text_col, _line(df, i))
-            s.notes.append(f"dropped {n} train rows with empty text")
-            train = train.loc[~empty.to_numpy()]
-        else:
-            log.warning("%s: %d rows with an empty %r kept as empty strings, first at line %d",
-                        f[name], n, s.text_col, _line(df, i))
-            s.notes.append(f"{name}: {n} rows with empty text kept as ''")
+        for col in s.texts:
+            df = train if name == "train" else comp.test
+            empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
+            n = int(empty.sum())
+            if not n:
+                continue
+            i = int(np.flatnonzero(empty.to_numpy())[0])
+            if name == "train" and cfg.empty_text == "drop":
+                log.warning("dropping %d train rows with an empty %r (data.empty_text=drop), first at line %d",
+                            n, col, _line(df, i))
+                s.notes.append(f"dropped {n} train rows with empty text")
+                train = train.loc[~empty.to_numpy()]
+            else:
+                log.warning("%s: %d rows with an empty %r kept as empty strings, first at line %d",
+                            f[name], n, col, _line(df, i))
+                s.notes.append(f"{name}: {n} rows with empty text kept as ''")
     if train.empty:
         raise DataError(f"{f['train']}: no rows left after dropping empty labels/texts")
     _note_huge_texts(train, comp.test, s, f)
@@ -404,7 +504,7 @@ def validate(comp: Competition, cfg: DataConfig) -> Competition:
 def _note_huge_texts(train: pd.DataFrame, test: pd.DataFrame, s: Schema, f: dict[str, Path]) -> None:
     """Very long texts are kept (the tokenizer truncates them to train.max_len), and said so."""
     for name, df in (("train", train), ("test", test)):
-        long = df[s.text_col].fillna("").astype(str).str.len() > HUGE_TEXT_CHARS
+        long = (df[s.texts].fillna("").astype(str).apply(lambda c: c.str.len()) > HUGE_TEXT_CHARS).any(axis=1)
         if long.any():
             i = int(np.flatnonzero(long.to_numpy())[0])
             msg = (f"{name}: {int(long.sum())} texts longer than {HUGE_TEXT_CHARS:,} characters, first at line "
@@ -414,19 +514,69 @@ def _note_huge_texts(train: pd.DataFrame, test: pd.DataFrame, s: Schema, f: dict
 
 
 def load_competition(raw: Path, cfg: DataConfig) -> Competition:
-    files = {"train": raw / "train.csv", "test": raw / "test.csv", "sample": raw / "sample_submission.csv"}
+    files = competition_files(raw)
     train = read_competition_csv(files["train"])
     test = read_competition_csv(files["test"])
     sample = read_competition_csv(files["sample"])
+    if cfg.min_class_rows:
+        train = drop_rare_classes(train, test, sample, cfg, files)
     schema = detect_schema(train, test, sample, cfg, files)
     comp = Competition(train=train, test=test, sample=sample, schema=schema, files=files)
     return validate(comp, cfg)
+
+
+def drop_rare_classes(train: pd.DataFrame, test: pd.DataFrame, sample: pd.DataFrame, cfg: DataConfig,
+                      files: dict[str, Path]) -> pd.DataFrame:
+    """data.min_class_rows=N: train rows of a class with fewer than N rows are dropped, each class
+    logged (a label typo such as one 'maybe' in a 0/1 column). Never a class the sample has a
+    probability column for: the submission must still hold it."""
+    id_col = cfg.id_col or sample.columns[0]
+    label_cols, _, multilabel = _pick_labels(train, test, id_col, [c for c in sample.columns if c != id_col], cfg,
+                                             files)
+    if multilabel:
+        return train
+    col = label_cols[0]
+    counts = train[col].dropna().astype(str).value_counts()
+    rare = counts[counts < cfg.min_class_rows]
+    for value, n in rare.items():
+        if value in sample.columns:
+            raise DataError(f"{files['sample']}: column {value!r}: class {value!r} of {col!r} has {n} rows, fewer than "
+                            f"data.min_class_rows={cfg.min_class_rows}, but the submission needs its probability")
+        i = int(np.flatnonzero((train[col].astype(str) == value).to_numpy())[0])
+        log.warning("%s: column %r: class %r has %d row(s), fewer than data.min_class_rows=%d: dropped (first at "
+                    "line %d)", files["train"], col, value, n, cfg.min_class_rows, _line(train, i))
+    return train[~train[col].astype(str).isin(set(rare.index))]
 
 
 def encode_labels(values: pd.Series, classes: list[Any]) -> np.ndarray:
     """Labels as spelled in the files -> class indices (labels are compared as text)."""
     index = {str(c): i for i, c in enumerate(classes)}
     return np.array([index[str(v)] for v in values.tolist()], dtype=np.int64)
+
+
+def encode_multilabel(df: pd.DataFrame, schema: Schema) -> np.ndarray:
+    """Multi-label columns as spelled in the files -> an (n, L) 0/1 matrix (1 = the positive value)."""
+    return np.column_stack([(df[col].astype(str) == str(values[1])).to_numpy()
+                            for col, values in zip(schema.label_cols, schema.label_values)]).astype(np.int64)
+
+
+def encode_targets(df: pd.DataFrame, schema: Schema) -> np.ndarray:
+    """The label column (n,) of class indices, or the (n, L) matrix of a multi-label competition."""
+    return encode_multilabel(df, schema) if schema.multilabel else encode_labels(df[schema.label_col], schema.classes)
+
+
+def labels_of(df: pd.DataFrame) -> np.ndarray:
+    """A table's "label" column as an array: (n,) class indices, or (n, L) for multi-label
+    (stored as one list per row)."""
+    col = df["label"]
+    if len(col) and col.dtype == object:
+        return np.stack(col.to_numpy()).astype(np.int64)
+    return col.to_numpy()
+
+
+def with_labels(df: pd.DataFrame, y: np.ndarray) -> pd.DataFrame:
+    """``df`` with its "label" column set from ``y`` ((n,) or (n, L))."""
+    return df.assign(label=list(y) if np.ndim(y) == 2 else y)
 
 
 def model_inputs(df: pd.DataFrame, cfg: DataConfig) -> list[str]:

@@ -52,12 +52,8 @@ def build_embedded(paths: Paths, cfg: DataConfig) -> Path:
     return paths.embedded
 
 
-def resolve_raw(paths: Paths, cfg: DataConfig) -> Path:
-    """The folder the stages read: the user's, or the embedded default when data/raw is empty."""
-    if paths.train_csv.exists() or paths.raw != paths.root / "data" / "raw":
-        return paths.raw
-    if any((paths.raw / f).exists() for f in RAW_FILES):
-        return paths.raw  # a partial competition: let the loader name the missing file
+def embedded_folder(paths: Paths, cfg: DataConfig) -> Path:
+    """data/embedded/, built (or rebuilt for other data.embedded_* settings) when needed."""
     meta = paths.embedded_meta
     want = {"train_rows": cfg.embedded_train_rows, "test_rows": cfg.embedded_test_rows, "seed": cfg.embedded_seed}
     fresh = meta.exists() and read_json(meta) == want and paths.holdout_labels.exists()

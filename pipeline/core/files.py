@@ -96,7 +96,7 @@ def read_competition_csv(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    raw = path.read_bytes()
+    raw = read_maybe_compressed(path)
     if not raw.strip():
         raise DataError(f"{path}: file is empty")
     try:
@@ -113,6 +113,41 @@ def read_competition_csv(path: Path) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=header, dtype=object).replace("", np.nan)
     df.attrs["lines"] = lines
     return df
+
+
+MAX_CSV_BYTES = 8 * 2**30  # a compressed CSV larger than this unpacked is refused (a zip bomb stops here)
+
+
+def read_maybe_compressed(path: Path) -> bytes:
+    """A file's bytes; ``.zip`` (one CSV inside, as Kaggle zips ``train.csv.zip``) and ``.gz``
+    unpacked in memory, up to MAX_CSV_BYTES."""
+    suffix = path.suffix.lower()
+    if suffix == ".gz":
+        import gzip
+
+        try:
+            with gzip.open(path, "rb") as f:
+                data = f.read(MAX_CSV_BYTES + 1)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: not a readable gzip file ({e})") from None
+    elif suffix == ".zip":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as z:
+                csvs = [m for m in z.infolist() if not m.is_dir() and m.filename.lower().endswith(".csv")]
+                if len(csvs) != 1:
+                    raise DataError(f"{path}: holds {len(csvs)} CSV files ({', '.join(m.filename for m in csvs[:4])}); "
+                                    "expected exactly one")
+                with z.open(csvs[0]) as f:
+                    data = f.read(MAX_CSV_BYTES + 1)
+        except zipfile.BadZipFile as e:
+            raise DataError(f"{path}: not a readable zip ({e})") from None
+    else:
+        return path.read_bytes()
+    if len(data) > MAX_CSV_BYTES:
+        raise DataError(f"{path}: unpacks to more than {MAX_CSV_BYTES >> 30} GiB; refused")
+    return data
 
 
 def _parse_csv(path: Path, text: str) -> tuple[list[str], list[list[str]], list[int]]:

@@ -343,11 +343,6 @@ class Paths:
         """CTranslate2 conversions of the Marian models (converted once, offline)."""
         return self.interim / "augmented" / "ct2"
 
-    # the competition's raw files inside a folder (the user's, or the embedded default)
-    @staticmethod
-    def raw_files(folder: Path) -> dict[str, Path]:
-        return {"train": folder / "train.csv", "test": folder / "test.csv", "sample": folder / "sample_submission.csv"}
-
     @property
     def embedded_meta(self) -> Path:
         return self.embedded / "meta.json"

@@ -17,9 +17,9 @@ import pandas as pd
 from pipeline import runtime
 from pipeline.core.config import Config
 from pipeline.core.contract import Schema, proba_cols
-from pipeline.core.embedded import resolve_raw
 from pipeline.core.files import DataError, read_json
 from pipeline.core.paths import Paths
+from pipeline.core.sources import competition_files, resolve_raw
 from pipeline.core.transaction import inputs_of, require
 
 
@@ -43,6 +43,8 @@ class SubmissionValidator:
         self.id_col_ = schema.id_col
         self.kind_ = schema.submission
         self.classes_ = {str(c) for c in schema.classes}
+        self.multilabel_ = schema.multilabel
+        self.values_ = {str(c): {str(v) for v in vals} for c, vals in zip(schema.classes, schema.label_values)}
         return self
 
     def validate(self, sub: pd.DataFrame) -> None:
@@ -61,6 +63,14 @@ class SubmissionValidator:
         if preds.isna().any().any():
             i = int(np.flatnonzero(preds.isna().any(axis=1).to_numpy())[0])
             raise SubmissionError(f"submission row {i + 1}: empty prediction")
+        if self.kind_ == "label" and self.multilabel_:  # each label column: one of its two values
+            for col in self.columns_[1:]:
+                bad = ~preds[col].astype(str).isin(self.values_[str(col)])
+                if bad.any():
+                    i = int(np.flatnonzero(bad.to_numpy())[0])
+                    raise SubmissionError(f"submission row {i + 1}, column {col!r}: {_plain(preds[col].iloc[i])!r} is "
+                                          f"not one of its values ({', '.join(sorted(self.values_[str(col)]))})")
+            return
         if self.kind_ == "label":
             bad = ~preds.iloc[:, 0].astype(str).isin(self.classes_)
             if bad.any():
@@ -71,7 +81,7 @@ class SubmissionValidator:
         values = preds.to_numpy(dtype=np.float64)
         if (values < 0).any() or (values > 1).any():
             raise SubmissionError("submission: probabilities outside [0, 1]")
-        if values.shape[1] > 1:
+        if values.shape[1] > 1 and not self.multilabel_:  # one probability per class: they sum to 1
             sums = values.sum(1)
             if np.abs(sums - 1).max() > self.atol:
                 i = int(np.argmax(np.abs(sums - 1)))
@@ -88,7 +98,7 @@ def source_stage(cfg: Config) -> str:
 def submit_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
     """What submit reads: its source's manifest, sample_submission.csv, the submit settings."""
     raw = resolve_raw(paths, cfg.data)
-    return inputs_of(paths, [source_stage(cfg)], files={"sample": raw / "sample_submission.csv"},
+    return inputs_of(paths, [source_stage(cfg)], files={"sample": competition_files(raw)["sample"]},
                      config={"submit": asdict(cfg.submit)})
 
 
@@ -108,7 +118,7 @@ def source(cfg: Config, paths: Paths) -> tuple[str, pd.DataFrame, float | None, 
     return f"ensemble {cfg.ensemble.name} ({weights['method']})", pd.read_parquet(e.test), weights.get("threshold"), cv
 
 
-def build_submission(sample: pd.DataFrame, schema: Schema, test: pd.DataFrame, threshold: float | None,
+def build_submission(sample: pd.DataFrame, schema: Schema, test: pd.DataFrame, threshold: float | list[float] | None,
                      clip: float) -> pd.DataFrame:
     """The submission in sample_submission's id order (pipeline/runtime.py shapes it, the
     same code the inference bundle runs)."""
@@ -121,4 +131,5 @@ def build_submission(sample: pd.DataFrame, schema: Schema, test: pd.DataFrame, t
     proba = by_id.loc[keys, cols].to_numpy(np.float64)
     return runtime.build_submission(sample[schema.id_col], proba, id_col=schema.id_col, pred_cols=schema.pred_cols,
                                     classes=[str(c) for c in schema.classes], kind=schema.submission,
-                                    threshold=threshold, clip=clip)
+                                    threshold=threshold, clip=clip, multilabel=schema.multilabel,
+                                    label_values=schema.label_values)

@@ -21,8 +21,9 @@ def norm_key(text: str) -> str:
 
 
 def near_key(text: str) -> str:
-    """Key for near-exact duplicates: lower-cased letters and digits only, URLs removed."""
-    return re.sub(r"[^a-z0-9]", "", URL.sub("", str(text).lower()))
+    """Key for near-exact duplicates: the letters and digits of every script, case-folded, URLs
+    removed (Cyrillic, Greek, Arabic or CJK texts are keyed by their words, not by stray digits)."""
+    return "".join(ch for ch in URL.sub("", str(text)).casefold() if ch.isalnum())
 
 
 def has_mojibake(text: str) -> bool:

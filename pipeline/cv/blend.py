@@ -19,7 +19,14 @@ import pandas as pd
 from scipy import optimize
 
 from pipeline.core.files import DataError
-from pipeline.core.metrics import GREATER_IS_BETTER, paired_se, score, tune_threshold
+from pipeline.core.metrics import (
+    GREATER_IS_BETTER,
+    THRESHOLD_METRICS,
+    paired_se,
+    score,
+    tune_threshold,
+    tune_thresholds,
+)
 from pipeline.core.paths import Paths
 from pipeline.cv.store import finished_runs
 from pipeline.runtime import blend as _blend
@@ -28,7 +35,17 @@ from pipeline.runtime import rank_mean, vote  # noqa: F401 - the blend primitive
 from pipeline.runtime import stack_features as _stack_features
 
 log = logging.getLogger(__name__)
-METHODS = ("best_single", "mean", "rank", "vote", "weighted", "stack")
+METHODS = ("best_single", "mean", "rank", "vote", "weighted", "weighted_per_label", "stack")
+# a multi-label metric scored one label at a time, for per-label weights
+PER_LABEL_METRIC = {"mean_auc": "roc_auc", "logloss": "logloss", "micro_f1": "f1", "macro_f1": "f1",
+                    "accuracy": "accuracy"}
+
+
+def thresholds_for(y: np.ndarray, proba: np.ndarray) -> float | list[float]:
+    """The decision threshold(s) tuned on OOF: binary F1's one, or one per label."""
+    if np.ndim(y) == 2:
+        return [float(v) for v in tune_thresholds(y, proba)[0]]
+    return tune_threshold(y, proba[:, 1])[0]
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -51,9 +68,11 @@ class WeightedBlender:
         self.random_state = random_state
 
     def _loss(self, probas: np.ndarray, y: np.ndarray, w: np.ndarray, metric: str) -> float:
-        if metric == "f1":  # F1 at its best threshold: the threshold is tuned after, on the same OOF
+        if metric == "f1" and np.ndim(y) == 1:  # F1 at its best threshold: tuned after, on the same OOF
             return -float(tune_threshold(y, _mix(probas, w)[:, 1])[1])
-        s = score(metric, y, _mix(probas, w))
+        mixed = _mix(probas, w)
+        thr = thresholds_for(y, mixed) if np.ndim(y) == 2 and metric in THRESHOLD_METRICS else None
+        s = score(metric, y, mixed, thr)
         return s if not GREATER_IS_BETTER[metric] else -s
 
     def fit(self, probas: np.ndarray, y: np.ndarray) -> WeightedBlender:
@@ -89,16 +108,28 @@ class WeightedBlender:
 @dataclass
 class Blend:
     method: str
-    weights: np.ndarray
-    threshold: float | None
+    weights: np.ndarray  # (members,), or (labels, members) for weighted_per_label
+    threshold: float | list[float] | None
     stacker: dict[str, Any] | None = None  # method "stack": the logistic regression's coef and intercept
+    multilabel: bool = False
 
 
 def fit_stacker(probas: np.ndarray, y: np.ndarray, C: float) -> dict[str, Any]:
     """Stacking: an L2-regularised (multinomial) logistic regression over the members'
-    log-probabilities, fitted on the OOF rows it is given (nested: never the scored fold's)."""
+    log-probabilities, fitted on the OOF rows it is given (nested: never the scored fold's);
+    multi-label: one per label, over the members' logits of that label."""
     from sklearn.linear_model import LogisticRegression
 
+    if np.ndim(y) == 2:
+        from pipeline.modeling.classical import _binary_lr, _coef
+        from pipeline.runtime import _logit
+
+        per_label = []
+        for j in range(y.shape[1]):
+            X = _logit(probas[:, :, j]).T
+            coef, intercept = _coef(_binary_lr(X, y[:, j], C, 0, 2000), X.shape[1])
+            per_label.append({"coef": coef.tolist(), "intercept": [intercept]})
+        return {"per_label": per_label, "C": C}
     lr = LogisticRegression(C=C, max_iter=2000).fit(_stack_features(probas), y)
     if len(lr.classes_) != probas.shape[2]:
         raise DataError(f"ensemble: stacking saw {len(lr.classes_)} of {probas.shape[2]} classes in its rows")
@@ -109,21 +140,31 @@ def fit_blend(method: str, probas: np.ndarray, y: np.ndarray, metric: str, objec
               tune_thr: bool, stack_C: float = 1.0) -> Blend:
     m = probas.shape[0]
     if method == "best_single":  # picked as it is then used: for F1, at its own tuned threshold
-        scores = [score(metric, y, p, tune_threshold(y, p[:, 1])[0] if tune_thr else None) for p in probas]
+        scores = [score(metric, y, p, thresholds_for(y, p) if tune_thr else None) for p in probas]
         i = int(np.argmax(scores) if GREATER_IS_BETTER[metric] else np.argmin(scores))
         w = np.eye(m)[i]
     elif method == "weighted":
         w = WeightedBlender(metric, objective).fit(probas, y).weights_
+    elif method == "weighted_per_label":  # a weight set per label, each fitted on its label alone
+        one = PER_LABEL_METRIC[metric]
+        w = np.stack([WeightedBlender(one, objective).fit(_as_binary(probas[:, :, j]), y[:, j]).weights_
+                      for j in range(y.shape[1])])
     else:
         w = np.full(m, 1.0 / m)
-    blend = Blend(method, w, None, fit_stacker(probas, y, stack_C) if method == "stack" else None)
+    blend = Blend(method, w, None, fit_stacker(probas, y, stack_C) if method == "stack" else None,
+                  multilabel=np.ndim(y) == 2)
     if tune_thr:
-        blend.threshold = tune_threshold(y, apply_blend(blend, probas)[:, 1])[0]
+        blend.threshold = thresholds_for(y, apply_blend(blend, probas))
     return blend
 
 
+def _as_binary(p: np.ndarray) -> np.ndarray:
+    """(members, n) probabilities of one label -> (members, n, 2), as a binary competition's."""
+    return np.stack([1 - p, p], axis=-1)
+
+
 def apply_blend(blend: Blend, probas: np.ndarray) -> np.ndarray:
-    return _blend(blend.method, blend.weights, probas, blend.stacker)
+    return _blend(blend.method, blend.weights, probas, blend.stacker, blend.multilabel)
 
 
 @dataclass
@@ -142,13 +183,16 @@ def evaluate(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, 
     blend = fit_blend(method, probas, y, metric, objective, tune_thr, stack_C)
     in_sample = score(metric, y, apply_blend(blend, probas), blend.threshold)
     nested_pred = np.zeros(probas.shape[1:])
-    thresholds = np.zeros(len(y))
+    multilabel = np.ndim(y) == 2
+    thresholds = np.zeros(y.shape) if multilabel else np.zeros(len(y))
     for k in np.unique(folds):
         tr, va = folds != k, folds == k
         b = fit_blend(method, probas[:, tr], y[tr], metric, objective, tune_thr, stack_C)
         nested_pred[va] = apply_blend(b, probas[:, va])
         thresholds[va] = b.threshold if b.threshold is not None else 0.5
-    if tune_thr:
+    if tune_thr and multilabel:  # each fold's decisions at the thresholds the other folds chose
+        nested_pred = (nested_pred >= thresholds).astype(np.float64)
+    elif tune_thr:
         nested_pred = np.eye(2)[(nested_pred[:, 1] >= thresholds).astype(int)]
     nested = score(metric, y, nested_pred)
     fold_scores = np.array([score(metric, y[folds == k], nested_pred[folds == k]) for k in np.unique(folds)])
@@ -156,7 +200,8 @@ def evaluate(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, 
 
 
 # Simpler first: a blend with fitted weights must earn its extra freedom.
-COMPLEXITY = {"best_single": 0, "mean": 1, "rank": 1, "vote": 1, "weighted": 2, "stack": 3}
+COMPLEXITY = {"best_single": 0, "mean": 1, "rank": 1, "vote": 1, "weighted": 2, "weighted_per_label": 3,
+              "stack": 3}
 
 
 def one_se_choice(results: list[MethodScore], metric: str) -> tuple[MethodScore, dict[str, float], MethodScore]:
@@ -170,12 +215,17 @@ def one_se_choice(results: list[MethodScore], metric: str) -> tuple[MethodScore,
     return min(ties, key=lambda r: (COMPLEXITY[r.method], -sign * r.nested)), ses, best
 
 
-def applicable(methods: list[str], metric: str) -> tuple[list[str], dict[str, str]]:
-    """Methods whose output the metric can score as meant; the others with the reason."""
+def applicable(methods: list[str], metric: str, multilabel: bool = False) -> tuple[list[str], dict[str, str]]:
+    """Methods whose output the metric can score as meant (and the shape allows); the others
+    with the reason."""
     skipped = {}
     if metric == "logloss":
         skipped = {"rank": "ranks are not probabilities: log loss would score made-up confidences",
                    "vote": "vote shares of 0 or 1 are not probabilities: log loss punishes them without limit"}
+    if multilabel:
+        skipped["vote"] = "a vote takes each member's one class; a multi-label row has several"
+    else:
+        methods = [m for m in methods if m != "weighted_per_label"]  # one label: weighted itself
     return [m for m in methods if m not in skipped], {m: r for m, r in skipped.items() if m in methods}
 
 

@@ -18,12 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.core.config import Config, TrainConfig
-from pipeline.core.contract import Schema, model_inputs, proba_cols
+from pipeline.core.contract import Schema, labels_of, model_inputs, proba_cols
 from pipeline.core.files import DataError
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import inputs_of
 from pipeline.cv.splits import load_folds
 from pipeline.modeling.base import FoldData
+from pipeline.runtime import other_texts
 
 log = logging.getLogger(__name__)
 # Fields that change where or how fast a run goes, not what it computes.
@@ -32,8 +33,8 @@ NOT_IN_FINGERPRINT = {"run", "folds", "device", "num_workers", "log_every", "eva
 
 @dataclass
 class TrainingData:
-    train: pd.DataFrame  # id, input, label, fold
-    test: pd.DataFrame  # id, input
+    train: pd.DataFrame  # id, input (input_1 ... for the other text columns), label, fold
+    test: pd.DataFrame  # id, input (input_1 ...)
     schema: Schema
     augmented: pd.DataFrame | None  # source_id, input, label (rows made from train rows)
     fingerprint: str
@@ -45,6 +46,26 @@ class TrainingData:
     def n_splits(self) -> int:
         return int(self.train["fold"].max()) + 1
 
+    @property
+    def inputs_cols(self) -> list[str]:
+        return input_columns(self.train)
+
+
+def input_columns(df: pd.DataFrame) -> list[str]:
+    """input, then input_1, input_2 ... (one per text column after the first)."""
+    return ["input", *[c for c in df.columns if c.startswith("input_")]]
+
+
+def _with_inputs(df: pd.DataFrame, cfg: Config, names: list[str]) -> pd.DataFrame:
+    """The model inputs of a cleaned table, as the bundle makes them (pipeline/runtime.py): the
+    first text with the extra columns joined before it, then the other text columns
+    (``names``: the text columns' own names, which three or more of them carry)."""
+    df = df.copy()
+    df["input"] = model_inputs(df, cfg.data)
+    for i, col in enumerate(other_texts(df, names) or [], start=1):
+        df[f"input_{i}"] = col
+    return df
+
 
 def load_training_data(cfg: Config, paths: Paths) -> TrainingData:
     stages = ["clean", "folds"] + (["augment"] if cfg.train.augment else [])
@@ -53,11 +74,13 @@ def load_training_data(cfg: Config, paths: Paths) -> TrainingData:
     train = pd.read_parquet(paths.train_clean)
     test = pd.read_parquet(paths.test_clean)
     folds = load_folds(paths, train["id"])
-    train = train.merge(folds, on="id", how="left", validate="one_to_one")
-    train["input"] = model_inputs(train, cfg.data)
-    test["input"] = model_inputs(test, cfg.data)
+    train = _with_inputs(train.merge(folds, on="id", how="left", validate="one_to_one"), cfg, schema.texts)
+    test = _with_inputs(test, cfg, schema.texts)
+    if schema.multilabel and cfg.train.pseudo_teacher:
+        raise DataError("train.pseudo_teacher: pseudo-labels are single-label only (a multi-label row has no one "
+                        "confident class); unset it")
     digest = [*sorted(inputs.values()), json.dumps(cfg.data.extra_cols)]
-    augmented = _augmented(cfg, paths, train) if cfg.train.augment else None
+    augmented = _augmented(cfg, paths, train, schema.texts) if cfg.train.augment else None
     pseudo = None
     if cfg.train.pseudo_teacher:
         teacher = cfg.train.pseudo_teacher
@@ -65,12 +88,13 @@ def load_training_data(cfg: Config, paths: Paths) -> TrainingData:
         digest.append(inputs[f"manifest:train-{teacher}"])
         pseudo = pseudo_labels(paths, teacher, test[["id", "input"]], int(train["fold"].max()) + 1,
                                cfg.train.pseudo_threshold, schema.n_classes)
-    return TrainingData(train=train[["id", "input", "label", "fold"]], test=test[["id", "input"]], schema=schema,
+    cols = input_columns(train)
+    return TrainingData(train=train[["id", *cols, "label", "fold"]], test=test[["id", *cols]], schema=schema,
                         augmented=augmented, fingerprint="|".join(digest), inputs=inputs,
                         cache_dir=paths.embeddings_cache, pseudo=pseudo)
 
 
-def _augmented(cfg: Config, paths: Paths, train: pd.DataFrame) -> pd.DataFrame:
+def _augmented(cfg: Config, paths: Paths, train: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     parts = []
     for method in cfg.train.augment:
         path = paths.augmented(method)
@@ -82,9 +106,8 @@ def _augmented(cfg: Config, paths: Paths, train: pd.DataFrame) -> pd.DataFrame:
     # originals (e.g. the "keyword: fire | " prefix): the model sees one input format
     extra = train[["id", *cfg.data.extra_cols]].rename(columns={"id": "source_id"})
     aug = aug.drop(columns=[c for c in cfg.data.extra_cols if c in aug.columns])
-    aug = aug.merge(extra, on="source_id", how="left", validate="many_to_one")
-    aug["input"] = model_inputs(aug, cfg.data)
-    return aug[["source_id", "input", "label"]]
+    aug = _with_inputs(aug.merge(extra, on="source_id", how="left", validate="many_to_one"), cfg, names)
+    return aug[["source_id", *input_columns(aug), "label"]]
 
 
 def pseudo_labels(paths: Paths, teacher: str, test: pd.DataFrame, n_splits: int, threshold: float,
@@ -113,22 +136,28 @@ def fold_rows(td: TrainingData, k: int, max_rows: int | None = None, seed: int =
     train, val = td.train[td.train["fold"] != k], td.train[td.train["fold"] == k]
     if max_rows is not None and len(train) > max_rows:
         train = train.sample(n=max_rows, random_state=seed)
-    rows = train[["id", "input", "label"]]
+    cols = ["id", *td.inputs_cols, "label"]
+    rows = train[cols]
     if td.augmented is not None:
         aug = td.augmented[td.augmented["source_id"].isin(set(train["id"]))]
-        rows = pd.concat([rows, aug.rename(columns={"source_id": "id"})[["id", "input", "label"]]],
-                         ignore_index=True)
+        rows = pd.concat([rows, aug.rename(columns={"source_id": "id"})[cols]], ignore_index=True)
     if td.pseudo is not None:  # test rows only: never a validation row
-        rows = pd.concat([rows, td.pseudo[k][["id", "input", "label"]]], ignore_index=True)
+        rows = pd.concat([rows, td.pseudo[k][cols]], ignore_index=True)
     return rows.reset_index(drop=True), val.reset_index(drop=True)
 
 
 def fold_data(td: TrainingData, k: int, cfg: TrainConfig) -> tuple[FoldData, pd.DataFrame]:
     """Fold k as a family sees it, and its validation rows (ids and labels, for the OOF table)."""
     rows, val = fold_rows(td, k, cfg.max_train_rows, cfg.seed + k)
-    return FoldData(train_texts=rows["input"].tolist(), train_labels=rows["label"].to_numpy(),
-                    val_texts=val["input"].tolist(), val_labels=val["label"].to_numpy(),
-                    test_texts=td.test["input"].tolist()), val
+    others = td.inputs_cols[1:]
+
+    def pairs(df: pd.DataFrame) -> list[list[str]] | None:
+        return [df[c].tolist() for c in others] or None
+
+    return FoldData(train_texts=rows["input"].tolist(), train_labels=labels_of(rows),
+                    val_texts=val["input"].tolist(), val_labels=labels_of(val),
+                    test_texts=td.test["input"].tolist(), train_pairs=pairs(rows), val_pairs=pairs(val),
+                    test_pairs=pairs(td.test)), val
 
 
 def fingerprint(cfg: TrainConfig, td: TrainingData) -> str:

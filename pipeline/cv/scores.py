@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.config import Config, dump_yaml
-from pipeline.core.contract import proba_cols
+from pipeline.core.contract import labels_of, proba_cols
 from pipeline.core.environment import environment
 from pipeline.core.files import DataError, read_json, save_figure, write_json, write_parquet, write_text
-from pipeline.core.metrics import GREATER_IS_BETTER, score, tune_threshold
+from pipeline.core.metrics import GREATER_IS_BETTER, THRESHOLD_METRICS, score, tune_threshold, tune_thresholds
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import publish
 from pipeline.cv.data import TrainingData
@@ -63,7 +63,7 @@ def cv_summary(cfg: Config, td: TrainingData, oof: pd.DataFrame, metas: list[dic
     """cv.json: the CV and companions on the whole OOF, per fold, and the honest estimates."""
     s = td.schema
     cols = proba_cols(s.n_classes)
-    y, p = oof["label"].to_numpy(), oof[cols].to_numpy()
+    y, p = labels_of(oof), oof[cols].to_numpy()
     cv = {"run": cfg.train.run, "family": cfg.train.family, "metric": s.metric,
           "cv": score(s.metric, y, p), "logloss": score("logloss", y, p), "accuracy": score("accuracy", y, p),
           "folds": [{"fold": k, "score": score(s.metric, y[oof["fold"] == k], p[(oof["fold"] == k).to_numpy()]),
@@ -74,6 +74,9 @@ def cv_summary(cfg: Config, td: TrainingData, oof: pd.DataFrame, metas: list[dic
     if s.binary and s.metric == "f1":
         t, f1 = tune_threshold(y, p[:, 1])
         cv["threshold"] = {"value": t, "f1": f1}
+    elif s.multilabel and s.metric in THRESHOLD_METRICS:  # one threshold per label, tuned on the OOF
+        ts, _ = tune_thresholds(y, p)
+        cv["threshold"] = {"value": [float(v) for v in ts], "f1": score(s.metric, y, p, ts)}
     cv.update(honest_cv(s.metric, y, p, oof["fold"].to_numpy(), cfg.train.searched_folds))
     if family(cfg.train.family).epoch_trained and (choice := epoch_choice(history, s.metric)):
         cv["epoch_choice"] = choice
@@ -81,7 +84,11 @@ def cv_summary(cfg: Config, td: TrainingData, oof: pd.DataFrame, metas: list[dic
 
 
 def log_cv(cv: dict[str, Any], n_splits: int, run_dir: Path) -> None:
-    extra = f" (F1 {cv['threshold']['f1']:.4f} at threshold {cv['threshold']['value']})" if "threshold" in cv else ""
+    extra = ""
+    if "threshold" in cv:
+        value = cv["threshold"]["value"]
+        at = f"threshold {value}" if not isinstance(value, list) else f"per-label thresholds {value}"
+        extra = f" ({'F1' if cv['metric'] == 'f1' else cv['metric']} {cv['threshold']['f1']:.4f} at {at})"
     if "cv_untouched" in cv:
         extra += (f"; on the folds select/tune never saw ({cv['untouched_folds']}) {cv['cv_untouched']:.4f}, "
                   f"on those they did ({cv['searched_folds']}) {cv['cv_searched']:.4f}")

@@ -21,26 +21,68 @@ class FoldMaker:
         self.n_splits = n_splits
         self.random_state = random_state
 
-    def fit(self, texts: list[str] | pd.Series, labels: np.ndarray) -> FoldMaker:
-        from sklearn.model_selection import StratifiedGroupKFold
-
+    def fit(self, texts: list[str] | pd.Series, labels: np.ndarray,
+            group_keys: list[pd.Series] | None = None) -> FoldMaker:
+        """``texts``: the key text of each row (a pair: its texts joined); ``group_keys``: more
+        columns whose equal values must share a fold (folds.group_cols), joined with the
+        near-duplicate groups (connected components: A~B by text and B~C by question: one group)."""
         labels = np.asarray(labels)
-        counts = np.bincount(pd.factorize(labels)[0])
-        if counts.min() < self.n_splits:
-            raise DataError(f"folds: a class has only {counts.min()} rows, fewer than folds.n_splits="
-                            f"{self.n_splits}")
+        if labels.ndim == 1:
+            counts = np.bincount(pd.factorize(labels)[0])
+            if counts.min() < self.n_splits:
+                raise DataError(f"folds: a class has only {counts.min()} rows, fewer than folds.n_splits="
+                                f"{self.n_splits}")
         texts = pd.Series(list(texts))
         # near-duplicates group together; a text with no letter or digit keeps its own exact key
         keys = [near_key(t) or "\x00" + norm_key(t) for t in texts]
         groups = pd.factorize(pd.Series(keys))[0]
         self.merged_groups_ = int(texts.map(norm_key).nunique() - len(set(groups)))
+        if group_keys:
+            groups = _components([groups, *[pd.factorize(k.astype(str))[0] for k in group_keys]])
+        self.folds_ = self._multilabel(labels, groups) if labels.ndim == 2 else self._single(labels, groups)
+        self.groups_ = groups
+        return self
+
+    def _single(self, labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        from sklearn.model_selection import StratifiedGroupKFold
+
         splitter = StratifiedGroupKFold(n_splits=self.n_splits, shuffle=True, random_state=self.random_state)
         folds = np.full(len(labels), -1, dtype=np.int64)
         for k, (_, val) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups)):
             folds[val] = k
-        self.folds_ = folds
-        self.groups_ = groups
-        return self
+        return folds
+
+    def _multilabel(self, labels: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        """Iterative stratification (Sechidis et al. 2011, iterative-stratification's
+        MultilabelStratifiedKFold) over the near-duplicate groups as units: a group's labels are
+        the union of its rows' labels, and its rows follow it into one fold."""
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+        n_groups = int(groups.max()) + 1
+        by_group = np.zeros((n_groups, labels.shape[1]), dtype=np.int64)
+        np.maximum.at(by_group, groups, labels)
+        splitter = MultilabelStratifiedKFold(n_splits=self.n_splits, shuffle=True, random_state=self.random_state)
+        group_fold = np.full(n_groups, -1, dtype=np.int64)
+        for k, (_, val) in enumerate(splitter.split(np.zeros(n_groups), by_group)):
+            group_fold[val] = k
+        return group_fold[groups]
+
+
+def _components(labelings: list[np.ndarray]) -> np.ndarray:
+    """Rows that share a value under any labeling, transitively, get one group id."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(labelings[0])
+    rows, cols, offset = [], [], n
+    for lab in labelings:  # a bipartite graph: row -> (labeling, value) node
+        rows.append(np.arange(n))
+        cols.append(offset + lab)
+        offset += int(lab.max()) + 1
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(offset, offset))
+    _, comp = connected_components(graph, directed=False)
+    return pd.factorize(comp[:n])[0]
 
 
 def read_folds_csv(paths: Paths) -> pd.DataFrame:

@@ -27,13 +27,25 @@ if TYPE_CHECKING:  # type names only: importing this module loads neither torch 
 
 @dataclass
 class FoldData:
-    """One fold's rows as a family sees them: model inputs and encoded labels."""
+    """One fold's rows as a family sees them: model inputs and encoded labels.
+
+    The data's shape travels here, so each family handles it once: labels are (n,) class
+    indices, or an (n, L) 0/1 matrix for a multi-label competition; ``*_texts`` is the first
+    (or only) text column, ``*_pairs`` the other text columns, one list each (a text pair: one).
+    """
 
     train_texts: list[str]
     train_labels: np.ndarray
     val_texts: list[str]
     val_labels: np.ndarray
     test_texts: list[str]
+    train_pairs: list[list[str]] | None = None
+    val_pairs: list[list[str]] | None = None
+    test_pairs: list[list[str]] | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        return np.ndim(self.train_labels) == 2
 
 
 @dataclass

@@ -15,47 +15,75 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
-from pipeline.core.config import TrainConfig
+from pipeline.core.config import ConfigError, TrainConfig
 from pipeline.core.files import atomic_path, write_json
-from pipeline.core.metrics import confidence_histogram
+from pipeline.core.metrics import confidence, confidence_histogram
 from pipeline.modeling.base import FoldData, FoldOutput
+from pipeline.runtime import tfidf_features
+
+
+def _binary_lr(X: sp.csr_matrix, y: np.ndarray, C: float, random_state: int, max_iter: int) -> LogisticRegression | float:
+    """A binary logistic regression, or, where the rows hold one value only (a label with no
+    positive in a fold), that value's share: a constant prediction."""
+    if len(np.unique(y)) < 2:
+        return float(np.clip(y.mean(), 1e-4, 1 - 1e-4))
+    return LogisticRegression(C=C, max_iter=max_iter, random_state=random_state).fit(X, y)
+
+
+def _coef(est: LogisticRegression | float, n_features: int) -> tuple[np.ndarray, float]:
+    if isinstance(est, float):
+        return np.zeros(n_features), float(np.log(est / (1 - est)))
+    return est.coef_[0], float(est.intercept_[0])
 
 
 class TfidfClassifier:
-    """scikit-learn-style: ``fit(texts, y)`` -> self; ``predict_proba(texts)`` -> (n, k)."""
+    """scikit-learn-style: ``fit(texts, y, pairs)`` -> self; ``predict_proba(texts, pairs)`` -> (n, k).
+
+    Features: word + char TF-IDF blocks per text column (``pairs``: the columns after the first),
+    and for a text pair ``runtime.pair_features``. ``y``: class indices (n,), or a multi-label
+    0/1 matrix (n, L): one binary model per label (one-vs-rest LR, or NB-SVM with per-label NB
+    ratios)."""
 
     def __init__(self, model: str = "lr", C: float = 4.0, word_ngrams: tuple[int, int] = (1, 2),
-                 char_ngrams: tuple[int, int] = (2, 5), max_features: int = 200000, random_state: int = 0) -> None:
+                 char_ngrams: tuple[int, int] = (2, 5), max_features: int = 200000, random_state: int = 0,
+                 pair_features: bool = True) -> None:
         self.model = model
         self.C = C
         self.word_ngrams = word_ngrams
         self.char_ngrams = char_ngrams
         self.max_features = max_features
         self.random_state = random_state
+        self.pair_features = pair_features
 
-    def _features(self, texts: list[str]) -> sp.csr_matrix:
-        return sp.hstack([self.word_.transform(texts), self.char_.transform(texts)]).tocsr()
+    def _features(self, texts: list[str], pairs: list[list[str]] | None = None) -> sp.csr_matrix:
+        return tfidf_features(self.vectorizers_, self.columns_, texts, pairs, self.pair_features)
 
-    def fit(self, texts: list[str], y: np.ndarray) -> TfidfClassifier:
+    def _fit_vectorizers(self, cols: list[list[str]]) -> None:
+        self.vectorizers_, self.columns_ = [], []
+        for c, col in enumerate(cols):
+            word = TfidfVectorizer(ngram_range=tuple(self.word_ngrams), min_df=2, sublinear_tf=True,
+                                   max_features=self.max_features, lowercase=True)
+            char = TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngrams), min_df=2,
+                                   sublinear_tf=True, max_features=self.max_features, lowercase=True)
+            word.fit(col)
+            char.fit(col)
+            self.vectorizers_ += [word, char]
+            self.columns_ += [c, c]
+        self.word_, self.char_ = self.vectorizers_[0], self.vectorizers_[1]
+
+    def fit(self, texts: list[str], y: np.ndarray, pairs: list[list[str]] | None = None) -> TfidfClassifier:
         y = np.asarray(y)
-        self.word_ = TfidfVectorizer(ngram_range=tuple(self.word_ngrams), min_df=2, sublinear_tf=True,
-                                     max_features=self.max_features, lowercase=True)
-        self.char_ = TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngrams), min_df=2,
-                                     sublinear_tf=True, max_features=self.max_features, lowercase=True)
-        self.word_.fit(texts)
-        self.char_.fit(texts)
-        X = self._features(texts)
+        self.multilabel_ = y.ndim == 2
+        self._fit_vectorizers([texts, *(pairs or [])])
+        X = self._features(texts, pairs)
+        if self.multilabel_:
+            return self._fit_multilabel(X, y)
         self.classes_ = np.unique(y)
         if self.model == "nbsvm":
             # one-vs-rest logistic regressions on features scaled by each class's NB log-count ratio
             self.ratios_, self.estimators_ = [], []
             for c in self.classes_:
-                pos = (y == c)
-                p = (X[pos].sum(0) + 1) / (pos.sum() + 1)
-                q = (X[~pos].sum(0) + 1) / ((~pos).sum() + 1)
-                r = np.asarray(np.log(p / q)).ravel()
-                est = LogisticRegression(C=self.C, max_iter=2000, random_state=self.random_state)
-                est.fit(X.multiply(r).tocsr(), pos.astype(int))
+                r, est = self._nb_fit(X, y == c)
                 self.ratios_.append(r)
                 self.estimators_.append(est)
         elif self.model == "svm":
@@ -67,11 +95,34 @@ class TfidfClassifier:
             self.estimator_ = LogisticRegression(C=self.C, max_iter=3000, random_state=self.random_state).fit(X, y)
         return self
 
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        X = self._features(texts)
-        if self.model == "nbsvm":
-            scores = np.column_stack([est.predict_proba(X.multiply(r).tocsr())[:, 1]
-                                      for r, est in zip(self.ratios_, self.estimators_)])
+    def _nb_fit(self, X: sp.csr_matrix, pos: np.ndarray) -> tuple[np.ndarray, LogisticRegression | float]:
+        p = (X[pos].sum(0) + 1) / (pos.sum() + 1)
+        q = (X[~pos].sum(0) + 1) / ((~pos).sum() + 1)
+        r = np.asarray(np.log(p / q)).ravel()
+        return r, _binary_lr(X.multiply(r).tocsr(), pos.astype(int), self.C, self.random_state, 2000)
+
+    def _fit_multilabel(self, X: sp.csr_matrix, y: np.ndarray) -> TfidfClassifier:
+        if self.model == "svm":
+            raise ConfigError("train.classical_model=svm is single-label; a multi-label competition takes lr "
+                              "(one-vs-rest) or nbsvm (NB ratios per label)")
+        self.classes_ = np.arange(y.shape[1])
+        self.ratios_, self.estimators_ = [], []
+        for j in range(y.shape[1]):
+            if self.model == "nbsvm":
+                r, est = self._nb_fit(X, y[:, j] == 1)
+            else:
+                r, est = np.ones(X.shape[1]), _binary_lr(X, y[:, j], self.C, self.random_state, 3000)
+            self.ratios_.append(r)
+            self.estimators_.append(est)
+        return self
+
+    def predict_proba(self, texts: list[str], pairs: list[list[str]] | None = None) -> np.ndarray:
+        X = self._features(texts, pairs)
+        if self.multilabel_ or self.model == "nbsvm":
+            scores = np.column_stack([est.predict_proba(X.multiply(r).tocsr())[:, 1] if not isinstance(est, float)
+                                      else np.full(X.shape[0], est) for r, est in zip(self.ratios_, self.estimators_)])
+            if self.multilabel_:
+                return scores
             if len(self.classes_) == 2:  # the two one-vs-rest models are mirror images: use class 1's
                 return np.column_stack([1 - scores[:, 1], scores[:, 1]])
             return scores / scores.sum(1, keepdims=True)
@@ -83,19 +134,23 @@ class TfidfClassifier:
         and predicts what ``predict_proba`` does."""
         save_model_files(folder, *self.to_arrays())
 
-    def to_arrays(self) -> tuple[dict, dict[str, np.ndarray]]:
+    def to_arrays(self) -> tuple[dict[str, object], dict[str, np.ndarray]]:
         vecs, arrays = [], {}
-        for i, v in enumerate((self.word_, self.char_)):
+        for i, (v, c) in enumerate(zip(self.vectorizers_, self.columns_)):
             vocab = sorted(v.vocabulary_, key=v.vocabulary_.get)
             vecs.append({"analyzer": v.analyzer, "ngram_range": list(v.ngram_range), "lowercase": v.lowercase,
-                         "sublinear_tf": v.sublinear_tf, "vocabulary": vocab})
+                         "sublinear_tf": v.sublinear_tf, "vocabulary": vocab, "column": c})
             arrays[f"idf_{i}"] = v.idf_
-        spec = {"format": "textcomp-linear-tfidf/1", "kind": self.model, "vectorizers": vecs,
-                "classes": [int(c) for c in self.classes_]}
-        if self.model == "nbsvm":
-            arrays["ratios"] = np.stack(self.ratios_)
-            arrays["coef"] = np.stack([e.coef_[0] for e in self.estimators_])
-            arrays["intercept"] = np.array([e.intercept_[0] for e in self.estimators_])
+        kind = self.model
+        spec = {"format": "textcomp-linear-tfidf/1", "kind": kind, "vectorizers": vecs,
+                "classes": [int(c) for c in self.classes_], "multilabel": self.multilabel_,
+                "pair_features": self.pair_features and len(set(self.columns_)) > 1}
+        if kind == "nbsvm" or self.multilabel_:  # one binary model per class (nbsvm) or per label
+            n = len(self.ratios_[0])
+            if kind == "nbsvm":
+                arrays["ratios"] = np.stack(self.ratios_)
+            arrays["coef"] = np.stack([_coef(e, n)[0] for e in self.estimators_])
+            arrays["intercept"] = np.array([_coef(e, n)[1] for e in self.estimators_])
         elif self.model == "svm":
             cals = self.estimator_.calibrated_classifiers_
             arrays["coef"] = np.stack([c.estimator.coef_ for c in cals])  # (folds, k or 1, features)
@@ -110,10 +165,11 @@ class TfidfClassifier:
 def fit_classical_fold(cfg: TrainConfig, data: FoldData, metric: str, fold: int) -> FoldOutput:
     t0 = time.perf_counter()
     clf = TfidfClassifier(cfg.classical_model, cfg.C, tuple(cfg.word_ngrams), tuple(cfg.char_ngrams),
-                          cfg.max_features, random_state=cfg.seed + fold).fit(data.train_texts, data.train_labels)
-    val = clf.predict_proba(data.val_texts)
-    test = clf.predict_proba(data.test_texts)
-    return one_pass_output(fold, metric, data, val, test, clf.predict_proba(data.train_texts),
+                          cfg.max_features, random_state=cfg.seed + fold, pair_features=cfg.pair_features)
+    clf.fit(data.train_texts, data.train_labels, data.train_pairs)
+    val = clf.predict_proba(data.val_texts, data.val_pairs)
+    test = clf.predict_proba(data.test_texts, data.test_pairs)
+    return one_pass_output(fold, metric, data, val, test, clf.predict_proba(data.train_texts, data.train_pairs),
                            time.perf_counter() - t0, clf)
 
 
@@ -126,7 +182,8 @@ def one_pass_output(fold: int, metric: str, data: FoldData, val: np.ndarray, tes
     history = [{"fold": fold, "kind": "eval", "epoch": 1.0, "step": 1, "metric": s,
                 "val_loss": score("logloss", data.val_labels, val), "train_loss":
                 score("logloss", data.train_labels, train),
-                "confidence": float(val.max(1).mean()), "conf_hist": json.dumps(confidence_histogram(val))}]
+                "confidence": float(confidence(val, data.multilabel).mean()),
+                "conf_hist": json.dumps(confidence_histogram(val, multilabel=data.multilabel))}]
     return FoldOutput(val_proba=val, test_proba=test, history=history, best_epoch=1.0, best_score=s,
                       optimizer_steps=0, seconds=seconds, train_samples_per_s=len(data.train_texts) / seconds,
                       batch_size=len(data.train_texts), grad_accum=1, extra={"model": model})

@@ -14,25 +14,41 @@ if TYPE_CHECKING:
 
 
 class Encoded(torch.utils.data.Dataset):
-    """Token ids per text (no padding) and optional integer labels."""
+    """Token ids per model input (no padding), token type ids for a pair, optional labels:
+    class indices (n,) or a multi-label 0/1 matrix (n, L). With long texts cut into windows
+    (``owner``: the row of each window) an item is a window; ``n_rows`` counts the rows."""
 
-    def __init__(self, input_ids: list[list[int]], labels: np.ndarray | None = None) -> None:
+    def __init__(self, input_ids: list[list[int]], labels: np.ndarray | None = None,
+                 token_type_ids: list[list[int]] | None = None, owner: np.ndarray | None = None,
+                 n_rows: int | None = None) -> None:
         self.input_ids = input_ids
         self.labels = labels
+        self.token_type_ids = token_type_ids
+        self.owner = owner
+        self.n_rows = len(input_ids) if n_rows is None else n_rows
 
     @classmethod
     def from_texts(cls, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len: int,
-                   labels: np.ndarray | None = None) -> Encoded:
-        ids = tokenizer(list(texts), truncation=True, max_length=max_len, padding=False)["input_ids"]
-        return cls(ids, labels)
+                   labels: np.ndarray | None = None, pairs: list[list[str]] | None = None,
+                   encoding: dict[str, Any] | None = None) -> Encoded:
+        """``encoding``: truncation, head_tokens, chunks, stride, max_chunks (runtime.encode_texts)."""
+        from pipeline.runtime import encode_texts
+
+        ids, types, owner = encode_texts(tokenizer, texts, max_len, pairs, **(encoding or {}))
+        if owner is not None and labels is not None:
+            labels = np.asarray(labels)[owner]  # every window carries its text's label
+        return cls(ids, labels, types, owner, len(texts))
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        item = {"input_ids": self.input_ids[i]}
+        item: dict[str, Any] = {"input_ids": self.input_ids[i]}
+        if self.token_type_ids is not None:
+            item["token_type_ids"] = self.token_type_ids[i]
         if self.labels is not None:
-            item["labels"] = int(self.labels[i])
+            y = self.labels[i]
+            item["labels"] = [float(v) for v in y] if np.ndim(y) else int(y)
         return item
 
     @property
@@ -99,13 +115,19 @@ class PadCollator:
             width = int(math.ceil(width / self.multiple) * self.multiple)
         ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(items), width), dtype=torch.long)
+        types = torch.zeros((len(items), width), dtype=torch.long) if "token_type_ids" in items[0] else None
         for i, it in enumerate(items):
             n = len(it["input_ids"])
             ids[i, :n] = torch.tensor(it["input_ids"], dtype=torch.long)
             mask[i, :n] = 1
+            if types is not None:
+                types[i, :n] = torch.tensor(it["token_type_ids"], dtype=torch.long)
         out = {"input_ids": ids, "attention_mask": mask}
+        if types is not None:
+            out["token_type_ids"] = types
         if "labels" in items[0]:
-            out["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.long)
+            multi = isinstance(items[0]["labels"], list)  # multi-label: float targets for BCE
+            out["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.float32 if multi else torch.long)
         return out
 
 

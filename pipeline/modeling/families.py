@@ -184,9 +184,10 @@ class Transformer:
     def fold_seconds(self, cost: Cost, rows: int, epochs: int, max_len: int, n_val: int, n_test: int,
                      evals_per_epoch: int = 1) -> float:
         scale = cost.length_scale(max_len)
-        steps = math.ceil(rows / cost.batch_size) * epochs
+        windows = cost.windows_at(max_len)  # train.chunks: every window of a long text is predicted
+        steps = math.ceil(rows * (windows if cost.chunk_training else 1.0) / cost.batch_size) * epochs
         test_row_s = cost.infer_row_s if cost.test_infer_row_s is None else cost.test_infer_row_s
-        infer = (n_val * epochs * evals_per_epoch * cost.infer_row_s + n_test * test_row_s) * scale
+        infer = (n_val * epochs * evals_per_epoch * cost.infer_row_s + n_test * test_row_s) * scale * windows
         return steps * cost.step_s * scale + infer + cost.load_s * (1 + epochs)
 
     def encode_seconds(self, cost: Cost, rows: int) -> float:

@@ -41,7 +41,7 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
     dtype = pick_dtype(tc, device)
     tokenizer = load_tokenizer(tc)
     t0 = time.perf_counter()
-    model = load_model(tc, n_classes).to(device)
+    model = load_model(tc, n_classes, np.ndim(labels) == 2).to(device)
     with tempfile.TemporaryDirectory() as d:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(Path(d) / "m.st"))
     load_s = time.perf_counter() - t0
@@ -60,16 +60,41 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
     a, b = _linear(np.array(lens, float), np.array(times))
     step_s = float(np.mean(a + b * padded))
     by_len = {str(m): round(float(np.mean(np.minimum(padded, m))), 3) for m in {tc.max_len, *max_lens}}
+    # the texts' whole lengths: how many windows train.chunks reads, what a longer max_len would feed
+    full = np.array([len(x) for x in tokenizer(list(texts), truncation=False)["input_ids"]])
+    by_len.update({str(m): round(float(np.mean(np.minimum(full, m))), 3) for m in max_lens if m > tc.max_len})
     model.eval()
     out = {"step_s": round(step_s, 5),
            "infer_row_s": round(_infer_row_s(model, ds, collate, tc.eval_batch_size, device, autocast(device, dtype)), 7),
            "load_s": round(load_s, 3),
            "lengths": by_len, "batch_size": tc.batch_size, "max_len": tc.max_len,
-           "device": device.type, "steps_timed": len(times), "fit": [round(a, 5), round(b, 6)]}
+           "device": device.type, "steps_timed": len(times), "fit": [round(a, 5), round(b, 6)],
+           "max_positions": max_positions(model.config)}
+    if tc.chunks:
+        out["windows"] = {str(m): round(float(np.mean([n_windows(n, m, tc.stride, tc.max_chunks) for n in full])), 3)
+                          for m in {tc.max_len, *max_lens}}
     if submission_dtype(device, dtype) != dtype:  # the trainer predicts the test rows in another dtype
         cast = autocast(device, submission_dtype(device, dtype))
         out["test_infer_row_s"] = round(_infer_row_s(model, ds, collate, tc.eval_batch_size, device, cast), 7)
     return out
+
+
+def n_windows(length: int, max_len: int, stride: int, max_chunks: int) -> int:
+    """Windows of ``max_len`` tokens sharing ``stride`` that cover a text of ``length`` tokens."""
+    if length <= max_len:
+        return 1
+    return min(max_chunks, 2 + (length - max_len - 1) // max(1, max_len - stride))
+
+
+def max_positions(config: object) -> int | None:
+    """The longest input a backbone's position embeddings take (RoBERTa-like models offset
+    their positions by the padding index + 1)."""
+    n = getattr(config, "max_position_embeddings", None)
+    if n is None:
+        return None
+    offset = (int(getattr(config, "pad_token_id", 0) or 0) + 1
+              if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "mpnet", "camembert") else 0)
+    return int(n) - offset
 
 
 def _time_steps(tc: TrainConfig, model: torch.nn.Module, ds: Encoded, collate: PadCollator,
@@ -85,7 +110,7 @@ def _time_steps(tc: TrainConfig, model: torch.nn.Module, ds: Encoded, collate: P
     from pipeline.modeling.device import autocast
 
     optimizer = step_.make_optimizer(model, tc)
-    criterion = step_.make_criterion(tc)
+    criterion = step_.make_criterion(tc, ds.labels)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     cast = autocast(device, dtype)
     model.train()

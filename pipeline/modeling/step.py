@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pipeline.core.config import TrainConfig
-from pipeline.core.metrics import confidence_histogram, score
+from pipeline.core.metrics import confidence, confidence_histogram, score
 from pipeline.modeling import distributed as dist_
 from pipeline.modeling.data import Encoded, PadCollator, eval_batches
 
@@ -75,8 +75,39 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, fused=device.type in ("cuda", "cpu"))
 
 
-def make_criterion(cfg: TrainConfig) -> nn.Module:
+class SmoothedBCE(nn.Module):
+    """Multi-label loss: binary cross-entropy per label on the logits, label smoothing as
+    y (1 - eps) + eps / 2, an optional ``pos_weight`` per label (rare labels)."""
+
+    def __init__(self, eps: float = 0.0, pos_weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        target = target * (1 - self.eps) + self.eps / 2
+        return nn.functional.binary_cross_entropy_with_logits(logits, target, pos_weight=self.pos_weight)
+
+
+def pos_weights(labels: np.ndarray) -> torch.Tensor:
+    """negatives / positives per label (a label without positives: 1)."""
+    y = np.asarray(labels, dtype=np.float64)
+    pos = y.sum(0)
+    return torch.tensor(np.where(pos > 0, (len(y) - pos) / np.maximum(pos, 1), 1.0), dtype=torch.float32)
+
+
+def make_criterion(cfg: TrainConfig, labels: np.ndarray | None = None) -> nn.Module:
+    """Cross-entropy with label smoothing; for multi-label targets (``labels`` (n, L)) the
+    smoothed BCE, weighted by ``pos_weights`` under train.pos_weight."""
+    if labels is not None and np.ndim(labels) == 2:
+        return SmoothedBCE(cfg.label_smoothing, pos_weights(labels) if cfg.pos_weight else None)
     return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+
+
+def model_inputs(batch: Batch, device: torch.device | None = None) -> Batch:
+    """What the model's forward takes from a batch (token type ids only for a pair)."""
+    keys = ("input_ids", "attention_mask", "token_type_ids")
+    return {k: (batch[k].to(device, non_blocking=True) if device is not None else batch[k]) for k in keys if k in batch}
 
 
 def train_step(forward: nn.Module, batch: Batch, criterion: nn.Module, cast: AbstractContextManager[None],
@@ -85,7 +116,7 @@ def train_step(forward: nn.Module, batch: Batch, criterion: nn.Module, cast: Abs
     """Forward and backward of one micro-batch; returns its (detached) loss. ``check`` sees the
     loss before the backward pass (a non-finite one stops training there)."""
     with cast:
-        logits = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = forward(**model_inputs(batch)).logits
     loss = criterion(logits.float(), batch["labels"])
     if check is not None:
         check(loss)
@@ -154,23 +185,26 @@ def loader(ds: Encoded, sampler: torch.utils.data.Sampler[list[int]] | list[list
 @torch.inference_mode()
 def predict(model: nn.Module, ds: Encoded, collate: PadCollator, device: torch.device,
             cast: AbstractContextManager[None], batch_size: int, n_out: int,
-            num_workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities and logits in the dataset's order (batched by length); under
+            num_workers: int = 0, multilabel: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (softmax; multi-label: a sigmoid per label) and logits per row in the
+    dataset's order (batched by length; a long text's windows averaged in logits); under
     several processes each predicts a share and all of them see the whole prediction."""
+    from pipeline.runtime import activate, per_row
+
     model.eval()
     rank, size = dist_.world()
     batches = eval_batches(ds.lengths, batch_size)[rank::size]
     logits = torch.empty((len(ds), n_out), dtype=torch.float32)
     for idx, batch in zip(batches, loader(ds, batches, collate, device, num_workers)):
         with cast:
-            out = model(input_ids=batch["input_ids"].to(device, non_blocking=True),
-                        attention_mask=batch["attention_mask"].to(device, non_blocking=True)).logits
+            out = model(**model_inputs(batch, device)).logits
         logits[idx] = out.float().cpu()
     if size > 1:
         mine = [i for b in batches for i in b]
         for part_rows, part in dist_.gather_objects((mine, logits[mine])):
             logits[part_rows] = part
-    return torch.softmax(logits, -1).numpy(), logits.numpy()
+    rows = torch.from_numpy(per_row(logits.numpy(), ds.owner, ds.n_rows))
+    return activate(rows, multilabel).numpy(), rows.numpy()
 
 
 @dataclass
@@ -179,10 +213,10 @@ class Evaluation:
     val_loss: float
     score: float
 
-    def history_row(self, fold: int, epoch: float, step: int) -> dict[str, Any]:
+    def history_row(self, fold: int, epoch: float, step: int, multilabel: bool = False) -> dict[str, Any]:
         return {"fold": fold, "kind": "eval", "epoch": epoch, "step": step, "val_loss": self.val_loss,
-                "metric": self.score, "confidence": float(self.proba.max(1).mean()),
-                "conf_hist": json.dumps(confidence_histogram(self.proba))}
+                "metric": self.score, "confidence": float(confidence(self.proba, multilabel).mean()),
+                "conf_hist": json.dumps(confidence_histogram(self.proba, multilabel=multilabel))}
 
 
 def evaluate(proba: np.ndarray, labels: np.ndarray, metric: str) -> Evaluation:

@@ -31,6 +31,7 @@ from pipeline.modeling.backbones import resolve_backbone
 from pipeline.modeling.base import FoldData, FoldOutput
 from pipeline.modeling.data import Encoded, LengthGroupedBatches, PadCollator
 from pipeline.modeling.device import autocast, pick_device, pick_dtype, seed_everything, submission_dtype
+from pipeline.modeling.probe import max_positions
 from pipeline.modeling.schedule import lr_factor, warmup_steps
 from pipeline.modeling.step import TrainingError, layer_depth
 
@@ -46,12 +47,15 @@ def load_tokenizer(cfg: TrainConfig) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(resolve_backbone(cfg.backbone))
 
 
-def load_model(cfg: TrainConfig, n_classes: int) -> nn.Module:
+def load_model(cfg: TrainConfig, n_classes: int, multilabel: bool = False) -> nn.Module:
+    """The backbone with a fresh head of ``n_classes`` outputs (multi-label: one logit per label)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     path = resolve_backbone(cfg.backbone)
     config = AutoConfig.from_pretrained(path, num_labels=n_classes)
+    if multilabel:
+        config.problem_type = "multi_label_classification"
     if cfg.dropout is not None:
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
             if hasattr(config, name):
@@ -64,7 +68,8 @@ def load_model(cfg: TrainConfig, n_classes: int) -> nn.Module:
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected: it is what we train
     try:
-        return AutoModelForSequenceClassification.from_pretrained(path, config=config)
+        # a backbone saved with another head size (a 2-class checkpoint, 6 labels here) gets a fresh head
+        return AutoModelForSequenceClassification.from_pretrained(path, config=config, ignore_mismatched_sizes=True)
     finally:
         hf_logging.set_verbosity(verbosity)
 
@@ -78,6 +83,13 @@ def set_trainable(model: nn.Module, cfg: TrainConfig, epoch: int) -> None:
         frozen = (head_only and depth <= n_layers) or (cfg.freeze_embeddings and depth == 0) or \
                  (1 <= depth <= cfg.freeze_layers)
         p.requires_grad_(not frozen)
+
+
+def encoding(cfg: TrainConfig, windows: bool) -> dict[str, Any]:
+    """How texts are cut (runtime.encode_texts): the run's truncation, and its windows when
+    ``windows`` (prediction under train.chunks; training too under train.chunk_training)."""
+    return {"truncation": cfg.truncation, "head_tokens": cfg.head_tokens, "chunks": windows,
+            "stride": cfg.stride, "max_chunks": cfg.max_chunks}
 
 
 def _tqdm(iterable: Iterable[Any], **kw: Any) -> Iterator[Any]:
@@ -146,6 +158,7 @@ class FoldTrainer:
         self.on_eval = on_eval  # (epoch, score) after each evaluation; may raise to stop (pruning)
         self.device = pick_device(cfg)
         self.dtype = pick_dtype(cfg, self.device)
+        self.multilabel = False  # set by fit from its data's labels
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 
@@ -157,7 +170,7 @@ class FoldTrainer:
         """Softmax probabilities and logits in the dataset's order; ``exact``: in the test
         prediction's dtype (``submission_dtype``)."""
         return step_.predict(model, ds, collate, self.device, self._autocast(exact), self.cfg.eval_batch_size,
-                             self.n_classes, self.cfg.num_workers)
+                             self.n_classes, self.cfg.num_workers, self.multilabel)
 
     # -- the loop -----------------------------------------------------------------------
     def fit(self, data: FoldData, tokenizer: PreTrainedTokenizerBase) -> FoldOutput:
@@ -180,7 +193,8 @@ class FoldTrainer:
         final = p.eval_model
         if st.best_state is not None:
             final.load_state_dict(st.best_state)
-        test_ds = Encoded.from_texts(tokenizer, data.test_texts, cfg.max_len)
+        test_ds = Encoded.from_texts(tokenizer, data.test_texts, cfg.max_len, pairs=data.test_pairs,
+                                     encoding=encoding(cfg, cfg.chunks))
         test_proba, _ = self.predict(final, test_ds, p.collate, exact=True)
         train_s = max(seconds - st.eval_seconds, 1e-9)  # training throughput: evaluations are not training work
         return FoldOutput(val_proba=st.best_proba, test_proba=test_proba, history=st.history,
@@ -192,14 +206,21 @@ class FoldTrainer:
 
     def _build(self, data: FoldData, tokenizer: PreTrainedTokenizerBase) -> _Parts:
         cfg, device = self.cfg, self.device
-        model = load_model(cfg, self.n_classes).to(device)
+        self.multilabel = data.multilabel
+        model = load_model(cfg, self.n_classes, self.multilabel).to(device)
+        positions = max_positions(model.config)
+        if positions is not None and cfg.max_len > positions:
+            raise TrainingError(f"train.max_len={cfg.max_len} is longer than {cfg.backbone}'s {positions} positions; "
+                                f"lower it (train.chunks=true reads longer texts in windows)")
         ema = None
         if cfg.ema:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
-        train_ds = Encoded.from_texts(tokenizer, data.train_texts, cfg.max_len, data.train_labels)
-        val_ds = Encoded.from_texts(tokenizer, data.val_texts, cfg.max_len, data.val_labels)
+        train_ds = Encoded.from_texts(tokenizer, data.train_texts, cfg.max_len, data.train_labels, data.train_pairs,
+                                      encoding(cfg, cfg.chunks and cfg.chunk_training))
+        val_ds = Encoded.from_texts(tokenizer, data.val_texts, cfg.max_len, data.val_labels, data.val_pairs,
+                                    encoding(cfg, cfg.chunks))
         collate = PadCollator(tokenizer.pad_token_id or 0, cfg.pad_to_multiple_of)
         rank, size = dist_.world()
         if size > 1 and cfg.freeze_encoder_epochs:
@@ -215,7 +236,7 @@ class FoldTrainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, total, warm, cfg.schedule, cfg.min_lr_ratio))
         scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
-        criterion = step_.make_criterion(cfg)
+        criterion = step_.make_criterion(cfg, data.train_labels).to(device)
         set_trainable(model, cfg, 0)  # DDP registers the trainable parameters once, at wrapping
         forward = dist_.wrap(model, device)  # DDP under torchrun / accelerate launch
         forward = torch.compile(forward) if cfg.compile else forward
@@ -313,7 +334,7 @@ class FoldTrainer:
         proba, _ = self.predict(p.eval_model, p.val_ds, p.collate)
         p.model.train()
         ev = step_.evaluate(proba, data.val_labels, self.metric)
-        st.history.append(ev.history_row(self.fold, at, st.step))
+        st.history.append(ev.history_row(self.fold, at, st.step, self.multilabel))
         st.eval_seconds += time.perf_counter() - t_eval
         if self.on_eval:
             self.on_eval(at, ev.score)
@@ -346,7 +367,8 @@ class FoldTrainer:
                  f"{cfg.head_lr:.2e}" if cfg.head_lr else "same", cfg.llrd, cfg.schedule, self.device,
                  str(self.dtype).replace("torch.", ""))
         for i in range(min(2, len(ds))):
-            log.info("fold %d sample %d (label %d): %s", self.fold, i, int(ds.labels[i]),
+            y = ds.labels[i]
+            log.info("fold %d sample %d (label %s): %s", self.fold, i, [int(v) for v in y] if np.ndim(y) else int(y),
                      tokenizer.decode(ds.input_ids[i])[:200])
 
 

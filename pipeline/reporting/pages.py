@@ -13,7 +13,7 @@ import yaml
 
 from pipeline.budget.planfile import load_plan
 from pipeline.core.config import Config
-from pipeline.core.contract import Schema, proba_cols
+from pipeline.core.contract import Schema, labels_of, proba_cols
 from pipeline.core.files import read_json, save_figure, write_text
 from pipeline.core.metrics import predict_labels, score
 from pipeline.core.paths import Paths, RunPaths
@@ -50,9 +50,40 @@ class RunAnalysis:
     cv: dict[str, Any]
 
 
+def multilabel_analysis(oof: pd.DataFrame, train: pd.DataFrame, schema: Schema, threshold: list[float] | None,
+                        cfg: Config) -> str:
+    """A multi-label run's OOF per label: positives, ROC AUC, F1 at its threshold (tuned on the
+    OOF, else 0.5), and each label's most confident mistakes."""
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    cols = proba_cols(schema.n_outputs)
+    df = oof.merge(train.drop(columns=["label", "fold"], errors="ignore"), on="id", how="left")
+    y, p = labels_of(df), df[cols].to_numpy()
+    thr = np.asarray(threshold if threshold is not None else [0.5] * y.shape[1], dtype=float)
+    rows = []
+    for j, name in enumerate(schema.classes):
+        both = len(np.unique(y[:, j])) == 2
+        rows.append({"label": name, "positives": int(y[:, j].sum()), "share": round(float(y[:, j].mean()), 4),
+                     "roc_auc": round(float(roc_auc_score(y[:, j], p[:, j])), 4) if both else "-",
+                     "f1": round(float(f1_score(y[:, j], p[:, j] >= thr[j], zero_division=0)), 4),
+                     "threshold": round(float(thr[j]), 2)})
+    md = ["## Per label (out-of-fold)\n\n", _table(pd.DataFrame(rows)), "\n"]
+    for j, name in enumerate(schema.classes):
+        wrong = np.flatnonzero((p[:, j] >= thr[j]).astype(int) != y[:, j])
+        conf = np.abs(p[wrong, j] - thr[j])
+        top = wrong[np.argsort(-conf)][: max(1, cfg.report.top_mistakes // 3)]
+        if len(top):
+            mistakes = pd.DataFrame({"id": df["id"].to_numpy()[top], "true": y[top, j], "p": p[top, j].round(3),
+                                     "text": df["text"].fillna("").str.slice(0, 140).to_numpy()[top]})
+            md += [f"\n### Most confident mistakes: {md_escape(name)}\n\n", _table(mistakes), "\n"]
+    return "".join(md)
+
+
 def error_analysis(oof: pd.DataFrame, train: pd.DataFrame, schema: Schema, threshold: float | None,
                    cfg: Config, out: Path, run: str) -> str:
     """Markdown (with PNGs beside it) for one run's OOF predictions."""
+    if schema.multilabel:
+        return multilabel_analysis(oof, train, schema, threshold, cfg)
     plt = _plt()
     cols = proba_cols(schema.n_classes)
     df = oof.merge(train.drop(columns=["label", "fold"], errors="ignore"), on="id", how="left")
@@ -149,7 +180,8 @@ def analyse_run(run_dir: Path, cfg: Config, paths: Paths, schema: Schema, train:
     # the doctor reads the LR of a family trained with one
     lr = run_cfg["train"]["lr"] if family(run_cfg["train"]["family"]).epoch_trained else None
     suggestion = read_json(paths.lr_find_json)["suggested_lr"] if paths.lr_find_json.exists() else None
-    findings = diagnose(history, cv, cfg.report, schema.n_classes, lr, suggestion, inspect)
+    chance_classes = 2 if schema.multilabel else schema.n_classes  # multi-label confidence: max(p, 1 - p)
+    findings = diagnose(history, cv, cfg.report, chance_classes, lr, suggestion, inspect)
     out = paths.run_pages
     thr = cv.get("threshold", {}).get("value")
     md = [f"# Run `{run}` ({cv['family']})\n\n",
@@ -272,3 +304,25 @@ def ensemble_section(paths: Paths) -> list[str]:
                   + ", ".join(f"{k} {ens['runs'][k]:.4f} / {v:.4f}" for k, v in ens["runs_nested"].items())
                   + ".\n")
     return md
+
+
+def closing_summary(paths: Paths, schema: Schema) -> str:
+    """The last lines of `make all`: the final CV table, the submission and what made it, the
+    wall time against the budget, and every choice the contract guessed (to confirm)."""
+    import time
+
+    from pipeline.budget.clock import started
+
+    lines = []
+    sub = read_json(paths.submission_json) if paths.submission_json.exists() else None
+    if sub:
+        lines += [f"Final CV table ({schema.metric}):", sub["table"],
+                  f"submission: {paths.submission} from {sub['source']} ({schema.metric} {sub['cv']:.4f})"]
+        if sub.get("holdout_score") is not None:
+            lines.append(f"held-back test labels of the embedded default: {schema.metric} {sub['holdout_score']:.4f}")
+    plan, t0 = load_plan(paths), started()
+    if plan is not None and t0 is not None and plan.t0 == t0:
+        wall = time.time() - t0
+        lines.append(f"wall time: {wall:.0f}s of the {plan.budget} budget ({wall / plan.budget_s:.0%})")
+    lines += schema.guessed
+    return "\n".join(lines)

@@ -36,6 +36,7 @@ from pipeline.core.files import DataError, write_json, write_parquet
 from pipeline.core.paths import Paths
 from pipeline.core.textstats import norm_key
 from pipeline.core.transaction import inputs_of, publish
+from pipeline.runtime import text_columns
 
 log = logging.getLogger(__name__)
 
@@ -403,11 +404,17 @@ def run_backtranslation(train: pd.DataFrame, cfg: AugmentConfig, paths: Paths,
                 key = f"{tr.name}|{src}|{pivot}" if engine == "apertium" else \
                     f"{tr.name}|{src}|{pivot}|{cfg.marian_forward.format(pivot=pivot)}|{cfg.marian_backward.format(pivot=pivot)}"
                 cache = BackTranslationCache(paths.bt_cache, key)
-                texts = train["text"].tolist()
-                outputs = back_translate(texts, tr, pivot, cache, cfg.chunk_size, src)
-                keep, st = quality_filter(texts, outputs, cfg)
+                # every text column is translated; a copy is kept where each of its texts passes the filter
+                columns, keep, st = {}, np.ones(len(train), dtype=bool), None
+                for col in text_columns(train):
+                    texts = train[col].tolist()
+                    outputs = back_translate(texts, tr, pivot, cache, cfg.chunk_size, src)
+                    ok, col_stats = quality_filter(texts, outputs, cfg)
+                    columns[col], keep, st = np.array(outputs), keep & ok, st or col_stats
+                st.kept = int(keep.sum())
                 method = f"bt:{engine}:{pivot}"
-                frames.append(pd.DataFrame({"source_id": train["id"].to_numpy()[keep], "text": np.array(outputs)[keep],
+                frames.append(pd.DataFrame({"source_id": train["id"].to_numpy()[keep],
+                                            **{c: v[keep] for c, v in columns.items()},
                                             "label": train["label"].to_numpy()[keep], "method": method}))
                 stats[method] = asdict(st)
                 log.info("%s: kept %d of %d (dropped: empty or a masked mention/URL/hashtag lost %d, identical %d, "
@@ -459,15 +466,16 @@ def run_nlpaug(train: pd.DataFrame, method: str, cfg: AugmentConfig) -> pd.DataF
     aug = NLPAUG[method](cfg.aug_p)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    texts = train["text"].tolist()
+    cols = text_columns(train)
     rows = []
     for _ in range(cfg.n_per_row):
-        outs = aug.augment(texts)
-        for sid, label, src, out in zip(train["id"], train["label"], texts, outs):
-            out = out[0] if isinstance(out, list) else out
-            if out and norm_key(out) != norm_key(src):
-                rows.append((sid, out, label, f"nlpaug:{method}"))
-    return pd.DataFrame(rows, columns=["source_id", "text", "label", "method"])
+        outs = {c: aug.augment(train[c].tolist()) for c in cols}  # every text column, changed the same way
+        for i, (sid, label) in enumerate(zip(train["id"], train["label"])):
+            new = [o[0] if isinstance(o, list) else o for o in (outs[c][i] for c in cols)]
+            srcs = [train[c].iloc[i] for c in cols]
+            if all(new) and any(norm_key(n) != norm_key(s) for n, s in zip(new, srcs)):
+                rows.append((sid, *new, label, f"nlpaug:{method}"))
+    return pd.DataFrame(rows, columns=["source_id", *cols, "label", "method"])
 
 
 @dataclass

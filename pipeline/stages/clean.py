@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.config import CleanConfig, Config
-from pipeline.core.contract import Competition, Schema, encode_labels, load_competition
-from pipeline.core.embedded import resolve_raw
+from pipeline.core.contract import Competition, Schema, encode_targets, labels_of, load_competition, with_labels
 from pipeline.core.files import write_csv, write_json, write_parquet
-from pipeline.core.paths import RAW_FILES, Paths
+from pipeline.core.paths import Paths
+from pipeline.core.sources import competition_files, resolve_raw
 from pipeline.core.textstats import norm_key
 from pipeline.core.transaction import inputs_of, publish
-from pipeline.runtime import TextCleaner
+from pipeline.runtime import TextCleaner, text_column, text_columns
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,14 @@ def resolve_duplicates(df: pd.DataFrame, mode: str, log_rows: list[dict[str, Any
     """Exact duplicates (after cleaning) with conflicting labels: majority label, ties dropped."""
     if mode == "keep":
         return df
-    keys = df["text"].map(norm_key)
+    # a pair is a duplicate when both of its texts are
+    keys = df[[c for c in text_columns(df)]].astype(str).apply(lambda r: "\x1f".join(map(norm_key, r)), axis=1)
     keep = np.ones(len(df), dtype=bool)
-    labels = df["label"].to_numpy().copy()
+    matrix = labels_of(df)
+    # a multi-label row's labels compare as one tuple: a duplicate agrees or it does not
+    labels = np.empty(len(df), dtype=object)
+    for i, r in enumerate(matrix):
+        labels[i] = tuple(int(v) for v in r) if matrix.ndim == 2 else r
     for idx in df.groupby(keys).indices.values():
         if len(idx) < 2 or len(set(labels[idx])) < 2:
             continue
@@ -62,7 +67,7 @@ def resolve_duplicates(df: pd.DataFrame, mode: str, log_rows: list[dict[str, Any
                 log_rows.append({"split": "train", "id": df["id"].iloc[i], "action": "relabel",
                                  "detail": f"label {labels[i]} -> {majority} (majority of {len(idx)} duplicates)"})
                 labels[i] = majority
-    out = df.assign(label=labels)
+    out = with_labels(df, np.array([list(v) for v in labels]) if matrix.ndim == 2 else labels.astype(np.int64))
     return out.loc[keep].reset_index(drop=True)
 
 
@@ -76,15 +81,16 @@ class CleanResult:
     relabelled: int
 
 
-def _frame(comp: Competition, split: str, texts: list[str]) -> pd.DataFrame:
+def _frame(comp: Competition, split: str, texts: list[list[str]]) -> pd.DataFrame:
+    """id, text (text_1, ... for the other text columns), the extra columns, label."""
     s = comp.schema
     src = comp.train if split == "train" else comp.test
-    df = pd.DataFrame({"id": src[s.id_col].to_numpy(), "text": texts})
+    df = pd.DataFrame({"id": src[s.id_col].to_numpy(), **{text_column(i): t for i, t in enumerate(texts)}})
     for col in src.columns:
-        if col not in (s.id_col, s.text_col, s.label_col):
+        if col not in (s.id_col, *s.texts, *s.label_cols):
             df[col] = src[col].astype("string").to_numpy()
     if split == "train":
-        df["label"] = encode_labels(src[s.label_col], s.classes)
+        df = with_labels(df, encode_targets(src, s))
     return df
 
 
@@ -94,8 +100,11 @@ def clean_competition(comp: Competition, cfg: CleanConfig) -> tuple[CleanResult,
     frames = {}
     for split in ("train", "test"):
         src = comp.train if split == "train" else comp.test
-        texts = cleaner.transform(src[comp.schema.text_col])
-        changes[split] = dict(cleaner.changes_)
+        texts, counts = [], {}
+        for col in comp.schema.texts:  # every text column, the same cleaner
+            texts.append(cleaner.transform(src[col]))
+            counts = {k: counts.get(k, 0) + v for k, v in cleaner.changes_.items()}
+        changes[split] = counts
         frames[split] = _frame(comp, split, texts)
     log_rows: list[dict[str, Any]] = []
     train = resolve_duplicates(frames["train"], cfg.duplicates, log_rows)
@@ -108,7 +117,7 @@ def clean_competition(comp: Competition, cfg: CleanConfig) -> tuple[CleanResult,
 def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
     """What clean reads: the three raw files and the data/clean settings."""
     raw = resolve_raw(paths, cfg.data)
-    return inputs_of(paths, [], files={name: raw / name for name in RAW_FILES},
+    return inputs_of(paths, [], files=competition_files(raw),
                      config={"data": asdict(cfg.data), "clean": asdict(cfg.clean)})
 
 

@@ -25,9 +25,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.config import Config
-from pipeline.core.contract import Schema, proba_cols
+from pipeline.core.contract import Schema, labels_of, proba_cols
 from pipeline.core.files import DataError, read_json, write_csv, write_json, write_parquet
-from pipeline.core.metrics import GREATER_IS_BETTER
+from pipeline.core.metrics import GREATER_IS_BETTER, THRESHOLD_METRICS
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import inputs_of, publish
 from pipeline.cv.blend import METHODS, MethodScore, applicable, apply_blend, evaluate, load_runs, one_se_choice
@@ -82,12 +82,19 @@ def choose(cfg: Config, results: list[MethodScore], metric: str, skipped: dict[s
 def methods_table(results: list[MethodScore], runs: list[str], chosen: MethodScore, best: MethodScore,
                   ses: dict[str, float], sign: int) -> pd.DataFrame:
     return pd.DataFrame([{"method": r.method, "in_sample": round(r.in_sample, 5), "nested": round(r.nested, 5),
-                          "weights": " ".join(f"{run}={w:.3f}" for run, w in zip(runs, r.blend.weights)),
+                          "weights": _weights_text(runs, r.blend.weights),
                           "threshold": r.blend.threshold,
                           "behind_best": round(sign * (best.nested - r.nested), 5),
                           "se_vs_best": round(ses[r.method], 5),
                           "within_1se": bool(sign * (best.nested - r.nested) <= ses[r.method] + 1e-12),
                           "chosen": r is chosen} for r in results])
+
+
+def _weights_text(runs: list[str], weights: np.ndarray) -> str:
+    w = np.asarray(weights)
+    if w.ndim == 2:  # per label: each run's mean weight over the labels
+        w = w.mean(0)
+    return " ".join(f"{run}={v:.3f}" for run, v in zip(runs, w))
 
 
 def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
@@ -97,9 +104,10 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
     cols = proba_cols(schema.n_classes)
     probas = np.stack([o[cols].to_numpy(np.float64) for o in oofs])
     test_probas = np.stack([t[cols].to_numpy(np.float64) for t in tests])
-    y, folds = oofs[0]["label"].to_numpy(), oofs[0]["fold"].to_numpy()
-    tune_thr = schema.binary and schema.metric == "f1"
-    methods, skipped = applicable([m for m in METHODS if len(runs) > 1 or m == "best_single"], schema.metric)
+    y, folds = labels_of(oofs[0]), oofs[0]["fold"].to_numpy()
+    tune_thr = (schema.binary and schema.metric == "f1") or (schema.multilabel and schema.metric in THRESHOLD_METRICS)
+    methods, skipped = applicable([m for m in METHODS if len(runs) > 1 or m == "best_single"], schema.metric,
+                                  schema.multilabel)
     for m, why in skipped.items():
         log.info("ensemble: %s skipped for %s: %s", m, schema.metric, why)
     searched, scope = scored_folds(paths, runs, folds)
@@ -124,7 +132,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
     test_df[cols] = apply_blend(blend, test_probas)
     best_single = next(r for r in results if r.method == "best_single")
     gain = sign * (chosen.nested - best_single.nested)
-    weights = {run: float(w) for run, w in zip(runs, blend.weights)}
+    weights = {run: float(w) for run, w in zip(runs, np.asarray(blend.weights).reshape(-1, len(runs)).mean(0))}
     cv = {"metric": schema.metric, "chosen": blend.method, "in_sample": chosen.in_sample,
           "nested": chosen.nested, "best_single_nested": best_single.nested,
           "beats_best_single_nested": bool(gain > 0), "runs": singles, "runs_nested": singles_nested,
@@ -138,7 +146,9 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
         write_parquet(tx.path(out.test), test_df)
         write_csv(tx.path(out.methods), table)
         write_json(tx.path(out.weights), {"method": blend.method, "runs": runs, "weights": weights,
-                                          "threshold": blend.threshold, "stacker": blend.stacker})
+                                          "threshold": blend.threshold, "stacker": blend.stacker,
+                                          **({"label_weights": np.asarray(blend.weights).tolist()}
+                                             if np.ndim(blend.weights) == 2 else {})})
         write_json(tx.path(out.cv), cv)
     log.info("ensemble over %s (metric %s):\n%s", ", ".join(runs), schema.metric, table.to_string(index=False))
     log.info("runs alone on the scored folds, threshold in-sample / nested: %s", ", ".join(

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.config import Config
-from pipeline.core.contract import Competition, load_competition
-from pipeline.core.embedded import resolve_raw
+from pipeline.core.contract import Competition, Schema, load_competition
 from pipeline.core.files import save_figure, write_json, write_text
-from pipeline.core.paths import RAW_FILES, Paths
+from pipeline.core.paths import Paths
+from pipeline.core.sources import competition_files, resolve_raw
 from pipeline.core.textstats import URL, WORD, near_key, norm_key, pattern_counts
 from pipeline.core.transaction import inputs_of, publish
 from pipeline.modeling.families import family
@@ -124,6 +124,39 @@ def adversarial_auc(train_texts: pd.Series, test_texts: pd.Series, seed: int = 0
     return round(float(roc_auc_score(y, p)), 4)
 
 
+def label_keys(train: pd.DataFrame, s: Schema) -> pd.Series:
+    """One label per row as text: the class, or a multi-label row's positive labels joined by +."""
+    if not s.multilabel:
+        return train[s.label_col].astype(str)
+    pos = np.column_stack([(train[c].astype(str) == v[1]).to_numpy() for c, v in zip(s.label_cols, s.label_values)])
+    names = np.array(s.label_cols, dtype=object)
+    return pd.Series(["+".join(names[r]) or "(none)" for r in pos], index=train.index)
+
+
+def class_masks(train: pd.DataFrame, s: Schema) -> dict[str, np.ndarray]:
+    """Rows of each class (single label) or with each label positive (multi-label)."""
+    if s.multilabel:
+        return {c: (train[c].astype(str) == v[1]).to_numpy() for c, v in zip(s.label_cols, s.label_values)}
+    return {str(c): (train[s.label_col].astype(str) == str(c)).to_numpy() for c in s.classes}
+
+
+CANDIDATE_MAX_LENS = (64, 128, 256, 512)
+
+
+def long_text_shares(tokens: np.ndarray) -> dict[str, float]:
+    """The share of train texts longer than each candidate max_len (tokens, specials included)."""
+    return {str(m): round(float((tokens > m).mean()), 4) for m in CANDIDATE_MAX_LENS}
+
+
+def suggest_truncation(tokens: np.ndarray, max_len: int) -> str:
+    """What to do with texts longer than train.max_len, from their share."""
+    share = float((tokens > max_len).mean())
+    if share < 0.05:
+        return f"head: {share:.0%} of the texts are longer than train.max_len={max_len}"
+    return (f"{share:.0%} of the texts are longer than train.max_len={max_len}: train.truncation=head_tail keeps "
+            "their start and end; train.chunks=true reads all of them at prediction (or raise train.max_len)")
+
+
 def analyse(comp: Competition, cfg: Config) -> dict[str, Any]:
     s = comp.schema
     train, test = comp.train, comp.test
@@ -138,11 +171,11 @@ def analyse(comp: Competition, cfg: Config) -> dict[str, Any]:
         lengths[split] = {"chars": length_stats(texts.str.len().to_numpy()),
                           "words": length_stats(texts.str.split().str.len().to_numpy()),
                           "tokens": length_stats(tok)}
-    labels = train[s.label_col]
-    lengths["tokens_by_class"] = {str(c): length_stats(tr_tok[(labels == c).to_numpy()]) for c in s.classes}
-    counts = labels.value_counts()
-    balance = {str(c): {"count": int(counts.get(c, 0)), "share": round(float(counts.get(c, 0)) / len(train), 4)}
-               for c in s.classes}
+    labels = label_keys(train, s)
+    masks = class_masks(train, s)
+    lengths["tokens_by_class"] = {c: length_stats(tr_tok[m]) for c, m in masks.items()}
+    # single label: rows per class; multi-label: positive rows per label
+    balance = {c: {"count": int(m.sum()), "share": round(float(m.sum()) / len(train), 4)} for c, m in masks.items()}
     from scipy.stats import ks_2samp
 
     shift: dict[str, Any] = {"ks_token_length": round(float(ks_2samp(tr_tok, te_tok).statistic), 4),
@@ -157,7 +190,7 @@ def analyse(comp: Competition, cfg: Config) -> dict[str, Any]:
         "columns": {"train": list(train.columns), "test": list(test.columns)},
         "nulls": {"train": {c: int(v) for c, v in train.isna().sum().items()},
                   "test": {c: int(v) for c, v in test.isna().sum().items()}},
-        "duplicates": duplicate_stats(train, s.text_col, s.label_col),
+        "duplicates": duplicate_stats(train.assign(_label=labels), s.text_col, "_label"),
         "test_duplicates_of_train": int(te_text.map(norm_key).isin(set(tr_text.map(norm_key))).sum()),
         "label_balance": balance,
         "lengths": lengths,
@@ -165,11 +198,13 @@ def analyse(comp: Competition, cfg: Config) -> dict[str, Any]:
         "suggested_max_len": suggest_max_len(tr_tok, cfg.inspect.coverage),
         "coverage": cfg.inspect.coverage,
         "patterns": {"train": pattern_counts(tr_text), "test": pattern_counts(te_text)},
-        "top_tokens": {str(c): top_tokens(tr_text[(labels == c).to_numpy()], cfg.inspect.top_tokens)
-                       for c in s.classes},
+        "top_tokens": {c: top_tokens(tr_text[m], cfg.inspect.top_tokens) for c, m in masks.items()},
+        "long_texts": long_text_shares(tr_tok),
+        "suggested_truncation": suggest_truncation(tr_tok, cfg.train.max_len),
         "shift": shift,
         "_token_lengths": {"train": tr_tok.tolist(), "test": te_tok.tolist(),
-                           "labels": [str(v) for v in labels.tolist()]},
+                           "labels": [str(v) for v in labels.tolist()],
+                           "by_class": {c: tr_tok[m].tolist() for c, m in masks.items()}},
     }
 
 
@@ -204,10 +239,8 @@ def plot(report: dict[str, Any], paths: Paths, place: Callable[[Path], Path] = l
     save_figure(place(out["lengths"]), fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    labels = np.array(tl["labels"])
-    train_len = np.array(tl["train"])
     names = list(bal)
-    ax.boxplot([train_len[labels == c] for c in names], showfliers=False)
+    ax.boxplot([tl["by_class"][c] or [0] for c in names], showfliers=False)
     ax.set_xticks(range(1, len(names) + 1), names)
     ax.set_ylabel(unit)
     ax.set_title(f"length in {unit} by class (train)")
@@ -259,6 +292,9 @@ def render(report: dict[str, Any], figures: dict[str, Path], paths: Paths) -> st
     md += [_table(rows, ["split", "unit", "mean", "p50", "p95", "p99", "max"]),
            f"\n\nSuggested **max_len = {report['suggested_max_len']}** ({unit}, covers "
            f"{report['coverage']:.0%} of train texts, rounded up to a multiple of 8).\n",
+           "\nTexts longer than a max_len (tokens): "
+           + ", ".join(f"{m}: {v:.1%}" for m, v in report["long_texts"].items())
+           + f". Long texts: {e(report['suggested_truncation'])}.\n",
            f"\n![lengths]({rel['lengths']})\n\n![by class]({rel['length_by_class']})\n",
            "\n## Noise (rows containing each)\n"]
     pt = report["patterns"]
@@ -277,7 +313,7 @@ def render(report: dict[str, Any], figures: dict[str, Path], paths: Paths) -> st
 
 def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
     raw = resolve_raw(paths, cfg.data)
-    return inputs_of(paths, [], files={name: raw / name for name in RAW_FILES},
+    return inputs_of(paths, [], files=competition_files(raw),
                      config={"data": asdict(cfg.data), "inspect": asdict(cfg.inspect), "backbone": cfg.train.backbone,
                              "seed": cfg.folds.seed})
 

@@ -57,11 +57,11 @@ def sweep(cfg: Config, texts: list[str], labels: np.ndarray, n_classes: int, ste
     device = pick_device(tc)
     dtype = pick_dtype(tc, device)
     tokenizer = load_tokenizer(tc)
-    model = load_model(tc, n_classes).to(device).train()
+    model = load_model(tc, n_classes, np.ndim(labels) == 2).to(device).train()
     optimizer = step_.make_optimizer(model, tc)
     ratios = [g["lr"] / tc.lr for g in optimizer.param_groups]  # keep the layer-wise shape of the LRs
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    criterion = step_.make_criterion(tc)
+    criterion = step_.make_criterion(tc, labels)
     ds = Encoded.from_texts(tokenizer, texts, tc.max_len, labels)
     sampler = LengthGroupedBatches(ds.lengths, tc.batch_size, seed=tc.seed, group=tc.group_by_length)
     loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=PadCollator(tokenizer.pad_token_id or 0))
@@ -97,6 +97,7 @@ def sweep(cfg: Config, texts: list[str], labels: np.ndarray, n_classes: int, ste
 
 def run(cfg: Config, paths: Paths, force: bool = False, steps: int = 100, start_lr: float = 1e-7,
         end_lr: float = 1.0) -> LRFindResult:
+    from pipeline.core.contract import labels_of
     from pipeline.cv.data import fold_rows, load_training_data
     from pipeline.modeling.families import family
 
@@ -105,7 +106,7 @@ def run(cfg: Config, paths: Paths, force: bool = False, steps: int = 100, start_
                         f"not {cfg.train.family!r}")
     td = load_training_data(cfg, paths)
     rows, _ = fold_rows(td, 0, cfg.train.max_train_rows, cfg.train.seed)
-    res = sweep(cfg, rows["input"].tolist(), rows["label"].to_numpy(), td.schema.n_classes, steps, start_lr, end_lr)
+    res = sweep(cfg, rows["input"].tolist(), labels_of(rows), td.schema.n_classes, steps, start_lr, end_lr)
     import matplotlib
 
     matplotlib.use("Agg")

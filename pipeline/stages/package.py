@@ -40,11 +40,11 @@ import yaml
 
 from pipeline import runtime
 from pipeline.core.config import Config
-from pipeline.core.contract import Schema, proba_cols
-from pipeline.core.embedded import resolve_raw
+from pipeline.core.contract import Schema, labels_of, proba_cols
 from pipeline.core.environment import git_commit
 from pipeline.core.files import DataError, read_json, write_json, write_text
 from pipeline.core.paths import Paths, check_name
+from pipeline.core.sources import competition_files, resolve_raw
 from pipeline.core.submission import submit_inputs
 from pipeline.core.transaction import require
 from pipeline.cv.splits import n_splits as folds_in_csv
@@ -68,7 +68,8 @@ def bundle_name(cfg: Config, paths: Paths) -> str:
     if cfg.package.name:
         return cfg.package.name
     raw = resolve_raw(paths, cfg.data)
-    base = "embedded" if raw == paths.embedded else "".join(c if c.isalnum() or c in "._-" else "-" for c in raw.name)
+    where = paths.raw.stem if paths.raw.is_file() else raw.name  # a competition zip: its slug
+    base = "embedded" if raw == paths.embedded else "".join(c if c.isalnum() or c in "._-" else "-" for c in where)
     return check_name(f"{base.strip('.-_') or 'competition'}-{datetime.date.today():%Y%m%d}", "package.name")
 
 
@@ -89,7 +90,10 @@ def members_of(cfg: Config, paths: Paths) -> tuple[str, float | None, list[dict[
         return "mean", cv.get("threshold", {}).get("value"), [{"run": run, "weight": 1.0}], None
     w = read_json(paths.ensemble(cfg.ensemble.name).weights)
     members = [{"run": r, "weight": float(w["weights"][r])} for r in w["runs"]]
-    if w["method"] not in ("rank", "vote", "stack"):  # weight 0 changes nothing: leave those runs out
+    if "label_weights" in w:  # weighted_per_label: each member's weight for each label
+        for i, m in enumerate(members):
+            m["label_weights"] = [row[i] for row in w["label_weights"]]
+    if w["method"] not in ("rank", "vote", "stack", "weighted_per_label"):  # weight 0 changes nothing: leave out
         members = [m for m in members if m["weight"] > 0]
     return w["method"], w.get("threshold"), members, w.get("stacker")
 
@@ -115,7 +119,18 @@ def describe_member(paths: Paths, member: dict[str, Any], n_splits: int) -> dict
             "batch_size": tc["eval_batch_size"],
             "pad_to_multiple_of": tc["pad_to_multiple_of"], "extra_cols": list(dc["extra_cols"]),
             "extra_template": dc["extra_template"], "sep": dc["sep"], "cv": cv["cv"],
-            "threshold": cv.get("threshold", {}).get("value"), "source_folds": folds}
+            "threshold": cv.get("threshold", {}).get("value"), "source_folds": folds,
+            **member_shape(tc, cfg)}
+
+
+def member_shape(tc: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """What changes how a member reads its inputs and writes its outputs: several labels, a cut
+    of long texts other than the head (runtime.encode_texts takes them as they were trained)."""
+    out: dict[str, Any] = {}
+    if tc.get("truncation", "head") != "head" or tc.get("chunks"):
+        out["encoding"] = {"truncation": tc["truncation"], "head_tokens": tc["head_tokens"], "chunks": tc["chunks"],
+                           "stride": tc["stride"], "max_chunks": tc["max_chunks"]}
+    return out
 
 
 def onnx_report(paths: Paths, bundle: Path, m: dict[str, Any], schema: Schema, test_frame: pd.DataFrame,
@@ -126,8 +141,9 @@ def onnx_report(paths: Paths, bundle: Path, m: dict[str, Any], schema: Schema, t
 
     texts = runtime.model_inputs(test_frame, m["extra_cols"], m["extra_template"], m["sep"])
     t0 = time.perf_counter()
+    shape = (bool(m.get("multilabel")), m.get("encoding"))
     test = np.mean([runtime.predict_onnx(*runtime.load_onnx(bundle / rel), texts, m["max_len"], m["batch_size"],
-                                         m["pad_to_multiple_of"]) for rel in m["folds"]], axis=0)
+                                         m["pad_to_multiple_of"], *shape) for rel in m["folds"]], axis=0)
     seconds = time.perf_counter() - t0
     oof = pd.read_parquet(paths.run(m["run"]).oof)
     train = pd.read_parquet(paths.train_clean).set_index("id").loc[oof["id"]].reset_index()
@@ -136,8 +152,8 @@ def onnx_report(paths: Paths, bundle: Path, m: dict[str, Any], schema: Schema, t
     for k, rel in enumerate(m["folds"]):
         rows = (oof["fold"] == k).to_numpy()
         p8[rows] = runtime.predict_onnx(*runtime.load_onnx(bundle / rel), inputs[rows].tolist(), m["max_len"],
-                                        m["batch_size"], m["pad_to_multiple_of"])
-    y, p32 = oof["label"].to_numpy(), oof[proba_cols(schema.n_classes)].to_numpy()
+                                        m["batch_size"], m["pad_to_multiple_of"], *shape)
+    y, p32 = labels_of(oof), oof[proba_cols(schema.n_classes)].to_numpy()
     thr = m["threshold"] if schema.binary and schema.metric == "f1" else None
     s32, s8 = score(schema.metric, y, p32, thr), score(schema.metric, y, p8, thr)
     return {"seconds_per_1k_rows_onnx": round(seconds / len(texts) * 1000, 3),
@@ -182,10 +198,11 @@ def check_members(paths: Paths, bundle: Path, spec: dict[str, Any], schema: Sche
     """Each member rebuilt from the bundle's copies gives the run's own test predictions; its
     time per 1,000 rows is recorded for predict.py's --max-minutes."""
     cols = proba_cols(schema.n_classes)
+    pairs = runtime.other_texts(test_frame, schema.texts)
     for m in spec["members"]:
         texts = runtime.model_inputs(test_frame, m["extra_cols"], m["extra_template"], m["sep"])
         t0 = time.perf_counter()
-        got = runtime.member_proba(bundle, m, texts)
+        got = runtime.member_proba(bundle, m, texts, pairs=pairs)
         seconds = time.perf_counter() - t0
         want = pd.read_parquet(paths.run(m["run"]).test).set_index("id").loc[test_frame["id"], cols]
         diff = float(np.abs(got - want.to_numpy()).max())
@@ -250,6 +267,12 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> PackageResult:
     submission = current_submission(cfg, paths)
     method, threshold, members, stacker = members_of(cfg, paths)
     members = [describe_member(paths, m, folds_in_csv(paths)) for m in members]
+    for m in members:
+        if schema.multilabel:  # a sigmoid per label instead of a softmax over classes
+            m["multilabel"] = True
+        if cfg.package.onnx and schema.texts[1:] and family(m["family"]).exports_onnx:
+            raise DataError("package.onnx=true: the int8 export takes one text column; this competition's models "
+                            f"read a pair ({', '.join(schema.texts)}): package without it")
     cleaner = read_json(paths.clean_json)["steps"]
     cleaner = {k: cleaner[k] for k in runtime.TextCleaner().get_params()}
     if cleaner["spelling"]:
@@ -269,7 +292,8 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> PackageResult:
         extra_cols = sorted({c for m in members for c in m["extra_cols"]})
         spec = {"schema": {"id_col": schema.id_col, "text_col": schema.text_col, "pred_cols": schema.pred_cols,
                            "classes": [str(c) for c in schema.classes], "submission": schema.submission,
-                           "metric": schema.metric},
+                           "metric": schema.metric, "text_cols": schema.texts, "multilabel": schema.multilabel,
+                           "label_values": schema.label_values},
                 "cleaner": cleaner, "extra_cols": extra_cols, "method": method, "threshold": threshold, "stacker": stacker,
                 "clip": cfg.submit.clip, "members": members, "fp16": cfg.package.fp16, "onnx": cfg.package.onnx, "vendored": vendored}
         test = pd.read_parquet(paths.test_clean)  # the cleaned test the runs predicted
@@ -285,7 +309,8 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> PackageResult:
         write_json(staging / "manifest.json", manifest)
         if cfg.package.verify:
             raw = resolve_raw(paths, cfg.data)
-            manifest["verification"] = verify(staging, raw / "test.csv", raw / "sample_submission.csv",
+            files = competition_files(raw)
+            manifest["verification"] = verify(staging, files["test"], files["sample"],
                                               paths.submission, schema.submission, cfg.package.fp16)
             write_json(staging / "manifest.json", manifest)
         _swap(paths, staging, final)

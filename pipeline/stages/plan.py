@@ -30,13 +30,14 @@ from pipeline.budget.clock import started
 from pipeline.budget.costs import AUGMENT_ROWS_PER_S, STAGE_START_S, Cost, Work
 from pipeline.budget.planner import FALLBACK, Plan, Stage, ceiling, extra_candidates, format_plan, make_plan
 from pipeline.core.config import Config, ConfigError, parse_duration, with_diff
-from pipeline.core.contract import Schema, model_inputs
+from pipeline.core.contract import Schema, labels_of, model_inputs
 from pipeline.core.experiments import candidate_diff
 from pipeline.core.files import read_json, write_json
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import require, value_digest
 from pipeline.modeling.backbones import BackboneError, resolve_backbone
 from pipeline.modeling.families import family
+from pipeline.runtime import other_texts
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 4000  # texts the probes see (the classical fits: sizes spread enough for a steady per-row slope)
@@ -97,6 +98,9 @@ def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.n
         if k in m:
             setattr(cost, k, float(m[k]))
     cost.lengths = dict(m.get("lengths", {}))
+    cost.windows = dict(m.get("windows", {}))
+    cost.max_positions = m.get("max_positions")
+    cost.chunk_training = bool(tc.chunks and tc.chunk_training)
     return cost
 
 
@@ -121,7 +125,9 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> Plan | None:
     n_test = len(pd.read_parquet(paths.test_clean, columns=["id"]))
     sample = train.sample(n=min(SAMPLE_ROWS, len(train)), random_state=0)
     texts = list(model_inputs(sample, cfg.data))
-    labels = sample["label"].to_numpy()
+    for other in other_texts(sample) or []:  # a pair: both texts in one, about the tokens a step feeds
+        texts = [f"{a} {b}" for a, b in zip(texts, other)]
+    labels = labels_of(sample)
     suggested = read_json(paths.inspect_json).get("suggested_max_len") if paths.inspect_json.exists() else None
     cache = read_json(paths.throughput_json) if paths.throughput_json.exists() else {}
     data_key = clean.digest + value_digest(asdict(cfg.data))

@@ -10,6 +10,7 @@ Writes: reports/index.md and reports/index.html (static, opens without a server)
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import asdict
 
 import pandas as pd
@@ -21,7 +22,7 @@ from pipeline.core.paths import Paths
 from pipeline.core.transaction import inputs_of, publish
 from pipeline.cv.store import finished_runs
 from pipeline.reporting.markdown import to_html
-from pipeline.reporting.pages import RunAnalysis, analyse_run, competition_page
+from pipeline.reporting.pages import RunAnalysis, analyse_run, closing_summary, competition_page
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> list[RunAnalysis]:
         for f in a.findings:
             log.info("doctor %s: %s: %s -> %s", a.run, f.rule, f.message, f.advice)
     log.info("report: %d runs -> %s", len(analyses), paths.index_html)
+    sys.stdout.write("\n" + closing_summary(paths, schema) + "\n")
     return analyses
 
 

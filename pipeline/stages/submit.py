@@ -9,7 +9,6 @@ Writes: submissions/submission.csv, submissions/submission.json (validation, sou
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,10 @@ import pandas as pd
 
 from pipeline.core.config import Config
 from pipeline.core.contract import Schema, encode_labels
-from pipeline.core.embedded import resolve_raw
 from pipeline.core.files import read_competition_csv, read_json, write_json
 from pipeline.core.metrics import score
 from pipeline.core.paths import Paths
+from pipeline.core.sources import competition_files, resolve_raw
 from pipeline.core.submission import SubmissionValidator, build_submission, source, submit_inputs
 from pipeline.core.transaction import publish, published
 
@@ -38,7 +37,7 @@ class SubmitResult:
 
 def holdout_score(paths: Paths, raw: Path, schema: Schema, sub: pd.DataFrame) -> float | None:
     """Score against the embedded default's held-back labels (never read by training)."""
-    if raw != paths.embedded or not paths.holdout_labels.exists():
+    if raw != paths.embedded or not paths.holdout_labels.exists() or schema.multilabel:
         return None
     held = read_competition_csv(paths.holdout_labels)
     merged = sub.merge(held, on=schema.id_col, suffixes=("_pred", ""))
@@ -59,7 +58,8 @@ def cv_table(paths: Paths, ens: dict[str, Any] | None) -> str:
         thr = cv.get("threshold")
         untouched = f"{cv['cv_untouched']:.4f}" if "cv_untouched" in cv else "= all"
         rows.append((f"run {cv['run']} ({cv['family']})", f"{cv['cv']:.4f}", untouched,
-                     f"{thr['f1']:.4f} @ {thr['value']}" if thr else "-", "-"))
+                     f"{thr['f1']:.4f} @ {'per label' if isinstance(thr['value'], list) else thr['value']}"
+                     if thr else "-", "-"))
     if ens and "methods" in ens:
         scope = "untouched folds" if ens.get("searched_folds") else "all folds"
         for m in ens["methods"]:
@@ -79,7 +79,7 @@ def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
 def run(cfg: Config, paths: Paths, force: bool = False) -> SubmitResult:
     schema = Schema.load(paths.schema_json)
     raw = resolve_raw(paths, cfg.data)
-    sample = read_competition_csv(raw / "sample_submission.csv")
+    sample = read_competition_csv(competition_files(raw)["sample"])
     inputs = stage_inputs(cfg, paths)
     desc, test, threshold, cv = source(cfg, paths)
     sub = build_submission(sample, schema, test, threshold, cfg.submit.clip)
@@ -93,9 +93,9 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> SubmitResult:
         write_json(tx.path(paths.submission_json), {
             "source": desc, "threshold": threshold, "rows": len(sub), "columns": list(sub.columns), "valid": True,
             "metric": schema.metric, "cv": cv.get("nested", cv.get("cv")), "holdout_score": held, "table": table})
-    sys.stdout.write(f"\nFinal CV table ({schema.metric}):\n{table}\n")
+    log.info("CV table (%s):\n%s", schema.metric, table)  # printed again, last, by the report
     if held is not None:
-        sys.stdout.write(f"Held-back test labels of the embedded default: {schema.metric} {held:.4f}\n")
+        log.info("held-back test labels of the embedded default: %s %.4f", schema.metric, held)
     log.info("submit: %s -> %s (%d rows, validated)", desc, paths.submission, len(sub))
     return SubmitResult(submission=sub, source=desc, holdout_score=held)
 

@@ -115,13 +115,14 @@ def pick_device(name: str) -> str:
     return name
 
 
-def predict_member(member: dict, frame, device: str, batch_size: int | None, onnx: bool = False) -> object:
+def predict_member(member: dict, frame, device: str, batch_size: int | None, onnx: bool = False,
+                   text_cols: list | None = None) -> object:
     """The member's test probabilities: the mean over its fold models, as the pipeline averages."""
     import textcomp_runtime as rt
 
     texts = rt.model_inputs(frame, member["extra_cols"], member["extra_template"], member["sep"])
     try:
-        return rt.member_proba(HERE, member, texts, device, batch_size, onnx)
+        return rt.member_proba(HERE, member, texts, device, batch_size, onnx, pairs=rt.other_texts(frame, text_cols))
     except FileNotFoundError as e:
         raise BundleError(str(e)) from None
 
@@ -163,10 +164,12 @@ def run(args: argparse.Namespace, t0: float) -> int:
     import textcomp_runtime as rt
 
     s = spec["schema"]
-    test = read_input(args.test, [s["id_col"], s["text_col"], *spec["extra_cols"]])
+    text_cols = s.get("text_cols") or [s["text_col"]]
+    test = read_input(args.test, [s["id_col"], *text_cols, *spec["extra_cols"]])
     cleaner = rt.TextCleaner(**spec["cleaner"]).fit()
     frame = test[[s["id_col"], *spec["extra_cols"]]].rename(columns={s["id_col"]: "id"})
-    frame["text"] = cleaner.transform(test[s["text_col"]])
+    for i, col in enumerate(text_cols):  # text, text_1 ...: every text column, the same cleaner
+        frame[rt.text_column(i)] = cleaner.transform(test[col])
     say(f"{args.test}: {len(frame)} rows, cleaned ({', '.join(f'{k}={v}' for k, v in cleaner.changes_.items())})")
     transformers_used = any(m.get("needs_torch", True) for m in spec["members"])
     device = pick_device(args.device) if transformers_used else "cpu"  # no torch import for classical-only
@@ -181,7 +184,7 @@ def run(args: argparse.Namespace, t0: float) -> int:
                 "--max-minutes)")
             continue
         t = time.perf_counter()
-        probas.append(predict_member(m, frame, device, args.batch_size, args.onnx))
+        probas.append(predict_member(m, frame, device, args.batch_size, args.onnx, text_cols))
         used.append(m)
         took = time.perf_counter() - t
         ratios.append(took / max(planned, 1e-9))
@@ -189,10 +192,12 @@ def run(args: argparse.Namespace, t0: float) -> int:
     weights = np.array([m["weight"] for m in used], dtype=np.float64)
     weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(used), 1 / len(used))
     method = spec["method"]
-    if method == "stack" and len(used) < len(members):
-        method = "mean"  # the stacking model needs every member's input
-        say("stacking needs every member: the members that ran are averaged instead")
-    proba = rt.blend(method, weights, np.stack(probas), spec.get("stacker"))
+    if method in ("stack", "weighted_per_label") and len(used) < len(members):
+        method = "mean"  # the stacking model (or each label's weights) needs every member's input
+        say(f"{spec['method']} needs every member: the members that ran are averaged instead")
+    elif method == "weighted_per_label":
+        weights = np.array([m["label_weights"] for m in used], dtype=np.float64).T  # (labels, members)
+    proba = rt.blend(method, weights, np.stack(probas), spec.get("stacker"), bool(s.get("multilabel")))
     sample = args.sample or (args.test.parent / "sample_submission.csv")
     ids = frame["id"]
     if sample.is_file():
@@ -210,7 +215,8 @@ def run(args: argparse.Namespace, t0: float) -> int:
     elif len(used) < len(members):
         say("a partial blend: the whole blend's threshold is used (no threshold was fitted for this subset)")
     sub = rt.build_submission(ids, proba, id_col=s["id_col"], pred_cols=s["pred_cols"], classes=s["classes"],
-                              kind=s["submission"], threshold=threshold, clip=spec["clip"])
+                              kind=s["submission"], threshold=threshold, clip=spec["clip"],
+                              multilabel=bool(s.get("multilabel")), label_values=s.get("label_values"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".partial")
     sub.to_csv(tmp, index=False, lineterminator="\n")
