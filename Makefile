@@ -48,7 +48,35 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## install the package and its dependencies
 
-all: $(STAMP) inspect clean plan folds augment select tune train-plan ensemble submit report ## the whole flow on DATA (default: the embedded competition)
+all: flow-report ## the whole flow on DATA (default: the embedded competition); make -jN all runs side by side what can
+
+# The flow's DAG: each stage after the stages whose files it reads, so `make -jN all` runs
+# inspect beside clean and folds beside augment, and gives what `make all` gives. (The stage
+# targets below stay free of these edges: `make train` reruns train alone.)
+FLOW = inspect clean plan folds augment select tune train-plan ensemble submit report
+.PHONY: $(addprefix flow-,$(FLOW))
+flow-inspect: $(STAMP)
+	$(RUN) inspect
+flow-clean: $(STAMP)
+	$(RUN) clean
+flow-plan: flow-inspect flow-clean
+	$(RUN) plan
+flow-folds: flow-plan
+	$(RUN) folds
+flow-augment: flow-plan
+	$(RUN) augment
+flow-select: flow-folds flow-augment
+	$(RUN) select
+flow-tune: flow-select
+	$(RUN) tune
+flow-train-plan: flow-tune
+	$(RUN) train --plan reports/runs.json
+flow-ensemble: flow-train-plan
+	$(RUN) ensemble
+flow-submit: flow-ensemble
+	$(RUN) submit
+flow-report: flow-submit
+	$(RUN) report
 
 inspect: $(STAMP) ## data report -> reports/inspect.md
 	$(RUN) inspect

@@ -322,7 +322,7 @@ def encode_texts(tokenizer: Any, texts: list[str], max_len: int, pairs: list[lis
         return tokenizer(list(texts), truncation=True, max_length=max_len, padding=False)["input_ids"], None, None
     prefix, suffix = _specials(tokenizer)
     room = max(1, max_len - len(prefix) - len(suffix))
-    bodies = tokenizer(list(texts), add_special_tokens=False, truncation=False, padding=False)["input_ids"]
+    bodies = untruncated(tokenizer, texts, add_special_tokens=False)
     ids, owner = [], []
     for row, body in enumerate(bodies):
         if chunks:
@@ -337,6 +337,20 @@ def encode_texts(tokenizer: Any, texts: list[str], max_len: int, pairs: list[lis
         ids += [prefix + p + suffix for p in pieces]
         owner += [row] * len(pieces)
     return ids, None, (np.array(owner, dtype=np.int64) if chunks else None)
+
+
+def untruncated(tokenizer: Any, texts: list[str], add_special_tokens: bool = True) -> list[list[int]]:
+    """Token ids of whole texts, without transformers' warning that some are longer than the
+    model takes (they are cut or windowed after)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return tokenizer(list(texts), add_special_tokens=add_special_tokens, truncation=False,
+                         padding=False)["input_ids"]
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def _specials(tokenizer: Any) -> tuple[list[int], list[int]]:

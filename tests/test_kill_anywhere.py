@@ -47,7 +47,8 @@ def replace(src, dst):  # the N-th rename of the flow never happens: the process
 
 
 os.replace = replace
-common = ["folds.n_splits=2", "augment.methods=[random_swap]", "tune.enabled=false", "inspect.adversarial=false",
+common = ["folds.n_splits=2", "augment.methods=[random_swap]", "tune.n_trials=3", "tune.families=[classical]",
+          "inspect.adversarial=false",
           f"select.candidates=[{exp}/lr.yaml,{exp}/nbsvm.yaml]", "select.top_k=2", "select.max_train_rows=null"]
 tiny = [f"train.backbone={bert}", "train.run=tiny", "train.max_len=32", "train.epochs=1", "train.batch_size=16",
         "train.augment=[random_swap]"]

@@ -85,3 +85,20 @@ def test_data_path_with_a_space_works(tmp_path):
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "work/data/interim/train_clean.parquet").exists()
     assert "lowercase: true" in (tmp_path / "work/reports/configs/clean.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_make_j4_all_gives_the_plain_runs_submission_byte_for_byte(tmp_path):
+    """The flow's targets declare the stages they read: with -j4, inspect runs beside clean and
+    folds beside augment, and the submission is the one `make all` writes."""
+    comp = write_binary_competition(tmp_path / "comp")
+    sets = "select.candidates=[tfidf,nbsvm] select.top_k=2 tune.n_trials=2 folds.n_splits=3 inspect.adversarial=false"
+    subs = {}
+    for jobs in ("-j1", "-j4"):
+        work = tmp_path / jobs
+        out = subprocess.run(["make", jobs, "all", "-o", ".make/installed", f"PYTHON={sys.executable}", f"DATA={comp}",
+                              f"WORKDIR={work}", f"SET={sets}", "PROFILE=configs/cpu.yaml"], cwd=ROOT,
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        subs[jobs] = (work / "submissions" / "submission.csv").read_bytes()
+    assert subs["-j1"] == subs["-j4"]

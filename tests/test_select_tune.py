@@ -132,3 +132,46 @@ def test_cv_and_ensemble_are_scored_on_the_folds_select_and_tune_never_saw(binar
     assert run_stage("submit", workdir, data) == 0
     table = json.loads((workdir / "submissions/submission.json").read_text())["table"]
     assert "CV (folds select/tune never saw)" in table
+
+
+KILL_IN_TUNE = r"""
+import os, signal, sys
+from pipeline.__main__ import main
+from pipeline.stages import tune
+work, data, kill_at, *sets = sys.argv[1:]
+calls, _fold = [0], tune.train_fold
+
+
+def train_fold(*args, **kw):  # the search dies mid-trial, as a kill leaves it: the trial stays RUNNING
+    calls[0] += 1
+    if calls[0] == int(kill_at):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _fold(*args, **kw)
+
+
+tune.train_fold = train_fold
+sys.exit(main(["tune", "--workdir", work, "--data", data, "-q", "--set", *sets]))
+"""
+
+
+def test_a_search_killed_mid_trial_resumes_to_the_uninterrupted_studys_best(prepared, exp_dir, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    data, workdir = prepared
+    sets = [f"select.candidates=[{exp_dir}/nbsvm.yaml]", "tune.n_trials=5", "tune.pruner=none"]
+    assert run_stage("select", workdir, data, *sets) == 0
+    killed = tmp_path / "killed"
+    shutil.copytree(workdir, killed)
+    assert run_stage("tune", workdir, data, *sets) == 0  # uninterrupted
+    proc = subprocess.run([sys.executable, "-c", KILL_IN_TUNE, str(killed), str(data), "3", *sets],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert run_stage("tune", killed, data, *sets) == 0  # resumed
+    ref, got = (json.loads((w / "tune/nbsvm/best.json").read_text()) for w in (workdir, killed))
+    assert got["params"] == ref["params"] and got["value"] == ref["value"]
+    trials = pd.read_csv(killed / "tune/nbsvm/trials.csv")
+    assert (trials["state"] == "FAIL").sum() == 1 and (trials["state"] == "COMPLETE").sum() == 5
+    assert trials.loc[trials["state"] == "FAIL", "params_C"].iloc[0] in set(trials.loc[trials["state"] == "COMPLETE",
+                                                                                       "params_C"])  # retried

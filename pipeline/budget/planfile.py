@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -120,13 +121,32 @@ def save_plan(paths: Paths, plan: Plan) -> None:
 
 
 def update_plan(paths: Paths, change: Callable[[Plan], None]) -> Plan | None:
-    """Read, change and atomically rewrite reports/plan.json (stages run one at a time)."""
-    plan = load_plan(paths)
-    if plan is None:
+    """Read, change and atomically rewrite reports/plan.json, under a lock: `make -jN all` runs
+    stages side by side, and two of them recording their seconds must not lose one."""
+    if not paths.plan_json.exists():
         return None
-    change(plan)
-    save_plan(paths, plan)
+    with _locked(paths.plan_json.with_name(".plan.lock")):
+        plan = load_plan(paths)
+        if plan is None:
+            return None
+        change(plan)
+        save_plan(paths, plan)
     return plan
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks (Windows): stages there run one at a time
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def record(paths: Paths, stage: str) -> None:

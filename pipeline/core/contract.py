@@ -211,9 +211,10 @@ def _pick_texts(train: pd.DataFrame, test: pd.DataFrame, exclude: set[str], cfg:
     texts = [c for c, m, e in ranked[1:] if m >= max(MIN_TEXT_CHARS, PAIR_RATIO * median) and e <= 0.5]
     if len(texts) == 1:
         second = next(m for c, m, _ in ranked if c == texts[0])
-        return [col, texts[0]], (f"a text pair: {texts[0]!r} (median {second:.0f} characters) is free text beside "
-                                 f"{col!r} (median {median:.0f}), at least {PAIR_RATIO:.0%} of its length; "
-                                 f"set data.text_col={col} to model one of them")
+        pair = [c for c in train.columns if c in (col, texts[0])]  # in the file's order: question1, question2
+        return pair, (f"a text pair: {texts[0]!r} (median {second:.0f} characters) is free text beside "
+                      f"{col!r} (median {median:.0f}), at least {PAIR_RATIO:.0%} of its length; "
+                      f"set data.text_col={col} to model one of them")
     if texts:
         names = ", ".join([col, *texts])
         raise DataError(f"{files['train']}: columns {names} are all free text (median lengths "

@@ -128,7 +128,11 @@ def unpack_competition(paths: Paths, archive: Path) -> Path:
                 (tmp / ".complete").write_text(archive.name)
                 if dest.exists():
                     paths.remove_tree(dest)
-                os.replace(tmp, dest)
+                try:
+                    os.replace(tmp, dest)
+                except OSError:  # another stage (make -j) unpacked the same archive first
+                    if not (dest / ".complete").exists():
+                        raise
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp, ignore_errors=True)

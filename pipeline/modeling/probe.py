@@ -36,6 +36,7 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
     from pipeline.modeling.data import Encoded, LengthGroupedBatches, PadCollator
     from pipeline.modeling.device import autocast, pick_device, pick_dtype, submission_dtype
     from pipeline.modeling.transformer import load_model, load_tokenizer
+    from pipeline.runtime import untruncated
 
     device = pick_device(tc)
     dtype = pick_dtype(tc, device)
@@ -61,7 +62,7 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
     step_s = float(np.mean(a + b * padded))
     by_len = {str(m): round(float(np.mean(np.minimum(padded, m))), 3) for m in {tc.max_len, *max_lens}}
     # the texts' whole lengths: how many windows train.chunks reads, what a longer max_len would feed
-    full = np.array([len(x) for x in tokenizer(list(texts), truncation=False)["input_ids"]])
+    full = np.array([len(x) for x in untruncated(tokenizer, texts)])
     by_len.update({str(m): round(float(np.mean(np.minimum(full, m))), 3) for m in max_lens if m > tc.max_len})
     model.eval()
     out = {"step_s": round(step_s, 5),

@@ -28,6 +28,7 @@ from pipeline.core.textstats import URL, WORD, near_key, norm_key, pattern_count
 from pipeline.core.transaction import inputs_of, publish
 from pipeline.modeling.families import family
 from pipeline.reporting.markdown import md_escape, md_table
+from pipeline.runtime import untruncated
 
 log = logging.getLogger(__name__)
 STOP = set("the a an and or to of in on for is are was were be been it this that i you he she we they my "
@@ -91,7 +92,7 @@ def length_stats(values: np.ndarray) -> dict[str, float]:
 def token_lengths(texts: list[str], tokenizer: Any | None) -> np.ndarray:
     if tokenizer is None:
         return np.array([len(t.split()) for t in texts])
-    enc = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+    enc = untruncated(tokenizer, texts)
     return np.array([len(x) for x in enc])
 
 

@@ -15,6 +15,7 @@ ones early (median or Hyperband).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,7 +80,7 @@ def tune_run(cfg: Config, paths: Paths, entry: dict[str, Any], schema: Schema, t
     if others and name not in optuna.get_all_study_names(storage):
         log.info("tune %s: new study %s: the data, folds, search space or metric differ from those of %s "
                  "(kept in the storage, not resumed)", run, name, ", ".join(others))
-    study = optuna.create_study(study_name=name, storage=storage, direction=direction,
+    study = optuna.create_study(study_name=name, storage=open_storage(cfg, storage), direction=direction,
                                 load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=cfg.tune.sampler_seed),
                                 pruner=make_pruner(cfg.tune.pruner))
     done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
@@ -104,11 +105,12 @@ def tune_run(cfg: Config, paths: Paths, entry: dict[str, Any], schema: Schema, t
         scores = [train_fold(c, td, k, None, on_eval=report)[0].best_score for k in c.train.folds]
         return float(sum(scores) / len(scores))
 
+    if cfg.tune.storage is None:  # a shared storage's dead trials: optuna's heartbeat (open_storage)
+        retry_stale(study)
     remaining = max(0, cfg.tune.n_trials - len(done))
     log.info("tune %s: %d trials done in the study, %d to run (storage %s)", run, len(done), remaining,
              storage_url(cfg, paths, run))
-    if remaining:
-        study.optimize(objective, n_trials=remaining, timeout=cfg.tune.timeout_s, catch=())
+    search(study, objective, cfg.tune.n_trials, cfg.tune.sampler_seed, cfg.tune.timeout_s)
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise DataError(f"tune {run}: no trial completed (all pruned or failed); raise tune.n_trials")
@@ -127,6 +129,52 @@ def tune_run(cfg: Config, paths: Paths, entry: dict[str, Any], schema: Schema, t
     log.info("tune %s: best %s %.4f with %s", run, schema.metric, best.value, best.params)
     return {"run": run, "candidate": entry.get("candidate"), "config": str(paths.generated_config(run)),
             "diff": diff, "tuned": True, "value": best.value}
+
+
+FINISHED = ("COMPLETE", "PRUNED")
+
+
+def finished(study: optuna.Study) -> int:
+    return sum(t.state.name in FINISHED for t in study.trials)
+
+
+def search(study: optuna.Study, objective: object, n_trials: int, seed: int, timeout_s: float | None) -> None:
+    """Trials until ``n_trials`` have finished. The sampler is seeded by how many have finished
+    (not kept from trial to trial in this process), so a search killed and resumed draws what the
+    uninterrupted one drew: the n-th trial's parameters depend on the seed, n and the finished
+    trials alone."""
+    import optuna
+
+    t0 = time.monotonic()
+    while finished(study) < n_trials and (timeout_s is None or time.monotonic() - t0 < timeout_s):
+        study.sampler = optuna.samplers.TPESampler(seed=seed + finished(study))
+        study.optimize(objective, n_trials=1, catch=())
+
+
+def open_storage(cfg: Config, url: str) -> optuna.storages.BaseStorage | str:
+    """The study's storage. A shared one (tune.storage: machines searching one study) beats a
+    heartbeat, and optuna fails a trial whose heartbeat stopped (its machine died) and queues it
+    again with its parameters (RetryFailedTrialCallback)."""
+    if cfg.tune.storage is None:
+        return url
+    import optuna
+    from optuna.storages import RetryFailedTrialCallback
+
+    return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=300,
+                                      failed_trial_callback=RetryFailedTrialCallback(max_retry=3))
+
+
+def retry_stale(study: optuna.Study) -> None:
+    """A trial that a kill left RUNNING in the study's own SQLite file (one search writes it, so
+    every RUNNING trial there is dead) is retried with its parameters: failed, and its
+    parameters queued first."""
+    import optuna
+
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(t.params, skip_if_exists=False)
+        log.warning("tune %s: trial %d was left running (a killed search): retried with its parameters %s",
+                    study.study_name, t.number, t.params)
 
 
 def plot_study(study: optuna.Study, history_png: Path, importance_png: Path) -> None:
