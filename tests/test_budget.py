@@ -14,6 +14,7 @@ from pipeline.budget import costs as costs_mod
 from pipeline.budget.costs import Cost, Work
 from pipeline.budget.planner import Plan, RunPlan, make_plan
 from pipeline.core.config import ConfigError, load_config, parse_duration
+from pipeline.core.paths import Paths
 
 ORDER = ["trade:", "tune:", "select:", "augment:", "seed", "epoch", "max_len", "folds:", "dropped"]
 
@@ -218,8 +219,8 @@ class FixedDeadline(clock.Deadline):
 def test_replan_cuts_the_next_run_an_epoch_at_a_time_then_skips_it(tmp_path):
     from pipeline.budget.replan import replan
 
-    class P:
-        plan_json = tmp_path / "plan.json"
+    P = Paths.make(tmp_path)
+    P.reports.mkdir(parents=True, exist_ok=True)
 
     plan = {"runs": [{"name": "minilm", "family": "transformer", "estimate_s": 300.0}], "stages": {}, "replans": []}
     P.plan_json.write_text(json.dumps(plan))
@@ -307,9 +308,8 @@ def test_a_probe_that_others_disturbed_is_used_but_not_kept(prepared, tmp_path, 
 def test_replan_gives_back_cut_epochs_when_select_measured_a_faster_pace(tmp_path):
     from pipeline.budget.replan import measured_pace, replan
 
-    class P:
-        plan_json = tmp_path / "plan.json"
-        selection_csv = tmp_path / "model_selection.csv"
+    P = Paths.make(tmp_path)
+    P.reports.mkdir(parents=True, exist_ok=True)
 
     plan = {"runs": [{"name": "minilm", "run": "minilm", "family": "transformer", "estimate_s": 300.0,
                       "screen_s": 40.0, "ceiling_epochs": 2}], "stages": {}, "replans": []}
@@ -333,9 +333,8 @@ def test_a_screening_slowed_by_other_processes_is_not_taken_as_the_runs_pace(tmp
     really ran at x0.98. A screening that select saw share the CPU no longer sets the pace."""
     from pipeline.budget.replan import measured_pace, replan
 
-    class P:
-        plan_json = tmp_path / "plan.json"
-        selection_csv = tmp_path / "model_selection.csv"
+    P = Paths.make(tmp_path)
+    P.reports.mkdir(parents=True, exist_ok=True)
 
     plan = {"runs": [{"name": "mpnet", "run": "mpnet", "family": "transformer", "estimate_s": 600.0,
                       "screen_s": 40.0, "ceiling_epochs": 2, "epoch_s": 300.0}], "stages": {}, "replans": []}
@@ -703,3 +702,62 @@ def test_long_texts_get_a_longer_max_len_when_the_budget_has_room_and_chunks_cos
     chunked = Cost("minilm", "transformer", windows={"64": 3.0}, chunk_training=True, **base)
     one = costs_mod.fold_seconds(cs["minilm"], 1000, 1, 64, 300, 500)
     assert costs_mod.fold_seconds(chunked, 1000, 1, 64, 300, 500) == pytest.approx(3 * (one - 2 * 2) + 2 * 2, rel=0.05)
+
+
+def _replan_setup(tmp_path, budget_s: float = 1800.0, twin: bool = True):
+    P = Paths.make(tmp_path)
+    P.reports.mkdir(parents=True, exist_ok=True)
+    costs = {"emb_minilm": {"name": "emb_minilm", "family": "embedding", "infer_row_s": 0.01, "fit_row_s": 2e-5,
+                            "max_len": 128, "available": twin}}
+    plan = {"budget_s": budget_s, "n_splits": 5, "n_train": 7600, "n_test": 3300, "stages": {}, "replans": [],
+            "costs": costs, "runs": [{"name": "minilm", "run": "minilm", "family": "transformer", "estimate_s": 1200.0,
+                                      "epochs": 2, "ceiling_epochs": 2, "epoch_s": 600.0}]}
+    P.plan_json.write_text(json.dumps(plan))
+    from pipeline.core.config import with_diff
+
+    c = with_diff(load_config([], []), {"train": {"run": "minilm", "epochs": 2}})  # as runs.json's diff sets it
+    return P, plan, c
+
+
+def test_a_shortfall_within_the_tolerance_keeps_the_plan_and_says_so(tmp_path):
+    """The measured 30m case: MiniLM at x1.22 needed ~1438s with 1430s left; it was cut to one
+    epoch for 8 seconds. Now a shortfall within the fold guard's grace (5% of the budget) keeps it."""
+    from pipeline.budget.replan import replan
+
+    P, plan, c = _replan_setup(tmp_path)
+    assert replan(c, [c], FixedDeadline(1190, plan), P, pinned=[]) is c  # 10s short of 1200s: kept
+    log = json.loads(P.plan_json.read_text())["replans"]
+    assert "the plan kept: 10s short, within the 90s" in log[0]
+    cut = replan(c, [c], FixedDeadline(1000, plan), P, pinned=[])  # 200s short: beyond the tolerance
+    assert cut.train.epochs == 1
+
+
+def test_a_larger_shortfall_takes_the_option_with_the_best_expected_score(tmp_path):
+    from pipeline.budget.replan import replan
+
+    P, plan, c = _replan_setup(tmp_path)
+    got = replan(c, [c], FixedDeadline(500, plan), P, pinned=[])  # one epoch (600s) does not fit: the twin does
+    assert got.train.family == "embedding" and got.train.run == "emb_minilm"
+    assert "emb_minilm (its encoder frozen + LR) instead" in json.loads(P.plan_json.read_text())["replans"][-1]
+    P2, plan2, c2 = _replan_setup(tmp_path / "notwin", twin=False)
+    assert replan(c2, [c2], FixedDeadline(500, plan2), P2, pinned=[]) is None  # nothing fits: skipped
+    # the options are scored by this backbone's own epoch curve where one exists: a second epoch
+    # that measured +0.05 makes the twin (-0.035 expected) the better cut than one epoch
+    run = P.run("earlier")
+    run.dir.mkdir(parents=True)
+    run.config.write_text(f"train:\n  backbone: {c.train.backbone}\n")
+    run.cv.write_text("{}")
+    run.history.write_text("fold,kind,epoch,metric\n0,eval,1.0,0.70\n0,eval,2.0,0.75\n1,eval,1.0,0.71\n1,eval,2.0,0.76\n")
+    got = replan(c, [c], FixedDeadline(900, plan), P, pinned=[])
+    assert got.train.run == "emb_minilm"
+    assert "1 epoch(s) instead of 2: ~600s, -0.0500 expected" in json.loads(P.plan_json.read_text())["replans"][-1]
+
+
+def test_time_left_after_the_last_run_buys_the_frozen_twin(tmp_path):
+    from pipeline.budget.replan import spare_runs
+
+    P, plan, c = _replan_setup(tmp_path)
+    extra = spare_runs([c], FixedDeadline(900, plan), P)
+    assert [e.train.run for e in extra] == ["emb_minilm"] and extra[0].train.family == "embedding"
+    assert "spare time" in json.loads(P.plan_json.read_text())["replans"][-1]
+    assert spare_runs([c], FixedDeadline(50, plan), P) == []  # no room: nothing bought

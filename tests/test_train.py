@@ -460,3 +460,32 @@ def test_pseudo_labels_come_from_the_teachers_fold_model_and_never_reach_validat
                      "train.pseudo_teacher=teacher", "train.pseudo_threshold=0.9") == 0
     assert run_stage("train", work, data, "train.family=classical", "train.run=student2",
                      "train.pseudo_teacher=nobody") == 2  # one line: no such run
+
+
+@pytest.mark.parametrize("capability, precision, expect", [
+    ((7, 5), "auto", torch.float16), ((6, 0), "auto", torch.float16), ((7, 0), "auto", torch.float16),
+    ((8, 0), "auto", torch.bfloat16), ((9, 0), "auto", torch.bfloat16), ((7, 5), "bf16", torch.bfloat16),
+    ((8, 6), "fp16", torch.float16), ((9, 0), "fp32", torch.float32)])
+def test_gpu_precision_auto_takes_bf16_only_where_it_is_native(monkeypatch, caplog, capability, precision, expect):
+    """A T4 (7.5) says torch.cuda.is_bf16_supported() through emulation: auto must take fp16
+    there, and a forced bf16 is warned about."""
+    from pipeline.modeling import device
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert device.pick_dtype(TrainConfig(precision=precision), torch.device("cuda", 0)) == expect
+    assert ("emulated, the slow path" in caplog.text) == (precision == "bf16" and capability < (8, 0))
+
+
+def test_without_a_terminal_long_loops_log_their_progress(tiny_bert, monkeypatch, caplog):
+    """A notebook's `!make all` has no TTY: tqdm is off there, so the loops log done/total, rate, ETA."""
+    from pipeline.core import progress as progress_mod
+
+    assert list(progress_mod.progress(range(3), 3, "x", terminal=False, every_s=0.0)) == [0, 1, 2]
+    monkeypatch.setattr(progress_mod, "EVERY_S", 0.0)
+    monkeypatch.setattr(progress_mod.progress, "__defaults__", (None, "", "it", 0.0, False))
+    with caplog.at_level("INFO", logger="pipeline.progress"):
+        FoldTrainer(_cfg(tiny_bert), 2, "f1", 0).fit(_data(24), _tok(tiny_bert))
+    lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.progress"]
+    assert any(m.startswith("fold 0 epoch 0: 1/3 batches (33%)") and "left" in m for m in lines), lines
+    assert any(m.startswith("predicting 12 rows") for m in lines)

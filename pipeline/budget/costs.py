@@ -72,6 +72,7 @@ class Work:
     select_folds: int = 1
     tune_folds: int = 1
     evals_per_epoch: int = 1
+    processes: int = 1  # train's DDP processes (GPUs): an epoch-trained run's folds split over them
 
 
 def fold_seconds(cost: Cost, rows: int, epochs: int, max_len: int, n_val: int, n_test: int,
@@ -91,6 +92,6 @@ def run_seconds(cost: Cost, run: RunPlan, work: Work, n_splits: int, augment: bo
     if augment and fam.epoch_trained:
         rows = int(rows * (1 + work.augment_copies))
     per_fold = fold_seconds(cost, rows, run.epochs, run.max_len, n_val, work.n_test, work.evals_per_epoch)
-    total = per_fold * n_splits * (run.seeds if fam.epoch_trained else 1)
+    total = per_fold * n_splits * (run.seeds / work.processes if fam.epoch_trained else 1)
     todo = work.n_train + work.n_test if screened is None else max(0, work.n_train - n_val - screened)
     return total + fam.encode_seconds(cost, todo)

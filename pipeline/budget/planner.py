@@ -128,6 +128,8 @@ class Plan:
     replans: list[str] = field(default_factory=list)  # what train changed while running
     diff: dict[str, Any] = field(default_factory=dict)  # planfile.global_diff, applied by select/tune/train
     last_end: float | None = None  # when the last recorded stage finished (epoch seconds)
+    n_train: int = 0  # the rows planned for (train's re-plan costs the options it did not plan)
+    n_test: int = 0
     elapsed_s: float | None = None
 
     def cut(self, what: str) -> None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pipeline.budget.clock import Deadline, disturbed
 from pipeline.budget.planfile import update_plan
+from pipeline.budget.planner import Plan
 from pipeline.core.config import Config, TrainConfig, with_diff
 from pipeline.core.paths import Paths
 from pipeline.modeling.families import family
@@ -54,48 +56,178 @@ def measured_pace(paths: Paths, deadline: Deadline, run: str, say: bool = False)
     return pace
 
 
+# What the plan expects an option to cost in score when nothing measured says: the disaster
+# tweets' MiniLM scored 0.8013 CV F1 after 1 epoch and 0.8048 after 2 (BENCHMARKS.md); its
+# frozen twin + LR scored 0.7749 against the fine-tune's 0.8101; max_len at inspect's
+# suggestion keeps 99% of the texts whole.
+EPOCH_PRIOR = 0.004  # score per epoch cut
+TWIN_PRIOR = 0.035  # a fine-tune's score over its frozen encoder + LR
+MAX_LEN_PRIOR = 0.001  # cutting max_len to the suggestion
+
+
+@dataclass
+class Option:
+    """One way to run (or not run) the next fine-tune: what it costs and what it should score."""
+
+    what: str
+    seconds: float  # at the measured pace
+    loss: float  # expected score below the plan's own choice (0: the plan as made)
+    diff: dict[str, Any] | None = None  # the run's config diff (None: skipped)
+    twin: str | None = None  # the frozen-encoder run trained instead
+
+
+def epoch_gain(paths: Paths, backbone: str) -> float:
+    """What an epoch adds, from the per-epoch validation curves of earlier runs of this backbone
+    on this data (models/*/history.csv); EPOCH_PRIOR where none has two epochs."""
+    gains = []
+    for run in paths.runs_with_cv():
+        try:
+            if yaml_train(run.config).get("backbone") != backbone:
+                continue
+            h = pd.read_csv(run.history)
+        except (OSError, ValueError):
+            continue
+        ev = h[(h["kind"] == "eval") & h["metric"].notna()]
+        curve = ev.assign(e=ev["epoch"].round()).groupby("e")["metric"].mean()
+        if len(curve) >= 2:
+            gains.append(float(np.mean(np.diff(curve.to_numpy()))))
+    return max(0.0, float(np.mean(gains))) if gains else EPOCH_PRIOR
+
+
+def yaml_train(path: Any) -> dict[str, Any]:
+    import yaml
+
+    return (yaml.safe_load(path.read_text()) or {}).get("train", {})
+
+
+def options(c: Config, own: float, per_epoch: float, deadline: Deadline, paths: Paths,
+            pinned: list[str]) -> list[Option]:
+    """The real ways to make the next fine-tune fit: fewer epochs, a max_len cut to inspect's
+    suggestion, its frozen twin, skipping it; each costed at the measured pace and scored by
+    what has been measured (this backbone's epoch curves, the twin's screening), else a prior."""
+    from pipeline.budget.planner import FALLBACK
+
+    tc, plan = c.train, deadline.plan
+    out = [Option(f"{tc.epochs} epoch(s) as planned", own, 0.0, {})]
+    gain = epoch_gain(paths, tc.backbone)
+    if "train.epochs" not in pinned:
+        for e in range(tc.epochs - 1, 0, -1):
+            out.append(Option(f"{e} epoch(s) instead of {tc.epochs}", own - (tc.epochs - e) * per_epoch,
+                              (tc.epochs - e) * gain, {"train": {"epochs": e}}))
+    planned = plan.run_plan(tc.run) if plan else None
+    cost = plan.costs.get(planned.name) if plan and planned else None
+    if cost and cost.suggested_max_len and tc.max_len > cost.suggested_max_len and "train.max_len" not in pinned:
+        scale = cost.length_scale(cost.suggested_max_len)
+        out.append(Option(f"max_len {cost.suggested_max_len} instead of {tc.max_len}", own * scale, MAX_LEN_PRIOR,
+                          {"train": {"max_len": cost.suggested_max_len}}))
+    twin = FALLBACK.get(planned.name) if planned else None
+    if plan and twin and twin in plan.costs and plan.costs[twin].available and not plan.run_plan(twin):
+        out.append(Option(f"{twin} (its encoder frozen + LR) instead", twin_seconds(plan, twin) * deadline.slowdown(),
+                          TWIN_PRIOR, None, twin))
+    out.append(Option("skipped", 0.0, float("inf"), None))
+    return out
+
+
+def twin_seconds(plan: Plan, name: str) -> float:
+    """A planned-out candidate's seconds on this plan's data and folds (its measured costs)."""
+    from pipeline.budget.costs import Work, run_seconds
+    from pipeline.budget.planner import RunPlan
+
+    cost = plan.costs[name]
+    return run_seconds(cost, RunPlan(name, cost.family, max_len=cost.max_len), Work(plan.n_train, plan.n_test),
+                       plan.n_splits, False)
+
+
 def replan(c: Config, remaining: list[Config], deadline: Deadline, paths: Paths,
            pinned: list[str]) -> Config | None:
-    """The run about to start as the time left allows: ``c`` itself, ``c`` with other epochs,
-    or None (skipped). Runs of a family the planner never cuts are never cut here either."""
+    """The run about to start as the time left allows: ``c`` itself, ``c`` changed (epochs,
+    max_len), its frozen twin's config, or None (skipped); runs of a family the planner never
+    cuts are never cut here either. A shortfall within the tolerance (the fold guard's grace:
+    the margin's half) keeps the plan; a larger one takes the option with the least expected
+    score lost among those that fit; time to spare gives back epochs the plan cut."""
     fam = family(c.train.family)
     if fam.never_cut:
         return c
     pace = {r.train.run: measured_pace(paths, deadline, r.train.run, say=r.train.run == c.train.run)
             or deadline.slowdown() for r in remaining}  # read once: select's table does not change here
-    need_before = need = sum((planned_seconds(deadline, r.train.run) or 0.0) * pace[r.train.run] for r in remaining)
+    need = sum((planned_seconds(deadline, r.train.run) or 0.0) * pace[r.train.run] for r in remaining)
     own = (planned_seconds(deadline, c.train.run) or 0.0) * pace[c.train.run]
     left = deadline.left()
-    epochs = c.train.epochs
     planned = deadline.plan.run_plan(c.train.run) if deadline.plan else None
-    # what an epoch adds (or takes away)
-    per_epoch = (planned.epoch_s if planned is not None and planned.epoch_s is not None else own / max(epochs, 1)) \
-        * pace[c.train.run]
-    can_change = fam.epoch_trained and "train.epochs" not in pinned
+    per_epoch = (planned.epoch_s if planned is not None and planned.epoch_s is not None
+                 else own / max(c.train.epochs, 1)) * pace[c.train.run]  # what an epoch adds (or takes away)
+    head = (f"re-plan: {c.train.run} measured at x{pace[c.train.run]:.2f} its planned pace; the {len(remaining)} "
+            f"run(s) left then need ~{need:.0f}s, {max(left, 0):.0f}s left before ensemble/submit/report")
     if need <= left:
-        ceiling = planned.ceiling_epochs if planned else epochs
-        while can_change and epochs < ceiling and need + per_epoch <= left:
-            epochs, need = epochs + 1, need + per_epoch
-        if epochs == c.train.epochs:
-            return c
-        what = f"{c.train.run}: {epochs} epoch(s) instead of {c.train.epochs}"
-    else:
-        while need > left and can_change and epochs > 1:
-            epochs, need, own = epochs - 1, need - per_epoch, own - per_epoch
-        if need > left and own > left:
-            what = f"{c.train.run}: skipped"
-        elif epochs != c.train.epochs:
-            what = f"{c.train.run}: {epochs} epoch(s) instead of {c.train.epochs}"
-        else:
-            return c  # the others after it pay: the fold guard stops whatever would overrun
-    msg = (f"re-plan: {c.train.run} measured at x{pace[c.train.run]:.2f} its planned pace; the {len(remaining)} "
-           f"run(s) left then need ~{need_before:.0f}s, "
-           f"{max(left, 0):.0f}s left before ensemble/submit/report -> {what}")
+        return _give_back(c, need, left, per_epoch, planned, fam.epoch_trained and "train.epochs" not in pinned, head,
+                          paths)
+    if need - left <= deadline.grace():
+        _say(paths, f"{head} -> the plan kept: {need - left:.0f}s short, within the {deadline.grace():.0f}s the "
+                    "margin keeps for estimation error (the fold guard stops a run that would overrun more)")
+        return c
+    rest = need - own  # what the runs after this one need
+    opts = options(c, own, per_epoch, deadline, paths, pinned) if fam.epoch_trained else \
+        [Option("as planned", own, 0.0, {}), Option("skipped", 0.0, float("inf"), None)]
+    fits = [o for o in opts if rest + o.seconds <= left] or [opts[-1]]
+    best = min(fits, key=lambda o: (o.loss, o.seconds))
+    numbers = "; ".join(f"{o.what}: ~{o.seconds:.0f}s, -{o.loss:.4f} expected" for o in opts if o.what != "skipped")
+    _say(paths, f"{head} -> {c.train.run}: {best.what} (options: {numbers})")
+    if best.twin is not None:
+        return twin_config(c, best.twin, paths)
+    return None if best.diff is None else (c if not best.diff else with_diff(c, best.diff))
+
+
+def twin_config(c: Config, twin: str, paths: Paths) -> Config:
+    """``c``'s run given way to ``twin`` (its experiment file), on the folds select/tune spent alike."""
+    from pipeline.core.experiments import candidate_diff
+
+    diff = candidate_diff(twin, paths.root)[0]
+    diff["train"] = {**diff.get("train", {}), "searched_folds": list(c.train.searched_folds)}
+    return with_diff(c, diff)
+
+
+def spare_runs(trained: list[Config], deadline: Deadline, paths: Paths) -> list[Config]:
+    """What time left after the last planned run buys, before ensemble, submit and report must
+    start (less the tolerance): the frozen-encoder twin of each fine-tune that ran, cheapest
+    first, each while it fits, said in one line each."""
+    from pipeline.budget.planner import FALLBACK
+
+    plan, out = deadline.plan, []
+    if plan is None or deadline.end is None:
+        return out
+    names = {c.train.run for c in trained}
+    twins = sorted({FALLBACK[p.name] for p in plan.runs if p.epoch_trained and p.run_name in names and p.name in FALLBACK
+                    and FALLBACK[p.name] in plan.costs and plan.costs[FALLBACK[p.name]].available
+                    and not plan.run_plan(FALLBACK[p.name])}, key=lambda n: twin_seconds(plan, n))
+    spend = deadline.left() - deadline.grace()
+    for twin in twins:
+        seconds = twin_seconds(plan, twin) * deadline.slowdown()
+        if seconds > spend:
+            continue
+        source = next(c for c in trained if FALLBACK.get(plan.run_plan(c.train.run).name if plan.run_plan(c.train.run)
+                                                         else "") == twin)
+        _say(paths, f"spare time: ~{deadline.left():.0f}s left after the planned runs buys {twin} (~{seconds:.0f}s, "
+                    "its encoder frozen + LR: a diverse ensemble member)")
+        out.append(twin_config(source, twin, paths))
+        spend -= seconds
+    return out
+
+
+def _give_back(c: Config, need: float, left: float, per_epoch: float, planned: Any, can_change: bool, head: str,
+               paths: Paths) -> Config:
+    epochs = c.train.epochs
+    ceiling = planned.ceiling_epochs if planned else epochs
+    while can_change and epochs < ceiling and need + per_epoch <= left:
+        epochs, need = epochs + 1, need + per_epoch
+    if epochs == c.train.epochs:
+        return c
+    _say(paths, f"{head} -> {c.train.run}: {epochs} epoch(s) instead of {c.train.epochs}")
+    return with_diff(c, {"train": {"epochs": epochs}})
+
+
+def _say(paths: Paths, msg: str) -> None:
     log.warning("%s", msg)
     update_plan(paths, lambda p: p.replans.append(msg))
-    if what.endswith("skipped"):
-        return None
-    return with_diff(c, {"train": {"epochs": epochs}})
 
 
 @dataclass

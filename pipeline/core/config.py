@@ -158,6 +158,7 @@ class TrainConfig:
     pseudo_teacher: str | None = None  # pseudo-labels: confident test rows from this run's fold-k model, in fold k
     pseudo_threshold: float = 0.95  # a test row joins fold k's training when the teacher's top probability >= this
     num_workers: int = 0  # DataLoader workers (GPU runs)
+    processes: int | None = None  # train's processes (DDP under torchrun): None = one per visible GPU, 1 on CPU
     folds: list[int] | None = None  # train only these folds (fan-out across machines)
     searched_folds: list[int] = field(default_factory=list)  # folds whose labels select/tune saw (set by the plan)
     max_train_rows: int | None = None  # subsample each fold's training rows (screening)

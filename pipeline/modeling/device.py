@@ -39,9 +39,17 @@ def cpu_has_bf16_tiles() -> bool:
         return False
 
 
+def gpu_has_native_bf16(device: torch.device) -> bool:
+    """bf16 tensor cores: compute capability 8.0 and up (A100, L4, H100). A T4 (7.5), V100 (7.0)
+    or P100 (6.0) reports bf16 "supported" through emulation, the slow path: fp16 there."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def pick_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
     """The autocast dtype; float32 means autocast is off. On CPU: bf16 when asked for, or under
-    precision=auto where the CPU has AMX bf16 tiles; fp16 on CPU runs float32 (said in a warning)."""
+    precision=auto where the CPU has AMX bf16 tiles; fp16 on CPU runs float32 (said in a warning).
+    On a GPU under auto: bf16 where it is native (compute capability >= 8.0), else fp16 (with a
+    GradScaler: FoldTrainer enables one for fp16)."""
     if cfg.precision == "fp32":
         return torch.float32
     if device.type != "cuda":
@@ -53,9 +61,12 @@ def pick_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype:
         return torch.float32
     if cfg.precision == "fp16":
         return torch.float16
-    if cfg.precision == "bf16" or torch.cuda.is_bf16_supported():
+    if cfg.precision == "bf16":
+        if not gpu_has_native_bf16(device):
+            log.warning("train.precision=bf16 on a GPU of compute capability %s: emulated, the slow path "
+                        "(train.precision=auto takes fp16 there)", ".".join(map(str, torch.cuda.get_device_capability(device))))
         return torch.bfloat16
-    return torch.float16
+    return torch.bfloat16 if gpu_has_native_bf16(device) else torch.float16
 
 
 def autocast(device: torch.device, dtype: torch.dtype) -> AbstractContextManager[None]:

@@ -1,7 +1,9 @@
 """Several processes per fold, launched by `torchrun` or `accelerate launch` (DDP).
 
-Nothing here starts processes: the launcher sets RANK / WORLD_SIZE / LOCAL_RANK and this
-module joins the group (NCCL on GPU, gloo on CPU). In a single process everything is a no-op.
+The launcher sets RANK / WORLD_SIZE / LOCAL_RANK and this module joins the group (NCCL on GPU,
+gloo on CPU). In a single process everything is a no-op. ``launch_command`` is how the train
+stage starts itself again under torchrun when a machine has several GPUs (a Kaggle T4 x2):
+no command-line change.
 """
 
 from __future__ import annotations
@@ -56,3 +58,22 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def wanted_processes(processes: int | None) -> int:
+    """train.processes, else one process per visible GPU (1 without one)."""
+    if processes is not None:
+        return max(1, processes)
+    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+
+
+def under_launcher() -> bool:
+    return "WORLD_SIZE" in os.environ
+
+
+def launch_command(n: int, argv: list[str]) -> list[str]:
+    """``python -m pipeline train <argv>`` in ``n`` processes under torchrun (one machine)."""
+    import sys
+
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", "pipeline",
+            "train", *argv]

