@@ -608,10 +608,17 @@ def test_medium_adds_the_frozen_base_encoder_where_installed_and_trades_the_fine
     assert "emb_mpnet" not in names(plan_for("fast", 1e9))
     assert "emb_mpnet" not in names(plan_for("medium", 1e9, pinned=("select.candidates",)))
 
-    without = plan_for("medium", 1e9, installed=False)
+    def uncut(installed: bool) -> Plan:  # the medium ceiling itself, estimated (no room: nothing added)
+        cfg = load_config([], ["budget.preset=medium", "select.candidates=[tfidf,nbsvm,minilm]", "tune.enabled=false"])
+        c = _disaster_like_costs(installed)
+        p = planner.ceiling(cfg, c, 1e9, 1e9, [], "logloss")
+        p.estimate_s = sum(planner.stage_seconds(p, c, work).values())
+        return p
+
+    without = uncut(installed=False)
     minilm = next(r for r in without.runs if r.name == "minilm")
     assert minilm.epochs == 2 and without.n_splits == 5
-    mpnet_s = next(r for r in plan_for("medium", 1e9).runs if r.name == "emb_mpnet").estimate_s
+    mpnet_s = next(r for r in uncut(installed=True).runs if r.name == "emb_mpnet").estimate_s
     tight = without.estimate_s + 0.5 * mpnet_s  # 5 x 2 fits alone, not beside emb_mpnet
     assert plan_for("medium", tight, installed=False).n_splits == 5
     p = plan_for("medium", tight)
@@ -761,3 +768,36 @@ def test_time_left_after_the_last_run_buys_the_frozen_twin(tmp_path):
     assert [e.train.run for e in extra] == ["emb_minilm"] and extra[0].train.family == "embedding"
     assert "spare time" in json.loads(P.plan_json.read_text())["replans"][-1]
     assert spare_runs([c], FixedDeadline(50, plan), P) == []  # no room: nothing bought
+
+
+def test_room_beyond_mediums_ceiling_buys_bests_extras_in_order_of_worth():
+    """A medium ceiling that fits with room to spare would leave the budget unused: the room
+    buys best's base-size fine-tune at its config's epochs, then the frozen encoders, then the
+    extra epoch, then seeds (only for a probability metric); fast never grows, and a budget
+    with no room is planned as before."""
+    work = Work(n_train=7613, n_test=3263)
+    c = {**_disaster_like_costs(), "mpnet": Cost("mpnet", "transformer", step_s=2.0, infer_row_s=0.02, load_s=5,
+                                                 max_len=64, epochs=2)}
+
+    def plan_for(preset: str, available: float, metric: str = "f1") -> Plan:
+        cfg = load_config([], [f"budget.preset={preset}", "select.candidates=[tfidf,nbsvm,minilm]",
+                               "tune.enabled=false"])
+        return make_plan(planner.ceiling(cfg, c, available, available, [], metric), c, work)
+
+    runs = lambda p: {r.name: (r.epochs, r.seeds) for r in p.runs}  # noqa: E731
+    cfg = load_config([], ["budget.preset=medium", "select.candidates=[tfidf,nbsvm,minilm]", "tune.enabled=false"])
+    medium_s = sum(planner.stage_seconds(planner.ceiling(cfg, c, 1e9, 1e9, [], "f1"), c, work).values())
+    assert runs(plan_for("medium", medium_s * 1.001)).keys() == {"tfidf", "nbsvm", "minilm", "emb_mpnet"}
+
+    roomy = plan_for("medium", 1e9, metric="f1")
+    assert runs(roomy)["mpnet"] == (3, 1) and "emb_minilm" in runs(roomy)
+    assert runs(roomy)["minilm"] == (3, 1)  # best's extra epoch (mpnet's too: it was added at its config's 2)
+    assert all(seeds == 1 for _, seeds in runs(roomy).values())  # F1: seeds were measured not to pay
+    assert [a.split(":")[0] for a in roomy.added][:2] == ["mpnet", "emb_minilm"]
+    assert all(s == 3 for n, (_, s) in runs(plan_for("medium", 1e9, metric="logloss")).items()
+               if n in ("minilm", "mpnet"))
+    assert "mpnet" not in runs(plan_for("fast", 1e9))
+
+    # room for the fine-tune's frozen twin but not the base fine-tune: the cheap extra only
+    mid = plan_for("medium", medium_s * 1.001 + 60, metric="f1")
+    assert "mpnet" not in runs(mid) and "emb_minilm" in runs(mid) and mid.estimate_s <= mid.available_s
