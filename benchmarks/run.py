@@ -51,14 +51,17 @@ def model_dir(name: str, tmp: Path) -> str:
         from pipeline.modeling.backbones import resolve_backbone
 
         return resolve_backbone("packaged:minilm")
-    # bert-base architecture with random weights, MiniLM's tokenizer (speed only)
+    # bert-base architecture with random weights, MiniLM's tokenizer (speed only); "tiny": the
+    # same, 2 layers of 64 (gpu_check.sh --dry-run on CPU)
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     from pipeline.modeling.backbones import resolve_backbone
 
-    out = tmp / "bert-base-random"
+    out = tmp / f"{name}-random"
     if not (out / "config.json").exists():
-        BertForSequenceClassification(BertConfig(num_labels=2)).save_pretrained(out)
+        shape = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128) \
+            if name == "tiny" else {}
+        BertForSequenceClassification(BertConfig(num_labels=2, **shape)).save_pretrained(out)
         AutoTokenizer.from_pretrained(resolve_backbone("packaged:minilm")).save_pretrained(out)
     return str(out)
 
@@ -82,7 +85,7 @@ def run_ours(args: argparse.Namespace, backbone: str, data: tuple) -> dict:
     tr_x, tr_y, va_x, va_y, _ = data
     cfg = TrainConfig(backbone=backbone, max_len=args.max_len, epochs=args.epochs, batch_size=args.batch_size,
                       lr=args.lr, warmup_ratio=0.1, weight_decay=0.01, llrd=1.0, clip_norm=1.0,
-                      precision="bf16" if args.device == "cuda" else "fp32", group_by_length=True,
+                      precision=gpu_precision(args.device), group_by_length=True,
                       pad_to_multiple_of=8 if args.device == "cuda" else None, eval_batch_size=256,
                       compile=args.compile, save_checkpoints=False,
                       log_every=10**9 if args.one == "ours_nolog" else TrainConfig().log_every)
@@ -97,17 +100,32 @@ def run_ours(args: argparse.Namespace, backbone: str, data: tuple) -> dict:
     return res
 
 
+def gpu_precision(device: str) -> str:
+    """What train.precision=auto takes on this device: bf16 on native bf16 tensor cores
+    (compute capability >= 8.0), fp16 below (T4, V100, P100), fp32 on CPU."""
+    if device != "cuda":
+        return "fp32"
+    import torch
+
+    from pipeline.modeling.device import gpu_has_native_bf16
+
+    return "bf16" if gpu_has_native_bf16(torch.device("cuda", 0)) else "fp16"
+
+
+# Dense tensor-core peaks in the precision gpu_precision picks (datasheets; SXM where there are
+# two forms): bf16 from compute capability 8.0, fp16 below (a P100 has no tensor cores).
+PEAKS = (("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("L4", 121e12), ("A10", 125e12),
+         ("T4", 65e12), ("V100", 125e12), ("P100", 18.7e12))
+
+
 def peak_flops(device: str) -> float | None:
-    """Dense bf16 peak of the GPU (H100/H200 SXM: 989 TFLOP/s); None on CPU."""
+    """The GPU's dense peak in the precision it trains in; None on CPU or an unknown GPU."""
     if device != "cuda":
         return None
     import torch
 
     name = torch.cuda.get_device_name(0)
-    for key, tflops in (("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L4", 121e12)):
-        if key in name:
-            return tflops
-    return None
+    return next((tflops for key, tflops in PEAKS if key in name), None)
 
 
 def run_hf(args: argparse.Namespace, backbone: str, data: tuple, grouped: bool) -> dict:
@@ -146,7 +164,8 @@ def run_hf(args: argparse.Namespace, backbone: str, data: tuple, grouped: bool) 
         per_device_eval_batch_size=256, num_train_epochs=args.epochs, learning_rate=args.lr, weight_decay=0.01,
         warmup_steps=0.1, lr_scheduler_type="cosine", max_grad_norm=1.0, eval_strategy="no", save_strategy="no",
         logging_strategy="no", report_to=[], disable_tqdm=True, seed=0, use_cpu=args.device != "cuda",
-        bf16=args.device == "cuda", train_sampling_strategy="group_by_length" if grouped else "random",
+        bf16=gpu_precision(args.device) == "bf16", fp16=gpu_precision(args.device) == "fp16",
+        train_sampling_strategy="group_by_length" if grouped else "random",
         dataloader_num_workers=0)
     trainer = Trainer(model=model, args=targs, train_dataset=DS(tr_x, tr_y),
                       data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=8 if args.device == "cuda"
@@ -345,7 +364,8 @@ def _trainer_lines(res: dict) -> list[str]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--one", choices=["ours", "ours_nolog", "hf_maxlen", "hf_grouped"], help=argparse.SUPPRESS)
-    p.add_argument("--model", default=None, help="minilm (CPU default) or bert-base (GPU default)")
+    p.add_argument("--model", default=None, help="minilm (CPU default), bert-base (GPU default) or tiny")
+    p.add_argument("--out", default=None, help="write the results to this JSON only (not latest.json / BENCHMARKS.md)")
     p.add_argument("--n-train", type=int, default=None)
     p.add_argument("--n-val", type=int, default=320)
     p.add_argument("--max-len", type=int, default=None)
@@ -376,7 +396,7 @@ def main() -> None:
     if args.only != "trainer":
         res.update(bench_backtranslation(args))
     if args.only == "bt":
-        save(res)
+        save(res, args.out)
         return
     runs = {w: spawn(args, w) for w in ("ours", "hf_maxlen", "hf_grouped", "ours_nolog")}
     res.update({
@@ -395,8 +415,9 @@ def main() -> None:
         "trainer": {"model": args.model, "data": load_slice(1, 1)[4], "n_train": args.n_train, "n_val": args.n_val,
                     "max_len": args.max_len, "batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr,
                     **runs},
+        "precision": gpu_precision(args.device),
     })
-    save(res)
+    save(res, args.out)
 
 
 F1_TOLERANCE = 0.02  # a peer's validation F1 must be this close to ours for a speed ratio to be reported
@@ -415,7 +436,11 @@ def _ratio_cell(r: float | None) -> str:
     return f"{r:.2f}" if r is not None else f"not comparable (F1 differs by > {F1_TOLERANCE})"
 
 
-def save(res: dict) -> None:
+def save(res: dict, out: str | None = None) -> None:
+    if out:
+        Path(out).write_text(json.dumps(res, indent=2) + "\n")
+        sys.stdout.write(json.dumps({k: v for k, v in res.items() if k != "trainer"}, indent=2) + "\n")
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     latest = RESULTS / "latest.json"
     old = json.loads(latest.read_text()) if latest.exists() else {}

@@ -801,3 +801,23 @@ def test_room_beyond_mediums_ceiling_buys_bests_extras_in_order_of_worth():
     # room for the fine-tune's frozen twin but not the base fine-tune: the cheap extra only
     mid = plan_for("medium", medium_s * 1.001 + 60, metric="f1")
     assert "mpnet" not in runs(mid) and "emb_minilm" in runs(mid) and mid.estimate_s <= mid.available_s
+
+
+def test_the_last_cut_drops_a_frozen_encoder_rather_than_the_fine_tune_where_that_fits():
+    """Measured on a fresh machine (a busy probe made all-mpnet frozen cost 434 s): the plan
+    dropped MiniLM's fine-tune (CV 0.805) and kept the frozen mpnet (0.794), though the
+    fine-tune fitted without it. The frozen encoder goes; the fine-tune keeps its epochs back."""
+    work = Work(n_train=7613, n_test=3263)
+    c = _disaster_like_costs()
+    c["emb_mpnet"] = Cost("emb_mpnet", "embedding", infer_row_s=0.2, fit_row_s=2e-5, max_len=128)
+    cfg = load_config([], ["budget.preset=medium", "select.candidates=[tfidf,nbsvm,minilm]", "tune.enabled=false"])
+    floor = planner.ceiling(cfg, c, 1e9, 1e9, [], "f1")  # every cut before the drop, without emb_mpnet
+    floor.runs = [r for r in floor.runs if r.name != "emb_mpnet"]
+    floor.select_rows, floor.n_splits = planner.MIN_SELECT_ROWS, planner.MIN_FOLDS
+    next(r for r in floor.runs if r.name == "minilm").epochs = 1
+    available = sum(planner.stage_seconds(floor, c, work).values()) + 1.0
+    p = make_plan(planner.ceiling(cfg, c, available, available, [], "f1"), c, work)
+    names = {r.name: r for r in p.runs}
+    assert "minilm" in names and "emb_mpnet" not in names and p.fits
+    assert any(x.startswith("emb_mpnet: dropped") and "fine-tunes fit" in x for x in p.cuts)
+    assert p.estimate_s <= available

@@ -489,3 +489,17 @@ def test_without_a_terminal_long_loops_log_their_progress(tiny_bert, monkeypatch
     lines = [r.getMessage() for r in caplog.records if r.name == "pipeline.progress"]
     assert any(m.startswith("fold 0 epoch 0: 1/3 batches (33%)") and "left" in m for m in lines), lines
     assert any(m.startswith("predicting 12 rows") for m in lines)
+
+
+def test_a_half_precision_checkpoint_trains_with_float32_master_weights(tiny_bert, tmp_path):
+    """transformers 5 loads a checkpoint in the dtype it was saved in; a backbone stored in fp16
+    (gpu_check.sh carries MiniLM so) must still train float32 weights under autocast."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    half = tmp_path / "half"
+    AutoModelForSequenceClassification.from_pretrained(tiny_bert).half().save_pretrained(half)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(half)
+    model = load_model(_cfg(half), 2)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    out = FoldTrainer(_cfg(half, epochs=2), 2, "f1", 0).fit(_data(), _tok(half))
+    assert np.isfinite(out.val_proba).all()

@@ -68,8 +68,11 @@ def load_model(cfg: TrainConfig, n_classes: int, multilabel: bool = False) -> nn
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()  # "newly initialized classifier" is expected: it is what we train
     try:
-        # a backbone saved with another head size (a 2-class checkpoint, 6 labels here) gets a fresh head
-        return AutoModelForSequenceClassification.from_pretrained(path, config=config, ignore_mismatched_sizes=True)
+        # a backbone saved with another head size (a 2-class checkpoint, 6 labels here) gets a fresh head;
+        # float32 master weights whatever the checkpoint stores (transformers 5 loads an fp16/bf16
+        # checkpoint in its own dtype, and fp16 weights cannot take GradScaler's unscaled steps)
+        return AutoModelForSequenceClassification.from_pretrained(path, config=config, ignore_mismatched_sizes=True,
+                                                                  dtype=torch.float32)
     finally:
         hf_logging.set_verbosity(verbosity)
 
