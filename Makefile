@@ -33,7 +33,7 @@ STAMP ?= .make/installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-apertium setup-mpnet all inspect clean folds augment select tune train train-plan lr-find ensemble submit report package kaggle-submit \
-        plan test test-slow bench lint clobber
+        plan test test-slow bench bench-summary runs lint clobber
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -139,8 +139,15 @@ kaggle-submit: ## submit with the official kaggle CLI: make kaggle-submit COMPET
 	@# the slug and message reach kaggle as one argv item each, never re-parsed by a shell
 	$(PYTHON) -c "from pipeline.stages.submit import kaggle_submit; raise SystemExit(kaggle_submit())"
 
-bench: $(STAMP) ## benchmarks -> benchmarks/results/latest.json and BENCHMARKS.md
+bench: $(STAMP) ## trainer vs HF Trainer, back-translation vs nlpaug -> benchmarks/results/latest.json, then the summary
 	$(PYTHON) benchmarks/run.py
+	$(PYTHON) benchmarks/summary.py
+
+runs: ## the submissions ledger, newest first (FILTER=text keeps the rows that mention it)
+	@TEXTCOMP_FILTER="$(value FILTER)" $(PYTHON) -m pipeline.core.ledger
+
+bench-summary: ## BENCHMARKS.md's summary table from benchmarks/results/*.json
+	python3 benchmarks/summary.py
 
 test: $(STAMP) ## the fast test tier (no GPU, no network)
 	$(PYTHON) -m pytest -q

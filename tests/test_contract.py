@@ -105,3 +105,32 @@ def test_every_choice_is_logged_with_its_reason(binary_comp, caplog):
     assert "metric: f1 (the default for a label submission with 2 classes" in said
     assert "extra columns (usable with data.extra_cols): keyword, location" in said
     assert comp.schema.notes and all(n in said for n in comp.schema.notes)
+
+
+def test_the_contract_is_logged_in_full_once_per_make_invocation(tmp_path, monkeypatch, caplog):
+    """The first stage of a `make` invocation (TEXTCOMP_T0) logs the contract in full; the
+    stages after it in the same invocation one summary line; a new invocation in full again."""
+    import logging
+
+    from conftest import write_binary_competition
+
+    from pipeline.core.config import DataConfig
+    from pipeline.core.contract import load_competition
+
+    comp, stamp = write_binary_competition(tmp_path / "comp"), tmp_path / "interim" / "contract.logged"
+
+    def said(t0: str | None) -> list[str]:
+        if t0 is None:
+            monkeypatch.delenv("TEXTCOMP_T0", raising=False)
+        else:
+            monkeypatch.setenv("TEXTCOMP_T0", t0)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="pipeline.core.contract"):
+            load_competition(comp, DataConfig(), stamp)
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("contract:")]
+
+    first, second, third = said("100"), said("100"), said("200")
+    assert any(m.startswith("contract: id: ") for m in first) and len(first) >= 6
+    assert len(second) == 1 and second[0].startswith("contract: as logged above") and "metric f1" in second[0]
+    assert len(third) == len(first)
+    assert len(said(None)) == len(first) and len(said(None)) == len(first)  # outside make: always in full

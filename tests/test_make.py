@@ -101,4 +101,8 @@ def test_make_j4_all_gives_the_plain_runs_submission_byte_for_byte(tmp_path):
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         subs[jobs] = (work / "submissions" / "submission.csv").read_bytes()
+        if jobs == "-j1":  # the contract in full once (inspect), a summary line after it (clean)
+            said = out.stdout + out.stderr
+            assert said.count("contract: id: ") == 1 and said.count("contract: as logged above") == 1, said[-3000:]
+            assert "Final CV table" in said[-4000:] and "submission:" in said[-2000:]
     assert subs["-j1"] == subs["-j4"]

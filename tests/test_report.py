@@ -34,3 +34,14 @@ def test_report_renders_every_section_with_working_links(prepared, tiny_bert):
     assert set(doctor) == {"lr", "tiny"}
     hist = (workdir / "models/tiny/history.csv").read_text()
     assert "update_ratio" in hist and "conf_hist" in hist
+
+
+def test_report_tables_round_seconds_and_scores_and_never_print_nan():
+    import numpy as np
+
+    from pipeline.reporting.markdown import md_table
+
+    t = md_table([["minilm", 20.6, 8.0, 0.812345678, float("nan"), None, np.float32(3.25), True]],
+                 ["run", "seconds", "folds", "cv", "nested", "note", "wall_s", "complete"])
+    row = t.splitlines()[2]
+    assert row == "| minilm | 20.6 | 8 | 0.8123 | - | - | 3.2 | True |", row

@@ -14,6 +14,7 @@ Shapes beyond one text and one label, detected and logged with the reason (or pi
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -392,8 +393,6 @@ def detect_schema(train: pd.DataFrame, test: pd.DataFrame, sample: pd.DataFrame,
         notes += [note] if note else []
     if not multilabel and len(classes) == 2 and metric in ("f1", "roc_auc"):
         notes.append(f"positive class for {metric}: {classes[1]!r} (the second of the sorted classes)")
-    for n in notes:
-        log.info("contract: %s", n)
     guessed = [g for g, set_ in (
         (f"metric guessed: {metric} — set data.metric to the competition's metric", cfg.metric),
         (f"text column guessed: {', '.join(text_cols)} — set data.text_col (or data.text_cols) to confirm",
@@ -514,7 +513,26 @@ def _note_huge_texts(train: pd.DataFrame, test: pd.DataFrame, s: Schema, f: dict
             s.notes.append(msg)
 
 
-def load_competition(raw: Path, cfg: DataConfig) -> Competition:
+def announce(schema: Schema, stamp: Path | None = None) -> None:
+    """Log the contract: in full once per `make` invocation (the first stage that reads the data
+    writes ``stamp`` with the invocation's TEXTCOMP_T0), as one summary line in the stages after
+    it; in full always outside make."""
+    t0 = os.environ.get("TEXTCOMP_T0")
+    if stamp is not None and t0 and stamp.exists() and stamp.read_text().strip() == t0:
+        labels = ", ".join(map(str, schema.classes)) if schema.multilabel else repr(schema.label_col)
+        log.info("contract: as logged above: id %r, label %s (%d %s), text %s, submission %s, metric %s",
+                 schema.id_col, labels, len(schema.classes), "labels" if schema.multilabel else "classes",
+                 ", ".join(repr(c) for c in schema.text_cols), schema.submission, schema.metric)
+        return
+    for n in schema.notes:
+        log.info("contract: %s", n)
+    if stamp is not None and t0:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(t0 + "\n")
+
+
+def load_competition(raw: Path, cfg: DataConfig, stamp: Path | None = None) -> Competition:
+    """Read, detect and validate a competition folder; ``stamp``: see ``announce``."""
     files = competition_files(raw)
     train = read_competition_csv(files["train"])
     test = read_competition_csv(files["test"])
@@ -522,6 +540,7 @@ def load_competition(raw: Path, cfg: DataConfig) -> Competition:
     if cfg.min_class_rows:
         train = drop_rare_classes(train, test, sample, cfg, files)
     schema = detect_schema(train, test, sample, cfg, files)
+    announce(schema, stamp)
     comp = Competition(train=train, test=test, sample=sample, schema=schema, files=files)
     return validate(comp, cfg)
 

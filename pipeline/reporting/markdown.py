@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import html
 import math
+import numbers
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 from markdown_it import MarkdownIt
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&\"'$])")
@@ -35,18 +37,32 @@ def md_escape(value: object) -> str:
     return _SPECIAL.sub(r"\\\1", text)
 
 
-def md_cell(value: object) -> str:
-    if isinstance(value, float) and math.isfinite(value):
-        return str(int(value)) if value.is_integer() else f"{value:.4f}"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
+def md_cell(value: object, seconds: bool = False) -> str:
+    """A table cell: seconds to 0.1 s, other fractions (scores) to 4 decimals, whole numbers as
+    integers, a missing or non-finite number as "-"."""
+    if value is None:
+        return "-"
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        x = float(value)
+        if not math.isfinite(x):
+            return "-"
+        if seconds:
+            return f"{x:.1f}"
+        return str(int(x)) if x.is_integer() else f"{x:.4f}"
     return md_escape(value)
+
+
+def is_seconds(header: object) -> bool:
+    """A column of durations, by its name: seconds, *_s, wall, time (s)."""
+    h = str(header).lower()
+    return "second" in h or h.endswith("_s") or h.endswith("(s)") or h in ("wall", "time", "estimate", "actual")
 
 
 def md_table(rows: Iterable[Sequence[Any]], header: Sequence[Any]) -> str:
     """A Markdown table whose every cell (header included) is escaped data."""
+    secs = [is_seconds(h) for h in header]
     lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(md_cell(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(md_cell(v, s) for v, s in zip(row, secs, strict=False)) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -139,7 +139,14 @@ def error_analysis(oof: pd.DataFrame, train: pd.DataFrame, schema: Schema, thres
     md += ["\n## Most confident mistakes\n",
            "Often label noise (the disaster-tweets set has known mislabelled duplicates): read them before tuning.\n\n",
            _table(mistakes), "\n"]
-    # calibration
+    md.append(calibration(proba, y, pred, conf, schema, out, run))
+    return "".join(md)
+
+
+def calibration(proba: np.ndarray, y: np.ndarray, pred: np.ndarray, conf: np.ndarray, schema: Schema, out: Path,
+                run: str) -> str:
+    """The reliability curve (10 bins) and its expected calibration error, as Markdown + a PNG."""
+    plt = _plt()
     bins = np.linspace(0, 1, 11)
     p_pos = proba[:, 1] if schema.binary else conf
     hit = (y == 1) if schema.binary else (pred == y)
@@ -159,8 +166,7 @@ def error_analysis(oof: pd.DataFrame, train: pd.DataFrame, schema: Schema, thres
            ylabel="observed frequency", title="reliability curve (OOF)")
     ax.legend()
     save_figure(out / f"{run}_calibration.png", fig)
-    md += [f"\n## Calibration\n\nExpected calibration error {ece:.4f}.\n\n![calibration]({run}_calibration.png)\n"]
-    return "".join(md)
+    return (f"\n## Calibration\n\nExpected calibration error {ece:.4f}.\n\n![calibration]({run}_calibration.png)\n")
 
 
 def _safe_score(metric: str, y: np.ndarray, proba: np.ndarray, thr: float | None) -> float:

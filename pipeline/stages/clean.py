@@ -123,7 +123,7 @@ def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
 
 def run(cfg: Config, paths: Paths, force: bool = False) -> CleanResult:
     inputs = stage_inputs(cfg, paths)
-    comp = load_competition(resolve_raw(paths, cfg.data), cfg.data)
+    comp = load_competition(resolve_raw(paths, cfg.data), cfg.data, paths.interim / "contract.logged")
     result, log_rows = clean_competition(comp, cfg.clean)
     with publish(paths, "clean", inputs) as tx:  # train, test and schema change together or not at all
         write_parquet(tx.path(paths.train_clean), result.train)

@@ -321,7 +321,7 @@ def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
 
 def run(cfg: Config, paths: Paths, force: bool = False) -> InspectResult:
     inputs = stage_inputs(cfg, paths)
-    comp = load_competition(resolve_raw(paths, cfg.data), cfg.data)
+    comp = load_competition(resolve_raw(paths, cfg.data), cfg.data, paths.interim / "contract.logged")
     report = analyse(comp, cfg)
     with publish(paths, "inspect", inputs) as tx:  # the page, its JSON and its figures together
         figures = plot(report, paths, tx.path)

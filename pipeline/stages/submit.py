@@ -3,7 +3,8 @@
 Usage: python -m pipeline submit [--set submit.source=run:tfidf]
 Reads:  ensembles/<name>/{test.parquet, weights.json} (or models/<run>/), sample_submission.csv,
         data/interim/schema.json; data/holdout/test_labels.csv when the embedded default runs
-Writes: submissions/submission.csv, submissions/submission.json (validation, source, CV table)
+Writes: submissions/submission.csv, submissions/submission.json (validation, source, CV table);
+        submissions/archive/<UTC>-<sha8>.csv and a row of submissions/ledger.jsonl (pipeline/core/ledger.py)
 """
 
 from __future__ import annotations
@@ -93,11 +94,34 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> SubmitResult:
         write_json(tx.path(paths.submission_json), {
             "source": desc, "threshold": threshold, "rows": len(sub), "columns": list(sub.columns), "valid": True,
             "metric": schema.metric, "cv": cv.get("nested", cv.get("cv")), "holdout_score": held, "table": table})
+    _ledger(cfg, paths, raw, desc, cv, schema, held)
     log.info("CV table (%s):\n%s", schema.metric, table)  # printed again, last, by the report
     if held is not None:
         log.info("held-back test labels of the embedded default: %s %.4f", schema.metric, held)
     log.info("submit: %s -> %s (%d rows, validated)", desc, paths.submission, len(sub))
     return SubmitResult(submission=sub, source=desc, holdout_score=held)
+
+
+def _ledger(cfg: Config, paths: Paths, raw: Path, desc: str, cv: dict[str, Any], schema: Schema,
+            held: float | None) -> None:
+    """The published submission archived, with its ledger row; a failure here costs a warning,
+    never the submission."""
+    from dataclasses import asdict
+
+    from pipeline.core import ledger
+    from pipeline.core.transaction import value_digest
+
+    try:
+        weights = None
+        if not cfg.submit.source.startswith("run:"):
+            w = read_json(paths.ensemble(cfg.ensemble.name).weights)
+            weights = w.get("weights")
+        ledger.record(paths, {
+            "competition": "embedded" if raw == paths.embedded else raw.name, "source": desc, "weights": weights,
+            "metric": schema.metric, "cv": cv.get("in_sample", cv.get("cv")), "cv_untouched": cv.get("nested"),
+            "holdout_score": held, "config": value_digest({k: v for k, v in asdict(cfg).items()})[:12]})
+    except Exception as e:  # noqa: BLE001 - the ledger is a record, not a gate
+        log.warning("ledger: not recorded (%s: %s); the submission itself is written", type(e).__name__, e)
 
 
 def kaggle_submit(env: dict[str, str] | None = None) -> int:
@@ -111,7 +135,12 @@ def kaggle_submit(env: dict[str, str] | None = None) -> int:
     cv = read_json(paths.submission_json)["cv"]
     cmd = ["kaggle", "competitions", "submit", "-c", env["TEXTCOMP_COMPETITION"], "-f", str(paths.submission),
            "-m", f"{env.get('TEXTCOMP_MESSAGE', '')} (CV {cv:.4f})"]
-    return subprocess.call(cmd)
+    rc = subprocess.call(cmd)
+    if rc == 0:
+        from pipeline.core import ledger
+
+        ledger.set_message(paths, cmd[-1])
+    return rc
 
 
 def main(argv: list[str] | None = None) -> int:
