@@ -28,6 +28,7 @@ export TEXTCOMP_FOLDS = $(value FOLDS)
 export TEXTCOMP_WORKDIR = $(value WORKDIR)
 export TEXTCOMP_COMPETITION = $(value COMPETITION)
 export TEXTCOMP_MESSAGE = $(value MESSAGE)
+export TEXTCOMP_FILTER = $(value FILTER)
 RUN = $(PYTHON) -m pipeline
 STAMP ?= .make/installed
 
@@ -144,7 +145,7 @@ bench: $(STAMP) ## trainer vs HF Trainer, back-translation vs nlpaug -> benchmar
 	$(PYTHON) benchmarks/summary.py
 
 runs: ## the submissions ledger, newest first (FILTER=text keeps the rows that mention it)
-	@TEXTCOMP_FILTER="$(value FILTER)" $(PYTHON) -m pipeline.core.ledger
+	@$(PYTHON) -m pipeline.core.ledger
 
 bench-summary: ## BENCHMARKS.md's summary table from benchmarks/results/*.json
 	python3 benchmarks/summary.py
