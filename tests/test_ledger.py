@@ -7,6 +7,7 @@ from conftest import run_stage
 
 from pipeline.core import ledger
 from pipeline.core.paths import Paths
+from pipeline.core.transaction import file_digest
 
 TFIDF = ["train.run=tfidf", "train.family=classical", "train.classical_model=lr"]
 
@@ -21,12 +22,12 @@ def test_every_submission_is_archived_with_its_ledger_row_and_a_rerun_adds_none(
     assert len(first) == 1 and first[0]["source"] == "run tfidf" and first[0]["metric"] == "f1"
     archived = workdir / first[0]["file"]
     assert archived.read_bytes() == paths.submission.read_bytes()
-    assert ledger.sha256(archived) == first[0]["sha256"] and first[0]["cv"] is not None
+    assert file_digest(archived) == first[0]["sha256"] and first[0]["cv"] is not None
 
     assert run_stage("submit", workdir, data, "submit.source=run:nbsvm") == 0
     rows = ledger.rows(paths)
     assert len(rows) == 2 and rows[1]["source"] == "run nbsvm" and rows[1]["config"] != rows[0]["config"]
-    assert ledger.sha256(archived) == first[0]["sha256"]  # the first archive is untouched
+    assert file_digest(archived) == first[0]["sha256"]  # the first archive is untouched
     assert run_stage("submit", workdir, data, "submit.source=run:nbsvm", "--force") == 0
     assert len(ledger.rows(paths)) == 2  # the same submission from the same settings: no new row
     assert sorted(p.name for p in (workdir / "submissions/archive").iterdir()) == \

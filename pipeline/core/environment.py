@@ -5,7 +5,10 @@ from __future__ import annotations
 import platform
 import subprocess
 from importlib import metadata
+from pathlib import Path
 from typing import Any
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 PACKAGES = ("torch", "transformers", "scikit-learn", "pandas", "numpy", "optuna", "nlpaug", "ftfy")
 
@@ -28,3 +31,17 @@ def environment() -> dict[str, Any]:
 
 def git_commit() -> str | None:
     return environment()["git"]
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """The project's full commit and whether its tracked files differ from it (None without git)."""
+    try:
+        head = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        dirty = subprocess.run(["git", "-C", str(PROJECT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    if head.returncode != 0:
+        return None, None
+    return head.stdout.strip(), bool(dirty.stdout.strip())

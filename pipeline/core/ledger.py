@@ -15,38 +15,20 @@ before its row, so a row always points at a file.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.environment import git_state
+from pipeline.core.files import atomic_path, write_text
 from pipeline.core.paths import Paths
+from pipeline.core.transaction import file_digest
 
 log = logging.getLogger(__name__)
-PROJECT = Path(__file__).resolve().parents[2]
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def code_version() -> tuple[str | None, bool | None]:
-    """The project's commit and whether tracked files differ from it (None without git)."""
-    try:
-        head = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10)
-        dirty = subprocess.run(["git", "-C", str(PROJECT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-    if head.returncode != 0:
-        return None, None
-    return head.stdout.strip(), bool(dirty.stdout.strip())
 
 
 def ledger_path(paths: Paths) -> Path:
@@ -70,7 +52,7 @@ def record(paths: Paths, row: dict[str, Any]) -> dict[str, Any]:
     """Archive the published submission and append its ledger row (not again when the file and
     every field of ``row`` are the newest row's: a forced rerun of the same submission)."""
     sub = paths.submission
-    digest = sha256(sub)
+    digest = file_digest(sub)
     old = rows(paths)
     if old and old[-1].get("sha256") == digest and all(old[-1].get(k) == v for k, v in row.items()):
         log.info("ledger: the submission and its settings are the newest row's (%s): not archived again",
@@ -82,11 +64,9 @@ def record(paths: Paths, row: dict[str, Any]) -> dict[str, Any]:
     while archive.exists():  # the same bytes twice in one second, from other settings
         n += 1
         archive = archive.with_name(f"{stamp}-{digest[:8]}-{n}.csv")
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    tmp = archive.with_suffix(".tmp")
-    tmp.write_bytes(sub.read_bytes())
-    os.replace(tmp, archive)
-    commit, dirty = code_version()
+    with atomic_path(archive) as tmp:
+        tmp.write_bytes(sub.read_bytes())
+    commit, dirty = git_state()
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "file": str(archive.relative_to(paths.root)),
              "sha256": digest, "sha8": digest[:8], "commit": commit, "dirty": dirty, **row, "message": None,
              "public_score": None}
@@ -98,7 +78,7 @@ def record(paths: Paths, row: dict[str, Any]) -> dict[str, Any]:
 
 def set_message(paths: Paths, message: str) -> None:
     """The Kaggle message of the ledger row whose file is today's submission.csv."""
-    digest = sha256(paths.submission)
+    digest = file_digest(paths.submission)
     all_rows = rows(paths)
     for r in reversed(all_rows):
         if r.get("sha256") == digest:
@@ -106,10 +86,7 @@ def set_message(paths: Paths, message: str) -> None:
             break
     else:
         return
-    path = ledger_path(paths)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in all_rows))
-    os.replace(tmp, path)
+    write_text(ledger_path(paths), "".join(json.dumps(r, sort_keys=True) + "\n" for r in all_rows))
 
 
 def table(all_rows: list[dict[str, Any]], needle: str | None = None) -> str:
