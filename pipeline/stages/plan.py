@@ -41,7 +41,7 @@ from pipeline.runtime import other_texts
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 4000  # texts the probes see (the classical fits: sizes spread enough for a steady per-row slope)
-PROBE_VERSION = 2  # part of the cache key: a changed probe measures again
+PROBE_VERSION = 3  # part of the cache key: a changed probe measures again
 
 
 def candidates(cfg: Config) -> list[str]:
