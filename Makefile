@@ -29,12 +29,13 @@ export TEXTCOMP_WORKDIR = $(value WORKDIR)
 export TEXTCOMP_COMPETITION = $(value COMPETITION)
 export TEXTCOMP_MESSAGE = $(value MESSAGE)
 export TEXTCOMP_FILTER = $(value FILTER)
+export TEXTCOMP_SUB = $(value SUB)
 RUN = $(PYTHON) -m pipeline
 STAMP ?= .make/installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup setup-apertium setup-mpnet all inspect clean folds augment select tune train train-plan lr-find ensemble submit report package kaggle-submit \
-        plan test test-slow bench bench-summary runs lint clobber
+        plan test test-slow bench bench-summary runs lb reproduce mlflow-ui lint clobber
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -140,6 +141,16 @@ kaggle-submit: ## submit with the official kaggle CLI: make kaggle-submit COMPET
 	@# the slug and message reach kaggle as one argv item each, never re-parsed by a shell
 	$(PYTHON) -c "from pipeline.stages.submit import kaggle_submit; raise SystemExit(kaggle_submit())"
 
+lb: ## each archived submission's public score from the kaggle CLI, then the ledger with CV vs LB (COMPETITION=<slug>)
+	@command -v kaggle >/dev/null || { echo "error: the kaggle CLI is not installed (pip install kaggle)"; exit 2; }
+	@$(PYTHON) -c "from pipeline.stages.submit import kaggle_lb; raise SystemExit(kaggle_lb())"
+
+reproduce: ## rebuild a past submission from its ledger row in reproduce/<sha8>/ and say what differs: make reproduce SUB=<sha8>
+	@$(PYTHON) -m pipeline.core.reproduce
+
+mlflow-ui: ## browse the tracked runs (mlruns/mlflow.db of WORKDIR) in a browser; needs the full mlflow (pip install mlflow)
+	@$(PYTHON) -m pipeline.core.tracking ui
+
 bench: $(STAMP) ## trainer vs HF Trainer, back-translation vs nlpaug -> benchmarks/results/latest.json, then the summary
 	$(PYTHON) benchmarks/run.py
 	$(PYTHON) benchmarks/summary.py
@@ -161,4 +172,4 @@ lint: $(STAMP) ## ruff over pipeline/ and tests/
 
 clobber: ## delete every generated artifact (never data/raw)
 	rm -rf data/interim data/processed data/embedded data/holdout reports models ensembles submissions tune configs/generated \
-	  dist .staging .manifests
+	  dist .staging .manifests mlruns reproduce

@@ -19,6 +19,8 @@ for _key in [k for k in os.environ if k.startswith("TEXTCOMP_")]:
 # encoder into the planner's candidates (PRESET=medium adds emb_mpnet where it is installed);
 # tests that want packaged:mpnet build a tiny one in a cache of their own.
 os.environ["TEXTCOMP_CACHE"] = tempfile.mkdtemp(prefix="textcomp-test-cache-")
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # a team's tracking server never gets the tests' runs
+os.environ["TEXTCOMP_TRACK"] = "0"  # tracking costs ~4 s of import per process; tests of it turn it on
 os.environ["TEXTCOMP_OFFLINE"] = "1"  # tests never download a backbone (a test that wants one builds it)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -392,6 +392,12 @@ class ReportConfig:
 
 
 @dataclass
+class TrackConfig:
+    enabled: bool = True  # log train runs, ensembles and submissions to MLflow (pipeline/core/tracking.py)
+    experiment: str | None = None  # the MLflow experiment; None: textcomp-<competition>
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     inspect: InspectConfig = field(default_factory=InspectConfig)
@@ -406,6 +412,7 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)
     package: PackageConfig = field(default_factory=PackageConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
 
     def validate(self) -> Config:
         for f in dataclasses.fields(self):

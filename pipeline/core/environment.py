@@ -45,3 +45,18 @@ def git_state() -> tuple[str | None, bool | None]:
     if head.returncode != 0:
         return None, None
     return head.stdout.strip(), bool(dirty.stdout.strip())
+
+
+def git_diff_digest() -> str | None:
+    """The digest of the uncommitted changes to tracked files (None on a clean tree or without
+    git): two dirty trees with the same digest hold the same code."""
+    import hashlib
+
+    try:
+        diff = subprocess.run(["git", "-C", str(PROJECT), "diff", "HEAD", "--binary"], capture_output=True,
+                              timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if diff.returncode != 0 or not diff.stdout:
+        return None
+    return hashlib.sha256(diff.stdout).hexdigest()[:16]

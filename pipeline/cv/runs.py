@@ -20,6 +20,7 @@ import pandas as pd
 
 from pipeline.budget.clock import Deadline
 from pipeline.budget.replan import FoldGuard
+from pipeline.core import tracking
 from pipeline.core.config import Config
 from pipeline.core.files import DataError
 from pipeline.core.metrics import score
@@ -115,6 +116,9 @@ def train_run(cfg: Config, paths: Paths, force: bool = False, deadline: Deadline
     def done(k: int) -> bool:
         return store.fold_is_done(run.fold(k), fp, tc.save_checkpoints)
 
+    if main:
+        store.keep_version(paths, tc.run, fp)  # the run's earlier version, before a fold is replaced
+
     for k in todo:
         if not force and done(k):
             log.info("fold %d: done already (same config and data): kept", k)
@@ -138,7 +142,25 @@ def train_run(cfg: Config, paths: Paths, force: bool = False, deadline: Deadline
     if len(folds_done) == n_splits and main:
         cv = publish_run(paths, cfg, td, n_splits, fp)
         log_cv(cv, n_splits, run.dir)
+        track_run(cfg, paths, cv, fp)
     else:
         log.info("train %s: %d of %d folds done; oof/test/cv are written once all are", tc.run, len(folds_done),
                  n_splits)
     return RunResult(run=tc.run, run_dir=run.dir, cv=cv, folds_done=folds_done)
+
+
+def track_run(cfg: Config, paths: Paths, cv: dict[str, Any], fp: str) -> str | None:
+    """The published run in the tracker: CV and companions, per-fold scores as steps, its files."""
+    if not tracking.enabled(cfg):
+        return None
+    run = paths.run(cfg.train.run)
+    metrics = {k: cv.get(k) for k in ("cv", "logloss", "accuracy", "cv_untouched", "cv_searched", "seconds",
+                                      "train_samples_per_s") if isinstance(cv.get(k), (int, float))}
+    if cv.get("threshold"):
+        metrics["cv_at_threshold"] = cv["threshold"]["f1"]
+    steps = {"fold_score": [(f["fold"], f["score"]) for f in cv["folds"]],
+             "fold_seconds": [(f["fold"], f["seconds"]) for f in cv["folds"]]}
+    return tracking.log_run(cfg, paths, "train", cfg.train.run, metrics=metrics, steps=steps,
+                            params={"family": cfg.train.family, "train_fingerprint": fp[:12]},
+                            tags={"textcomp.metric": cv["metric"]},
+                            artifacts=[run.cv, run.config, run.curves, run.history, run.env])

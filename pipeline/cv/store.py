@@ -8,6 +8,8 @@ before the kill. With several seeds, each seed's predictions are kept as it fini
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import pandas as pd
 from pipeline.core.contract import proba_cols
 from pipeline.core.files import atomic_path, read_json, write_json, write_parquet, write_text
 from pipeline.core.paths import FoldPaths, Paths
-from pipeline.core.transaction import published
+from pipeline.core.transaction import load_manifest, published
 from pipeline.modeling.base import FoldOutput
 
 log = logging.getLogger(__name__)
@@ -97,3 +99,36 @@ def finished_runs(paths: Paths) -> list[str]:
             log.warning("ensemble: %s has outputs but no manifest (killed while publishing?): left out; rerun "
                         "`make train` for it", r.dir)
     return runs
+
+
+def keep_version(paths: Paths, run: str, fp: str) -> Path | None:
+    """Before a run is trained again under other settings, its published version is kept: the
+    run folder is copied (hard links: no second copy on disk) to
+    ``models/.archive/<run>/<old fingerprint>/``, so the name users type stays the newest version
+    and every earlier one can still be read. Nothing happens for a run never published, or
+    published under this fingerprint (a resume, a rerun of the same config)."""
+    m = load_manifest(paths, f"train-{run}")
+    src = paths.run(run).dir
+    old = m.inputs.get("config:train") if m else None
+    if old is None or old == fp or not src.is_dir():
+        return None
+    dest = paths.models / ".archive" / run / old[:12]
+    if dest.exists():  # this version was kept already (trained, replaced, trained back)
+        dest = dest.with_name(f"{old[:12]}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    staged = dest.with_name(dest.name + ".partial")
+    paths.remove_tree(staged)
+    for d, _, files in os.walk(src):
+        rel = Path(d).relative_to(src)
+        if "resume" in rel.parts:
+            continue
+        (staged / rel).mkdir(parents=True, exist_ok=True)
+        for f in files:
+            try:
+                os.link(Path(d) / f, staged / rel / f)
+            except OSError:  # another file system, or no hard links: a copy
+                (staged / rel / f).write_bytes((Path(d) / f).read_bytes())
+    (staged / "manifest.json").write_text((paths.manifest(f"train-{run}")).read_text())
+    os.replace(staged, dest)
+    log.info("train %s: its settings changed; the earlier version (config %s) is kept in %s", run, old[:12],
+             dest.relative_to(paths.root))
+    return dest

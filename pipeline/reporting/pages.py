@@ -290,7 +290,26 @@ def competition_page(paths: Paths, analyses: list[RunAnalysis], schema: Schema) 
                f"`{_rel(paths.submission, r)}` from {sub['source']}: {sub['rows']} rows, columns "
                f"{', '.join(sub['columns'])}, validated against sample_submission.csv.\n\n",
                "## 8. Final CV table\n\n", "```\n", sub["table"], "\n```\n"]
+    md += ledger_section(paths)
     return "".join(md)
+
+
+def ledger_section(paths: Paths, limit: int = 20) -> list[str]:
+    """Every archived submission, newest first: CV beside the public LB (`make lb` fills it),
+    and their correlation once three have both."""
+    from pipeline.core import ledger
+
+    all_rows = ledger.rows(paths)
+    if not all_rows:
+        return []
+    shown = list(reversed(all_rows))[:limit]
+    table = md_table([(r.get("time"), r.get("sha8"), r.get("source"), r.get("cv"), r.get("cv_untouched"),
+                       r.get("public_score"), r.get("private_score"), r.get("message") or "-") for r in shown],
+                     ["time", "sha8", "source", "CV", "CV (untouched folds)", "public LB", "private LB", "message"])
+    more = f" (the newest {limit} of {len(all_rows)}; `make runs` lists all)" if len(all_rows) > limit else ""
+    return ["\n## 9. Submissions ledger\n\n", f"`submissions/ledger.jsonl`{more}: every file is kept in "
+            "`submissions/archive/`; `make reproduce SUB=<sha8>` rebuilds one.\n\n", table, "\n\n",
+            ledger.correlation_line(all_rows), "\n"]  # our own words and numbers, no data
 
 
 def ensemble_section(paths: Paths) -> list[str]:

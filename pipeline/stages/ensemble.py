@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.core import tracking
 from pipeline.core.config import Config
 from pipeline.core.contract import Schema, labels_of, proba_cols
 from pipeline.core.files import DataError, read_json, write_csv, write_json, write_parquet
@@ -150,6 +151,13 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
                                           **({"label_weights": np.asarray(blend.weights).tolist()}
                                              if np.ndim(blend.weights) == 2 else {})})
         write_json(tx.path(out.cv), cv)
+    tracking.log_run(cfg, paths, "ensemble", cfg.ensemble.name, metrics={
+        "cv": chosen.in_sample, "cv_nested": chosen.nested, "best_single_nested": best_single.nested,
+        **{f"nested.{m['method']}": m["nested"] for m in cv["methods"]},
+        **{f"weight.{r}": w for r, w in weights.items()}},
+        params={"ensemble.members": ",".join(runs)}, tags={"textcomp.chosen": blend.method,
+                                                             "textcomp.metric": schema.metric},
+        artifacts=[out.cv, out.weights, out.methods])
     log.info("ensemble over %s (metric %s):\n%s", ", ".join(runs), schema.metric, table.to_string(index=False))
     log.info("runs alone on the scored folds, threshold in-sample / nested: %s", ", ".join(
         f"{run} {singles[run]:.4f} / {singles_nested[run]:.4f}" for run in runs))

@@ -18,6 +18,7 @@ import pandas as pd
 from pipeline.core.config import Config
 from pipeline.core.contract import Schema
 from pipeline.core.files import read_json, write_json, write_text
+from pipeline.core.ledger import ledger_path, rows
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import inputs_of, publish
 from pipeline.cv.store import finished_runs
@@ -31,8 +32,9 @@ def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
     """Everything the page shows: clean, inspect, select, tune, each run, the ensemble, the submission."""
     optional = [s for s in ("inspect", "select", "tune", f"ensemble-{cfg.ensemble.name}", "submit")
                 if paths.manifest(s).exists()]
+    kept = ledger_path(paths)  # `make lb` fills public scores in: the page shows them
     return inputs_of(paths, ["clean", *optional, *[f"train-{r}" for r in finished_runs(paths)]],
-                     config={"report": asdict(cfg.report)})
+                     files={"ledger": kept} if kept.is_file() else None, config={"report": asdict(cfg.report)})
 
 
 def run(cfg: Config, paths: Paths, force: bool = False) -> list[RunAnalysis]:
@@ -53,9 +55,23 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> list[RunAnalysis]:
     for a in analyses:
         for f in a.findings:
             log.info("doctor %s: %s: %s -> %s", a.run, f.rule, f.message, f.advice)
+    _track(cfg, paths)
     log.info("report: %d runs -> %s", len(analyses), paths.index_html)
     sys.stdout.write("\n" + closing_summary(paths, schema) + "\n")
     return analyses
+
+
+def _track(cfg: Config, paths: Paths) -> None:
+    """The report page, attached to the tracker run of the submission it describes."""
+    from pipeline.core import tracking
+    from pipeline.core.transaction import file_digest
+
+    if not tracking.enabled(cfg) or not paths.submission.exists():
+        return
+    digest = file_digest(paths.submission)
+    row = next((r for r in reversed(rows(paths)) if r.get("sha256") == digest), None)
+    if row and row.get("tracker_run"):
+        tracking.log_artifacts(paths, row["tracker_run"], [paths.index_md, paths.index_html, paths.doctor_json])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,11 +104,13 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> SubmitResult:
 
 def _ledger(cfg: Config, paths: Paths, raw: Path, desc: str, cv: dict[str, Any], schema: Schema,
             held: float | None) -> None:
-    """The published submission archived, with its ledger row; a failure here costs a warning,
-    never the submission."""
+    """The published submission archived, with its ledger row, and logged to the tracker; a
+    failure here costs a warning, never the submission."""
     from dataclasses import asdict
 
-    from pipeline.core import ledger
+    from pipeline.core import ledger, tracking
+    from pipeline.core.config import diff_dict
+    from pipeline.core.environment import git_diff_digest
     from pipeline.core.transaction import value_digest
 
     try:
@@ -116,31 +118,95 @@ def _ledger(cfg: Config, paths: Paths, raw: Path, desc: str, cv: dict[str, Any],
         if not cfg.submit.source.startswith("run:"):
             w = read_json(paths.ensemble(cfg.ensemble.name).weights)
             weights = w.get("weights")
-        ledger.record(paths, {
-            "competition": "embedded" if raw == paths.embedded else raw.name, "source": desc, "weights": weights,
+        competition = tracking.competition_of(paths, raw)
+        row = ledger.record(paths, {
+            "competition": competition, "source": desc, "weights": weights,
             "metric": schema.metric, "cv": cv.get("in_sample", cv.get("cv")), "cv_untouched": cv.get("nested"),
-            "holdout_score": held, "config": value_digest({k: v for k, v in asdict(cfg).items()})[:12]})
+            "holdout_score": held, "config": value_digest({k: v for k, v in asdict(cfg).items()})[:12],
+            "settings": diff_dict(cfg), "invocation": ledger.invocation(), "data_digest": ledger.data_digest(raw),
+            "diff_digest": git_diff_digest()})
     except Exception as e:  # noqa: BLE001 - the ledger is a record, not a gate
         log.warning("ledger: not recorded (%s: %s); the submission itself is written", type(e).__name__, e)
+        return
+    if row.get("again"):
+        return  # logged when it was first recorded
+    rid = tracking.log_run(cfg, paths, "submission", f"submission {row['sha8']}", competition=competition, metrics={
+        "cv": row["cv"], "cv_untouched": row["cv_untouched"], "holdout_score": held},
+        params={"source": desc, **{f"weight.{r}": f"{v:.4f}" for r, v in (weights or {}).items()}},
+        tags={"textcomp.sha8": row["sha8"], "textcomp.metric": schema.metric, "textcomp.archive": row["file"]},
+        artifacts=[paths.submission_json, paths.root / row["file"]])
+    if rid:
+        ledger.update(paths, row["sha256"], tracker_run=rid)
 
 
 def kaggle_submit(env: dict[str, str] | None = None) -> int:
-    """`make kaggle-submit`: the official CLI with the CV in the message; values from the
-    environment (TEXTCOMP_COMPETITION, TEXTCOMP_MESSAGE) go in as single arguments."""
+    """`make kaggle-submit`: the official CLI with the CV and the file's sha8 in the message
+    (how `make lb` finds it again); values from the environment (TEXTCOMP_COMPETITION,
+    TEXTCOMP_MESSAGE) go in as single arguments. The ledger row gets the message, and the
+    Kaggle ref where the CLI lists it."""
     import os
     import subprocess
+
+    from pipeline.core import ledger
+    from pipeline.core.transaction import file_digest
 
     env = dict(os.environ if env is None else env)
     paths = Paths.make(env.get("TEXTCOMP_WORKDIR") or ".")
     cv = read_json(paths.submission_json)["cv"]
-    cmd = ["kaggle", "competitions", "submit", "-c", env["TEXTCOMP_COMPETITION"], "-f", str(paths.submission),
-           "-m", f"{env.get('TEXTCOMP_MESSAGE', '')} (CV {cv:.4f})"]
-    rc = subprocess.call(cmd)
-    if rc == 0:
-        from pipeline.core import ledger
+    digest = file_digest(paths.submission)
+    slug = env["TEXTCOMP_COMPETITION"]
+    message = f"{env.get('TEXTCOMP_MESSAGE', '')} (CV {cv:.4f}, sub {digest[:8]})".strip()
+    rc = subprocess.call(["kaggle", "competitions", "submit", "-c", slug, "-f", str(paths.submission), "-m", message], env=env)
+    if rc != 0:
+        return rc
+    ledger.update(paths, digest, message=message, kaggle_competition=slug)
+    listing = subprocess.run(["kaggle", "competitions", "submissions", "-c", slug, "--csv"], capture_output=True,
+                             text=True, env=env)
+    if listing.returncode == 0:
+        try:
+            ledger.fill_public_scores(paths, slug, listing.stdout)
+        except ValueError as e:
+            log.warning("%s; the ref and score come with `make lb`", e)
+    return 0
 
-        ledger.set_message(paths, cmd[-1])
-    return rc
+
+def kaggle_lb(env: dict[str, str] | None = None) -> int:
+    """`make lb`: each archived submission's public score from ``kaggle competitions
+    submissions``, then the ledger with the CV / public LB correlation. One line where the CLI
+    cannot reach Kaggle."""
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.core import ledger
+
+    env = dict(os.environ if env is None else env)
+    paths = Paths.make(env.get("TEXTCOMP_WORKDIR") or ".")
+    all_rows = ledger.rows(paths)
+    slugs = [env["TEXTCOMP_COMPETITION"]] if env.get("TEXTCOMP_COMPETITION") else \
+        sorted({r["kaggle_competition"] for r in all_rows if r.get("kaggle_competition")})
+    if not slugs:
+        sys.stderr.write("error: set COMPETITION=<competition slug> (no ledger row was sent with make kaggle-submit)\n")
+        return 2
+    for slug in slugs:
+        try:
+            out = subprocess.run(["kaggle", "competitions", "submissions", "-c", slug, "--csv"], capture_output=True,
+                                 text=True, timeout=120, env=env)
+        except (OSError, subprocess.SubprocessError) as e:
+            sys.stderr.write(f"error: kaggle competitions submissions -c {slug}: {e}\n")
+            return 2
+        if out.returncode != 0:
+            why = (out.stderr or out.stdout).strip().splitlines()
+            sys.stderr.write(f"error: kaggle competitions submissions -c {slug} failed (exit {out.returncode}): "
+                             f"{why[-1] if why else 'no output'}\n")
+            return 2
+        try:
+            n = ledger.fill_public_scores(paths, slug, out.stdout)
+        except ValueError as e:
+            sys.stderr.write(f"error: {e}\n")
+            return 2
+        sys.stdout.write(f"{slug}: public scores for {n} of {len(all_rows)} ledger rows\n")
+    return ledger.main([])
 
 
 def main(argv: list[str] | None = None) -> int:
