@@ -255,3 +255,15 @@ def test_two_make_all_runs_are_tracked_and_archived_and_reproduce_gives_the_firs
     assert out.returncode == 2 and "Error 1" in out.stderr, out.stdout + out.stderr
     assert "differs: data: the competition files have changed since" in out.stdout
     assert "differs: submission: sha256" in out.stdout
+
+
+def test_runs_of_one_competition_share_one_experiment_named_as_the_user_gave_it(tmp_path):
+    root = tmp_path / "proj"
+    (root / "data" / "raw").mkdir(parents=True)
+    assert tracking.competition_of(Paths.make(root)) == "embedded"  # an empty data/raw: the embedded default
+    (root / "data" / "raw" / "jigsaw-toxic.zip").write_bytes(b"PK")
+    assert tracking.competition_of(Paths.make(root)) == "jigsaw-toxic"
+    (root / "data" / "raw" / "train.csv").write_text("id\n")
+    assert tracking.competition_of(Paths.make(root)) == "proj"
+    assert tracking.competition_of(Paths.make(root, tmp_path / "quora-question-pairs.zip")) == "quora-question-pairs"
+    assert tracking.competition_of(Paths.make(root, tmp_path / "my comp")) == "my comp"

@@ -45,9 +45,22 @@ def tracking_uri(paths: Paths) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_dir(paths) / 'mlflow.db'}"
 
 
-def competition_of(paths: Paths, raw: Path | None = None) -> str:
-    raw = raw or paths.raw
-    return "embedded" if raw == paths.embedded else raw.name.removesuffix(".zip")
+def competition_of(paths: Paths) -> str:
+    """The competition's name as the user gave it: DATA's folder name, or the slug of Kaggle's
+    ``<slug>.zip``; "embedded" for the embedded default (an empty data/raw); for files dropped
+    into data/raw, the zip's slug there, else the work directory's name."""
+    from pipeline.core.sources import _visible
+
+    raw = paths.raw
+    if raw.suffix.lower() == ".zip":
+        return raw.stem
+    if raw != paths.root / "data" / "raw":
+        return raw.name
+    entries = _visible(raw) if raw.is_dir() else []
+    if not entries:
+        return "embedded"
+    zips = [p for p in entries if p.suffix.lower() == ".zip"]
+    return zips[0].stem if len(zips) == 1 and len(entries) == 1 else paths.root.name
 
 
 def experiment_name(cfg: Config, competition: str) -> str:

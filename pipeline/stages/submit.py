@@ -118,7 +118,7 @@ def _ledger(cfg: Config, paths: Paths, raw: Path, desc: str, cv: dict[str, Any],
         if not cfg.submit.source.startswith("run:"):
             w = read_json(paths.ensemble(cfg.ensemble.name).weights)
             weights = w.get("weights")
-        competition = tracking.competition_of(paths, raw)
+        competition = tracking.competition_of(paths)
         row = ledger.record(paths, {
             "competition": competition, "source": desc, "weights": weights,
             "metric": schema.metric, "cv": cv.get("in_sample", cv.get("cv")), "cv_untouched": cv.get("nested"),
