@@ -135,7 +135,8 @@ package: $(STAMP) ## offline inference bundle of what submission.csv came from -
 kaggle-submit: ## submit with the official kaggle CLI: make kaggle-submit COMPETITION=<slug> MESSAGE="..."
 	@command -v kaggle >/dev/null || { echo "error: the kaggle CLI is not installed (pip install kaggle)"; exit 2; }
 	@test -n "$$TEXTCOMP_COMPETITION" || { echo "error: set COMPETITION=<competition slug>"; exit 2; }
-	@test -f submissions/submission.csv || { echo "error: submissions/submission.csv not found; run make submit"; exit 2; }
+	@test -f "$${TEXTCOMP_WORKDIR:-.}/submissions/submission.csv" || \
+	  { echo "error: $${TEXTCOMP_WORKDIR:-.}/submissions/submission.csv not found; run make submit"; exit 2; }
 	@test -f $${KAGGLE_CONFIG_DIR:-$$HOME/.kaggle}/kaggle.json || test -n "$$KAGGLE_KEY" || \
 	  { echo "error: no Kaggle credentials (~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)"; exit 2; }
 	@# the slug and message reach kaggle as one argv item each, never re-parsed by a shell
