@@ -109,6 +109,13 @@ def test_a_run_trained_again_under_other_settings_keeps_its_earlier_version(prep
     assert json.loads((kept / "manifest.json").read_text())["stage"] == "train-tfidf"
     assert "C: 1.0" in (kept / "config.yaml").read_text()
     assert paths.run("tfidf").oof.read_bytes() != first  # the name users type is the newest version
+    # C=1.0 back keeps the C=0.05 version; C=0.05 again finds its old self kept already (as a
+    # resumed, half-replaced run would): no second, half-new copy
+    assert run_stage("train", workdir, data, *TFIDF, "train.C=1.0") == 0
+    assert run_stage("train", workdir, data, *TFIDF, "train.C=0.05") == 0
+    now = json.loads(paths.manifest("train-tfidf").read_text())["inputs"]["config:train"][:12]
+    assert sorted(p.name for p in (paths.models / ".archive" / "tfidf").iterdir()) == sorted([kept.name, now])
+    assert (kept / "oof.parquet").read_bytes() == first
     assert [r.dir.name for r in paths.runs_with_cv()] == ["tfidf"]  # the archive is not a run
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -113,8 +112,8 @@ def keep_version(paths: Paths, run: str, fp: str) -> Path | None:
     if old is None or old == fp or not src.is_dir():
         return None
     dest = paths.models / ".archive" / run / old[:12]
-    if dest.exists():  # this version was kept already (trained, replaced, trained back)
-        dest = dest.with_name(f"{old[:12]}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    if dest.exists():  # kept already: a resumed run whose folds are half replaced, or settings trained back
+        return None
     staged = dest.with_name(dest.name + ".partial")
     paths.remove_tree(staged)
     for d, _, files in os.walk(src):

@@ -136,7 +136,10 @@ def _ledger(cfg: Config, paths: Paths, raw: Path, desc: str, cv: dict[str, Any],
         tags={"textcomp.sha8": row["sha8"], "textcomp.metric": schema.metric, "textcomp.archive": row["file"]},
         artifacts=[paths.submission_json, paths.root / row["file"]])
     if rid:
-        ledger.update(paths, row["sha256"], tracker_run=rid)
+        try:
+            ledger.update(paths, row["sha256"], tracker_run=rid)
+        except OSError as e:
+            log.warning("ledger: the tracker run id not recorded (%s); the submission itself is written", e)
 
 
 def kaggle_submit(env: dict[str, str] | None = None) -> int:
