@@ -83,8 +83,7 @@ def record(paths: Paths, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def update(paths: Paths, sha256: str, **fields: Any) -> bool:
-    """Set fields of the newest row of the file with this sha256 (the ledger rewritten whole,
-    atomically); False when no row has it."""
+    """Set fields of the newest row of the file with this sha256; False when no row has it."""
     all_rows = rows(paths)
     for r in reversed(all_rows):
         if r.get("sha256") == sha256:
@@ -92,8 +91,13 @@ def update(paths: Paths, sha256: str, **fields: Any) -> bool:
             break
     else:
         return False
-    write_text(ledger_path(paths), "".join(json.dumps(r, sort_keys=True) + "\n" for r in all_rows))
+    _rewrite(paths, all_rows)
     return True
+
+
+def _rewrite(paths: Paths, all_rows: list[dict[str, Any]]) -> None:
+    """The ledger rewritten whole, atomically (a reader sees the old one or the new one)."""
+    write_text(ledger_path(paths), "".join(json.dumps(r, sort_keys=True) + "\n" for r in all_rows))
 
 
 def set_message(paths: Paths, message: str) -> None:
@@ -192,7 +196,7 @@ def fill_public_scores(paths: Paths, slug: str, csv_text: str) -> int:
                  kaggle_status=hit.get("status"), kaggle_date=hit.get("date"), kaggle_ref=hit.get("ref") or
                  r.get("kaggle_ref"), kaggle_competition=slug)
         filled += 1
-    write_text(ledger_path(paths), "".join(json.dumps(r, sort_keys=True) + "\n" for r in all_rows))
+    _rewrite(paths, all_rows)
     return filled
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -116,18 +117,18 @@ def keep_version(paths: Paths, run: str, fp: str) -> Path | None:
         return None
     staged = dest.with_name(dest.name + ".partial")
     paths.remove_tree(staged)
-    for d, _, files in os.walk(src):
-        rel = Path(d).relative_to(src)
-        if "resume" in rel.parts:
-            continue
-        (staged / rel).mkdir(parents=True, exist_ok=True)
-        for f in files:
-            try:
-                os.link(Path(d) / f, staged / rel / f)
-            except OSError:  # another file system, or no hard links: a copy
-                (staged / rel / f).write_bytes((Path(d) / f).read_bytes())
+    shutil.copytree(src, staged, copy_function=_link_or_copy, ignore=shutil.ignore_patterns("resume"))
     (staged / "manifest.json").write_text((paths.manifest(f"train-{run}")).read_text())
     os.replace(staged, dest)
     log.info("train %s: its settings changed; the earlier version (config %s) is kept in %s", run, old[:12],
              dest.relative_to(paths.root))
     return dest
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link (no second copy on disk; every writer here replaces files, never edits them
+    in place), or a copy where the file system has none."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -159,18 +159,33 @@ def kaggle_submit(env: dict[str, str] | None = None) -> int:
     digest = file_digest(paths.submission)
     slug = env["TEXTCOMP_COMPETITION"]
     message = f"{env.get('TEXTCOMP_MESSAGE', '')} (CV {cv:.4f}, sub {digest[:8]})".strip()
-    rc = subprocess.call(["kaggle", "competitions", "submit", "-c", slug, "-f", str(paths.submission), "-m", message], env=env)
+    rc = subprocess.call(["kaggle", "competitions", "submit", "-c", slug, "-f", str(paths.submission), "-m", message],
+                         env=env)
     if rc != 0:
         return rc
     ledger.update(paths, digest, message=message, kaggle_competition=slug)
-    listing = subprocess.run(["kaggle", "competitions", "submissions", "-c", slug, "--csv"], capture_output=True,
-                             text=True, env=env)
-    if listing.returncode == 0:
-        try:
-            ledger.fill_public_scores(paths, slug, listing.stdout)
-        except ValueError as e:
-            log.warning("%s; the ref and score come with `make lb`", e)
+    try:
+        ledger.fill_public_scores(paths, slug, kaggle_listing(slug, env))
+    except ValueError as e:
+        log.warning("%s; the ref and score come with `make lb`", e)
     return 0
+
+
+def kaggle_listing(slug: str, env: dict[str, str]) -> str:
+    """``kaggle competitions submissions -c <slug> --csv``'s output, or a ValueError whose text
+    is the one line to print (the CLI missing, failing, or unable to reach Kaggle)."""
+    import subprocess
+
+    cmd = ["kaggle", "competitions", "submissions", "-c", slug, "--csv"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise ValueError(f"kaggle competitions submissions -c {slug}: {e}") from None
+    if out.returncode != 0:
+        why = (out.stderr or out.stdout).strip().splitlines()
+        raise ValueError(f"kaggle competitions submissions -c {slug} failed (exit {out.returncode}): "
+                         f"{why[-1] if why else 'no output'}")
+    return out.stdout
 
 
 def kaggle_lb(env: dict[str, str] | None = None) -> int:
@@ -178,7 +193,6 @@ def kaggle_lb(env: dict[str, str] | None = None) -> int:
     submissions``, then the ledger with the CV / public LB correlation. One line where the CLI
     cannot reach Kaggle."""
     import os
-    import subprocess
     import sys
 
     from pipeline.core import ledger
@@ -193,18 +207,7 @@ def kaggle_lb(env: dict[str, str] | None = None) -> int:
         return 2
     for slug in slugs:
         try:
-            out = subprocess.run(["kaggle", "competitions", "submissions", "-c", slug, "--csv"], capture_output=True,
-                                 text=True, timeout=120, env=env)
-        except (OSError, subprocess.SubprocessError) as e:
-            sys.stderr.write(f"error: kaggle competitions submissions -c {slug}: {e}\n")
-            return 2
-        if out.returncode != 0:
-            why = (out.stderr or out.stdout).strip().splitlines()
-            sys.stderr.write(f"error: kaggle competitions submissions -c {slug} failed (exit {out.returncode}): "
-                             f"{why[-1] if why else 'no output'}\n")
-            return 2
-        try:
-            n = ledger.fill_public_scores(paths, slug, out.stdout)
+            n = ledger.fill_public_scores(paths, slug, kaggle_listing(slug, env))
         except ValueError as e:
             sys.stderr.write(f"error: {e}\n")
             return 2
