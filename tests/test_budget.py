@@ -296,10 +296,25 @@ def test_a_probe_that_others_disturbed_is_used_but_not_kept(prepared, tmp_path, 
         return [k for k, v in json.loads(throughput.read_text()).items() if isinstance(v, dict)]
 
     monkeypatch.setattr(clock, "disturbed", lambda share: True)
+    real_exit = clock.Others.__exit__
+
+    def half_taken(self, *exc):  # another process had half the machine
+        real_exit(self, *exc)
+        self.share = 0.5
+
+    monkeypatch.setattr(clock.Others, "__exit__", half_taken)
+    probe = []
+    from pipeline.modeling import families
+
+    real_probe = families.Classical.probe
+    monkeypatch.setattr(families.Classical, "probe", lambda *a, **k: probe.append(real_probe(*a, **k)) or probe[-1])
     assert run_stage("plan", workdir, data, *sets) == 0
     plan = json.loads((workdir / "reports/plan.json").read_text())
-    assert plan["costs"][f"{exp}/lr.yaml"]["fit_row_s"] > 0  # the plan still used the measurement
-    assert measured() == [] and "not kept in throughput.json" in capsys.readouterr().err
+    # the plan used the measurement, at the share of the machine this process would have had alone
+    assert plan["costs"][f"{exp}/lr.yaml"]["fit_row_s"] == pytest.approx(0.5 * probe[0]["fit_row_s"])
+    err = capsys.readouterr().err
+    assert measured() == [] and "not kept in throughput.json" in err and "planned at x0.50" in err
+    monkeypatch.setattr(clock.Others, "__exit__", real_exit)
     monkeypatch.setattr(clock, "disturbed", lambda share: False)
     assert run_stage("plan", workdir, data, *sets) == 0
     assert len(measured()) == 1  # measured again on a quiet machine, and kept
@@ -844,3 +859,171 @@ def test_the_last_cut_drops_a_frozen_encoder_rather_than_the_fine_tune_where_tha
     assert "minilm" in names and "emb_mpnet" not in names and p.fits
     assert any(x.startswith("emb_mpnet: dropped") and "fine-tunes fit" in x for x in p.cuts)
     assert p.estimate_s <= available
+
+
+def _floor(c: dict[str, Cost], cfg, work: Work, rows: int | None, drop: tuple[str, ...] = ()) -> float:
+    """The seconds of the plan every cut before the last one makes: 3 folds, 1 epoch, 500-row screening."""
+    floor = planner.ceiling(cfg, c, 1e9, 1e9, [], "f1")
+    floor.runs = [r for r in floor.runs if r.name not in drop]
+    floor.select_rows, floor.n_splits = planner.MIN_SELECT_ROWS, planner.MIN_FOLDS
+    for r in floor.runs:
+        if r.name == "minilm":
+            r.epochs, r.rows = 1, rows
+    return sum(planner.stage_seconds(floor, c, work).values())
+
+
+def test_a_fine_tune_that_does_not_fit_trains_on_a_subsample_of_its_rows_before_it_is_dropped():
+    """Measured on the disaster tweets at 10m: MiniLM's smallest fine-tune (1 epoch x 3 folds,
+    370 s) did not fit the 262 s left, so it was dropped and 60% of the budget went unused. Now
+    it trains on the largest tenth of each fold's rows that fits; a frozen encoder goes first
+    where only that makes a subsample fit; below 30% of the rows it is dropped as before; and
+    train gets the subsample through the run's diff."""
+    work = Work(n_train=7613, n_test=3263)
+    c = _disaster_like_costs(mpnet_installed=False)
+    cfg = load_config([], ["budget.preset=medium", "select.candidates=[tfidf,nbsvm,minilm]", "tune.enabled=false"])
+    full = planner.fold_train_rows(work.n_train, 3)
+    assert full == 5075
+    between = (_floor(c, cfg, work, int(full * 0.6)) + _floor(c, cfg, work, int(full * 0.7))) / 2
+    p = make_plan(planner.ceiling(cfg, c, between, between, [], "f1"), c, work)
+    minilm = next(r for r in p.runs if r.name == "minilm")
+    assert minilm.rows == int(full * 0.6) and minilm.epochs == 1 and p.n_splits == 3 and p.fits
+    assert p.estimate_s <= between and "minilm: 3,045 of each fold's 5,075 training rows (60%" in p.cuts[-1]
+    assert planfile.run_diff(p, "minilm", 42)["train"]["max_train_rows"] == 3045
+    assert "max_train_rows" not in planfile.run_diff(make_plan(planner.ceiling(cfg, c, 1e9, 1e9, [], "f1"), c, work),
+                                                     "minilm", 42)["train"]  # all rows: the config's own
+    # the estimate follows the rows: 60% of the rows costs less than all of them, more than 30%
+    secs = {n: costs_mod.run_seconds(c["minilm"], RunPlan("minilm", "transformer", rows=n), work, 3, False)
+            for n in (None, 3045, 1522)}
+    assert secs[None] > secs[3045] > secs[1522]
+
+    # below 30% nothing fits: dropped, its frozen twin instead (as before)
+    tight = _floor(c, cfg, work, int(full * 0.3)) - 1
+    p = make_plan(planner.ceiling(cfg, c, tight, tight, [], "f1"), c, work)
+    assert "minilm" not in {r.name for r in p.runs} and "emb_minilm" in {r.name for r in p.runs}
+
+    # a frozen encoder in the way of the subsample goes first (a fine-tune outscores it)
+    c2 = _disaster_like_costs()
+    c2["emb_mpnet"] = Cost("emb_mpnet", "embedding", infer_row_s=0.2, fit_row_s=2e-5, max_len=128)
+    no_mpnet = _floor(c2, cfg, work, int(full * 0.5), drop=("emb_mpnet",))
+    p = make_plan(planner.ceiling(cfg, c2, no_mpnet, no_mpnet, [], "f1"), c2, work)
+    names = {r.name: r for r in p.runs}
+    assert "emb_mpnet" not in names and names["minilm"].rows and p.fits
+    assert any("so that minilm fits on a subsample" in x for x in p.cuts)
+
+    # a user who set train.max_train_rows is never subsampled by the plan
+    pinned = make_plan(planner.ceiling(cfg, c, between, between, ["train.max_train_rows"], "f1"), c, work)
+    assert "minilm" not in {r.name for r in pinned.runs}
+
+
+def test_a_subsampled_fine_tune_gets_its_rows_back_when_a_later_cut_leaves_room():
+    work = Work(n_train=7613, n_test=3263)
+    c = _disaster_like_costs(mpnet_installed=False)
+    cfg = load_config([], ["budget.preset=medium", "select.candidates=[tfidf,nbsvm,minilm]", "tune.enabled=false"])
+    p = make_plan(planner.ceiling(cfg, c, 1e9, 1e9, [], "f1"), c, work)
+    p.n_splits, p.select_rows = 3, 500
+    r = next(x for x in p.runs if x.name == "minilm")
+    r.epochs, r.rows = 1, 4000
+    planner._fits(p, c, work)
+    p.available_s = p.estimate_s + 1  # room for 4,000 rows a fold
+    r.rows = 1522
+    back = planner._more_rows(p, c, work)
+    assert next(x for x in back.runs if x.name == "minilm").rows == 3552  # 70% of 5,075: 80% (4,060) > 4,000
+    assert back.added[-1].startswith("minilm: 3,552 of each fold's 5,075 training rows")
+
+
+MINILM_COST = {"name": "minilm", "family": "transformer", "step_s": 0.57, "infer_row_s": 0.004, "load_s": 2,
+               "max_len": 64, "epochs": 2}
+
+
+def _rows_setup(tmp_path, rows: int | None = None, epochs: int = 2, dropped: tuple[str, ...] = ()):
+    """A 30m plan whose MiniLM (measured costs, 5 folds of 7,600 rows) is about to start or ran."""
+    from pipeline.core.config import with_diff
+
+    P = Paths.make(tmp_path)
+    P.reports.mkdir(parents=True, exist_ok=True)
+    cost = {"minilm": MINILM_COST,
+            "emb_minilm": {"name": "emb_minilm", "family": "embedding", "infer_row_s": 0.003, "fit_row_s": 2e-5},
+            "emb_mpnet": {"name": "emb_mpnet", "family": "embedding", "infer_row_s": 0.03, "fit_row_s": 2e-5}}
+    run = RunPlan("minilm", "transformer", epochs=epochs, rows=rows, ceiling_epochs=2)
+    work = Work(7600, 3300)
+    run.estimate_s = costs_mod.run_seconds(Cost(**MINILM_COST), run, work, 5, False)
+    plan = {"budget_s": 1800.0, "n_splits": 5, "n_train": 7600, "n_test": 3300, "stages": {}, "replans": [],
+            "costs": cost, "runs": [{**run.__dict__, "run": "minilm"}], "dropped": list(dropped)}
+    P.plan_json.write_text(json.dumps(plan))
+    c = with_diff(load_config([], []), {"train": {"run": "minilm", "epochs": epochs, "max_train_rows": rows}})
+    return P, plan, c, run.estimate_s
+
+
+def test_a_shortfall_is_met_with_a_row_subsample_where_that_loses_least(tmp_path):
+    """Between all rows at 2 epochs and 1 epoch, 90% of the rows at 2 epochs is the option with
+    the best expected score (ROWS_PRIOR: 0.003 for a tenth of the rows, EPOCH_PRIOR 0.004 for an
+    epoch) when it fits; the log line has the numbers of every option."""
+    from pipeline.budget.replan import config_seconds, replan
+
+    P, plan, c, full_s = _rows_setup(tmp_path)
+    p = Plan.from_dict(plan)
+    from pipeline.core.config import with_diff
+
+    ninety = config_seconds(p, "minilm", with_diff(c, {"train": {"max_train_rows": 5472}}).train)
+    assert ninety < full_s - 90  # beyond the grace: a real choice
+    got = replan(c, [c], FixedDeadline((ninety + full_s - 90) / 2, plan), P, pinned=[])
+    assert got.train.max_train_rows == 5472 and got.train.epochs == 2
+    line = json.loads(P.plan_json.read_text())["replans"][-1]
+    assert "-> minilm: 5,472 of each fold's 6,080 rows (90%), 2 epoch(s)" in line and "1 epoch(s) instead" in line
+    # a pinned subsample is never re-planned over
+    kept = replan(c, [c], FixedDeadline((ninety + full_s - 90) / 2, plan), P, pinned=["train.max_train_rows"])
+    assert kept.train.max_train_rows is None
+
+
+def test_a_subsampled_fine_tune_gets_its_rows_back_when_the_stages_before_ran_fast(tmp_path):
+    from pipeline.budget.replan import replan
+
+    P, plan, c, planned_s = _rows_setup(tmp_path, rows=3040, epochs=1)
+    same = replan(c, [c], FixedDeadline(planned_s + 5, plan), P, pinned=[])
+    assert same.train.max_train_rows == 3040  # no room: as planned
+    got = replan(c, [c], FixedDeadline(planned_s * 3, plan), P, pinned=[])
+    assert got.train.max_train_rows is None  # all rows fit the time left (less half the grace)
+    log = json.loads(P.plan_json.read_text())["replans"]
+    assert "all of each fold's 6,080 training rows instead of 3,040" in log[-1]  # (a second epoch does not fit too)
+    some = replan(c, [c], FixedDeadline(planned_s * 1.3 + 45, plan), P, pinned=[])
+    assert 3040 < some.train.max_train_rows < 6080
+
+
+def test_spare_time_buys_dropped_frozen_encoders_then_a_fine_tune_sized_to_what_is_left(tmp_path):
+    """Measured: at 30m, 250 s were left after spare time bought the frozen twin, and at 10m the
+    frozen mpnet the plan dropped (87 s) was never bought back. Spare time now buys the twin and
+    the dropped frozen encoders while they fit, then one fine-tune sized to the rest: a dropped
+    one under its own name, else another seed of the one that ran, on a row subsample."""
+    from pipeline.budget.replan import spare_runs
+
+    P, plan, c, full_s = _rows_setup(tmp_path, epochs=1, dropped=("emb_mpnet",))
+    p = Plan.from_dict(plan)
+    from pipeline.budget.replan import twin_seconds
+
+    frozen = twin_seconds(p, "emb_minilm") + twin_seconds(p, "emb_mpnet")
+    extra = spare_runs([c], FixedDeadline(frozen + 45 + full_s * 0.75, plan), P)
+    assert [e.train.run for e in extra] == ["emb_minilm", "emb_mpnet", "minilm_seed1042"]
+    seed = extra[-1].train
+    assert seed.family == "transformer" and seed.seed == 1042 and 0 < seed.max_train_rows < 6080
+    assert "minilm_seed1042 (another seed of minilm): 1 epoch(s) on" in json.loads(P.plan_json.read_text())["replans"][-1]
+    # little room: the cheap twin only, and no fine-tune below 30% of the rows
+    small = spare_runs([c], FixedDeadline(twin_seconds(p, "emb_minilm") + 45 + 10, plan), P)
+    assert [e.train.run for e in small] == ["emb_minilm"]
+    # a fine-tune the plan dropped is bought under its own name before another seed
+    P2, plan2, c2, _ = _rows_setup(tmp_path / "dropped", epochs=1, dropped=("mpnet",))
+    plan2["costs"]["mpnet"] = {**MINILM_COST, "name": "mpnet", "step_s": 1.5, "infer_row_s": 0.01}
+    P2.plan_json.write_text(json.dumps(plan2))
+    got = spare_runs([c2], FixedDeadline(2000, plan2), P2)
+    assert got[-1].train.run == "mpnet" and got[-1].train.backbone == "packaged:mpnet"
+
+
+def test_the_fold_guard_costs_a_fold_at_the_rows_it_trains_on(tmp_path):
+    from pipeline.budget.replan import FoldGuard
+
+    P, plan, c, planned_s = _rows_setup(tmp_path, rows=3040, epochs=1)
+    from pipeline.core.config import with_diff
+
+    at = lambda rows: FoldGuard(FixedDeadline(1e4, plan), P, with_diff(c, {"train": {"max_train_rows": rows}}).train,  # noqa: E731
+                                5).per_fold()
+    assert at(3040) == pytest.approx(planned_s / 5)
+    assert at(None) > at(3040) * 1.3

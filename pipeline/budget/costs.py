@@ -89,6 +89,8 @@ def run_seconds(cost: Cost, run: RunPlan, work: Work, n_splits: int, augment: bo
     fam = family(cost.family)
     n_val = math.ceil(work.n_train / n_splits)
     rows = work.n_train - n_val
+    if run.rows and fam.epoch_trained:  # train.max_train_rows: a subsample of each fold's rows
+        rows = min(rows, run.rows)
     if augment and fam.epoch_trained:
         rows = int(rows * (1 + work.augment_copies))
     per_fold = fold_seconds(cost, rows, run.epochs, run.max_len, n_val, work.n_test, work.evals_per_epoch)

@@ -57,7 +57,8 @@ def run_diff(plan: Plan, name: str, seed: int) -> dict[str, Any]:
         return {}
     lo = min(plan.tune_epochs[0], r.epochs)
     return {"train": {"epochs": r.epochs, "max_len": r.max_len,
-                      "seeds": [seed + i for i in range(r.seeds)] if r.seeds > 1 else None},
+                      "seeds": [seed + i for i in range(r.seeds)] if r.seeds > 1 else None,
+                      **({"max_train_rows": r.rows} if r.rows else {})},
             "tune": {"epochs": [lo, r.epochs]}}
 
 

@@ -14,12 +14,14 @@ order, until the estimate fits the budget less its safety margin:
   7. folds: one fewer for every run (never below 3; folds.csv is then written with that many,
      so every run's OOF stays comparable)
   8. a frozen encoder is dropped where that alone makes the plan fit (the cheapest such one: a
-     fine-tune outscores a frozen encoder); else the costliest fine-tune is dropped, and replaced
-     by its frozen-embedding counterpart where it has one (minilm -> emb_minilm); with no
-     fine-tune left, the costliest frozen encoder
+     fine-tune outscores a frozen encoder); else the costliest fine-tune trains on the largest
+     share of each fold's rows (tenths, down to 30%) that fits (a frozen encoder goes first where
+     only that makes a subsample fit); else it is dropped, and replaced by its frozen-embedding
+     counterpart where it has one (minilm -> emb_minilm); with no fine-tune left, the costliest
+     frozen encoder
 
-Then ``refill`` spends what the cuts left: folds and epochs that a later cut made unnecessary
-come back, a fine-tune left below its own config's epochs buys them back with a fold
+Then ``refill`` spends what the cuts left: folds, then a subsampled fine-tune's rows, then
+epochs that a later cut made unnecessary come back, a fine-tune left below its own config's epochs buys them back with a fold
 (``trade_folds_for_epochs``: a bet, not yet measured, that the config's epochs are worth more
 than a fold's share of rows), the room a trade's whole folds leave buys the preset's epochs and
 then its seeds back, and time still left buys the frozen-encoder twin of a planned fine-tune.
@@ -66,6 +68,7 @@ class RunPlan:
     epochs: int = 1
     max_len: int = 64
     seeds: int = 1
+    rows: int | None = None  # a fine-tune on a subsample of each fold's training rows (None: all of them)
     estimate_s: float = 0.0
     screen_s: float = 0.0  # its screening in select (a real training loop: train calibrates on it)
     ceiling_epochs: int = 1  # the preset's epochs before any cut (train may give cut ones back)
@@ -204,7 +207,7 @@ def stage_seconds(plan: Plan, costs: dict[str, Cost], work: Work) -> dict[str, f
     for r in plan.runs:
         r.estimate_s = run_seconds(costs[r.name], r, work, plan.n_splits, plan.augment, screened)
         if r.epoch_trained:  # what one more epoch adds (train gives cut epochs back with it)
-            more = RunPlan(r.name, r.family, epochs=r.epochs + 1, max_len=r.max_len, seeds=r.seeds)
+            more = RunPlan(r.name, r.family, epochs=r.epochs + 1, max_len=r.max_len, seeds=r.seeds, rows=r.rows)
             r.epoch_s = round(run_seconds(costs[r.name], more, work, plan.n_splits, plan.augment) - r.estimate_s, 1)
     out["train"] = STAGE_START_S + sum(r.estimate_s for r in plan.runs)
     n = len(plan.runs)
@@ -229,10 +232,12 @@ def _droppable(r: RunPlan) -> bool:
     return not r.epoch_trained and not family(r.family).never_cut
 
 
-def next_cut(plan: Plan, costs: dict[str, Cost], fits: Callable[[Plan], bool] | None = None) -> str | None:
+def next_cut(plan: Plan, costs: dict[str, Cost], fits: Callable[[Plan], bool] | None = None,
+             work: Work | None = None) -> str | None:
     """Apply the first cut in the documented order that still applies; say what it was.
     ``fits`` (the budget's test) lets the last cut drop a frozen encoder instead of a fine-tune
-    where that alone makes the plan fit."""
+    where that alone makes the plan fit, or train the fine-tune on a subsample of its rows
+    (``work`` says how many there are) where that does."""
     pinned = set(plan.pinned)
     has_tr = any(r.epoch_trained for r in plan.runs)
     if has_tr and plan.tune_transformers and "tune.n_trials" not in pinned and "tune.families" not in pinned:
@@ -282,6 +287,10 @@ def next_cut(plan: Plan, costs: dict[str, Cost], fits: Callable[[Plan], bool] | 
                     plan.runs.remove(r)
                     plan.dropped.append(r.name)
                     return f"{r.name}: dropped (estimated {r.estimate_s:.0f}s) so that the fine-tunes fit"
+        if fits is not None and work is not None and "train.max_train_rows" not in pinned:
+            msg = _subsample(plan, work, fits)
+            if msg:
+                return msg
         r = _costliest(plan, _fine_tune) or _costliest(plan, _droppable)
         if r is not None:
             i = plan.runs.index(r)
@@ -296,6 +305,78 @@ def next_cut(plan: Plan, costs: dict[str, Cost], fits: Callable[[Plan], bool] | 
     return None
 
 
+MIN_ROWS_SHARE = 0.3  # a subsampled fine-tune trains on at least this share of each fold's rows ...
+MIN_ROWS = 500  # ... and at least this many (below, its frozen twin is the better bet: ROWS_PRIOR)
+ROWS_PRIOR = 0.02  # score a fine-tune loses per halving of its training rows (a prior, not yet measured:
+# at MIN_ROWS_SHARE it is about replan.TWIN_PRIOR, what the frozen twin loses against the fine-tune)
+
+
+def fold_train_rows(n_train: int, n_splits: int) -> int:
+    """The training rows of one fold (the rest of train less the fold's validation rows)."""
+    return n_train - math.ceil(n_train / n_splits)
+
+
+def rows_loss(share: float) -> float:
+    """Expected score a fine-tune on ``share`` of its rows loses against all of them (ROWS_PRIOR)."""
+    return ROWS_PRIOR * math.log2(1 / share) if 0 < share < 1 else 0.0
+
+
+def row_shares(full: int) -> list[int]:
+    """The subsample sizes a fine-tune may take, largest first: tenths of ``full`` down to
+    MIN_ROWS_SHARE (never below MIN_ROWS)."""
+    out = [int(full * k / 10) for k in range(9, round(MIN_ROWS_SHARE * 10) - 1, -1)]
+    return [r for r in out if r >= MIN_ROWS]
+
+
+def _subsample(plan: Plan, work: Work, fits: Callable[[Plan], bool]) -> str | None:
+    """The cut before a fine-tune is dropped: the costliest fine-tune trains on the largest
+    share of each fold's rows (tenths, down to MIN_ROWS_SHARE) that makes the plan fit. Where
+    none does, but would without the frozen encoders, the cheapest frozen encoder goes first (a
+    fine-tune outscores a frozen encoder). None: the fine-tune cannot be saved this way."""
+    r = _costliest(plan, _fine_tune)
+    if r is None:
+        return None
+    full = fold_train_rows(work.n_train, plan.n_splits)
+    sizes = [n for n in row_shares(full) if n < (r.rows or full)]
+    for n in sizes:
+        trial = copy.deepcopy(plan)
+        next(x for x in trial.runs if x.name == r.name).rows = n
+        if fits(trial):
+            r.rows = n
+            return (f"{r.name}: {n:,} of each fold's {full:,} training rows ({n / full:.0%}; expected "
+                    f"-{rows_loss(n / full):.3f}) instead of dropping it")
+    frozen = sorted((x for x in plan.runs if _droppable(x)), key=lambda x: (x.estimate_s, x.name))
+    if sizes and frozen:
+        floor = copy.deepcopy(plan)
+        floor.runs = [x for x in floor.runs if not _droppable(x)]
+        next(x for x in floor.runs if x.name == r.name).rows = sizes[-1]
+        if fits(floor):
+            plan.runs.remove(frozen[0])
+            plan.dropped.append(frozen[0].name)
+            return (f"{frozen[0].name}: dropped (estimated {frozen[0].estimate_s:.0f}s) so that {r.name} fits on a "
+                    "subsample of its rows")
+    return None
+
+
+def _more_rows(plan: Plan, costs: dict[str, Cost], work: Work) -> Plan:
+    """A subsampled fine-tune's rows back, a tenth at a time up to all of them, while the plan fits."""
+    for name in [r.name for r in plan.runs if r.rows]:
+        while True:
+            trial = copy.deepcopy(plan)
+            r = next(x for x in trial.runs if x.name == name)
+            full = fold_train_rows(work.n_train, trial.n_splits)
+            if r.rows is None:
+                break
+            bigger = [n for n in row_shares(full) if n > r.rows]
+            r.rows = bigger[-1] if bigger else None
+            if not _fits(trial, costs, work):
+                break
+            trial.add(f"{name}: {f'{r.rows:,}' if r.rows else 'all'} of each fold's {full:,} training rows "
+                      "(the cuts after it left room)")
+            plan = trial
+    return plan
+
+
 def make_plan(ceiling: Plan, costs: dict[str, Cost], work: Work) -> Plan:
     """Cut ``ceiling`` in the documented order until its estimate fits ``available_s``."""
     plan = copy.deepcopy(ceiling)
@@ -304,7 +385,7 @@ def make_plan(ceiling: Plan, costs: dict[str, Cost], work: Work) -> Plan:
         if _fits(plan, costs, work):
             plan.fits = True
             return refill(plan, costs, work, folds)
-        cut = next_cut(plan, costs, lambda p: _fits(p, costs, work))
+        cut = next_cut(plan, costs, lambda p: _fits(p, costs, work), work)
         if cut is None:
             plan.fits = False
             return plan
@@ -330,6 +411,7 @@ def refill(plan: Plan, costs: dict[str, Cost], work: Work, ceiling_folds: int) -
             break
         trial.add(f"folds: {trial.n_splits} again (the cuts after the fold cut left room)")
         plan = trial
+    plan = _more_rows(plan, costs, work)
     plan = _give_back(plan, costs, work, "epochs")
     plan = trade_folds_for_epochs(plan, costs, work)
     # a trade takes whole folds, so it may leave room: the preset's epochs, then its seeds
@@ -378,7 +460,7 @@ def toward_best(plan: Plan, costs: dict[str, Cost], work: Work) -> Plan:
         for name in [r.name for r in plan.runs if r.epoch_trained]:
             trial = copy.deepcopy(plan)
             r = next(x for x in trial.runs if x.name == name)
-            if r.epochs < r.ceiling_epochs:  # its own cut epochs did not come back: no bonus over them
+            if r.epochs < r.ceiling_epochs or r.rows:  # its own cut epochs or rows did not come back: no bonus
                 continue
             r.epochs += 1
             r.ceiling_epochs = r.epochs
@@ -391,7 +473,7 @@ def toward_best(plan: Plan, costs: dict[str, Cost], work: Work) -> Plan:
             while True:
                 trial = copy.deepcopy(plan)
                 r = next(x for x in trial.runs if x.name == name)
-                if r.seeds >= 3:
+                if r.seeds >= 3 or r.rows:
                     break
                 r.seeds += 1
                 r.ceiling_seeds = max(r.ceiling_seeds, r.seeds)
@@ -433,7 +515,7 @@ def _give_back(plan: Plan, costs: dict[str, Cost], work: Work, what: str) -> Pla
         while True:
             trial = copy.deepcopy(plan)
             r = next(x for x in trial.runs if x.name == name)
-            if getattr(r, what) >= getattr(r, f"ceiling_{what}"):
+            if getattr(r, what) >= getattr(r, f"ceiling_{what}") or (what == "seeds" and r.rows):
                 break
             setattr(r, what, getattr(r, what) + 1)
             if not _fits(trial, costs, work):
@@ -569,7 +651,8 @@ def format_plan(plan: Plan) -> str:
         act = f"  actual {v.actual_s:7.1f}s" if v.actual_s is not None else ""
         lines.append(f"  {s:<14} {v.estimate_s:8.1f}s{act}")
     for r in plan.runs:
-        extra = (f"{r.epochs} epoch(s), max_len {r.max_len}, {r.seeds} seed(s)" if r.epoch_trained else r.family)
+        extra = (f"{r.epochs} epoch(s), max_len {r.max_len}, {r.seeds} seed(s)"
+                 + (f", {r.rows:,} rows a fold" if r.rows else "") if r.epoch_trained else r.family)
         lines.append(f"    run {r.name:<12} {r.estimate_s:8.1f}s  {extra}, {plan.n_splits} folds")
     lines.append(f"  settings: {plan.n_splits} folds; select {plan.select_rows or 'all'} rows; tune "
                  f"{plan.trials} trials ({'transformers and classical' if plan.tune_transformers else 'classical only'})"

@@ -21,7 +21,7 @@ import pandas as pd
 from pipeline.budget.clock import Deadline, disturbed
 from pipeline.budget.planfile import update_plan
 from pipeline.budget.planner import Plan
-from pipeline.core.config import Config, TrainConfig, with_diff
+from pipeline.core.config import Config, ConfigError, TrainConfig, with_diff
 from pipeline.core.paths import Paths
 from pipeline.modeling.families import family
 
@@ -138,6 +138,56 @@ def twin_seconds(plan: Plan, name: str) -> float:
                        plan.n_splits, False)
 
 
+def config_seconds(plan: Plan, name: str, tc: TrainConfig) -> float | None:
+    """Candidate ``name``'s seconds on this plan's data and folds when trained as ``tc`` says
+    (its epochs, max_len, seeds and row subsample), from its measured costs (one process);
+    the planned run's own estimate rescaled by the same ratio where the plan has it (so what
+    the plan knew beyond the costs, several processes, carries over). None without costs."""
+    from pipeline.budget.costs import Work, run_seconds
+    from pipeline.budget.planner import RunPlan
+
+    cost = plan.costs.get(name)
+    if cost is None or not plan.n_train:
+        return None
+    work = Work(plan.n_train, plan.n_test)
+    run = RunPlan(name, cost.family, epochs=tc.epochs, max_len=tc.max_len, seeds=len(tc.seeds or [0]),
+                  rows=tc.max_train_rows)
+    new = run_seconds(cost, run, work, plan.n_splits, plan.augment)
+    planned = next((r for r in plan.runs if r.name == name), None)
+    if planned is None or not planned.estimate_s:
+        return new
+    base = run_seconds(cost, planned, work, plan.n_splits, plan.augment)
+    return planned.estimate_s * new / base if base > 0 else new
+
+
+def _rows_options(c: Config, plan: Plan | None, pace: float, room: float, gain: float, pinned: list[str]
+                  ) -> list[Option]:
+    """The fine-tune on a subsample of each fold's rows: per epoch count, the largest share
+    (tenths, down to MIN_ROWS_SHARE) whose seconds at ``pace`` fit ``room``."""
+    from pipeline.budget.planner import fold_train_rows, row_shares, rows_loss
+
+    planned = plan.run_plan(c.train.run) if plan else None
+    if planned is None or "train.max_train_rows" in pinned or not plan.n_train:
+        return []
+    full = fold_train_rows(plan.n_train, plan.n_splits)
+    epochs = [c.train.epochs] + ([] if "train.epochs" in pinned else list(range(c.train.epochs - 1, 0, -1)))
+    out = []
+    for e in epochs:
+        for n in row_shares(full):
+            if c.train.max_train_rows and n >= c.train.max_train_rows:
+                continue
+            diff = {"train": {"epochs": e, "max_train_rows": n}}
+            seconds = config_seconds(plan, planned.name, with_diff(c, diff).train)
+            if seconds is None:  # no measured costs to size it by
+                return []
+            seconds *= pace
+            if seconds <= room:
+                out.append(Option(f"{n:,} of each fold's {full:,} rows ({n / full:.0%}), {e} epoch(s)", seconds,
+                                  (c.train.epochs - e) * gain + rows_loss(n / full), diff))
+                break
+    return out
+
+
 def replan(c: Config, remaining: list[Config], deadline: Deadline, paths: Paths,
            pinned: list[str]) -> Config | None:
     """The run about to start as the time left allows: ``c`` itself, ``c`` changed (epochs,
@@ -159,6 +209,14 @@ def replan(c: Config, remaining: list[Config], deadline: Deadline, paths: Paths,
     head = (f"re-plan: {c.train.run} measured at x{pace[c.train.run]:.2f} its planned pace; the {len(remaining)} "
             f"run(s) left then need ~{need:.0f}s, {max(left, 0):.0f}s left before ensemble/submit/report")
     if need <= left:
+        if fam.epoch_trained and c.train.max_train_rows and "train.max_train_rows" not in pinned:
+            bigger, seconds = _more_rows(c, need - own, left - deadline.grace() / 2, pace[c.train.run], deadline.plan,
+                                         head, paths)
+            if bigger is not c:  # what the run and one more epoch of it now cost
+                one_more = config_seconds(deadline.plan, planned.name, with_diff(
+                    bigger, {"train": {"epochs": bigger.train.epochs + 1}}).train) or 0.0
+                need, c = need - own + seconds, bigger
+                per_epoch = max(per_epoch, one_more * pace[c.train.run] - seconds)
         return _give_back(c, need, left, per_epoch, planned, fam.epoch_trained and "train.epochs" not in pinned, head,
                           paths)
     if need - left <= deadline.grace():
@@ -168,6 +226,9 @@ def replan(c: Config, remaining: list[Config], deadline: Deadline, paths: Paths,
     rest = need - own  # what the runs after this one need
     opts = options(c, own, per_epoch, deadline, paths, pinned) if fam.epoch_trained else \
         [Option("as planned", own, 0.0, {}), Option("skipped", 0.0, float("inf"), None)]
+    if fam.epoch_trained:
+        opts[-1:-1] = _rows_options(c, deadline.plan, pace[c.train.run], left - rest, epoch_gain(paths, c.train.backbone),
+                                    pinned)
     fits = [o for o in opts if rest + o.seconds <= left] or [opts[-1]]
     best = min(fits, key=lambda o: (o.loss, o.seconds))
     numbers = "; ".join(f"{o.what}: ~{o.seconds:.0f}s, -{o.loss:.4f} expected" for o in opts if o.what != "skipped")
@@ -188,29 +249,104 @@ def twin_config(c: Config, twin: str, paths: Paths) -> Config:
 
 def spare_runs(trained: list[Config], deadline: Deadline, paths: Paths) -> list[Config]:
     """What time left after the last planned run buys, before ensemble, submit and report must
-    start (less the tolerance): the frozen-encoder twin of each fine-tune that ran, cheapest
-    first, each while it fits, said in one line each."""
+    start (less half the tolerance), each while it fits and said in one line: the frozen-encoder
+    twin of each fine-tune that ran and the frozen encoders the plan dropped, cheapest first;
+    then one more fine-tune sized to what is still left (the best expected score among its
+    epochs and row subsamples): a fine-tune the plan dropped, else another seed of one that ran."""
     from pipeline.budget.planner import FALLBACK
 
     plan, out = deadline.plan, []
-    if plan is None or deadline.end is None:
+    if plan is None or deadline.end is None or not trained:
         return out
     names = {c.train.run for c in trained}
-    twins = sorted({FALLBACK[p.name] for p in plan.runs if p.epoch_trained and p.run_name in names and p.name in FALLBACK
-                    and FALLBACK[p.name] in plan.costs and plan.costs[FALLBACK[p.name]].available
-                    and not plan.run_plan(FALLBACK[p.name])}, key=lambda n: twin_seconds(plan, n))
-    spend = deadline.left() - deadline.grace()
-    for twin in twins:
+    ran = {p.name for p in plan.runs if p.run_name in names}
+    frozen = {FALLBACK[p.name] for p in plan.runs if p.epoch_trained and p.name in ran and p.name in FALLBACK}
+    frozen |= {n for n in plan.dropped if n in plan.costs and not family(plan.costs[n].family).epoch_trained}
+    frozen = sorted((n for n in frozen if n in plan.costs and plan.costs[n].available and not plan.run_plan(n)),
+                    key=lambda n: twin_seconds(plan, n))
+    spend = deadline.left() - deadline.grace() / 2
+    for twin in frozen:
         seconds = twin_seconds(plan, twin) * deadline.slowdown()
         if seconds > spend:
             continue
-        source = next(c for c in trained if FALLBACK.get(plan.run_plan(c.train.run).name if plan.run_plan(c.train.run)
-                                                         else "") == twin)
         _say(paths, f"spare time: ~{deadline.left():.0f}s left after the planned runs buys {twin} (~{seconds:.0f}s, "
                     "its encoder frozen + LR: a diverse ensemble member)")
-        out.append(twin_config(source, twin, paths))
+        out.append(twin_config(trained[0], twin, paths))
         spend -= seconds
+    extra = _spare_fine_tune(trained, plan, spend, deadline.slowdown(), paths)
+    if extra is not None:
+        c, seconds, what = extra
+        _say(paths, f"spare time: ~{spend:.0f}s still left buys {what} (~{seconds:.0f}s)")
+        out.append(c)
     return out
+
+
+SPARE_SEED = 1000  # a spare seed run's seed: the source's + this (fold k: + k; its row subsample too)
+
+
+def _spare_fine_tune(trained: list[Config], plan: Plan, spend: float, pace: float, paths: Paths
+                     ) -> tuple[Config, float, str] | None:
+    """The fine-tune that fills ``spend``: among the fine-tunes the plan dropped (under their own
+    names), else the cheapest fine-tune that ran (as another seed, ``<run>_seed<n>``), the option
+    with the best expected score (ROWS_PRIOR, EPOCH_PRIOR) whose seconds at ``pace`` fit."""
+    from pipeline.budget.planner import fold_train_rows, row_shares, rows_loss
+
+    full = fold_train_rows(plan.n_train, plan.n_splits)
+    dropped = [n for n in plan.dropped if n in plan.costs and plan.costs[n].available
+               and family(plan.costs[n].family).epoch_trained and not plan.run_plan(n)]
+    sources: list[tuple[str, Config, str]] = []
+    for n in dropped:
+        try:
+            sources.append((n, twin_config(trained[0], n, paths), f"{n} (the plan dropped it)"))
+        except ConfigError:  # its experiment file is gone: nothing to buy
+            continue
+    if not sources:
+        done = sorted((c for c in trained if family(c.train.family).epoch_trained and plan.run_plan(c.train.run)),
+                      key=lambda c: plan.run_plan(c.train.run).estimate_s)
+        for c in done[:1]:
+            seed = c.train.seed + SPARE_SEED
+            run = f"{c.train.run}_seed{seed}"
+            sources.append((plan.run_plan(c.train.run).name, with_diff(c, {"train": {"run": run, "seed": seed,
+                                                                                      "seeds": None}}),
+                            f"{run} (another seed of {c.train.run})"))
+    for name, c, what in sources:
+        best = None
+        for e in range(max(c.train.epochs, 1), 0, -1):
+            for n in [None] + row_shares(full):
+                diff = {"train": {"epochs": e, "max_train_rows": n}}
+                seconds = (config_seconds(plan, name, with_diff(c, diff).train) or float("inf")) * pace
+                if seconds > spend:
+                    continue
+                loss = (c.train.epochs - e) * EPOCH_PRIOR + rows_loss((n or full) / full)
+                if best is None or loss < best[0]:
+                    best = (loss, with_diff(c, diff), seconds, f"{what}: {e} epoch(s) on "
+                            f"{'all' if n is None else f'{n:,}'} of each fold's {full:,} training rows")
+                break  # the most rows at this epoch count
+        if best is not None:
+            return best[1], best[2], best[3]
+    return None
+
+
+def _more_rows(c: Config, rest: float, aim: float, pace: float, plan: Plan | None, head: str, paths: Paths
+               ) -> tuple[Config, float]:
+    """A subsampled fine-tune's rows back, as many as fit ``aim`` beside the ``rest`` of the
+    runs (all of them, else the largest tenth of its fold's rows), and its seconds then."""
+    from pipeline.budget.planner import fold_train_rows, row_shares
+
+    planned = plan.run_plan(c.train.run) if plan else None
+    if planned is None or not plan.n_train:
+        return c, 0.0
+    full = fold_train_rows(plan.n_train, plan.n_splits)
+    for n in [None] + row_shares(full):
+        if n is not None and n <= c.train.max_train_rows:
+            break
+        bigger = with_diff(c, {"train": {"max_train_rows": n}})
+        seconds = (config_seconds(plan, planned.name, bigger.train) or float("inf")) * pace
+        if rest + seconds <= aim:
+            _say(paths, f"{head} -> {c.train.run}: {'all' if n is None else f'{n:,}'} of each fold's {full:,} "
+                        f"training rows instead of {c.train.max_train_rows:,} (~{seconds:.0f}s)")
+            return bigger, seconds
+    return c, 0.0
 
 
 def _give_back(c: Config, need: float, left: float, per_epoch: float, planned: Any, can_change: bool, head: str,
@@ -252,6 +388,9 @@ class FoldGuard:
         planned = d.plan.run_plan(tc.run) if d.plan else None
         pace = measured_pace(self.paths, d, tc.run) or d.slowdown()
         est = planned.estimate_s if planned else 0.0
+        now = config_seconds(d.plan, planned.name, tc) if planned and family(tc.family).epoch_trained else None
+        if now is not None:  # planned for its epochs and rows; re-planned to tc's
+            return now / self.n_splits * pace
         if family(tc.family).epoch_trained:  # planned for its epochs; re-planned to tc.epochs
             return est / self.n_splits * pace * tc.epochs / max(planned.epochs if planned else 1, 1)
         return est / self.n_splits * pace

@@ -42,6 +42,8 @@ from pipeline.runtime import other_texts
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 4000  # texts the probes see (the classical fits: sizes spread enough for a steady per-row slope)
 PROBE_VERSION = 3  # part of the cache key: a changed probe measures again
+TIMED = ("step_s", "infer_row_s", "test_infer_row_s", "load_s", "fit_row_s", "pred_row_s", "fit_fixed_s")
+QUIET_FLOOR = 0.4  # a probe that others slowed is planned at >= this share of its measured seconds
 
 
 def candidates(cfg: Config) -> list[str]:
@@ -89,13 +91,16 @@ def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.n
         log.info("plan: measured %s in %.1fs: %s", name, m["probe_s"],
                  ", ".join(f"{k}={v}" for k, v in m.items() if k in ("step_s", "infer_row_s", "fit_row_s", "pred_row_s", "load_s")))
         if clock.disturbed(others.share):  # (looked up here: tests count the machine as quiet)  # used now, measured again next time
-            log.warning("plan: other processes used %.0f%% of the machine's CPU while %s was measured: its estimate "
-                        "is high by about that much, and it is not kept in %s", 100 * others.share, name,
-                        paths.throughput_json.name)
+            quiet = max(QUIET_FLOOR, 1 - (others.share or 0.0))
+            log.warning("plan: other processes used %.0f%% of the machine's CPU while %s was measured: its times "
+                        "are planned at x%.2f (what this process would have had alone; a disturbance need not last, "
+                        "and train re-plans on the pace it meets), and not kept in %s", 100 * others.share, name,
+                        quiet, paths.throughput_json.name)
+            m = {k: (v * quiet if k in TIMED else v) for k, v in m.items()}
         else:
             cache[key] = m
-    for k in ("step_s", "infer_row_s", "test_infer_row_s", "load_s", "fit_row_s", "pred_row_s", "fit_fixed_s"):
-        if k in m:
+    for k in TIMED:
+        if k in m and m[k] is not None:
             setattr(cost, k, float(m[k]))
     cost.lengths = dict(m.get("lengths", {}))
     cost.windows = dict(m.get("windows", {}))
