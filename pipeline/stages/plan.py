@@ -41,7 +41,7 @@ from pipeline.runtime import other_texts
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 4000  # texts the probes see (the classical fits: sizes spread enough for a steady per-row slope)
-PROBE_VERSION = 3  # part of the cache key: a changed probe measures again
+PROBE_VERSION = 4  # part of the cache key: a changed probe measures again
 TIMED = ("step_s", "infer_row_s", "test_infer_row_s", "load_s", "fit_row_s", "pred_row_s", "fit_fixed_s")
 QUIET_FLOOR = 0.4  # a probe that others slowed is planned at >= this share of its measured seconds
 
