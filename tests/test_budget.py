@@ -1027,3 +1027,24 @@ def test_the_fold_guard_costs_a_fold_at_the_rows_it_trains_on(tmp_path):
                                 5).per_fold()
     assert at(3040) == pytest.approx(planned_s / 5)
     assert at(None) > at(3040) * 1.3
+
+
+def test_a_frozen_encoders_first_fold_which_encodes_every_row_does_not_stop_its_cheap_later_folds(tmp_path):
+    """Measured: spare time bought frozen MiniLM (~42 s); its first fold took 48 s (the encoder's
+    pass over every row, cached for the other folds) and the guard stopped it before fold 1 with
+    46 s left, though each later fold is one logistic regression (2 s): 48 s thrown away."""
+    from pipeline.budget.replan import FoldGuard
+    from pipeline.core.config import with_diff
+
+    P, plan, c, _ = _rows_setup(tmp_path)
+    emb = with_diff(load_config([], []), {"train": {"run": "emb_minilm", "family": "embedding",
+                                                    "backbone": "packaged:minilm"}}).train
+    guard = FoldGuard(FixedDeadline(46, plan), P, emb, 3)
+    guard.spent = [48.0]
+    assert guard.next_fold() < 5 and not guard.stop_before(1, 2)
+    guard.spent = [48.0, 2.0]
+    assert guard.next_fold() == 2.0
+    # a fine-tune's folds cost alike: the mean of those done is the next one's
+    tune = FoldGuard(FixedDeadline(46, plan), P, c.train, 5)
+    tune.spent = [48.0]
+    assert tune.next_fold() == 48.0 and tune.stop_before(1, 4)
