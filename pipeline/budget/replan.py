@@ -247,12 +247,32 @@ def twin_config(c: Config, twin: str, paths: Paths) -> Config:
     return with_diff(c, diff)
 
 
-def spare_runs(trained: list[Config], deadline: Deadline, paths: Paths) -> list[Config]:
+def stage_pace(done: list[tuple[Config, float]], plan: Plan | None) -> float | None:
+    """Actual / estimated seconds of the runs this train stage trained (each costed at the
+    config it ran with), where they add up to a minute or more: the newest evidence of this
+    machine's pace. (A busy loop that slowed the probes and select for 5 minutes and then
+    stopped made the stages' ratio, x1.56, forbid a frozen twin that the runs' own pace,
+    x0.82, had room for.)"""
+    if plan is None:
+        return None
+    est = act = 0.0
+    for c, seconds in done:
+        planned = plan.run_plan(c.train.run)
+        name = planned.name if planned else c.train.run
+        e = config_seconds(plan, name, c.train) if family(c.train.family).epoch_trained else \
+            (planned.estimate_s if planned else None)
+        if e:
+            est, act = est + e, act + seconds
+    return act / est if act >= 60 and est > 0 else None
+
+
+def spare_runs(trained: list[Config], deadline: Deadline, paths: Paths, pace: float | None = None) -> list[Config]:
     """What time left after the last planned run buys, before ensemble, submit and report must
     start (less half the tolerance), each while it fits and said in one line: the frozen-encoder
     twin of each fine-tune that ran and the frozen encoders the plan dropped, cheapest first;
     then one more fine-tune sized to what is still left (the best expected score among its
-    epochs and row subsamples): a fine-tune the plan dropped, else another seed of one that ran."""
+    epochs and row subsamples): a fine-tune the plan dropped, else another seed of one that ran.
+    Each is costed at ``pace`` (``stage_pace``), else at the stages' slowdown so far."""
     from pipeline.budget.planner import FALLBACK
 
     plan, out = deadline.plan, []
@@ -265,15 +285,16 @@ def spare_runs(trained: list[Config], deadline: Deadline, paths: Paths) -> list[
     frozen = sorted((n for n in frozen if n in plan.costs and plan.costs[n].available and not plan.run_plan(n)),
                     key=lambda n: twin_seconds(plan, n))
     spend = deadline.left() - deadline.grace() / 2
+    pace = pace or deadline.slowdown()
     for twin in frozen:
-        seconds = twin_seconds(plan, twin) * deadline.slowdown()
+        seconds = twin_seconds(plan, twin) * pace
         if seconds > spend:
             continue
         _say(paths, f"spare time: ~{deadline.left():.0f}s left after the planned runs buys {twin} (~{seconds:.0f}s, "
                     "its encoder frozen + LR: a diverse ensemble member)")
         out.append(twin_config(trained[0], twin, paths))
         spend -= seconds
-    extra = _spare_fine_tune(trained, plan, spend, deadline.slowdown(), paths)
+    extra = _spare_fine_tune(trained, plan, spend, pace, paths)
     if extra is not None:
         c, seconds, what = extra
         _say(paths, f"spare time: ~{spend:.0f}s still left buys {what} (~{seconds:.0f}s)")

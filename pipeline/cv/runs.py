@@ -41,6 +41,7 @@ class RunResult:
     run_dir: Path
     cv: dict[str, Any] | None  # None until every fold is done
     folds_done: list[int]
+    trained: list[int] = dataclasses.field(default_factory=list)  # the folds this call trained (not kept ones)
 
 
 def train_fold(cfg: Config, td: TrainingData, k: int, fold: FoldPaths | None, shared: object | None = None,
@@ -119,6 +120,7 @@ def train_run(cfg: Config, paths: Paths, force: bool = False, deadline: Deadline
     if main:
         store.keep_version(paths, tc.run, fp)  # the run's earlier version, before a fold is replaced
 
+    trained: list[int] = []
     for k in todo:
         if not force and done(k):
             log.info("fold %d: done already (same config and data): kept", k)
@@ -133,6 +135,7 @@ def train_run(cfg: Config, paths: Paths, force: bool = False, deadline: Deadline
         if main:
             store.save_fold(paths, run.fold(k), k, out, val, td.test["id"], td.schema.n_classes, fp)
         dist_.barrier()
+        trained.append(k)
         if guard is not None:
             guard.spent.append(time.perf_counter() - t0)
         log.info("fold %d: %s %.4f (best at epoch %.2f) in %.1fs", k, td.schema.metric, out.best_score,
@@ -146,7 +149,7 @@ def train_run(cfg: Config, paths: Paths, force: bool = False, deadline: Deadline
     else:
         log.info("train %s: %d of %d folds done; oof/test/cv are written once all are", tc.run, len(folds_done),
                  n_splits)
-    return RunResult(run=tc.run, run_dir=run.dir, cv=cv, folds_done=folds_done)
+    return RunResult(run=tc.run, run_dir=run.dir, cv=cv, folds_done=folds_done, trained=trained)
 
 
 def track_run(cfg: Config, paths: Paths, cv: dict[str, Any], fp: str) -> str | None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from pipeline.budget.clock import Deadline
 from pipeline.budget.planfile import active, pinned_keys, update_plan
 from pipeline.budget.planner import Plan
-from pipeline.budget.replan import replan, spare_runs
+from pipeline.budget.replan import replan, spare_runs, stage_pace
 from pipeline.core.config import Config, with_diff
 from pipeline.core.files import DataError, read_json
 from pipeline.core.paths import Paths
@@ -56,7 +56,7 @@ def run(cfg: Config, paths: Paths, force: bool = False, plan: str | None = None,
     configs = [with_diff(cfg, entry["diff"]) for entry in read_json(plan_path)["runs"]]
     configs.sort(key=lambda c: family(c.train.family).order)  # cheap first: a submission exists early
     deadline = Deadline.load(active(cfg))
-    results, trained = [], []
+    results, trained, done = [], [], []
     for i, c in enumerate(configs):
         if deadline.end is not None:
             c = replan(c, configs[i:], deadline, paths, pinned=pinned_keys(cfg))
@@ -67,7 +67,8 @@ def run(cfg: Config, paths: Paths, force: bool = False, plan: str | None = None,
         update_plan(paths, lambda p, r=result, s=time.time() - t0: _record_run(p, r, s))
         results.append(result)
         trained += [c] if result.cv is not None else []
-    for extra in spare_runs(trained, deadline, paths):
+        done += [(c, time.time() - t0)] if result.cv is not None and result.trained == result.folds_done else []
+    for extra in spare_runs(trained, deadline, paths, stage_pace(done, deadline.plan)):
         results.append(train_run(extra, paths, force, deadline))
     return results
 
