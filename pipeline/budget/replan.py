@@ -160,6 +160,21 @@ def config_seconds(plan: Plan, name: str, tc: TrainConfig) -> float | None:
     return planned.estimate_s * new / base if base > 0 else new
 
 
+def most_rows(plan: Plan, name: str, c: Config, sizes: list[int | None], epochs: int, room: float, pace: float
+              ) -> tuple[int | None, float, Config] | None:
+    """The first of ``sizes`` (training rows per fold, largest first; None: all of them) at
+    which ``c`` for ``epochs`` costs at most ``room`` seconds at ``pace``: (size, seconds, the
+    config). None where none fits or candidate ``name`` has no measured costs."""
+    for n in sizes:
+        sized = with_diff(c, {"train": {"epochs": epochs, "max_train_rows": n}})
+        seconds = config_seconds(plan, name, sized.train)
+        if seconds is None:
+            return None
+        if seconds * pace <= room:
+            return n, seconds * pace, sized
+    return None
+
+
 def _rows_options(c: Config, plan: Plan | None, pace: float, room: float, gain: float, pinned: list[str]
                   ) -> list[Option]:
     """The fine-tune on a subsample of each fold's rows: per epoch count, the largest share
@@ -171,20 +186,15 @@ def _rows_options(c: Config, plan: Plan | None, pace: float, room: float, gain: 
         return []
     full = fold_train_rows(plan.n_train, plan.n_splits)
     epochs = [c.train.epochs] + ([] if "train.epochs" in pinned else list(range(c.train.epochs - 1, 0, -1)))
+    sizes: list[int | None] = [n for n in row_shares(full) if not c.train.max_train_rows or n < c.train.max_train_rows]
     out = []
     for e in epochs:
-        for n in row_shares(full):
-            if c.train.max_train_rows and n >= c.train.max_train_rows:
-                continue
-            diff = {"train": {"epochs": e, "max_train_rows": n}}
-            seconds = config_seconds(plan, planned.name, with_diff(c, diff).train)
-            if seconds is None:  # no measured costs to size it by
-                return []
-            seconds *= pace
-            if seconds <= room:
-                out.append(Option(f"{n:,} of each fold's {full:,} rows ({n / full:.0%}), {e} epoch(s)", seconds,
-                                  (c.train.epochs - e) * gain + rows_loss(n / full), diff))
-                break
+        fit = most_rows(plan, planned.name, c, sizes, e, room, pace)
+        if fit is not None:
+            n, seconds, _ = fit
+            out.append(Option(f"{n:,} of each fold's {full:,} rows ({n / full:.0%}), {e} epoch(s)", seconds,
+                              (c.train.epochs - e) * gain + rows_loss(n / full),
+                              {"train": {"epochs": e, "max_train_rows": n}}))
     return out
 
 
@@ -332,17 +342,15 @@ def _spare_fine_tune(trained: list[Config], plan: Plan, spend: float, pace: floa
                             f"{run} (another seed of {c.train.run})"))
     for name, c, what in sources:
         best = None
-        for e in range(max(c.train.epochs, 1), 0, -1):
-            for n in [None] + row_shares(full):
-                diff = {"train": {"epochs": e, "max_train_rows": n}}
-                seconds = (config_seconds(plan, name, with_diff(c, diff).train) or float("inf")) * pace
-                if seconds > spend:
-                    continue
-                loss = (c.train.epochs - e) * EPOCH_PRIOR + rows_loss((n or full) / full)
-                if best is None or loss < best[0]:
-                    best = (loss, with_diff(c, diff), seconds, f"{what}: {e} epoch(s) on "
-                            f"{'all' if n is None else f'{n:,}'} of each fold's {full:,} training rows")
-                break  # the most rows at this epoch count
+        for e in range(max(c.train.epochs, 1), 0, -1):  # at each epoch count, the most rows that fit
+            fit = most_rows(plan, name, c, [None, *row_shares(full)], e, spend, pace)
+            if fit is None:
+                continue
+            n, seconds, sized = fit
+            loss = (c.train.epochs - e) * EPOCH_PRIOR + rows_loss((n or full) / full)
+            if best is None or loss < best[0]:
+                best = (loss, sized, seconds, f"{what}: {e} epoch(s) on "
+                        f"{'all' if n is None else f'{n:,}'} of each fold's {full:,} training rows")
         if best is not None:
             return best[1], best[2], best[3]
     return None
@@ -358,16 +366,14 @@ def _more_rows(c: Config, rest: float, aim: float, pace: float, plan: Plan | Non
     if planned is None or not plan.n_train:
         return c, 0.0
     full = fold_train_rows(plan.n_train, plan.n_splits)
-    for n in [None] + row_shares(full):
-        if n is not None and n <= c.train.max_train_rows:
-            break
-        bigger = with_diff(c, {"train": {"max_train_rows": n}})
-        seconds = (config_seconds(plan, planned.name, bigger.train) or float("inf")) * pace
-        if rest + seconds <= aim:
-            _say(paths, f"{head} -> {c.train.run}: {'all' if n is None else f'{n:,}'} of each fold's {full:,} "
-                        f"training rows instead of {c.train.max_train_rows:,} (~{seconds:.0f}s)")
-            return bigger, seconds
-    return c, 0.0
+    sizes = [None, *(n for n in row_shares(full) if n > c.train.max_train_rows)]
+    fit = most_rows(plan, planned.name, c, sizes, c.train.epochs, aim - rest, pace)
+    if fit is None:
+        return c, 0.0
+    n, seconds, bigger = fit
+    _say(paths, f"{head} -> {c.train.run}: {'all' if n is None else f'{n:,}'} of each fold's {full:,} "
+                f"training rows instead of {c.train.max_train_rows:,} (~{seconds:.0f}s)")
+    return bigger, seconds
 
 
 def _give_back(c: Config, need: float, left: float, per_epoch: float, planned: Any, can_change: bool, head: str,
@@ -432,10 +438,11 @@ class FoldGuard:
                 return float(np.mean(self.spent[1:]))
             if self.spent:
                 from pipeline.budget.costs import fold_seconds
+                from pipeline.budget.planner import fold_train_rows
 
-                n_val = -(-d.plan.n_train // self.n_splits)
+                rows = fold_train_rows(d.plan.n_train, self.n_splits)
                 pace = measured_pace(self.paths, d, tc.run) or d.slowdown()
-                return fold_seconds(cost, d.plan.n_train - n_val, 1, tc.max_len, n_val, d.plan.n_test) * pace
+                return fold_seconds(cost, rows, 1, tc.max_len, d.plan.n_train - rows, d.plan.n_test) * pace
         return float(np.mean(self.spent)) if self.spent else self.per_fold()
 
     def stop_before(self, k: int, folds_left: int) -> bool:
