@@ -12,7 +12,7 @@ from conftest import NEG, POS, run_stage, synthetic_texts
 
 from pipeline.core.config import TrainConfig
 from pipeline.modeling.base import FoldData
-from pipeline.modeling.data import LengthGroupedBatches, PadCollator
+from pipeline.modeling.data import DeviceData, Encoded, LengthGroupedBatches
 from pipeline.modeling.schedule import lr_factor
 from pipeline.modeling.step import TrainingError, param_groups
 from pipeline.modeling.transformer import FoldTrainer, load_model
@@ -132,10 +132,37 @@ def test_length_grouped_batches_cover_each_index_once_and_group_lengths():
     assert s.batches() != batches
 
 
-def test_pad_collator_dynamic_and_multiple():
-    out = PadCollator(0, multiple=8)([{"input_ids": [5, 6, 7], "labels": 1}, {"input_ids": [5], "labels": 0}])
-    assert out["input_ids"].shape == (2, 8) and out["attention_mask"][1].tolist() == [1] + [0] * 7
-    assert PadCollator(0)([{"input_ids": [5, 6, 7]}])["input_ids"].shape == (1, 3)
+def test_token_budget_batches_cover_each_index_once_and_fill_the_budget():
+    """Short texts make large batches, long ones small; no batch over the budget (but one row)."""
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([rng.integers(5, 20, size=600), rng.integers(100, 130, size=100)])
+    s = LengthGroupedBatches(lengths, 16, seed=1, max_tokens=512, multiple=8)
+    batches = s.batches()
+    assert sorted(i for b in batches for i in b) == list(range(700)) and len(batches) == len(s)
+    padded = [len(b) * int(np.ceil(lengths[b].max() / 8) * 8) for b in batches]
+    assert max(padded) <= 512
+    rows_short = [len(b) for b in batches if lengths[b].max() < 20]
+    rows_long = [len(b) for b in batches if lengths[b].min() >= 100]
+    # 512 // 24 = 21 rows of short texts or more, 512 // 136 = 3 of long ones (a mega-batch's last batch: what is left)
+    assert np.median(rows_short) >= 21 and max(rows_long) <= 4
+    # most batches are full: length-sorted rows waste little of the budget
+    assert np.median(padded) >= 0.8 * 512
+    assert s.batches() == batches
+    s.set_epoch(1)
+    assert s.batches() != batches
+    two = [LengthGroupedBatches(lengths, 16, seed=1, max_tokens=512, world=2, rank=r).batches() for r in (0, 1)]
+    assert len(two[0]) == len(two[1])  # every process runs the same number of steps
+
+
+def test_device_data_serves_padded_batches_with_a_mask_only_where_padded():
+    ds = Encoded([[5, 6, 7], [5], [8, 9, 10, 11]], labels=np.array([1, 0, 1]))
+    data = DeviceData(ds, pad_id=0, device=torch.device("cpu"), multiple=4)
+    first, second = data.iterate([[0, 1], [2]])
+    assert first.inputs["input_ids"].tolist() == [[5, 6, 7, 0], [5, 0, 0, 0]]
+    assert first.inputs["attention_mask"].tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+    assert first.labels.tolist() == [1, 0] and (first.rows, first.tokens) == (2, 4)
+    assert second.inputs["input_ids"].tolist() == [[8, 9, 10, 11]]
+    assert "attention_mask" not in second.inputs  # no padding: no mask (the fastest attention kernels)
 
 
 # -- the loop ----------------------------------------------------------------------------

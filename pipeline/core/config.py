@@ -127,9 +127,12 @@ class TrainConfig:
     max_chunks: int = 8  # chunks: at most this many windows per text (the rest of a longer text is cut)
     pos_weight: bool = False  # multi-label: weight each label's positives by negatives/positives (rare labels)
     epochs: int = 2  # training epochs per fold
-    batch_size: int = 32  # micro-batch size
+    batch_size: int = 32  # micro-batch size in rows; with token batches, the rows per step the LR is set for
+    token_batches: bool = False  # fill each micro-batch to batch_size x max_len padded tokens: short texts make large batches (LR x sqrt(rows / batch_size)), peak memory as a max_len batch
+    batch_tokens: int | None = None  # token batches filled to this many padded tokens instead of batch_size x max_len
     grad_accum: int = 1  # micro-batches per optimizer step
     eval_batch_size: int = 128  # batch size for validation and test prediction
+    eval_batch_tokens: int | None = None  # prediction batches filled to this many padded tokens instead
     lr: float = 5e-5  # peak learning rate of the top encoder layer
     head_lr: float | None = None  # learning rate of the classification head; default lr
     llrd: float = 1.0  # layer-wise LR decay: layer i gets lr * llrd ** (top - i)
@@ -157,7 +160,6 @@ class TrainConfig:
     seeds: list[int] | None = None  # transformer: train each fold once per seed and average (e.g. [42, 43, 44])
     pseudo_teacher: str | None = None  # pseudo-labels: confident test rows from this run's fold-k model, in fold k
     pseudo_threshold: float = 0.95  # a test row joins fold k's training when the teacher's top probability >= this
-    num_workers: int = 0  # DataLoader workers (GPU runs)
     processes: int | None = None  # train's processes (DDP under torchrun): None = one per visible GPU, 1 on CPU
     folds: list[int] | None = None  # train only these folds (fan-out across machines)
     searched_folds: list[int] = field(default_factory=list)  # folds whose labels select/tune saw (set by the plan)
@@ -172,6 +174,12 @@ class TrainConfig:
     word_ngrams: list[int] = field(default_factory=lambda: [1, 2])  # word n-gram range
     char_ngrams: list[int] = field(default_factory=lambda: [2, 5])  # char_wb n-gram range
     max_features: int = 200000  # per vectorizer
+
+    def token_budget(self) -> int | None:
+        """Padded tokens a training micro-batch is filled to; None: batches of batch_size rows."""
+        if self.batch_tokens is not None:
+            return self.batch_tokens
+        return self.batch_size * self.max_len if self.token_batches else None
 
     def validate(self) -> None:
         _name("train.run", self.run)
@@ -191,6 +199,10 @@ class TrainConfig:
             raise ConfigError(f"train.pseudo_threshold must be in [0.5, 1], got {self.pseudo_threshold}")
         for name in ("max_len", "epochs", "batch_size", "grad_accum", "eval_batch_size", "evals_per_epoch", "log_every"):
             _positive(f"train.{name}", getattr(self, name))
+        for name in ("batch_tokens", "eval_batch_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < self.max_len:
+                raise ConfigError(f"train.{name} ({getattr(self, name)}) must hold one text of train.max_len "
+                                  f"({self.max_len}) tokens")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.label_smoothing < 1:

@@ -28,7 +28,7 @@ from pipeline.runtime import other_texts
 
 log = logging.getLogger(__name__)
 # Fields that change where or how fast a run goes, not what it computes.
-NOT_IN_FINGERPRINT = {"run", "folds", "device", "num_workers", "log_every", "eval_batch_size", "searched_folds"}
+NOT_IN_FINGERPRINT = {"run", "folds", "device", "log_every", "eval_batch_size", "eval_batch_tokens", "searched_folds"}
 
 
 @dataclass

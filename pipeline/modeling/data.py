@@ -1,9 +1,18 @@
-"""Tokenised datasets, length-grouped batches and dynamic padding."""
+"""Tokenised datasets, length-grouped batches sized in rows or in tokens, and batches served
+from tensors that live on the training device.
+
+A GPU on short texts is bound by kernel launches and host synchronisation, not by arithmetic
+(a batch of 32 tweets is about 1,000 real tokens): so batches are sized in tokens where the
+profile says so (short texts make large batches, long ones small), and a batch is an index
+into tensors packed once on the device, its width and real-token count read from the
+lengths on the host. Nothing per step reads the device or copies rows across.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,85 +62,175 @@ class Encoded(torch.utils.data.Dataset):
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.array([len(x) for x in self.input_ids])
+        return np.array([len(x) for x in self.input_ids], dtype=np.int64)
+
+
+def padded_width(length: int, multiple: int | None) -> int:
+    """A batch's width: its longest input, rounded up to ``multiple`` (tensor cores like 8)."""
+    return int(math.ceil(length / multiple) * multiple) if multiple else int(length)
+
+
+def _fill(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int | None,
+          multiple: int | None) -> list[list[int]]:
+    """Cut ``order`` (longest first within each group) into batches: ``batch_size`` rows each,
+    or, with ``max_tokens``, as many rows as fit in that many padded tokens (at least one)."""
+    if not max_tokens:
+        return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    batches, i = [], 0
+    while i < len(order):
+        # sorted longest first, so the first row sets the width of the whole batch
+        rows = max(1, max_tokens // padded_width(int(lengths[order[i]]), multiple))
+        batches.append(order[i:i + rows].tolist())
+        i += rows
+    return batches
 
 
 class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
-    """Shuffle, cut into mega-batches of ``mega * batch_size``, sort each by length, slice
-    into batches, shuffle the batches: short texts stop paying for the longest one while
-    the order stays random. Seeded per epoch (``set_epoch``) so a resumed run replays it."""
+    """Shuffle, cut into mega-batches, sort each by length, slice into batches, shuffle the
+    batches: short texts stop paying for the longest one while the order stays random. A batch
+    holds ``batch_size`` rows, or with ``max_tokens`` as many as fit in that many padded tokens
+    (short texts make large batches, long ones small). Seeded per epoch (``set_epoch``) so a
+    resumed run replays it; several processes take every world-th batch of the same order."""
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, group: bool = True,
-                 mega: int = 50, drop_last: bool = False, rank: int = 0, world: int = 1) -> None:
+                 mega: int = 50, drop_last: bool = False, rank: int = 0, world: int = 1,
+                 max_tokens: int | None = None, multiple: int | None = None) -> None:
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
-        self.group = group
+        self.group = group or bool(max_tokens)  # a token budget only pays on length-sorted rows
         self.mega = mega
         self.drop_last = drop_last
-        self.rank = rank  # several processes: each takes every world-th batch of the same order
+        self.rank = rank
         self.world = world
+        self.max_tokens = max_tokens
+        self.multiple = multiple
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def batches(self) -> list[list[int]]:
+    def global_batches(self) -> list[list[int]]:
+        """Every process's batches of this epoch, in step order (rank r takes r, r + world, ...)."""
         rng = np.random.default_rng(self.seed + 1000 * self.epoch)
         order = rng.permutation(len(self.lengths))
-        if self.group:
-            size = self.batch_size * self.mega
-            chunks = [order[i:i + size] for i in range(0, len(order), size)]
-            order = np.concatenate([c[np.argsort(-self.lengths[c], kind="stable")] for c in chunks])
-        batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+        if not self.group:
+            batches = _fill(order, self.lengths, self.batch_size, None, None)
+        else:
+            # mega-batches of about `mega` batches' worth of rows (or tokens)
+            size = self.batch_size * self.mega if not self.max_tokens else \
+                max(1, int(self.mega * self.max_tokens / max(1.0, float(self.lengths.mean()))))
+            batches = []
+            for i in range(0, len(order), size):
+                chunk = order[i:i + size]
+                chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+                batches += _fill(chunk, self.lengths, self.batch_size, self.max_tokens, self.multiple)
+        if self.drop_last and not self.max_tokens and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
         if self.group:
             perm = rng.permutation(len(batches))
             batches = [batches[i] for i in perm]
         if self.world > 1:  # every process must run the same number of steps (DDP all-reduces each)
-            batches = batches[: len(batches) - len(batches) % self.world][self.rank::self.world]
+            batches = batches[: len(batches) - len(batches) % self.world]
         return batches
+
+    def batches(self) -> list[list[int]]:
+        every = self.global_batches()
+        return every[self.rank::self.world] if self.world > 1 else every
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
 
     def __len__(self) -> int:
+        if self.max_tokens:
+            return len(self.batches())
         n = len(self.lengths) / self.batch_size
         n = math.floor(n) if self.drop_last else math.ceil(n)
         return n // self.world if self.world > 1 else n
 
 
-class PadCollator:
-    """Pad a batch to its own longest text (rounded up to ``multiple``)."""
-
-    def __init__(self, pad_id: int, multiple: int | None = None) -> None:
-        self.pad_id = pad_id
-        self.multiple = multiple
-
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = max(len(it["input_ids"]) for it in items)
-        if self.multiple:
-            width = int(math.ceil(width / self.multiple) * self.multiple)
-        ids = torch.full((len(items), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(items), width), dtype=torch.long)
-        types = torch.zeros((len(items), width), dtype=torch.long) if "token_type_ids" in items[0] else None
-        for i, it in enumerate(items):
-            n = len(it["input_ids"])
-            ids[i, :n] = torch.tensor(it["input_ids"], dtype=torch.long)
-            mask[i, :n] = 1
-            if types is not None:
-                types[i, :n] = torch.tensor(it["token_type_ids"], dtype=torch.long)
-        out = {"input_ids": ids, "attention_mask": mask}
-        if types is not None:
-            out["token_type_ids"] = types
-        if "labels" in items[0]:
-            multi = isinstance(items[0]["labels"], list)  # multi-label: float targets for BCE
-            out["labels"] = torch.tensor([it["labels"] for it in items], dtype=torch.float32 if multi else torch.long)
-        return out
-
-
-def eval_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
-    """Batches of similar length (longest first) for prediction; the caller restores order."""
+def eval_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None = None,
+                 multiple: int | None = None) -> list[list[int]]:
+    """Batches of similar length (longest first) for prediction, ``batch_size`` rows each or
+    filled to ``max_tokens`` padded tokens; the caller restores the order."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
-    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    return _fill(order, np.asarray(lengths), batch_size, max_tokens, multiple)
+
+
+@dataclass
+class Batch:
+    """One batch as the step takes it: model inputs and labels on the device; its rows and real
+    (unpadded) tokens counted on the host."""
+
+    inputs: dict[str, torch.Tensor]
+    labels: torch.Tensor | None
+    index: torch.Tensor  # the rows' indices in the dataset, on the device
+    rows: int
+    tokens: int
+
+
+class DeviceData:
+    """An ``Encoded`` dataset packed once into padded tensors on the device the model runs on.
+
+    A batch is then an index and a slice: no per-row Python, no host-to-device copy per step
+    (an epoch's row order crosses once), and its width, whether it needs a mask at all, and its
+    real-token count come from the lengths on the host. The attention mask is made on the
+    device from the lengths; a batch with no padding gets none (attention kernels that take no
+    mask are the fastest)."""
+
+    def __init__(self, ds: Encoded, pad_id: int, device: torch.device, multiple: int | None = None) -> None:
+        self.device = device
+        self.multiple = multiple
+        self.lengths = ds.lengths
+        # packed as wide as the widest batch can be: the longest input, rounded up to the multiple
+        n, width = len(ds), padded_width(max(1, int(self.lengths.max()) if len(ds) else 1), multiple)
+        self.ids = torch.from_numpy(_pack(ds.input_ids, self.lengths, width, pad_id)).to(device)
+        self.types = (torch.from_numpy(_pack(ds.token_type_ids, self.lengths, width, 0)).to(device)
+                      if ds.token_type_ids is not None else None)
+        self.len_dev = torch.from_numpy(self.lengths).to(device)
+        self.positions = torch.arange(width, device=device)
+        self.labels = None
+        if ds.labels is not None:
+            y = np.asarray(ds.labels)
+            self.labels = torch.from_numpy(y.astype(np.float32) if y.ndim == 2 else y.astype(np.int64)).to(device)
+        self.n = n
+
+    def width(self, rows: list[int]) -> int:
+        return padded_width(int(self.lengths[rows].max()), self.multiple)
+
+    def iterate(self, batches: list[list[int]]) -> Iterator[Batch]:
+        """The batches in order; their row indices cross to the device in one copy."""
+        if not batches:
+            return
+        flat = torch.from_numpy(np.concatenate([np.asarray(b, dtype=np.int64) for b in batches]))
+        if self.device.type == "cuda":
+            flat = flat.pin_memory()
+        index = flat.to(self.device, non_blocking=True)
+        start = 0
+        for rows in batches:
+            sel = index[start:start + len(rows)]
+            start += len(rows)
+            yield self.take(sel, rows)
+
+    def take(self, sel: torch.Tensor, rows: list[int]) -> Batch:
+        """The batch of ``rows`` (``sel``: the same indices, on the device)."""
+        w = self.width(rows)
+        lengths = self.lengths[rows]
+        inputs = {"input_ids": self.ids[:, :w].index_select(0, sel)}
+        if int(lengths.min()) < w:
+            inputs["attention_mask"] = (self.positions[:w][None, :] < self.len_dev.index_select(0, sel)[:, None]).long()
+        if self.types is not None:
+            inputs["token_type_ids"] = self.types[:, :w].index_select(0, sel)
+        labels = self.labels.index_select(0, sel) if self.labels is not None else None
+        return Batch(inputs, labels, sel, len(rows), int(lengths.sum()))
+
+
+def _pack(seqs: list[list[int]], lengths: np.ndarray, width: int, pad: int) -> np.ndarray:
+    """Ragged id lists as one (n, width) int64 array padded with ``pad`` (vectorised)."""
+    out = np.full((len(seqs), width), pad, dtype=np.int64)
+    if len(seqs) and lengths.sum():
+        flat = np.fromiter((t for s in seqs for t in s), dtype=np.int64, count=int(lengths.sum()))
+        rows = np.repeat(np.arange(len(seqs)), lengths)
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        out[rows, np.arange(len(flat)) - starts] = flat
+    return out

@@ -23,7 +23,7 @@ from pipeline.core.config import TrainConfig
 if TYPE_CHECKING:
     import torch
 
-    from pipeline.modeling.data import Encoded, PadCollator
+    from pipeline.modeling.data import DeviceData
 
 log = logging.getLogger(__name__)
 PROBE_ROWS = 2000  # texts a transformer or encoder probe batches (the classical probe fits on all it is given)
@@ -38,8 +38,10 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
                       max_lens: list[int]) -> dict[str, Any]:
     from safetensors.torch import save_file
 
-    from pipeline.modeling.data import Encoded, LengthGroupedBatches, PadCollator
+    from pipeline.modeling.attention import use_sdpa
+    from pipeline.modeling.data import DeviceData, Encoded, LengthGroupedBatches
     from pipeline.modeling.device import autocast, pick_device, pick_dtype, submission_dtype
+    from pipeline.modeling.step import mask_style
     from pipeline.modeling.transformer import load_model, load_tokenizer
     from pipeline.runtime import untruncated
 
@@ -48,40 +50,48 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
     tokenizer = load_tokenizer(tc)
     t0 = time.perf_counter()
     model = load_model(tc, n_classes, np.ndim(labels) == 2).to(device)
+    use_sdpa(model)
     with tempfile.TemporaryDirectory() as d:
         save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(Path(d) / "m.st"))
     load_s = time.perf_counter() - t0
     ds = Encoded.from_texts(tokenizer, texts, tc.max_len, labels)
-    collate = PadCollator(tokenizer.pad_token_id or 0, tc.pad_to_multiple_of)
-    # An epoch's batches, as training forms them; their padded lengths vary a lot (length-grouped
-    # batches of short and long texts), and step time follows the padded length. So: time steps
-    # at spread quantiles of that length, fit time = a + b * length, and average the fit over
-    # every batch of the epoch (a median of a few random steps underestimates a right-skewed mean).
-    batches = [b for b in LengthGroupedBatches(ds.lengths, tc.batch_size, seed=0, group=tc.group_by_length).batches()
-               if len(b) == tc.batch_size] or [list(range(min(len(ds), tc.batch_size)))]
-    padded = np.array([int(ds.lengths[b].max()) for b in batches])
+    data = DeviceData(ds, tokenizer.pad_token_id or 0, device, tc.pad_to_multiple_of)
+    mask = mask_style(model)
+    # An epoch's batches, as training forms them (rows, or filled to train.token_budget()); their
+    # padded sizes vary a lot (length-grouped batches of short and long texts), and step time
+    # follows the padded tokens. So: time steps at spread quantiles of that size, fit time =
+    # a + b * padded tokens, and average the fit over every batch of the epoch (a median of a few
+    # random steps underestimates a right-skewed mean).
+    every = LengthGroupedBatches(ds.lengths, tc.batch_size, seed=0, group=tc.group_by_length,
+                                 max_tokens=tc.token_budget(), multiple=tc.pad_to_multiple_of).batches()
+    batches = [b for b in every if tc.token_budget() or len(b) == tc.batch_size] or \
+        [list(range(min(len(ds), tc.batch_size)))]
+    padded = np.array([len(b) * data.width(b) for b in batches])
     order = np.argsort(padded, kind="stable")
     picks = [int(order[min(len(order) - 1, int(q * len(order)))]) for q in np.linspace(0.05, 0.95, steps)]
-    lens, times = _time_steps(tc, model, ds, collate, [batches[i] for i in picks], device, dtype)
-    a, b = _linear(np.array(lens, float), np.array(times))
+    sizes, times = _time_steps(tc, model, data, [batches[i] for i in picks], device, dtype, mask)
+    a, b = _linear(np.array(sizes, float), np.array(times))
     step_s = float(np.mean(a + b * padded))
-    by_len = {str(m): round(float(np.mean(np.minimum(padded, m))), 3) for m in {tc.max_len, *max_lens}}
+    by_len = {str(m): round(float(np.mean(np.minimum(ds.lengths, m))), 3) for m in {tc.max_len, *max_lens}}
     # the texts' whole lengths: how many windows train.chunks reads, what a longer max_len would feed
     full = np.array([len(x) for x in untruncated(tokenizer, texts)])
     by_len.update({str(m): round(float(np.mean(np.minimum(full, m))), 3) for m in max_lens if m > tc.max_len})
     model.eval()
+    cast = autocast(device, dtype)
     out = {"step_s": round(step_s, 5),
-           "infer_row_s": round(_infer_row_s(model, ds, collate, tc.eval_batch_size, device, autocast(device, dtype)), 7),
+           "infer_row_s": round(_infer_row_s(model, data, tc, device, cast, mask=mask), 7),
            "load_s": round(load_s, 3),
            "lengths": by_len, "batch_size": tc.batch_size, "max_len": tc.max_len,
-           "device": device.type, "steps_timed": len(times), "fit": [round(a, 5), round(b, 6)],
+           # rows an optimizer step takes: batch_size, or what the token budget fits of these texts
+           "rows_per_step": round(len(ds) / max(1, len(every)), 3) if tc.token_budget() else float(tc.batch_size),
+           "device": device.type, "steps_timed": len(times), "fit": [round(a, 6), round(b, 9)],
            "max_positions": max_positions(model.config)}
     if tc.chunks:
         out["windows"] = {str(m): round(float(np.mean([n_windows(n, m, tc.stride, tc.max_chunks) for n in full])), 3)
                           for m in {tc.max_len, *max_lens}}
     if submission_dtype(device, dtype) != dtype:  # the trainer predicts the test rows in another dtype
-        cast = autocast(device, submission_dtype(device, dtype))
-        out["test_infer_row_s"] = round(_infer_row_s(model, ds, collate, tc.eval_batch_size, device, cast), 7)
+        exact = autocast(device, submission_dtype(device, dtype))
+        out["test_infer_row_s"] = round(_infer_row_s(model, data, tc, device, exact, mask=mask), 7)
     return out
 
 
@@ -103,73 +113,75 @@ def max_positions(config: object) -> int | None:
     return int(n) - offset
 
 
-def _time_steps(tc: TrainConfig, model: torch.nn.Module, ds: Encoded, collate: PadCollator,
-                batches: list[list[int]], device: torch.device, dtype: torch.dtype) -> tuple[list[int], list[float]]:
-    """(padded length, seconds) of one training step per batch: training's own step
-    (pipeline.modeling.step), its optimizer, criterion, autocast and clipping. A first, untimed
-    pass warms each shape's kernels (a fresh process is slow on every new padded length; training
-    sees each length hundreds of times); then two timed passes, and each batch keeps the faster:
-    steady-state speed, less of a busy neighbour's noise."""
+def _time_steps(tc: TrainConfig, model: torch.nn.Module, data: DeviceData, batches: list[list[int]],
+                device: torch.device, dtype: torch.dtype, mask: str | None) -> tuple[list[int], list[float]]:
+    """(padded tokens, seconds) of one training step per batch: training's own step
+    (pipeline.modeling.step), its optimizer, criterion, autocast, clipping and on-device
+    statistics. A first, untimed pass warms each shape's kernels (a fresh process is slow on
+    every new padded length; training sees each length hundreds of times); then two timed
+    passes, and each batch keeps the faster: steady-state speed, less of a busy neighbour's noise."""
     import torch
 
     from pipeline.modeling import step as step_
     from pipeline.modeling.device import autocast
 
     optimizer = step_.make_optimizer(model, tc)
-    criterion = step_.make_criterion(tc, ds.labels)
+    criterion = step_.make_criterion(tc, data.labels.cpu().numpy() if data.labels is not None else None)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     cast = autocast(device, dtype)
+    meter = step_.Meter(device)
     model.train()
-    lens, times = [], []
+    sizes, times = [], []
     for j, rows in enumerate([*batches, *batches, *batches]):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t = time.perf_counter()  # collating is part of a training step (num_workers=0 on CPU)
-        batch = {k: v.to(device) for k, v in collate([ds[x] for x in rows]).items()}
-        # the training loop's per-step host sync on CPU (its non-finite check)
-        step_.train_step(model, batch, criterion, cast, scaler, 1, check=lambda loss: torch.isfinite(loss).item())
-        step_.optimizer_step(model, optimizer, scaler, tc.clip_norm)
+        t = time.perf_counter()
+        batch = next(data.iterate([rows]))
+        meter.add_loss(step_.train_step(model, batch, criterion, cast, scaler, 1, mask), 0)
+        meter.add_step(step_.optimizer_step(model, optimizer, scaler, tc.clip_norm))
         if device.type == "cuda":
             torch.cuda.synchronize()
         if j >= len(batches):
-            lens.append(int(ds.lengths[rows].max()))
+            sizes.append(len(rows) * data.width(rows))
             times.append(time.perf_counter() - t)
     half = len(batches)
-    return lens[:half], list(np.minimum(times[:half], times[half:]))
+    return sizes[:half], list(np.minimum(times[:half], times[half:]))
 
 
-def _infer_row_s(model: torch.nn.Module, ds: Encoded, collate: PadCollator, batch_size: int, device: torch.device,
-                 cast: AbstractContextManager[None], warm: bool = True) -> float:
-    """Seconds per predicted row, over prediction's length-sorted batches: a linear fit in the
-    padded tokens of a few timed batches, summed over every batch. ``warm``: each timed shape
-    runs once untimed first (else one small batch warms the model up: a base-size encoder's
-    batches of 128 cost seconds each on two cores)."""
+def _infer_row_s(model: torch.nn.Module, data: DeviceData, tc: TrainConfig, device: torch.device,
+                 cast: AbstractContextManager[None], warm: bool = True, mask: str | None = None) -> float:
+    """Seconds per predicted row, over prediction's length-sorted batches (eval_batch_size rows,
+    or filled to eval_batch_tokens): a linear fit in the padded tokens of a few timed batches,
+    summed over every batch. ``warm``: each timed shape runs once untimed first (else one small
+    batch warms the model up: a base-size encoder's batches of 128 cost seconds each on two cores)."""
     import torch
 
     from pipeline.modeling.data import eval_batches
+    from pipeline.modeling.step import model_inputs
 
-    every = eval_batches(ds.lengths, batch_size)
-    e_len = np.array([int(ds.lengths[b].max()) for b in every])
-    e_order = np.argsort(e_len, kind="stable")
+    every = eval_batches(data.lengths, tc.eval_batch_size, tc.eval_batch_tokens, tc.pad_to_multiple_of)
+    e_size = np.array([len(b) * data.width(b) for b in every])
+    e_order = np.argsort(e_size, kind="stable")
     timed = [int(e_order[int(q * (len(e_order) - 1))]) for q in (0.2, 0.5, 0.8)]
-    untimed = [[int(e_order[int(0.5 * (len(e_order) - 1))])], *([[i] for i in timed] if warm else [])]
-    if not warm:
-        untimed = [[untimed[0][0], 8]]
+    untimed = [every[int(e_order[int(0.5 * (len(e_order) - 1))])]]
+    untimed = [*untimed, *[every[i] for i in timed]] if warm else [untimed[0][:8]]
     rows = sum(len(x) for x in every)
-    e_lens, e_times = [], []
+    sizes, secs = [], []
     with torch.inference_mode():
-        for j, (i, *cut) in enumerate([*untimed, *[[i] for i in timed]]):
-            batch = {k: v.to(device) for k, v in collate([ds[x] for x in every[i][:cut[0] if cut else None]]).items()}
+        for j, batch_rows in enumerate([*untimed, *[every[i] for i in timed]]):
+            batch = next(data.iterate([batch_rows]))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             t = time.perf_counter()
             with cast:
-                model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                model(**model_inputs(batch, mask))
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if j >= len(untimed):
-                e_lens.append(int(e_len[i]) * len(every[i]))
-                e_times.append(time.perf_counter() - t)
-    ea, eb = _linear(np.array(e_lens, float), np.array(e_times))
-    return float(sum(ea + eb * int(e_len[i]) * len(every[i]) for i in range(len(every)))) / max(rows, 1)
+                sizes.append(len(batch_rows) * data.width(batch_rows))
+                secs.append(time.perf_counter() - t)
+    ea, eb = _linear(np.array(sizes, float), np.array(secs))
+    return float(sum(ea + eb * size for size in e_size)) / max(rows, 1)
 
 
 def _linear(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -235,16 +247,16 @@ def probe_embedding(tc: TrainConfig, texts: list[str]) -> dict[str, Any]:
     import torch
 
     from pipeline.modeling.backbones import resolve_backbone
-    from pipeline.modeling.data import Encoded, PadCollator
+    from pipeline.modeling.data import DeviceData, Encoded
     from pipeline.runtime import load_encoder
 
     t0 = time.perf_counter()
     model, tokenizer = load_encoder(Path(resolve_backbone(tc.backbone)))
     load_s = time.perf_counter() - t0
     ds = Encoded.from_texts(tokenizer, texts, tc.max_len)
-    collate = PadCollator(tokenizer.pad_token_id or 0, None)
-    infer = _infer_row_s(model, ds, collate, tc.eval_batch_size, torch.device("cpu"), contextlib.nullcontext(),
-                         warm=False)
+    data = DeviceData(ds, tokenizer.pad_token_id or 0, torch.device("cpu"), None)
+    plain = TrainConfig(eval_batch_size=tc.eval_batch_size)  # the encoder's pass batches in rows, unpadded
+    infer = _infer_row_s(model, data, plain, torch.device("cpu"), contextlib.nullcontext(), warm=False)
     return {"infer_row_s": round(infer, 7), "load_s": round(load_s, 3), "max_len": tc.max_len, "fit_row_s": 2e-5}
 
 

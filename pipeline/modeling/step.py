@@ -25,9 +25,8 @@ from pipeline.core.config import TrainConfig
 from pipeline.core.metrics import confidence, confidence_histogram, score
 from pipeline.core.progress import progress
 from pipeline.modeling import distributed as dist_
-from pipeline.modeling.data import Encoded, PadCollator, eval_batches
+from pipeline.modeling.data import Batch, DeviceData
 
-Batch = dict[str, torch.Tensor]
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
 
 
@@ -105,22 +104,43 @@ def make_criterion(cfg: TrainConfig, labels: np.ndarray | None = None) -> nn.Mod
     return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
 
 
-def model_inputs(batch: Batch, device: torch.device | None = None) -> Batch:
-    """What the model's forward takes from a batch (token type ids only for a pair)."""
-    keys = ("input_ids", "attention_mask", "token_type_ids")
-    return {k: (batch[k].to(device, non_blocking=True) if device is not None else batch[k]) for k in keys if k in batch}
+def mask_style(model: nn.Module) -> str | None:
+    """How the model takes its padding mask: None (the 2-d mask), or prepared in 4-d, "bool"
+    (SDPA models) or "additive" (eager ones: 0 to attend, float32's minimum to ignore).
+
+    transformers builds these models' masks in ``masking_utils.create_bidirectional_mask``,
+    which first asks ``padding_mask.all()`` to drop a mask that masks nothing: a read of the
+    device on every forward pass, which a GPU pays by waiting for the host. A prepared 4-d mask
+    is taken as it is, and the batch already knows on the host whether it is padded
+    (``DeviceData.take`` leaves the mask out where it is not). Models whose modelling module
+    builds its mask some other way take the 2-d mask."""
+    import sys
+
+    base = getattr(model, "base_model", model)
+    module = sys.modules.get(type(base).__module__)
+    if module is None or not hasattr(module, "create_bidirectional_mask"):
+        return None
+    return "bool" if getattr(model.config, "_attn_implementation", None) == "sdpa" else "additive"
+
+
+def model_inputs(batch: Batch, style: str | None = None) -> dict[str, torch.Tensor]:
+    """What the model's forward takes from a batch: the padding mask as the model wants it."""
+    inputs = dict(batch.inputs)
+    mask = inputs.get("attention_mask")
+    if mask is not None and style == "bool":
+        inputs["attention_mask"] = mask[:, None, None, :].bool()
+    elif mask is not None and style == "additive":
+        inputs["attention_mask"] = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+    return inputs
 
 
 def train_step(forward: nn.Module, batch: Batch, criterion: nn.Module, cast: AbstractContextManager[None],
-               scaler: torch.amp.GradScaler, n_in_group: int,
-               check: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
-    """Forward and backward of one micro-batch; returns its (detached) loss. ``check`` sees the
-    loss before the backward pass (a non-finite one stops training there)."""
+               scaler: torch.amp.GradScaler, n_in_group: int, mask: str | None = None) -> torch.Tensor:
+    """Forward and backward of one micro-batch; returns its (detached) loss, on the device: the
+    caller never reads it here (``Meter`` does, every few steps)."""
     with cast:
-        logits = forward(**model_inputs(batch)).logits
-    loss = criterion(logits.float(), batch["labels"])
-    if check is not None:
-        check(loss)
+        logits = forward(**model_inputs(batch, mask)).logits
+    loss = criterion(logits.float(), batch.labels)
     # Divide by the micro-batches in this optimizer step, so the summed gradient is the mean
     # over all of them: the same gradient as one big batch.
     scaler.scale(loss / n_in_group).backward()
@@ -129,17 +149,22 @@ def train_step(forward: nn.Module, batch: Batch, criterion: nn.Module, cast: Abs
 
 @dataclass
 class StepStats:
-    grad_norm: torch.Tensor
-    update_ratios: dict[str, float] | None  # per parameter group, when measured
+    grad_norm: torch.Tensor  # on the device
+    update_ratios: dict[str, torch.Tensor] | None  # per parameter group, on the device, when measured
 
 
 def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                    clip_norm: float | None, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                    before_step: Callable[[], None] | None = None, measure: bool = False) -> StepStats:
     """Unscale, clip by global norm, step (and the schedule), zero the gradients; with
-    ``measure``, also each group's ||update|| / ||weights|| (the notes' health check, ~1e-3)."""
+    ``measure``, also each group's ||update|| / ||weights|| (the notes' health check, ~1e-3).
+    Nothing here reads the device: the norm and ratios stay tensors (fused AdamW takes
+    GradScaler's inf check as a tensor too, so fp16 steps do not wait either)."""
     scaler.unscale_(optimizer)
-    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip_norm or float("inf"))
+    params = [p for p in model.parameters() if p.grad is not None]
+    grad_norm = nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+    if clip_norm:
+        nn.utils.clip_grads_with_norm_(params, clip_norm, grad_norm, foreach=True)
     if before_step is not None:
         before_step()
     if measure:
@@ -164,48 +189,115 @@ def ratio_probes(groups: list[dict[str, Any]]) -> list[torch.Tensor | None]:
 
 
 def update_ratios(groups: list[dict[str, Any]], probes: list[torch.Tensor | None],
-                  before: list[torch.Tensor | None]) -> dict[str, float]:
-    """||update|| / ||weights|| per parameter group (on its probe tensor)."""
+                  before: list[torch.Tensor | None]) -> dict[str, torch.Tensor]:
+    """||update|| / ||weights|| per parameter group (on its probe tensor), as device tensors."""
     out = {}
     for i, (g, p, old) in enumerate(zip(groups, probes, before)):
         if p is None or old is None:
             continue
         new = p.detach().float()
-        out[g.get("name", str(i))] = float((new - old).norm() / new.norm().clamp_min(1e-12))
+        out[g.get("name", str(i))] = (new - old).norm() / new.norm().clamp_min(1e-12)
     return out
 
 
+class Meter:
+    """The tuning doctor's training statistics, summed on the device between reads.
+
+    Per micro-batch the loss, per optimizer step the gradient norm, and the first optimizer step
+    whose loss was not finite; ``read`` brings them to the host in one transfer, every
+    ``train.log_every`` optimizer steps and before each evaluation: the only host
+    synchronisation of the training loop, so a non-finite loss stops a run within that many
+    steps."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        zero = torch.zeros((), device=self.device)
+        self.loss, self.grad, self.grad_max, self.grad_n = zero.clone(), zero.clone(), zero.clone(), zero.clone()
+        self.bad_step = torch.full((), -1.0, device=self.device)
+        self.bad_loss = zero.clone()
+        self.micro = 0
+        self.ratios: dict[str, torch.Tensor] = {}
+
+    def add_loss(self, loss: torch.Tensor, step: int) -> None:
+        first = ~torch.isfinite(loss) & (self.bad_step < 0)
+        self.bad_step = torch.where(first, float(step), self.bad_step)
+        self.bad_loss = torch.where(first, loss, self.bad_loss)
+        self.loss += torch.nan_to_num(loss, nan=0.0, posinf=0.0, neginf=0.0)
+        self.micro += 1
+
+    def add_step(self, stats: StepStats) -> None:
+        finite = torch.isfinite(stats.grad_norm)  # fp16: a step GradScaler skips has an inf norm
+        self.grad += torch.where(finite, stats.grad_norm, 0.0)
+        self.grad_n += finite
+        self.grad_max = torch.maximum(self.grad_max, torch.where(finite, stats.grad_norm, 0.0))
+        if stats.update_ratios:
+            self.ratios = stats.update_ratios
+
+    def read(self) -> dict[str, Any]:
+        """Means since the last read (one device-to-host transfer), then reset."""
+        names = list(self.ratios)
+        values = torch.stack([self.loss, self.grad, self.grad_n, self.grad_max, self.bad_step, self.bad_loss,
+                              *[self.ratios[n].float() for n in names]]).tolist()
+        loss, grad, grad_n, grad_max, bad_step, bad_loss = values[:6]
+        out = {"train_loss": loss / max(self.micro, 1), "grad_norm": grad / max(grad_n, 1.0),
+               "grad_norm_max": grad_max, "bad_step": int(bad_step) if bad_step >= 0 else None,
+               "bad_loss": bad_loss, "update_ratios": dict(zip(names, values[6:]))}
+        self.reset()
+        return out
+
+
+class EMA:
+    """An exponential moving average of the weights for evaluation, one fused lerp per step
+    over every tensor (``AveragedModel.update_parameters`` tests a tensor each step: a host
+    read). The first update copies the weights, as ``AveragedModel`` does."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        import copy
+
+        self.module = copy.deepcopy(model)
+        self.module.requires_grad_(False)
+        self.decay = decay
+        self.n_averaged = 0
+
+    def update_parameters(self, model: nn.Module) -> None:
+        mine = list(self.module.parameters())
+        theirs = [p.detach() for p in model.parameters()]
+        if self.n_averaged == 0:
+            torch._foreach_copy_(mine, theirs)
+        else:
+            torch._foreach_lerp_(mine, theirs, 1.0 - self.decay)
+        self.n_averaged += 1
+
+
 # -- prediction and evaluation ----------------------------------------------------------------
-def loader(ds: Encoded, sampler: torch.utils.data.Sampler[list[int]] | list[list[int]], collate: PadCollator, device: torch.device,
-           num_workers: int) -> torch.utils.data.DataLoader:
-    cuda = device.type == "cuda"
-    return torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate,
-                                       num_workers=num_workers if cuda else 0, pin_memory=cuda)
-
-
 @torch.inference_mode()
-def predict(model: nn.Module, ds: Encoded, collate: PadCollator, device: torch.device,
-            cast: AbstractContextManager[None], batch_size: int, n_out: int,
-            num_workers: int = 0, multilabel: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def predict(model: nn.Module, data: DeviceData, batches: list[list[int]], cast: AbstractContextManager[None],
+            n_out: int, owner: np.ndarray | None = None, n_rows: int | None = None, multilabel: bool = False,
+            mask: str | None = None, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (softmax; multi-label: a sigmoid per label) and logits per row in the
-    dataset's order (batched by length; a long text's windows averaged in logits); under
-    several processes each predicts a share and all of them see the whole prediction."""
+    dataset's order (``batches``: length-sorted; a long text's windows averaged in logits);
+    the logits stay on the device until the last batch. Under several processes each
+    predicts a share and all of them see the whole prediction."""
     from pipeline.runtime import activate, per_row
 
     model.eval()
     rank, size = dist_.world()
-    batches = eval_batches(ds.lengths, batch_size)[rank::size]
-    logits = torch.empty((len(ds), n_out), dtype=torch.float32)
-    for idx, batch in progress(zip(batches, loader(ds, batches, collate, device, num_workers)), len(batches),
-                               f"predicting {ds.n_rows} rows", "batches"):
+    mine = batches[rank::size]
+    logits = torch.zeros((data.n, n_out), dtype=torch.float32, device=data.device)
+    desc = desc or f"predicting {n_rows if n_rows is not None else data.n} rows"
+    for batch in progress(data.iterate(mine), len(mine), desc, "batches"):
         with cast:
-            out = model(**model_inputs(batch, device)).logits
-        logits[idx] = out.float().cpu()
+            out = model(**model_inputs(batch, mask)).logits
+        logits.index_copy_(0, batch.index, out.float())
+    host = logits.cpu()
     if size > 1:
-        mine = [i for b in batches for i in b]
-        for part_rows, part in dist_.gather_objects((mine, logits[mine])):
-            logits[part_rows] = part
-    rows = torch.from_numpy(per_row(logits.numpy(), ds.owner, ds.n_rows))
+        done = [i for b in mine for i in b]
+        for part_rows, part in dist_.gather_objects((done, host[done])):
+            host[part_rows] = part
+    rows = torch.from_numpy(per_row(host.numpy(), owner, data.n if n_rows is None else n_rows))
     return activate(rows, multilabel).numpy(), rows.numpy()
 
 

@@ -27,9 +27,10 @@ from pipeline.core.metrics import better
 from pipeline.core.progress import progress
 from pipeline.modeling import distributed as dist_
 from pipeline.modeling import step as step_
+from pipeline.modeling.attention import use_sdpa
 from pipeline.modeling.backbones import resolve_backbone
 from pipeline.modeling.base import FoldData, FoldOutput
-from pipeline.modeling.data import Encoded, LengthGroupedBatches, PadCollator
+from pipeline.modeling.data import DeviceData, Encoded, LengthGroupedBatches, eval_batches
 from pipeline.modeling.device import autocast, pick_device, pick_dtype, seed_everything, submission_dtype
 from pipeline.modeling.probe import max_positions
 from pipeline.modeling.schedule import lr_factor, warmup_steps
@@ -100,21 +101,22 @@ class _Parts:
     """What one fold builds once: the model and everything that steps it."""
 
     model: nn.Module
-    ema: Any  # torch.optim.swa_utils.AveragedModel or None
+    ema: step_.EMA | None
     forward: nn.Module  # the model, DDP-wrapped and compiled when asked
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     criterion: nn.Module
     sampler: LengthGroupedBatches
-    loader: torch.utils.data.DataLoader
-    collate: PadCollator
-    train_ds: Encoded
+    train_data: DeviceData
+    val_data: DeviceData
     val_ds: Encoded
-    n_batches: int
+    pad_id: int
+    mask: str | None  # how the model takes its padding mask (step.mask_style)
     total: int  # optimizer steps of the whole fold
     warm: int
-    eval_at: list[int]  # batch indices after which the fold evaluates
+    nominal_rows: int  # rows per optimizer step the LR is set for (batch_size x grad_accum x processes)
+    mean_rows: float  # rows per optimizer step the batches make (token budgets: more for short texts)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -136,7 +138,8 @@ class _State:
     seen: int = 0
     eval_seconds: float = 0.0
     stop: bool = False
-    tokens: torch.Tensor | None = None  # real (unpadded) tokens, summed on device
+    tokens: int = 0  # real (unpadded) tokens trained on, counted on the host from the lengths
+    meter: step_.Meter | None = None
 
 
 class FoldTrainer:
@@ -162,22 +165,27 @@ class FoldTrainer:
     def _autocast(self, exact: bool = False) -> Any:
         return autocast(self.device, submission_dtype(self.device, self.dtype) if exact else self.dtype)
 
-    def predict(self, model: nn.Module, ds: Encoded, collate: PadCollator,
+    def predict(self, model: nn.Module, ds: Encoded, data: DeviceData, mask: str | None,
                 exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Softmax probabilities and logits in the dataset's order; ``exact``: in the test
-        prediction's dtype (``submission_dtype``)."""
-        return step_.predict(model, ds, collate, self.device, self._autocast(exact), self.cfg.eval_batch_size,
-                             self.n_classes, self.cfg.num_workers, self.multilabel)
+        prediction's dtype (``submission_dtype``). Batches of ``eval_batch_size`` rows, or
+        filled to ``eval_batch_tokens`` tokens."""
+        cfg = self.cfg
+        batches = eval_batches(ds.lengths, cfg.eval_batch_size, cfg.eval_batch_tokens, cfg.pad_to_multiple_of)
+        return step_.predict(model, data, batches, self._autocast(exact), self.n_classes, ds.owner, ds.n_rows,
+                             self.multilabel, mask, desc=f"predicting {ds.n_rows} rows")
 
     # -- the loop -----------------------------------------------------------------------
     def fit(self, data: FoldData, tokenizer: PreTrainedTokenizerBase) -> FoldOutput:
         cfg = self.cfg
         seed_everything(cfg.seed + self.fold)
-        p = self._build(data, tokenizer)
+        train_ds = Encoded.from_texts(tokenizer, data.train_texts, cfg.max_len, data.train_labels, data.train_pairs,
+                                      encoding(cfg, cfg.chunks and cfg.chunk_training))
+        p = self._build(data, tokenizer, train_ds)
         st = self._resume(p)
-        self._log_header(len(p.train_ds), p.total, p.warm, tokenizer, p.train_ds)
+        st.meter = step_.Meter(self.device)
+        self._log_header(p, tokenizer, train_ds)
         t0 = time.perf_counter()
-        st.tokens = torch.zeros((), dtype=torch.long, device=self.device)
         for epoch in range(st.start_epoch, cfg.epochs):
             self._epoch(p, st, data, epoch)
             if self.checkpoint_dir is not None:
@@ -192,16 +200,18 @@ class FoldTrainer:
             final.load_state_dict(st.best_state)
         test_ds = Encoded.from_texts(tokenizer, data.test_texts, cfg.max_len, pairs=data.test_pairs,
                                      encoding=encoding(cfg, cfg.chunks))
-        test_proba, _ = self.predict(final, test_ds, p.collate, exact=True)
+        test_data = DeviceData(test_ds, p.pad_id, self.device, cfg.pad_to_multiple_of)
+        test_proba, _ = self.predict(final, test_ds, test_data, p.mask, exact=True)
         train_s = max(seconds - st.eval_seconds, 1e-9)  # training throughput: evaluations are not training work
         return FoldOutput(val_proba=st.best_proba, test_proba=test_proba, history=st.history,
                           best_epoch=st.best_epoch, best_score=float(st.best), optimizer_steps=st.step,
                           seconds=seconds, train_samples_per_s=st.seen / train_s, batch_size=cfg.batch_size,
                           grad_accum=cfg.grad_accum,
-                          extra={"model": final, "train_tokens_per_s": float(st.tokens) / train_s,
+                          extra={"model": final, "train_tokens_per_s": st.tokens / train_s,
+                                 "train_seconds": train_s, "mean_rows_per_step": p.mean_rows,
                                  "parameters": sum(q.numel() for q in final.parameters())})
 
-    def _build(self, data: FoldData, tokenizer: PreTrainedTokenizerBase) -> _Parts:
+    def _build(self, data: FoldData, tokenizer: PreTrainedTokenizerBase, train_ds: Encoded) -> _Parts:
         cfg, device = self.cfg, self.device
         self.multilabel = data.multilabel
         model = load_model(cfg, self.n_classes, self.multilabel).to(device)
@@ -209,38 +219,36 @@ class FoldTrainer:
         if positions is not None and cfg.max_len > positions:
             raise TrainingError(f"train.max_len={cfg.max_len} is longer than {cfg.backbone}'s {positions} positions; "
                                 f"lower it (train.chunks=true reads longer texts in windows)")
-        ema = None
-        if cfg.ema:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-            ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
-        train_ds = Encoded.from_texts(tokenizer, data.train_texts, cfg.max_len, data.train_labels, data.train_pairs,
-                                      encoding(cfg, cfg.chunks and cfg.chunk_training))
+        use_sdpa(model)
+        ema = step_.EMA(model, cfg.ema) if cfg.ema else None
         val_ds = Encoded.from_texts(tokenizer, data.val_texts, cfg.max_len, data.val_labels, data.val_pairs,
                                     encoding(cfg, cfg.chunks))
-        collate = PadCollator(tokenizer.pad_token_id or 0, cfg.pad_to_multiple_of)
+        pad_id = tokenizer.pad_token_id or 0
+        train_data = DeviceData(train_ds, pad_id, device, cfg.pad_to_multiple_of)
+        val_data = DeviceData(val_ds, pad_id, device, cfg.pad_to_multiple_of)
         rank, size = dist_.world()
         if size > 1 and cfg.freeze_encoder_epochs:
             raise TrainingError("train.freeze_encoder_epochs cannot change trainable weights under DDP "
                                 "(several processes); set it to 0 or train in one process")
         sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, seed=cfg.seed + self.fold,
-                                       group=cfg.group_by_length, rank=rank, world=size)
-        loader = step_.loader(train_ds, sampler, collate, device, cfg.num_workers)
-        n_batches = len(sampler)
-        total = math.ceil(n_batches / cfg.grad_accum) * cfg.epochs
+                                       group=cfg.group_by_length, rank=rank, world=size, max_tokens=cfg.token_budget(),
+                                       multiple=cfg.pad_to_multiple_of)
+        rows = step_rows(sampler, cfg.epochs, cfg.grad_accum)
+        total = sum(len(r) for r in rows)
         warm = warmup_steps(total, cfg.warmup_ratio, cfg.warmup_steps)
+        nominal = cfg.batch_size * cfg.grad_accum * size
+        scale = [lr_scale(n, nominal) if cfg.token_budget() else 1.0 for r in rows for n in r]
         optimizer = step_.make_optimizer(model, cfg)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, total, warm, cfg.schedule, cfg.min_lr_ratio))
+            optimizer, lambda s: lr_factor(s, total, warm, cfg.schedule, cfg.min_lr_ratio) * scale[min(s, total - 1)])
         scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
         criterion = step_.make_criterion(cfg, data.train_labels).to(device)
         set_trainable(model, cfg, 0)  # DDP registers the trainable parameters once, at wrapping
         forward = dist_.wrap(model, device)  # DDP under torchrun / accelerate launch
         forward = torch.compile(forward) if cfg.compile else forward
-        eval_at = sorted({max(0, round(n_batches * (j + 1) / cfg.evals_per_epoch) - 1)
-                          for j in range(cfg.evals_per_epoch)})
-        return _Parts(model, ema, forward, optimizer, scheduler, scaler, criterion, sampler, loader, collate,
-                      train_ds, val_ds, n_batches, total, warm, eval_at)
+        mean_rows = float(np.mean([n for r in rows for n in r])) if total else 0.0
+        return _Parts(model, ema, forward, optimizer, scheduler, scaler, criterion, sampler, train_data, val_data,
+                      val_ds, pad_id, step_.mask_style(model), total, warm, nominal, mean_rows)
 
     def _resume(self, p: _Parts) -> _State:
         st = _State()
@@ -250,7 +258,7 @@ class FoldTrainer:
         p.model.load_state_dict(resumed["model"])
         if p.ema is not None and resumed.get("ema") is not None:
             p.ema.module.load_state_dict(resumed["ema"])
-            p.ema.n_averaged.fill_(int(resumed["ema_n"]))
+            p.ema.n_averaged = int(resumed["ema_n"])
         p.optimizer.load_state_dict(resumed["optimizer"])
         p.scheduler.load_state_dict(resumed["scheduler"])
         p.scaler.load_state_dict(resumed["scaler"])
@@ -278,48 +286,55 @@ class FoldTrainer:
                 "best_proba": torch.from_numpy(st.best_proba) if st.best_proba is not None else None}
 
     def _epoch(self, p: _Parts, st: _State, data: FoldData, epoch: int) -> None:
-        cfg, device = self.cfg, self.device
-        check_every_step = device.type != "cuda"  # a host sync per step is free on CPU, not on GPU
+        """One epoch. Nothing in it reads the device but ``_log_train`` (every ``log_every``
+        optimizer steps, at the epoch's end and before an evaluation): the loss, the gradient
+        norm and the non-finite check are summed on the device by ``st.meter``."""
+        cfg = self.cfg
         p.sampler.set_epoch(epoch)
         set_trainable(p.model, cfg, epoch)
         p.model.train()
-        run_loss, run_n = torch.zeros((), device=device), 0
-        for i, batch in enumerate(progress(p.loader, p.n_batches, f"fold {self.fold} epoch {epoch}", "batches")):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        batches = p.sampler.batches()
+        n_batches = len(batches)
+        eval_at = {max(0, round(n_batches * (j + 1) / cfg.evals_per_epoch) - 1) for j in range(cfg.evals_per_epoch)}
+        cast = self._autocast()
+        for i, batch in enumerate(progress(p.train_data.iterate(batches), n_batches,
+                                           f"fold {self.fold} epoch {epoch}", "batches")):
             group_start = (i // cfg.grad_accum) * cfg.grad_accum
-            check = (lambda loss, e=epoch: self._check_loss(loss, st.step, e, p.scheduler)) if check_every_step \
-                else None
-            run_loss += step_.train_step(p.forward, batch, p.criterion, self._autocast(), p.scaler,
-                                         min(cfg.grad_accum, p.n_batches - group_start), check)
-            run_n += 1
-            st.seen += len(batch["labels"])
-            st.tokens += batch["attention_mask"].sum()
-            if (i + 1) % cfg.grad_accum == 0 or i + 1 == p.n_batches:
-                logging_now = (st.step + 1) % cfg.log_every == 0 or i + 1 == p.n_batches
+            loss = step_.train_step(p.forward, batch, p.criterion, cast, p.scaler,
+                                    min(cfg.grad_accum, n_batches - group_start), p.mask)
+            st.meter.add_loss(loss, st.step)
+            st.seen += batch.rows
+            st.tokens += batch.tokens
+            if (i + 1) % cfg.grad_accum == 0 or i + 1 == n_batches:
+                logging_now = (st.step + 1) % cfg.log_every == 0 or i + 1 == n_batches
                 hook = (lambda s=st.step: self.before_step(p.model, s)) if self.before_step else None
                 stats = step_.optimizer_step(p.model, p.optimizer, p.scaler, cfg.clip_norm, p.scheduler, hook,
                                              measure=logging_now)
+                st.meter.add_step(stats)
                 st.step += 1
                 if p.ema is not None:
                     p.ema.update_parameters(p.model)
                 if logging_now:
-                    self._log_train(st, p, stats, (run_loss / max(run_n, 1)).item(), epoch + (i + 1) / p.n_batches,
-                                    epoch)
-                    run_loss, run_n = torch.zeros((), device=device), 0
-            if i in p.eval_at:
-                self._evaluate(p, st, data, epoch + (i + 1) / p.n_batches)
+                    self._log_train(st, p, epoch + (i + 1) / n_batches, epoch)
+            if i in eval_at:
+                if st.meter.micro:  # a non-finite loss stops the run before it is evaluated
+                    self._log_train(st, p, epoch + (i + 1) / n_batches, epoch)
+                self._evaluate(p, st, data, epoch + (i + 1) / n_batches)
                 if st.stop:
                     break
 
-    def _log_train(self, st: _State, p: _Parts, stats: step_.StepStats, avg: float, at: float, epoch: int) -> None:
+    def _log_train(self, st: _State, p: _Parts, at: float, epoch: int) -> None:
+        """The doctor's read: the meter's sums since the last read, in one transfer."""
         import json
 
-        if not math.isfinite(avg):
-            self._nonfinite(avg, st.step, epoch, p.scheduler)
-        ratios = stats.update_ratios or {}
-        st.history.append({"fold": self.fold, "kind": "train", "epoch": at, "step": st.step,
-                           "lr": p.scheduler.get_last_lr()[-1], "train_loss": avg,
-                           "grad_norm": float(stats.grad_norm),
+        m = st.meter.read()
+        lr = p.scheduler.get_last_lr()[-1]
+        if m["bad_step"] is not None:
+            raise TrainingError(f"fold {self.fold}: loss is {m['bad_loss']} at optimizer step {m['bad_step']} "
+                                f"(epoch {epoch}, lr {lr:.3g}); lower train.lr or set train.clip_norm")
+        ratios = m["update_ratios"]
+        st.history.append({"fold": self.fold, "kind": "train", "epoch": at, "step": st.step, "lr": lr,
+                           "train_loss": m["train_loss"], "grad_norm": m["grad_norm"],
                            "update_ratio": float(np.median(list(ratios.values()))) if ratios else None,
                            "update_ratio_max": max(ratios.values()) if ratios else None,
                            "update_ratios": json.dumps(ratios)})
@@ -328,7 +343,7 @@ class FoldTrainer:
         """A validation pass: history, pruning callback, best checkpoint, early stopping."""
         cfg = self.cfg
         t_eval = time.perf_counter()
-        proba, _ = self.predict(p.eval_model, p.val_ds, p.collate)
+        proba, _ = self.predict(p.eval_model, p.val_ds, p.val_data, p.mask)
         p.model.train()
         ev = step_.evaluate(proba, data.val_labels, self.metric)
         st.history.append(ev.history_row(self.fold, at, st.step, self.multilabel))
@@ -347,26 +362,40 @@ class FoldTrainer:
             log.info("fold %d: early stop after %d evaluations without improvement", self.fold, st.bad_evals)
             st.stop = True
 
-    def _check_loss(self, loss: torch.Tensor, step: int, epoch: int, scheduler: Any) -> None:
-        if not torch.isfinite(loss):
-            self._nonfinite(loss, step, epoch, scheduler)
-
-    def _nonfinite(self, loss: Any, step: int, epoch: int, scheduler: Any) -> None:
-        raise TrainingError(f"fold {self.fold}: loss is {float(torch.as_tensor(loss).detach())} at optimizer step "
-                            f"{step} (epoch {epoch}, lr {scheduler.get_last_lr()[-1]:.3g}); lower train.lr or set "
-                            "train.clip_norm")
-
-    def _log_header(self, n: int, total: int, warm: int, tokenizer: PreTrainedTokenizerBase, ds: Encoded) -> None:
+    def _log_header(self, p: _Parts, tokenizer: PreTrainedTokenizerBase, ds: Encoded) -> None:
         cfg = self.cfg
-        log.info("fold %d | %d examples | batch %d x accum %d = effective %d | %d optimizer steps "
-                 "(%d warmup) | lr %.2e (head %s, llrd %.2f) | %s | device %s | dtype %s", self.fold, n,
-                 cfg.batch_size, cfg.grad_accum, cfg.batch_size * cfg.grad_accum, total, warm, cfg.lr,
+        budget = cfg.token_budget()
+        batch = f"batch {cfg.batch_size}" if not budget else \
+            f"batches of <= {budget} tokens (mean {p.mean_rows:.1f} rows a step, LR x sqrt(rows / {p.nominal_rows}))"
+        log.info("fold %d | %d examples | %s x accum %d = effective %d | %d optimizer steps "
+                 "(%d warmup) | lr %.2e (head %s, llrd %.2f) | %s | device %s | dtype %s%s", self.fold, len(ds), batch,
+                 cfg.grad_accum, p.nominal_rows, p.total, p.warm, cfg.lr,
                  f"{cfg.head_lr:.2e}" if cfg.head_lr else "same", cfg.llrd, cfg.schedule, self.device,
-                 str(self.dtype).replace("torch.", ""))
+                 str(self.dtype).replace("torch.", ""), " | compiled" if cfg.compile else "")
         for i in range(min(2, len(ds))):
             y = ds.labels[i]
             log.info("fold %d sample %d (label %s): %s", self.fold, i, [int(v) for v in y] if np.ndim(y) else int(y),
                      tokenizer.decode(ds.input_ids[i])[:200])
+
+
+def step_rows(sampler: LengthGroupedBatches, epochs: int, grad_accum: int) -> list[list[int]]:
+    """Rows per optimizer step (over every process), epoch by epoch: the schedule is laid out
+    in steps before the first one, and a token budget makes their number and size vary."""
+    out = []
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        every = sampler.global_batches()
+        per_step = grad_accum * sampler.world
+        out.append([sum(len(b) for b in every[i:i + per_step]) for i in range(0, len(every), per_step)])
+    sampler.set_epoch(0)
+    return out
+
+
+def lr_scale(rows: int, nominal: int) -> float:
+    """The LR of a step of ``rows`` rows, as a share of the LR set for ``nominal`` rows: Adam's
+    square-root rule (Malladi et al. 2022, "On the SDEs and Scaling Rules for Adaptive Gradient
+    Algorithms"; Granziol et al. 2022). Token budgets make short-text steps large."""
+    return math.sqrt(max(rows, 1) / max(nominal, 1))
 
 
 def train_fold_with_oom_retry(cfg: TrainConfig, make_trainer: Callable[[TrainConfig], FoldTrainer],
@@ -378,11 +407,14 @@ def train_fold_with_oom_retry(cfg: TrainConfig, make_trainer: Callable[[TrainCon
         try:
             return trainer.fit(data, tokenizer)
         except torch.OutOfMemoryError:
-            if cfg.batch_size == 1:
+            if cfg.batch_size == 1 and (cfg.token_budget() or 0) <= cfg.max_len:
                 raise
             torch.cuda.empty_cache()
             if trainer.checkpoint_dir is not None:  # its steps were counted for the old batch size
                 shutil.rmtree(trainer.checkpoint_dir, ignore_errors=True)
-            cfg.batch_size //= 2
+            # half the micro-batch, twice the accumulation: the same rows per optimizer step and LR
+            cfg.batch_size = max(1, cfg.batch_size // 2)
+            cfg.batch_tokens = cfg.batch_tokens // 2 if cfg.batch_tokens else None
             cfg.grad_accum *= 2
-            log.warning("out of GPU memory: retrying with batch %d x accum %d", cfg.batch_size, cfg.grad_accum)
+            log.warning("out of GPU memory: retrying with batch %d%s x accum %d", cfg.batch_size,
+                        f" (<= {cfg.token_budget()} tokens)" if cfg.token_budget() else "", cfg.grad_accum)

@@ -48,7 +48,7 @@ def sweep(cfg: Config, texts: list[str], labels: np.ndarray, n_classes: int, ste
     """The range test with training's own step (pipeline.modeling.step): its optimizer, its
     parameter groups, autocast, clipping."""
     from pipeline.modeling import step as step_
-    from pipeline.modeling.data import Encoded, LengthGroupedBatches, PadCollator
+    from pipeline.modeling.data import DeviceData, Encoded, LengthGroupedBatches
     from pipeline.modeling.device import autocast, pick_device, pick_dtype, seed_everything
     from pipeline.modeling.transformer import load_model, load_tokenizer
 
@@ -63,24 +63,26 @@ def sweep(cfg: Config, texts: list[str], labels: np.ndarray, n_classes: int, ste
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     criterion = step_.make_criterion(tc, labels)
     ds = Encoded.from_texts(tokenizer, texts, tc.max_len, labels)
-    sampler = LengthGroupedBatches(ds.lengths, tc.batch_size, seed=tc.seed, group=tc.group_by_length)
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=PadCollator(tokenizer.pad_token_id or 0))
+    sampler = LengthGroupedBatches(ds.lengths, tc.batch_size, seed=tc.seed, group=tc.group_by_length,
+                                   max_tokens=tc.token_budget(), multiple=tc.pad_to_multiple_of)
+    data = DeviceData(ds, tokenizer.pad_token_id or 0, device, tc.pad_to_multiple_of)
+    mask = step_.mask_style(model)
     mult = (end_lr / start_lr) ** (1 / max(1, steps - 1))
     lrs, losses, avg, best = [], [], 0.0, math.inf
-    epoch, it = 0, iter(loader)
+    epoch, it = 0, data.iterate(sampler.batches())
     for step in range(steps):
         try:
             batch = next(it)
         except StopIteration:
             epoch += 1
             sampler.set_epoch(epoch)
-            it = iter(loader)
+            it = data.iterate(sampler.batches())
             batch = next(it)
         lr = start_lr * mult ** step
         for g, r in zip(optimizer.param_groups, ratios):
             g["lr"] = lr * r
-        batch = {k: v.to(device) for k, v in batch.items()}
-        value = step_.train_step(model, batch, criterion, autocast(device, dtype), scaler, 1).item()
+        # the range test reads each step's loss (it stops on divergence): a sync per step is its job
+        value = step_.train_step(model, batch, criterion, autocast(device, dtype), scaler, 1, mask).item()
         step_.optimizer_step(model, optimizer, scaler, tc.clip_norm)
         avg = beta * avg + (1 - beta) * value
         smooth = avg / (1 - beta ** (step + 1))  # bias-corrected EMA
