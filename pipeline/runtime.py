@@ -644,30 +644,63 @@ def blend(method: str, weights: np.ndarray, probas: np.ndarray, stacker: dict[st
 
 
 # -- the submission -------------------------------------------------------------------------
+SUBMISSION_KINDS = ("label", "proba", "ranked")  # a label per row, probabilities, the top-k labels space-separated
+
+
+def expected_class(proba: np.ndarray) -> np.ndarray:
+    """Per row, the expected class index sum_i i * p_i: the score ordinal labels are cut on."""
+    proba = np.asarray(proba, dtype=np.float64)
+    return proba @ np.arange(proba.shape[1])
+
+
+def decisions(proba: np.ndarray, threshold: float | list[float] | None = None, multilabel: bool = False) -> np.ndarray:
+    """What a label submission says, from probabilities and the threshold tuned on the OOF.
+
+    Multi-label: 0/1 per label, p >= the label's threshold (0.5 without one). One label: the
+    argmax without a threshold; with a number, binary ``p(second class) >= threshold``; with a
+    list, the k - 1 cut points on the expected class index (ordinal labels, cut as essay-scoring
+    competitions cut a regression): class i where cut[i-1] <= expected < cut[i]."""
+    proba = np.asarray(proba, dtype=np.float64)
+    if multilabel:
+        t = 0.5 if threshold is None else np.asarray(threshold, dtype=np.float64)
+        return (proba >= t).astype(np.int64)
+    if threshold is None:
+        return proba.argmax(1)
+    if np.ndim(threshold) == 0:
+        return (proba[:, 1] >= float(threshold)).astype(np.int64)
+    return np.searchsorted(np.asarray(threshold, dtype=np.float64), expected_class(proba), side="right")
+
+
+def top_classes(proba: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the indices of the k most probable classes, most probable first (ties: the
+    lower index first)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    return np.argsort(-proba, axis=1, kind="stable")[:, :k]
+
+
 def build_submission(ids: pd.Series, proba: np.ndarray, *, id_col: str, pred_cols: list[str], classes: list[str],
                      kind: str, threshold: float | list[float] | None, clip: float, multilabel: bool = False,
-                     label_values: list[list[str]] | None = None) -> pd.DataFrame:
+                     label_values: list[list[str]] | None = None, top_k: int | None = None) -> pd.DataFrame:
     """The submission frame for ``ids`` (in their order) from class probabilities (n, k); for a
     multi-label competition from per-label probabilities (n, L): one column per label, a
-    probability or the label's spelling of 0/1 at its threshold."""
+    probability or the label's spelling of 0/1 at its threshold. ``kind`` ranked: the ``top_k``
+    most probable labels of each row, space-separated (a MAP@k competition)."""
     sub = pd.DataFrame({id_col: ids.to_numpy()})
     if multilabel:
-        thresholds = np.full(len(classes), 0.5) if threshold is None else np.asarray(threshold, dtype=np.float64)
+        decided = decisions(proba, threshold, multilabel=True)
         index = {str(c): j for j, c in enumerate(classes)}
         for col in pred_cols:
             j = index[str(col)]
             if kind == "label":
-                neg, pos = label_values[j]
-                sub[col] = np.where(proba[:, j] >= thresholds[j], pos, neg)
+                sub[col] = np.where(decided[:, j] == 1, label_values[j][1], label_values[j][0])
             else:
                 sub[col] = np.clip(proba[:, j], clip, 1 - clip)
         return sub
+    if kind == "ranked":
+        sub[pred_cols[0]] = [" ".join(classes[i] for i in row) for row in top_classes(proba, top_k or 1)]
+        return sub
     if kind == "label":
-        if len(classes) == 2 and threshold is not None:
-            idx = (proba[:, 1] >= threshold).astype(int)
-        else:
-            idx = proba.argmax(1)
-        sub[pred_cols[0]] = [classes[i] for i in idx]
+        sub[pred_cols[0]] = [classes[i] for i in decisions(proba, threshold)]
         return sub
     proba = np.clip(proba, clip, 1 - clip)
     if len(pred_cols) == 1:

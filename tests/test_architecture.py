@@ -118,3 +118,65 @@ def test_families_are_told_apart_only_in_the_registry(tmp_path):
     planted = tmp_path / "planted.py"  # the check finds a branch where there is one
     planted.write_text('if cfg.train.family == "classical":\n    pass\nok = tc.family in ("transformer", "x")\n')
     assert _family_comparisons(planted) == [1, 3]
+
+
+# -- metrics: told apart only in their registry ---------------------------------------------------
+REGISTRY = "pipeline.core.metrics"
+# files others rewrite now that still hold a metric table: (module, findings), cleared at their merge
+KNOWN_METRIC_TABLES = {"pipeline.budget.planner": 1}  # SEED_METRICS -> metric_of(name).seeds_pay (issue 44)
+
+
+def _metric_names() -> set[str]:
+    from pipeline.core.metrics import METRICS
+
+    return set(METRICS)
+
+
+def _constants(node: ast.AST) -> list[str]:
+    """The string constants of a literal collection (tuple, list, set; a dict's keys), or []."""
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        elts = node.elts
+    elif isinstance(node, ast.Dict):
+        elts = [k for k in node.keys if k is not None]
+    else:
+        return []
+    return [e.value for e in elts if isinstance(e, ast.Constant) and isinstance(e.value, str)] \
+        if all(isinstance(e, ast.Constant) for e in elts) else []
+
+
+def _metric_comparisons(path: Path, names: set[str]) -> list[int]:
+    """Lines where code compares something with a metric's name (``metric == "f1"``, ``metric in
+    ("f1", "roc_auc")``) or keeps a table of metrics of its own (a tuple, list, set or dict keyed
+    by nothing but two or more metric names, such as a direction per metric): facts the registry
+    exists to hold."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            values = [node.left, *node.comparators]
+            found = {v.value for v in values if isinstance(v, ast.Constant) and isinstance(v.value, str)}
+            for v in values:
+                found |= set(_constants(v))
+            if found & names:
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Tuple | ast.List | ast.Set | ast.Dict):
+            consts = _constants(node)
+            if len(consts) >= 2 and set(consts) <= names:
+                lines.append(node.lineno)
+    return sorted(set(lines))
+
+
+def test_metrics_are_told_apart_only_in_the_registry(tmp_path):
+    names = _metric_names()
+    found = {m: _metric_comparisons(path, names) for m, path in modules().items() if m != REGISTRY}
+    found = {m: lines for m, lines in found.items() if lines}
+    unknown = {m: lines for m, lines in found.items() if m not in KNOWN_METRIC_TABLES}
+    assert not unknown, f"metric names compared outside {REGISTRY}: ask metric_of(name) instead: {unknown}"
+    for m, n in KNOWN_METRIC_TABLES.items():
+        assert m in GRAPH, f"{m} is gone: drop it from KNOWN_METRIC_TABLES"
+        assert len(found.get(m, [])) <= n, f"{m} compares metric names more often than known: {found.get(m)}"
+        assert found.get(m), f"{m} no longer compares metric names: drop it from KNOWN_METRIC_TABLES"
+    planted = tmp_path / "planted.py"  # the check finds each form where there is one
+    planted.write_text('if schema.metric == "f1":\n    pass\nok = m not in ("mean_auc", "x")\n'
+                       'SIGN = {"f1": 1, "logloss": -1}\nSEEDS = ("logloss", "roc_auc")\n'
+                       'fine = score("logloss", y, p)\ncols = ("cv", "logloss", "accuracy")\nkind == "label"\n')
+    assert _metric_comparisons(planted, names) == [1, 3, 4, 5]

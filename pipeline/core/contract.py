@@ -22,15 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.core.config import MULTILABEL_METRICS, DataConfig
+from pipeline.core.config import DataConfig
 from pipeline.core.files import DataError, read_competition_csv, read_json, row_line, write_json
+from pipeline.core.metrics import METRICS, metric_of
 from pipeline.core.sources import competition_files
 from pipeline.runtime import PERCENT_ENCODED, percent_decoded
 
 log = logging.getLogger(__name__)
 
-RANKING_METRICS = ("roc_auc", "logloss", "mean_auc")  # scored on probabilities
-LABEL_METRICS = ("f1", "macro_f1", "accuracy", "micro_f1")  # scored on labels
 MIN_TEXT_CHARS = 10  # a guessed text column with a shorter median is refused
 HUGE_TEXT_CHARS = 100_000  # texts longer than this are reported (and truncated by the tokenizer)
 PAIR_RATIO = 0.25  # a second free-text column this long (median, against the first's) is a text of its own
@@ -50,7 +49,7 @@ class Schema:
     # single label: the label values, sorted (index = encoded label); multi-label: the label
     # columns (index = output column): either way one entry per probability column
     classes: list[Any]
-    submission: str  # "label" (one label per row) or "proba" (probabilities)
+    submission: str  # "label" (one label per row), "proba" (probabilities) or "ranked" (top-k labels, MAP@k)
     pred_cols: list[str]  # sample_submission's columns after the id
     metric: str
     n_train: int = 0
@@ -245,43 +244,65 @@ def sorted_classes(values: pd.Series, path: Path | None = None, col: str = "") -
     return sorted(uniq)
 
 
+KIND_WORDS = {"proba": "probabilities", "label": "labels",
+              "ranked": "the most probable labels of each row, space-separated"}
+KIND_NAMES = {"proba": "probability", "label": "label", "ranked": "ranked-labels"}
+
+
+def _ranked_width(sample: pd.DataFrame, pred_cols: list[str], classes: list[Any]) -> int | None:
+    """How many labels each row of the sample lists, where it lists several of the classes,
+    space-separated (a MAP@k sample: ``14-35-14 10-26-26 Urea``); else None."""
+    if len(pred_cols) != 1:
+        return None
+    known = {str(c) for c in classes}
+    values = sample[pred_cols[0]].dropna().astype(str)
+    if values.empty or values.isin(known).any():
+        return None
+    tokens = values.str.split()
+    if tokens.str.len().min() < 2 or not all(set(t) <= known for t in tokens):
+        return None
+    return int(tokens.str.len().max())
+
+
 def _detect_submission(sample: pd.DataFrame, pred_cols: list[str], metric: str | None,
-                       cfg: DataConfig, multilabel: bool = False) -> tuple[str, str]:
+                       cfg: DataConfig, multilabel: bool = False, width: int | None = None) -> tuple[str, str]:
     if cfg.submission:
         return cfg.submission, "set by data.submission"
     if len(pred_cols) > 1 and not multilabel:
         return "proba", f"sample_submission.csv has {len(pred_cols)} prediction columns (one per class)"
-    if metric in RANKING_METRICS:
-        return "proba", f"data.metric={metric} scores probabilities, whatever the sample's values look like"
-    if metric in LABEL_METRICS:
-        return "label", f"data.metric={metric} scores labels"
+    if metric:
+        kind = metric_of(metric).submission
+        whatever = ", whatever the sample's values look like" if kind == "proba" else ""
+        return kind, f"data.metric={metric} scores {KIND_WORDS[kind]}{whatever}"
+    if width:
+        example = sample[pred_cols[0]].dropna().astype(str).iloc[0]
+        return "ranked", f"sample_submission.csv's {pred_cols[0]!r} lists {width} labels per row (e.g. {example!r})"
     values = [_as_number(v) for v in sample[pred_cols[0]].dropna().astype(str)]
     if values and all(x is not None for x in values) and any(x % 1 for x in values):
         return "proba", f"sample_submission.csv's {pred_cols[0]!r} holds fractions (e.g. {values[0]})"
     return "label", f"sample_submission.csv's {pred_cols[0]!r} holds labels, not fractions"
 
 
-def _default_metric(submission: str, n_classes: int, multilabel: bool = False) -> str:
+def _default_metric(submission: str, n_classes: int, multilabel: bool = False, width: int | None = None,
+                    files: dict[str, Path] | None = None) -> str:
     if multilabel:  # Jigsaw's mean column-wise ROC AUC; a 0/1 sample: F1 over every label decision
         return "mean_auc" if submission == "proba" else "micro_f1"
+    if submission == "ranked":  # MAP@k, k = the labels the sample lists per row
+        ranked = {m.top_k: m.name for m in METRICS.values() if m.submission == "ranked"}
+        k = width or min(ranked)
+        if k not in ranked:
+            raise DataError(f"{(files or {}).get('sample', 'sample_submission.csv')}: lists {k} labels per row; no "
+                            f"metric scores {k} (registered: {', '.join(ranked.values())}): set data.metric")
+        return ranked[k]
     if submission == "proba":
         return "logloss"
     return "f1" if n_classes == 2 else "accuracy"
 
 
 def _check_metric(metric: str, classes: list[Any], label_col: str, submission: str, multilabel: bool) -> None:
-    if multilabel and metric not in MULTILABEL_METRICS:
-        better = {"f1": "micro_f1 or macro_f1", "roc_auc": "mean_auc"}.get(metric, ", ".join(MULTILABEL_METRICS))
-        raise DataError(f"data.metric={metric} scores one label; this competition has {len(classes)} label "
-                        f"columns: use {better}")
-    if not multilabel and metric in ("mean_auc", "micro_f1"):
-        raise DataError(f"data.metric={metric} is for multi-label competitions (several 0/1 label columns); "
-                        f"{label_col!r} is one label: use {'roc_auc' if metric == 'mean_auc' else 'f1 or macro_f1'}")
-    if not multilabel and metric in ("f1", "roc_auc") and len(classes) != 2:
-        raise DataError(f"data.metric={metric} needs a binary label; {label_col!r} has {len(classes)} classes")
-    if metric in RANKING_METRICS and submission == "label":
-        raise DataError(f"data.metric={metric} scores probabilities, but data.submission=label; "
-                        "drop one of the two settings")
+    why = metric_of(metric).refusal(classes, label_col, submission, multilabel)
+    if why:
+        raise DataError(why)
 
 
 def _check_expressible(train: pd.DataFrame, label_col: str, classes: list[Any], submission: str,
@@ -299,6 +320,14 @@ def _check_expressible(train: pd.DataFrame, label_col: str, classes: list[Any], 
             raise DataError(f"{files['train']}: line {_line(train, i)}, column {label_col!r}: label "
                             f"{_show(train[label_col].iloc[i])} has no column in sample_submission.csv "
                             f"(columns: {', '.join(pred_cols)})")
+    if submission == "ranked":
+        if len(pred_cols) != 1:
+            raise DataError(f"{files['sample']}: a ranked submission is one column of labels; the sample has "
+                            f"{len(pred_cols)} ({', '.join(pred_cols)})")
+        spaced = [c for c in classes if len(str(c).split()) != 1]
+        if spaced:
+            raise DataError(f"{files['train']}: column {label_col!r}: label {spaced[0]!r} holds a space, but a ranked "
+                            "submission separates its labels by spaces")
     if submission == "proba" and len(pred_cols) == 1 and len(classes) != 2:
         raise DataError(f"{files['sample']}: one probability column needs a binary label; "
                         f"{label_col!r} has {len(classes)} classes")
@@ -368,15 +397,16 @@ def detect_schema(train: pd.DataFrame, test: pd.DataFrame, sample: pd.DataFrame,
         values, classes = [], sorted_classes(train[label_col], files["train"], label_col)
         if len(classes) < 2:
             raise DataError(f"{files['train']}: column {label_col!r}: needs at least 2 classes, found {classes}")
-    submission, sub_why = _detect_submission(sample, pred_cols, cfg.metric, cfg, multilabel)
+    width = None if multilabel else _ranked_width(sample, pred_cols, classes)
+    submission, sub_why = _detect_submission(sample, pred_cols, cfg.metric, cfg, multilabel, width)
     if not multilabel:
         _check_expressible(train, label_col, classes, submission, pred_cols, files)
         _refuse_id_like_label(train, label_col, classes, submission, pred_cols, cfg, files)
-    metric = cfg.metric or _default_metric(submission, len(classes), multilabel)
+    metric = cfg.metric or _default_metric(submission, len(classes), multilabel, width, files)
     _check_metric(metric, classes, label_col, submission, multilabel)
     shape = f"{len(classes)} labels" if multilabel else f"{len(classes)} classes"
     metric_why = "set by data.metric" if cfg.metric else (
-        f"the default for a {'probability' if submission == 'proba' else 'label'} submission with "
+        f"the default for a {KIND_NAMES[submission]} submission with "
         f"{shape}; Kaggle's metric may differ: set data.metric")
     extra = [c for c in train.columns if c not in exclude and c not in text_cols]
     label_note = (f"labels: {', '.join(label_cols)} ({label_why}); positive values: "
@@ -391,7 +421,7 @@ def detect_schema(train: pd.DataFrame, test: pd.DataFrame, sample: pd.DataFrame,
     for col in extra:
         note = percent_note(col, pd.concat([train[col], test[col]]) if col in test.columns else train[col])
         notes += [note] if note else []
-    if not multilabel and len(classes) == 2 and metric in ("f1", "roc_auc"):
+    if not multilabel and len(classes) == 2 and metric_of(metric).binary:
         notes.append(f"positive class for {metric}: {classes[1]!r} (the second of the sorted classes)")
     guessed = [g for g, set_ in (
         (f"metric guessed: {metric} — set data.metric to the competition's metric", cfg.metric),

@@ -18,6 +18,7 @@ from pipeline import runtime
 from pipeline.core.config import Config
 from pipeline.core.contract import Schema, proba_cols
 from pipeline.core.files import DataError, read_json
+from pipeline.core.metrics import metric_of
 from pipeline.core.paths import Paths
 from pipeline.core.sources import competition_files, resolve_raw
 from pipeline.core.transaction import inputs_of, require
@@ -45,6 +46,7 @@ class SubmissionValidator:
         self.classes_ = {str(c) for c in schema.classes}
         self.multilabel_ = schema.multilabel
         self.values_ = {str(c): {str(v) for v in vals} for c, vals in zip(schema.classes, schema.label_values)}
+        self.top_k_ = metric_of(schema.metric).top_k or len(schema.classes)
         return self
 
     def validate(self, sub: pd.DataFrame) -> None:
@@ -70,6 +72,16 @@ class SubmissionValidator:
                     i = int(np.flatnonzero(bad.to_numpy())[0])
                     raise SubmissionError(f"submission row {i + 1}, column {col!r}: {_plain(preds[col].iloc[i])!r} is "
                                           f"not one of its values ({', '.join(sorted(self.values_[str(col)]))})")
+            return
+        if self.kind_ == "ranked":  # the top labels of each row, space-separated, each a class once
+            for i, v in enumerate(preds.iloc[:, 0].astype(str)):
+                listed = v.split()
+                wrong = next((t for t in listed if t not in self.classes_), None)
+                if wrong is not None or not listed or len(set(listed)) != len(listed) or len(listed) > self.top_k_:
+                    why = (f"{wrong!r} is not a label" if wrong is not None else
+                           f"lists {len(listed)} labels (at most {self.top_k_}, each once)")
+                    raise SubmissionError(f"submission row {i + 1}, column {self.columns_[1]!r}: {why} "
+                                          f"(labels: {sorted(self.classes_)})")
             return
         if self.kind_ == "label":
             bad = ~preds.iloc[:, 0].astype(str).isin(self.classes_)
@@ -132,4 +144,20 @@ def build_submission(sample: pd.DataFrame, schema: Schema, test: pd.DataFrame, t
     return runtime.build_submission(sample[schema.id_col], proba, id_col=schema.id_col, pred_cols=schema.pred_cols,
                                     classes=[str(c) for c in schema.classes], kind=schema.submission,
                                     threshold=threshold, clip=clip, multilabel=schema.multilabel,
-                                    label_values=schema.label_values)
+                                    label_values=schema.label_values, top_k=metric_of(schema.metric).top_k)
+
+
+def submission_proba(sub: pd.DataFrame, schema: Schema) -> np.ndarray:
+    """A one-label submission read back as scores per class (n, k) that score as the file does:
+    a label row one-hot, a ranked row its labels' ranks (k, k - 1, ... over the sum),
+    probabilities as written (one column: the second class's)."""
+    index = {str(c): i for i, c in enumerate(schema.classes)}
+    if schema.submission == "proba":
+        probs = sub[[str(c) for c in schema.pred_cols]].to_numpy(np.float64)
+        return probs if probs.shape[1] > 1 else np.column_stack([1 - probs[:, 0], probs[:, 0]])
+    out = np.zeros((len(sub), schema.n_classes))
+    for i, v in enumerate(sub[schema.pred_cols[0]].astype(str)):
+        listed = v.split() if schema.submission == "ranked" else [v]
+        for r, label in enumerate(listed):
+            out[i, index[label]] = len(listed) - r
+    return out / out.sum(1, keepdims=True)

@@ -19,14 +19,7 @@ import pandas as pd
 from scipy import optimize
 
 from pipeline.core.files import DataError
-from pipeline.core.metrics import (
-    GREATER_IS_BETTER,
-    THRESHOLD_METRICS,
-    paired_se,
-    score,
-    tune_threshold,
-    tune_thresholds,
-)
+from pipeline.core.metrics import LOGLOSS, metric_of, paired_se, score
 from pipeline.core.paths import Paths
 from pipeline.cv.store import finished_runs
 from pipeline.runtime import blend as _blend
@@ -36,16 +29,12 @@ from pipeline.runtime import stack_features as _stack_features
 
 log = logging.getLogger(__name__)
 METHODS = ("best_single", "mean", "rank", "vote", "weighted", "weighted_per_label", "stack")
-# a multi-label metric scored one label at a time, for per-label weights
-PER_LABEL_METRIC = {"mean_auc": "roc_auc", "logloss": "logloss", "micro_f1": "f1", "macro_f1": "f1",
-                    "accuracy": "accuracy"}
 
 
-def thresholds_for(y: np.ndarray, proba: np.ndarray) -> float | list[float]:
-    """The decision threshold(s) tuned on OOF: binary F1's one, or one per label."""
-    if np.ndim(y) == 2:
-        return [float(v) for v in tune_thresholds(y, proba)[0]]
-    return tune_threshold(y, proba[:, 1])[0]
+def thresholds_for(y: np.ndarray, proba: np.ndarray, metric: str) -> float | list[float] | None:
+    """The decision threshold(s) ``metric`` tunes on these OOF rows (binary F1's one, one per
+    label, ordinal cut points), or None."""
+    return metric_of(metric).tune(y, proba)[0]
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -68,24 +57,20 @@ class WeightedBlender:
         self.random_state = random_state
 
     def _loss(self, probas: np.ndarray, y: np.ndarray, w: np.ndarray, metric: str) -> float:
-        if metric == "f1" and np.ndim(y) == 1:  # F1 at its best threshold: tuned after, on the same OOF
-            return -float(tune_threshold(y, _mix(probas, w)[:, 1])[1])
-        mixed = _mix(probas, w)
-        thr = thresholds_for(y, mixed) if np.ndim(y) == 2 and metric in THRESHOLD_METRICS else None
-        s = score(metric, y, mixed, thr)
-        return s if not GREATER_IS_BETTER[metric] else -s
+        m = metric_of(metric)  # F1 at its best threshold(s): tuned after, on the same OOF
+        return -m.sign * m.search_score(y, _mix(probas, w))
 
     def fit(self, probas: np.ndarray, y: np.ndarray) -> WeightedBlender:
         probas = np.asarray(probas, dtype=np.float64)
         m = probas.shape[0]
         equal = np.full(m, 1.0 / m)
         res = optimize.minimize(lambda w: self._loss(probas, y, np.clip(w, 0, 1) / max(np.clip(w, 0, 1).sum(), 1e-12),
-                                                     "logloss"),
+                                                     LOGLOSS.name),
                                 equal, method="SLSQP", bounds=[(0, 1)] * m,
                                 constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}])
         w = np.clip(res.x, 0, None)
         w = w / w.sum() if w.sum() > 0 else equal
-        if self.objective == "metric" and self.metric != "logloss" and m > 1:
+        if self.objective == "metric" and metric_of(self.metric) is not LOGLOSS and m > 1:  # that one is done
             best_w, best = w, self._loss(probas, y, w, self.metric)
             rng = np.random.default_rng(self.random_state)
             starts = [np.log(np.maximum(w, 1e-6)), np.zeros(m), *[rng.normal(0, 1, m) for _ in range(3)]]
@@ -140,13 +125,12 @@ def fit_blend(method: str, probas: np.ndarray, y: np.ndarray, metric: str, objec
               tune_thr: bool, stack_C: float = 1.0) -> Blend:
     m = probas.shape[0]
     if method == "best_single":  # picked as it is then used: for F1, at its own tuned threshold
-        scores = [score(metric, y, p, thresholds_for(y, p) if tune_thr else None) for p in probas]
-        i = int(np.argmax(scores) if GREATER_IS_BETTER[metric] else np.argmin(scores))
-        w = np.eye(m)[i]
+        scores = [metric_of(metric).tune(y, p)[1] if tune_thr else score(metric, y, p) for p in probas]
+        w = np.eye(m)[metric_of(metric).best(scores)]
     elif method == "weighted":
         w = WeightedBlender(metric, objective).fit(probas, y).weights_
     elif method == "weighted_per_label":  # a weight set per label, each fitted on its label alone
-        one = PER_LABEL_METRIC[metric]
+        one = metric_of(metric).per_label
         w = np.stack([WeightedBlender(one, objective).fit(_as_binary(probas[:, :, j]), y[:, j]).weights_
                       for j in range(y.shape[1])])
     else:
@@ -154,7 +138,7 @@ def fit_blend(method: str, probas: np.ndarray, y: np.ndarray, metric: str, objec
     blend = Blend(method, w, None, fit_stacker(probas, y, stack_C) if method == "stack" else None,
                   multilabel=np.ndim(y) == 2)
     if tune_thr:
-        blend.threshold = thresholds_for(y, apply_blend(blend, probas))
+        blend.threshold = thresholds_for(y, apply_blend(blend, probas), metric)
     return blend
 
 
@@ -183,17 +167,12 @@ def evaluate(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, 
     blend = fit_blend(method, probas, y, metric, objective, tune_thr, stack_C)
     in_sample = score(metric, y, apply_blend(blend, probas), blend.threshold)
     nested_pred = np.zeros(probas.shape[1:])
-    multilabel = np.ndim(y) == 2
-    thresholds = np.zeros(y.shape) if multilabel else np.zeros(len(y))
     for k in np.unique(folds):
         tr, va = folds != k, folds == k
         b = fit_blend(method, probas[:, tr], y[tr], metric, objective, tune_thr, stack_C)
         nested_pred[va] = apply_blend(b, probas[:, va])
-        thresholds[va] = b.threshold if b.threshold is not None else 0.5
-    if tune_thr and multilabel:  # each fold's decisions at the thresholds the other folds chose
-        nested_pred = (nested_pred >= thresholds).astype(np.float64)
-    elif tune_thr:
-        nested_pred = np.eye(2)[(nested_pred[:, 1] >= thresholds).astype(int)]
+        if tune_thr:  # fold k's decisions at the threshold(s) the other folds chose
+            nested_pred[va] = metric_of(metric).decided(nested_pred[va], b.threshold, np.ndim(y) == 2)
     nested = score(metric, y, nested_pred)
     fold_scores = np.array([score(metric, y[folds == k], nested_pred[folds == k]) for k in np.unique(folds)])
     return MethodScore(method, in_sample, nested, fold_scores, blend)
@@ -208,7 +187,7 @@ def one_se_choice(results: list[MethodScore], metric: str) -> tuple[MethodScore,
     """The one-standard-error rule: the best nested score sets the bar; every method whose
     nested score is within one standard error of the fold-wise differences from it ties; the
     simplest of those is chosen (then the better score). Returns (chosen, SE per method, best)."""
-    sign = 1 if GREATER_IS_BETTER[metric] else -1
+    sign = metric_of(metric).sign
     best = max(results, key=lambda r: (sign * r.nested, -COMPLEXITY[r.method]))
     ses = {r.method: paired_se(sign * (best.fold_scores - r.fold_scores)) for r in results}
     ties = [r for r in results if sign * (best.nested - r.nested) <= ses[r.method] + 1e-12]
@@ -219,9 +198,9 @@ def applicable(methods: list[str], metric: str, multilabel: bool = False) -> tup
     """Methods whose output the metric can score as meant (and the shape allows); the others
     with the reason."""
     skipped = {}
-    if metric == "logloss":
-        skipped = {"rank": "ranks are not probabilities: log loss would score made-up confidences",
-                   "vote": "vote shares of 0 or 1 are not probabilities: log loss punishes them without limit"}
+    if metric_of(metric).calibrated:
+        skipped = {"rank": f"ranks are not probabilities: {metric} would score made-up confidences",
+                   "vote": f"vote shares of 0 or 1 are not probabilities: {metric} punishes them without limit"}
     if multilabel:
         skipped["vote"] = "a vote takes each member's one class; a multi-label row has several"
     else:

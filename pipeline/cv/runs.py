@@ -23,7 +23,7 @@ from pipeline.budget.replan import FoldGuard
 from pipeline.core import tracking
 from pipeline.core.config import Config
 from pipeline.core.files import DataError
-from pipeline.core.metrics import score
+from pipeline.core.metrics import score, tuned
 from pipeline.core.paths import FoldPaths, Paths
 from pipeline.cv import store
 from pipeline.cv.data import TrainingData, fingerprint, fold_data, load_training_data
@@ -160,7 +160,7 @@ def track_run(cfg: Config, paths: Paths, cv: dict[str, Any], fp: str) -> str | N
     metrics = {k: cv.get(k) for k in ("cv", "logloss", "accuracy", "cv_untouched", "cv_searched", "seconds",
                                       "train_samples_per_s") if isinstance(cv.get(k), (int, float))}
     if cv.get("threshold"):
-        metrics["cv_at_threshold"] = cv["threshold"]["f1"]
+        metrics["cv_at_threshold"] = tuned(cv["threshold"])[0]
     steps = {"fold_score": [(f["fold"], f["score"]) for f in cv["folds"]],
              "fold_seconds": [(f["fold"], f["seconds"]) for f in cv["folds"]]}
     return tracking.log_run(cfg, paths, "train", cfg.train.run, metrics=metrics, steps=steps,

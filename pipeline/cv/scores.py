@@ -19,7 +19,7 @@ from pipeline.core.config import Config, dump_yaml
 from pipeline.core.contract import labels_of, proba_cols
 from pipeline.core.environment import environment
 from pipeline.core.files import DataError, read_json, save_figure, write_json, write_parquet, write_text
-from pipeline.core.metrics import GREATER_IS_BETTER, THRESHOLD_METRICS, score, tune_threshold, tune_thresholds
+from pipeline.core.metrics import metric_of, score, tuned
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import publish
 from pipeline.cv.data import TrainingData
@@ -71,12 +71,9 @@ def cv_summary(cfg: Config, td: TrainingData, oof: pd.DataFrame, metas: list[dic
                     for k in range(len(metas))],
           "seconds": round(sum(m["seconds"] for m in metas), 2),
           "train_samples_per_s": round(float(np.mean([m["train_samples_per_s"] for m in metas])), 2)}
-    if s.binary and s.metric == "f1":
-        t, f1 = tune_threshold(y, p[:, 1])
-        cv["threshold"] = {"value": t, "f1": f1}
-    elif s.multilabel and s.metric in THRESHOLD_METRICS:  # one threshold per label, tuned on the OOF
-        ts, _ = tune_thresholds(y, p)
-        cv["threshold"] = {"value": [float(v) for v in ts], "f1": score(s.metric, y, p, ts)}
+    if metric_of(s.metric).tunes(s.multilabel):  # a threshold (per label, cut points) tuned on the OOF
+        value, at = metric_of(s.metric).tune(y, p)
+        cv["threshold"] = {"value": value, "score": at, "how": metric_of(s.metric).tunes(s.multilabel)}
     cv.update(honest_cv(s.metric, y, p, oof["fold"].to_numpy(), cfg.train.searched_folds))
     if family(cfg.train.family).epoch_trained and (choice := epoch_choice(history, s.metric)):
         cv["epoch_choice"] = choice
@@ -86,9 +83,8 @@ def cv_summary(cfg: Config, td: TrainingData, oof: pd.DataFrame, metas: list[dic
 def log_cv(cv: dict[str, Any], n_splits: int, run_dir: Path) -> None:
     extra = ""
     if "threshold" in cv:
-        value = cv["threshold"]["value"]
-        at = f"threshold {value}" if not isinstance(value, list) else f"per-label thresholds {value}"
-        extra = f" ({'F1' if cv['metric'] == 'f1' else cv['metric']} {cv['threshold']['f1']:.4f} at {at})"
+        at, words = tuned(cv["threshold"])
+        extra = f" ({cv['metric']} {at:.4f} at {words})"
     if "cv_untouched" in cv:
         extra += (f"; on the folds select/tune never saw ({cv['untouched_folds']}) {cv['cv_untouched']:.4f}, "
                   f"on those they did ({cv['searched_folds']}) {cv['cv_searched']:.4f}")
@@ -128,7 +124,7 @@ def epoch_choice(history: pd.DataFrame, metric: str) -> dict[str, Any] | None:
     common = curves.dropna(axis=1)
     if len(curves) < 2 or common.shape[1] < 2:
         return None
-    sign = 1.0 if GREATER_IS_BETTER[metric] else -1.0
+    sign = float(metric_of(metric).sign)
     own = curves.max(axis=1) if sign > 0 else curves.min(axis=1)
     chosen = {}
     for k in common.index:

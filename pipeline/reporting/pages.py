@@ -15,7 +15,7 @@ from pipeline.budget.planfile import load_plan
 from pipeline.core.config import Config
 from pipeline.core.contract import Schema, labels_of, proba_cols
 from pipeline.core.files import read_json, save_figure, write_text
-from pipeline.core.metrics import predict_labels, score
+from pipeline.core.metrics import metric_of, score, tuned
 from pipeline.core.paths import Paths, RunPaths
 from pipeline.core.transaction import Transaction
 from pipeline.modeling.families import family
@@ -89,7 +89,7 @@ def error_analysis(oof: pd.DataFrame, train: pd.DataFrame, schema: Schema, thres
     df = oof.merge(train.drop(columns=["label", "fold"], errors="ignore"), on="id", how="left")
     proba = df[cols].to_numpy()
     y = df["label"].to_numpy()
-    pred = predict_labels(proba, threshold if schema.binary and schema.metric == "f1" else None)
+    pred = metric_of(schema.metric).labels(proba, threshold)
     names = [str(c) for c in schema.classes]
     md = []
     # confusion matrix
@@ -192,7 +192,7 @@ def analyse_run(run_dir: Path, cfg: Config, paths: Paths, schema: Schema, train:
     thr = cv.get("threshold", {}).get("value")
     md = [f"# Run `{run}` ({cv['family']})\n\n",
           f"CV {cv['metric']} on the concatenated OOF: **{cv['cv']:.4f}**"
-          + (f" (F1 {cv['threshold']['f1']:.4f} at the OOF-tuned threshold {thr})" if thr else "")
+          + (" ({} {:.4f} at the OOF-tuned {})".format(cv["metric"], *tuned(cv["threshold"])) if thr else "")
           + f"; log loss {cv['logloss']:.4f}; {cv['seconds']:.0f}s of training.\n\n"
           + (f"Folds select/tune never validated on ({cv['untouched_folds']}): **{cv['cv_untouched']:.4f}**; the "
              f"folds they chose on ({cv['searched_folds']}): {cv['cv_searched']:.4f} (optimistic).\n\n"

@@ -28,7 +28,7 @@ from pipeline.core import tracking
 from pipeline.core.config import Config
 from pipeline.core.contract import Schema, labels_of, proba_cols
 from pipeline.core.files import DataError, read_json, write_csv, write_json, write_parquet
-from pipeline.core.metrics import GREATER_IS_BETTER, THRESHOLD_METRICS
+from pipeline.core.metrics import metric_of
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import inputs_of, publish
 from pipeline.cv.blend import METHODS, MethodScore, applicable, apply_blend, evaluate, load_runs, one_se_choice
@@ -106,7 +106,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
     probas = np.stack([o[cols].to_numpy(np.float64) for o in oofs])
     test_probas = np.stack([t[cols].to_numpy(np.float64) for t in tests])
     y, folds = labels_of(oofs[0]), oofs[0]["fold"].to_numpy()
-    tune_thr = (schema.binary and schema.metric == "f1") or (schema.multilabel and schema.metric in THRESHOLD_METRICS)
+    tune_thr = metric_of(schema.metric).tunes(schema.multilabel) is not None
     methods, skipped = applicable([m for m in METHODS if len(runs) > 1 or m == "best_single"], schema.metric,
                                   schema.multilabel)
     for m, why in skipped.items():
@@ -115,7 +115,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
     ys, ps, fs = y[scope], probas[:, scope], folds[scope]
     results = [evaluate(m, ps, ys, fs, schema.metric, cfg.ensemble.objective, tune_thr, cfg.ensemble.stack_C)
                for m in methods]
-    sign = 1 if GREATER_IS_BETTER[schema.metric] else -1
+    sign = metric_of(schema.metric).sign
     chosen, ses, best = choose(cfg, results, schema.metric, skipped, runs)
     blend = chosen.blend
     # each run alone, in-sample (threshold tuned on the scored folds themselves) and nested as the

@@ -43,6 +43,7 @@ from pipeline.core.config import Config
 from pipeline.core.contract import Schema, labels_of, proba_cols
 from pipeline.core.environment import git_commit
 from pipeline.core.files import DataError, read_json, write_json, write_text
+from pipeline.core.metrics import metric_of
 from pipeline.core.paths import Paths, check_name
 from pipeline.core.sources import competition_files, resolve_raw
 from pipeline.core.submission import submit_inputs
@@ -154,7 +155,7 @@ def onnx_report(paths: Paths, bundle: Path, m: dict[str, Any], schema: Schema, t
         p8[rows] = runtime.predict_onnx(*runtime.load_onnx(bundle / rel), inputs[rows].tolist(), m["max_len"],
                                         m["batch_size"], m["pad_to_multiple_of"], *shape)
     y, p32 = labels_of(oof), oof[proba_cols(schema.n_classes)].to_numpy()
-    thr = m["threshold"] if schema.binary and schema.metric == "f1" else None
+    thr = m["threshold"]  # the run's tuned threshold(s), where its metric tunes one
     s32, s8 = score(schema.metric, y, p32, thr), score(schema.metric, y, p8, thr)
     return {"seconds_per_1k_rows_onnx": round(seconds / len(texts) * 1000, 3),
             "onnx": {"speedup_vs_torch": round(m["seconds_per_1k_rows"] / max(seconds / len(texts) * 1000, 1e-9), 2),
@@ -248,7 +249,7 @@ def verify(bundle: Path, test_csv: Path, sample_csv: Path, expected: Path, kind:
         i = int((got[id_col] != ref[id_col]).to_numpy().argmax())
         raise DataError(f"{bundle}: predict.py row {i + 1}: id {got[id_col][i]!r}, {expected} has {ref[id_col][i]!r}")
     result = {"rows": len(got), "wall_seconds": round(wall, 2), **run_stats}
-    if kind == "label":
+    if kind != "proba":  # labels, or ranked labels: the same text
         differ = int((got.iloc[:, 1:] != ref.iloc[:, 1:]).any(axis=1).sum())
         result["labels_differing"] = differ
         if differ and not lenient:
@@ -293,7 +294,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> PackageResult:
         spec = {"schema": {"id_col": schema.id_col, "text_col": schema.text_col, "pred_cols": schema.pred_cols,
                            "classes": [str(c) for c in schema.classes], "submission": schema.submission,
                            "metric": schema.metric, "text_cols": schema.texts, "multilabel": schema.multilabel,
-                           "label_values": schema.label_values},
+                           "label_values": schema.label_values, "top_k": metric_of(schema.metric).top_k},
                 "cleaner": cleaner, "extra_cols": extra_cols, "method": method, "threshold": threshold, "stacker": stacker,
                 "clip": cfg.submit.clip, "members": members, "fp16": cfg.package.fp16, "onnx": cfg.package.onnx, "vendored": vendored}
         test = pd.read_parquet(paths.test_clean)  # the cleaned test the runs predicted

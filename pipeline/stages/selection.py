@@ -27,7 +27,7 @@ from pipeline.core.config import Config, ConfigError, with_diff
 from pipeline.core.contract import Schema
 from pipeline.core.experiments import candidate_path
 from pipeline.core.files import DataError, save_figure, write_csv, write_json
-from pipeline.core.metrics import GREATER_IS_BETTER
+from pipeline.core.metrics import metric_of
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import inputs_of, publish
 from pipeline.cv.data import load_training_data
@@ -80,7 +80,7 @@ def screen(cfg: Config, paths: Paths, name: str) -> dict[str, Any]:
 
 def rank(table: pd.DataFrame, metric: str) -> pd.DataFrame:
     ok = table[table["score"].notna()]
-    ordered = ok.sort_values(["score", "seconds"], ascending=[not GREATER_IS_BETTER[metric], True])
+    ordered = ok.sort_values(["score", "seconds"], ascending=[not metric_of(metric).greater_is_better, True])
     failed = table[table["score"].isna()]
     out = pd.concat([ordered, failed], ignore_index=True)
     out.insert(0, "rank", [i + 1 if pd.notna(s) else None for i, s in enumerate(out["score"])])

@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from pipeline.core.config import Config
 from pipeline.core.contract import Schema, encode_labels
 from pipeline.core.files import read_competition_csv, read_json, write_json
-from pipeline.core.metrics import score
+from pipeline.core.metrics import score, tuned
 from pipeline.core.paths import Paths
 from pipeline.core.sources import competition_files, resolve_raw
-from pipeline.core.submission import SubmissionValidator, build_submission, source, submit_inputs
+from pipeline.core.submission import SubmissionValidator, build_submission, source, submission_proba, submit_inputs
 from pipeline.core.transaction import publish, published
 
 log = logging.getLogger(__name__)
@@ -41,13 +40,10 @@ def holdout_score(paths: Paths, raw: Path, schema: Schema, sub: pd.DataFrame) ->
     if raw != paths.embedded or not paths.holdout_labels.exists() or schema.multilabel:
         return None
     held = read_competition_csv(paths.holdout_labels)
-    merged = sub.merge(held, on=schema.id_col, suffixes=("_pred", ""))
-    y = encode_labels(merged[schema.label_col], schema.classes)
-    if schema.submission == "label":
-        pred = encode_labels(merged[f"{schema.label_col}_pred"], schema.classes)
-        return score(schema.metric, y, np.eye(schema.n_classes)[pred])
-    probs = merged[[str(c) for c in schema.pred_cols]].to_numpy()
-    return score(schema.metric, y, probs if probs.shape[1] > 1 else np.column_stack([1 - probs[:, 0], probs[:, 0]]))
+    merged = sub.merge(held, on=schema.id_col, suffixes=("", "_true"))
+    true_col = f"{schema.label_col}_true" if schema.label_col in sub.columns else schema.label_col
+    y = encode_labels(merged[true_col], schema.classes)
+    return score(schema.metric, y, submission_proba(merged, schema))
 
 
 def cv_table(paths: Paths, ens: dict[str, Any] | None) -> str:
@@ -56,11 +52,10 @@ def cv_table(paths: Paths, ens: dict[str, Any] | None) -> str:
     rows = []
     for run in published(paths, "train"):  # runs published whole
         cv = read_json(paths.run(run).cv)
-        thr = cv.get("threshold")
         untouched = f"{cv['cv_untouched']:.4f}" if "cv_untouched" in cv else "= all"
+        at = tuned(cv["threshold"]) if cv.get("threshold") else None
         rows.append((f"run {cv['run']} ({cv['family']})", f"{cv['cv']:.4f}", untouched,
-                     f"{thr['f1']:.4f} @ {'per label' if isinstance(thr['value'], list) else thr['value']}"
-                     if thr else "-", "-"))
+                     f"{at[0]:.4f} @ {at[1]}" if at else "-", "-"))
     if ens and "methods" in ens:
         scope = "untouched folds" if ens.get("searched_folds") else "all folds"
         for m in ens["methods"]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pipeline.core.config import Config, dump_yaml, with_diff
 from pipeline.core.contract import Schema
 from pipeline.core.files import DataError, read_json, save_figure, write_csv, write_json, write_text
-from pipeline.core.metrics import GREATER_IS_BETTER
+from pipeline.core.metrics import metric_of
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import Transaction, inputs_of, publish, require, value_digest
 from pipeline.cv.data import load_training_data
@@ -73,7 +73,7 @@ def tune_run(cfg: Config, paths: Paths, entry: dict[str, Any], schema: Schema, t
 
     base = with_diff(cfg, entry["diff"])
     run, fam = base.train.run, family(base.train.family)
-    direction = "maximize" if GREATER_IS_BETTER[schema.metric] else "minimize"
+    direction = "maximize" if metric_of(schema.metric).greater_is_better else "minimize"
     name = study_name(cfg, paths, entry, schema)
     storage = storage_url(cfg, paths, run)
     others = [n for n in optuna.get_all_study_names(storage) if n.startswith(f"{run}-") and n != name]

@@ -216,7 +216,8 @@ def run(args: argparse.Namespace, t0: float) -> int:
         say("a partial blend: the whole blend's threshold is used (no threshold was fitted for this subset)")
     sub = rt.build_submission(ids, proba, id_col=s["id_col"], pred_cols=s["pred_cols"], classes=s["classes"],
                               kind=s["submission"], threshold=threshold, clip=spec["clip"],
-                              multilabel=bool(s.get("multilabel")), label_values=s.get("label_values"))
+                              multilabel=bool(s.get("multilabel")), label_values=s.get("label_values"),
+                              top_k=s.get("top_k"))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.name + ".partial")
     sub.to_csv(tmp, index=False, lineterminator="\n")
