@@ -96,3 +96,25 @@ def test_a_nonfinite_loss_still_stops_the_run_within_log_every_steps(tiny_bert):
     with pytest.raises(TrainingError, match=r"fold 0: loss is nan at optimizer step 4 ") as err:
         trainer.fit(_data(), load_tokenizer(cfg))
     assert "lower train.lr" in str(err.value)
+
+
+def test_a_deberta_v3_shaped_fold_reads_nothing_either(tiny_bert, tmp_path):
+    """DeBERTa-v3 (what recent Kaggle text winners fine-tune, loaded from a local directory) runs
+    eagerly in transformers 5.x and reads ``input_ids`` for padding when it gets no mask: the
+    trainer always hands it one."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    tok.save_pretrained(tmp_path)
+    config = AutoConfig.for_model("deberta-v2", vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+                                  relative_attention=True, position_buckets=16, norm_rel_ebd="layer_norm",
+                                  share_att_key=True, pos_att_type=["p2c", "c2p"], position_biased_input=False,
+                                  type_vocab_size=0, num_labels=2, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path)
+    cfg = _cfg(tmp_path)
+    syncs, out = training_loop_syncs(FoldTrainer(cfg, 2, "f1", 0), _data(), load_tokenizer(cfg))
+    assert syncs.counts.get("loop", 0) == 0, [w for r, w in syncs.where if r == "loop"][:10]
+    assert out.optimizer_steps >= 10

@@ -167,6 +167,7 @@ class Batch:
     index: torch.Tensor  # the rows' indices in the dataset, on the device
     rows: int
     tokens: int
+    padded: bool  # whether any row is shorter than the batch (a model may then need no mask)
 
 
 class DeviceData:
@@ -175,8 +176,7 @@ class DeviceData:
     A batch is then an index and a slice: no per-row Python, no host-to-device copy per step
     (an epoch's row order crosses once), and its width, whether it needs a mask at all, and its
     real-token count come from the lengths on the host. The attention mask is made on the
-    device from the lengths; a batch with no padding gets none (attention kernels that take no
-    mask are the fastest)."""
+    device from the lengths; ``Batch.padded`` says on the host whether it masks anything."""
 
     def __init__(self, ds: Encoded, pad_id: int, device: torch.device, multiple: int | None = None) -> None:
         self.device = device
@@ -217,12 +217,11 @@ class DeviceData:
         w = self.width(rows)
         lengths = self.lengths[rows]
         inputs = {"input_ids": self.ids[:, :w].index_select(0, sel)}
-        if int(lengths.min()) < w:
-            inputs["attention_mask"] = (self.positions[:w][None, :] < self.len_dev.index_select(0, sel)[:, None]).long()
+        inputs["attention_mask"] = (self.positions[:w][None, :] < self.len_dev.index_select(0, sel)[:, None]).long()
         if self.types is not None:
             inputs["token_type_ids"] = self.types[:, :w].index_select(0, sel)
         labels = self.labels.index_select(0, sel) if self.labels is not None else None
-        return Batch(inputs, labels, sel, len(rows), int(lengths.sum()))
+        return Batch(inputs, labels, sel, len(rows), int(lengths.sum()), int(lengths.min()) < w)
 
 
 def _pack(seqs: list[list[int]], lengths: np.ndarray, width: int, pad: int) -> np.ndarray:

@@ -111,9 +111,11 @@ def mask_style(model: nn.Module) -> str | None:
     transformers builds these models' masks in ``masking_utils.create_bidirectional_mask``,
     which first asks ``padding_mask.all()`` to drop a mask that masks nothing: a read of the
     device on every forward pass, which a GPU pays by waiting for the host. A prepared 4-d mask
-    is taken as it is, and the batch already knows on the host whether it is padded
-    (``DeviceData.take`` leaves the mask out where it is not). Models whose modelling module
-    builds its mask some other way take the 2-d mask."""
+    is taken as it is, and the batch already knows on the host whether it is padded: an SDPA
+    model gets no mask at all where it is not (the kernels that take no mask are the fastest).
+    Models whose modelling module builds its mask some other way take the 2-d mask, always
+    (some read ``input_ids`` for padding when they get none: DeBERTa's
+    ``warn_if_padding_and_no_attention_mask``)."""
     import sys
 
     base = getattr(model, "base_model", model)
@@ -127,7 +129,9 @@ def model_inputs(batch: Batch, style: str | None = None) -> dict[str, torch.Tens
     """What the model's forward takes from a batch: the padding mask as the model wants it."""
     inputs = dict(batch.inputs)
     mask = inputs.get("attention_mask")
-    if mask is not None and style == "bool":
+    if style == "bool" and not batch.padded:
+        inputs.pop("attention_mask", None)
+    elif mask is not None and style == "bool":
         inputs["attention_mask"] = mask[:, None, None, :].bool()
     elif mask is not None and style == "additive":
         inputs["attention_mask"] = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min

@@ -40,8 +40,10 @@ class HostSyncs:
             def counted(t: torch.Tensor, *a: Any, _orig: Any = orig, _name: str = name, **k: Any) -> Any:
                 region = self.regions[-1]
                 self.counts[region] = self.counts.get(region, 0) + 1
-                frame = traceback.extract_stack(limit=2)[0]
-                self.where.append((region, f"{_name} at {frame.filename}:{frame.lineno}"))
+                # the first caller outside torch's own Python (Tensor.__contains__ calls .item())
+                frame = next((f for f in reversed(traceback.extract_stack(limit=8)[:-1])
+                              if "/torch/" not in f.filename), None)
+                self.where.append((region, f"{_name} at {frame.filename}:{frame.lineno}" if frame else _name))
                 return _orig(t, *a, **k)
 
             setattr(torch.Tensor, name, counted)
