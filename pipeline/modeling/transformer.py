@@ -245,7 +245,8 @@ class FoldTrainer:
         criterion = step_.make_criterion(cfg, data.train_labels).to(device)
         set_trainable(model, cfg, 0)  # DDP registers the trainable parameters once, at wrapping
         forward = dist_.wrap(model, device)  # DDP under torchrun / accelerate launch
-        forward = torch.compile(forward) if cfg.compile else forward
+        # dynamic shapes from the first step: lengths (and, under token budgets, rows) vary batch to batch
+        forward = torch.compile(forward, dynamic=True) if cfg.compile else forward
         mean_rows = float(np.mean([n for r in rows for n in r])) if total else 0.0
         return _Parts(model, ema, forward, optimizer, scheduler, scaler, criterion, sampler, train_data, val_data,
                       val_ds, pad_id, step_.mask_style(model), total, warm, nominal, mean_rows)
