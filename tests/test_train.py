@@ -150,6 +150,10 @@ def test_token_budget_batches_cover_each_index_once_and_fill_the_budget():
     assert s.batches() == batches
     s.set_epoch(1)
     assert s.batches() != batches
+    capped = LengthGroupedBatches(lengths, 16, seed=1, max_tokens=512, multiple=8, max_rows=32).batches()
+    assert max(len(b) for b in capped) == 32 and sorted(i for b in capped for i in b) == list(range(700))
+    cfg = TrainConfig(batch_size=16, max_len=32, token_batches=True)
+    assert (cfg.token_budget(), cfg.token_batch_max_rows()) == (512, 32)  # 2 x batch_size rows at most
     two = [LengthGroupedBatches(lengths, 16, seed=1, max_tokens=512, world=2, rank=r).batches() for r in (0, 1)]
     assert len(two[0]) == len(two[1])  # every process runs the same number of steps
 

@@ -71,15 +71,17 @@ def padded_width(length: int, multiple: int | None) -> int:
 
 
 def _fill(order: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int | None,
-          multiple: int | None) -> list[list[int]]:
+          multiple: int | None, max_rows: int | None = None) -> list[list[int]]:
     """Cut ``order`` (longest first within each group) into batches: ``batch_size`` rows each,
-    or, with ``max_tokens``, as many rows as fit in that many padded tokens (at least one)."""
+    or, with ``max_tokens``, as many rows as fit in that many padded tokens (at least one, at
+    most ``max_rows``)."""
     if not max_tokens:
         return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
     batches, i = [], 0
     while i < len(order):
         # sorted longest first, so the first row sets the width of the whole batch
         rows = max(1, max_tokens // padded_width(int(lengths[order[i]]), multiple))
+        rows = min(rows, max_rows) if max_rows else rows
         batches.append(order[i:i + rows].tolist())
         i += rows
     return batches
@@ -94,7 +96,7 @@ class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int, group: bool = True,
                  mega: int = 50, drop_last: bool = False, rank: int = 0, world: int = 1,
-                 max_tokens: int | None = None, multiple: int | None = None) -> None:
+                 max_tokens: int | None = None, multiple: int | None = None, max_rows: int | None = None) -> None:
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
@@ -105,6 +107,7 @@ class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
         self.world = world
         self.max_tokens = max_tokens
         self.multiple = multiple
+        self.max_rows = max_rows
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -119,12 +122,13 @@ class LengthGroupedBatches(torch.utils.data.Sampler[list[int]]):
         else:
             # mega-batches of about `mega` batches' worth of rows (or tokens)
             size = self.batch_size * self.mega if not self.max_tokens else \
-                max(1, int(self.mega * self.max_tokens / max(1.0, float(self.lengths.mean()))))
+                max(1, int(self.mega * min(self.max_tokens / max(1.0, float(self.lengths.mean())),
+                                           self.max_rows or np.inf)))
             batches = []
             for i in range(0, len(order), size):
                 chunk = order[i:i + size]
                 chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-                batches += _fill(chunk, self.lengths, self.batch_size, self.max_tokens, self.multiple)
+                batches += _fill(chunk, self.lengths, self.batch_size, self.max_tokens, self.multiple, self.max_rows)
         if self.drop_last and not self.max_tokens and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
         if self.group:

@@ -63,7 +63,8 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
     # a + b * padded tokens, and average the fit over every batch of the epoch (a median of a few
     # random steps underestimates a right-skewed mean).
     every = LengthGroupedBatches(ds.lengths, tc.batch_size, seed=0, group=tc.group_by_length,
-                                 max_tokens=tc.token_budget(), multiple=tc.pad_to_multiple_of).batches()
+                                 max_tokens=tc.token_budget(), multiple=tc.pad_to_multiple_of,
+                                 max_rows=tc.token_batch_max_rows()).batches()
     batches = [b for b in every if tc.token_budget() or len(b) == tc.batch_size] or \
         [list(range(min(len(ds), tc.batch_size)))]
     padded = np.array([len(b) * data.width(b) for b in batches])

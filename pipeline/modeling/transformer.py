@@ -232,7 +232,7 @@ class FoldTrainer:
                                 "(several processes); set it to 0 or train in one process")
         sampler = LengthGroupedBatches(train_ds.lengths, cfg.batch_size, seed=cfg.seed + self.fold,
                                        group=cfg.group_by_length, rank=rank, world=size, max_tokens=cfg.token_budget(),
-                                       multiple=cfg.pad_to_multiple_of)
+                                       multiple=cfg.pad_to_multiple_of, max_rows=cfg.token_batch_max_rows())
         rows = step_rows(sampler, cfg.epochs, cfg.grad_accum)
         total = sum(len(r) for r in rows)
         warm = warmup_steps(total, cfg.warmup_ratio, cfg.warmup_steps)

@@ -64,7 +64,8 @@ def sweep(cfg: Config, texts: list[str], labels: np.ndarray, n_classes: int, ste
     criterion = step_.make_criterion(tc, labels)
     ds = Encoded.from_texts(tokenizer, texts, tc.max_len, labels)
     sampler = LengthGroupedBatches(ds.lengths, tc.batch_size, seed=tc.seed, group=tc.group_by_length,
-                                   max_tokens=tc.token_budget(), multiple=tc.pad_to_multiple_of)
+                                   max_tokens=tc.token_budget(), multiple=tc.pad_to_multiple_of,
+                                   max_rows=tc.token_batch_max_rows())
     data = DeviceData(ds, tokenizer.pad_token_id or 0, device, tc.pad_to_multiple_of)
     mask = step_.mask_style(model)
     mult = (end_lr / start_lr) ** (1 / max(1, steps - 1))
