@@ -118,3 +118,24 @@ def test_families_are_told_apart_only_in_the_registry(tmp_path):
     planted = tmp_path / "planted.py"  # the check finds a branch where there is one
     planted.write_text('if cfg.train.family == "classical":\n    pass\nok = tc.family in ("transformer", "x")\n')
     assert _family_comparisons(planted) == [1, 3]
+
+
+def _every_import(path: Path) -> set[str]:
+    """The pipeline modules ``path`` names in any import, type-only ones too."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("pipeline"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
+            found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return found & set(modules())
+
+
+def test_the_model_families_never_name_the_budget():
+    """The family interface holds ``Cost``; the budget reads it. Nothing in modeling names the
+    budget, not even for a type (planner, costs and the families' cost formulas once formed an
+    import circle of eight files)."""
+    every = {m: _every_import(p) - {m} for m, p in modules().items()}
+    assert not {m: sorted(i for i in deps if layer(i) == "pipeline.budget")
+                for m, deps in every.items() if layer(m) == "pipeline.modeling"
+                and any(layer(i) == "pipeline.budget" for i in deps)}

@@ -1,5 +1,7 @@
 """What a candidate costs on this machine and data, and the seconds that makes a fold or a run.
 
+``Cost`` (a candidate's measured costs) is the family interface's (pipeline.modeling.base).
+
 The estimate is measured throughput times work (rows x epochs x folds, at the data's own
 token lengths); each family spells its own formula (``Family.fold_seconds``), so nothing here
 knows a family by name.
@@ -8,9 +10,10 @@ knows a family by name.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pipeline.modeling.base import Cost
 from pipeline.modeling.families import family
 
 if TYPE_CHECKING:
@@ -22,43 +25,6 @@ STAGE_START_S = 6.0  # a `python -m pipeline <stage>` process: imports (torch, p
 FIXED_S = {"folds": 2.0, "ensemble": 3.0, "submit": 1.0, "report": 4.0}
 PER_RUN_S = {"ensemble": 1.5, "report": 1.5}  # per run blended / analysed, per 5,000 train rows
 AUGMENT_ROWS_PER_S = {"bergamot": 25.0, "apertium": 20.0, "marian": 10.0, "ctranslate2": 20.0}
-
-
-@dataclass
-class Cost:
-    """One candidate's measured costs on this machine and data."""
-
-    name: str
-    family: str  # transformer, classical, embedding
-    batch_size: int = 32
-    step_s: float = 0.0  # transformer: seconds per optimizer step (batch_size rows at max_len)
-    infer_row_s: float = 0.0  # transformer / embedding encoder: seconds per row predicted
-    test_infer_row_s: float | None = None  # transformer: per test row (float32 where training is bf16 on CPU)
-    load_s: float = 0.0  # transformer: model build + one checkpoint save
-    fit_row_s: float = 0.0  # classical (and an embedding head): seconds per training row of one fold's fit
-    pred_row_s: float | None = None  # classical: seconds per row predicted (None: as fit_row_s)
-    fit_fixed_s: float = 0.0  # classical: seconds a fit costs whatever its size
-    max_len: int = 64  # the candidate's max_len when measured
-    lengths: dict[str, float] = field(default_factory=dict)  # max_len -> mean truncated tokens per text
-    suggested_max_len: int | None = None
-    epochs: int = 2  # the candidate's own epochs (its config)
-    available: bool = True  # the backbone is installed
-    why: str = ""  # why not available
-    max_positions: int | None = None  # transformer: the longest input its position embeddings allow
-    windows: dict[str, float] = field(default_factory=dict)  # train.chunks: max_len -> windows per text
-    chunk_training: bool = False  # train.chunk_training: training reads every window too
-
-    def windows_at(self, max_len: int) -> float:
-        """Mean windows a text is read in at ``max_len`` (1 without train.chunks)."""
-        if not self.windows:
-            return 1.0
-        return self.windows.get(str(max_len), self.windows.get(str(self.max_len), 1.0))
-
-    def length_scale(self, max_len: int) -> float:
-        """Step time scales with the tokens actually fed (length-grouped batches pad little)."""
-        base = self.lengths.get(str(self.max_len))
-        new = self.lengths.get(str(max_len))
-        return new / base if base and new else max_len / self.max_len
 
 
 @dataclass
