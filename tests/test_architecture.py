@@ -131,11 +131,29 @@ def _every_import(path: Path) -> set[str]:
     return found & set(modules())
 
 
-def test_the_model_families_never_name_the_budget():
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph`` (strongly connected sets of two modules or more)."""
+    reach = {m: set() for m in graph}
+    for m in graph:  # a small graph: reachability by search from each module
+        todo = list(graph[m])
+        while todo:
+            n = todo.pop()
+            if n in graph and n not in reach[m]:
+                reach[m].add(n)
+                todo += graph[n]
+    groups = {frozenset({m, *(n for n in reach[m] if m in reach[n])}) for m in graph}
+    return sorted(sorted(g) for g in groups if len(g) > 1)
+
+
+def test_the_budget_and_the_model_families_import_in_one_direction():
     """The family interface holds ``Cost``; the budget reads it. Nothing in modeling names the
-    budget, not even for a type (planner, costs and the families' cost formulas once formed an
-    import circle of eight files)."""
+    budget, not even for a type, and no circle runs through the budget (planner, costs and the
+    families' cost formulas once formed one of eight files)."""
     every = {m: _every_import(p) - {m} for m, p in modules().items()}
     assert not {m: sorted(i for i in deps if layer(i) == "pipeline.budget")
                 for m, deps in every.items() if layer(m) == "pipeline.modeling"
                 and any(layer(i) == "pipeline.budget" for i in deps)}
+    sub = {m: {i for i in deps if layer(i) in ("pipeline.budget", "pipeline.modeling")}
+           for m, deps in every.items() if layer(m) in ("pipeline.budget", "pipeline.modeling")}
+    assert not [c for c in _circles(sub) if any(layer(m) == "pipeline.budget" for m in c)]
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the check finds one
