@@ -116,6 +116,17 @@ def gpu(d: dict) -> Iterator[Row]:
            cmd, d["date"], machine)
 
 
+def paces(d: dict) -> Iterator[Row]:
+    """A machine's paces for `make plan PACES=<file>`: its measured figures, and how many are estimates."""
+    m, costs = d["machine"], d["costs"]
+    steps = ", ".join(f"{n} {c['step_s'] * 1000:.1f} ms" for n, c in costs.items() if c.get("step_s") and c.get("available"))
+    estimated = len(d.get("sources", {}).get("estimated", []))
+    yield (f"machine profile for `make plan PACES=` ({m.get('name')})", "-",
+           f"fine-tune step (batch 32): {steps}; a model stage's start {d['stages']['start_s']}s; "
+           f"{estimated} figure group(s) estimated (see its sources)", "built by hand from its GPU record",
+           d.get("recorded", "-")[:10], m.get("name", "-"))
+
+
 def shapes(entries: list[dict]) -> Iterator[Row]:
     for e in entries:
         used = f", used {e['used'] * 100:.0f}%" if e.get("used") else ""
@@ -136,6 +147,8 @@ NOT_FIGURES = {"kill_table.json"}  # test fixtures of the kill-anywhere test, no
 
 
 def reader(path: Path) -> Callable[..., Iterator[Row]] | None:
+    if path.name.startswith("paces-"):
+        return paces
     return gpu if path.name.startswith("gpu-") else READERS.get(path.name)
 
 

@@ -105,6 +105,8 @@ def test_a_run_stops_at_a_fold_boundary_and_the_submission_is_still_written(bina
 
 
 def test_plan_stage_measures_plans_repeatably_and_select_follows_it(prepared, tiny_bert, tmp_path, monkeypatch):
+    from pipeline.modeling import families
+
     data, workdir = prepared
     # the machine counted as quiet: a probe that a busy neighbour slowed is measured again on
     # the next plan (its own test below), which would make "the same plan twice" depend on the load
@@ -131,6 +133,22 @@ def test_plan_stage_measures_plans_repeatably_and_select_follows_it(prepared, ti
             for v in [*first[key].values(), *second[key].values()]:
                 v.pop("actual_s", None)
         assert first[key] == second[key], key  # measured once, cached: the same plan
+    # what was measured, in reports/paces.json: a plan from that file is the same plan, nothing measured
+    recorded = json.loads((workdir / "reports/paces.json").read_text())
+    assert recorded["costs"] == costs and recorded["machine"]["device"] == "cpu" and recorded["before_s"] >= 0
+    paces_file = tmp_path / "paces.json"
+    paces_file.write_text(json.dumps(recorded))
+    monkeypatch.setattr(families.Transformer, "probe", lambda *a, **k: pytest.fail("a paces file measures nothing"))
+    assert run_stage("plan", workdir, data, *sets, f"budget.paces={paces_file}") == 0
+    third = json.loads((workdir / "reports/plan.json").read_text())
+    assert third["paces"] == str(paces_file) and third["costs"] == costs
+    for key in ("runs", "cuts", "n_splits", "trials"):
+        assert third[key] == first[key], key
+    assert {s: v["estimate_s"] for s, v in third["stages"].items() if s != "inspect+clean"} == \
+        {s: v["estimate_s"] for s, v in first["stages"].items()}  # (first's inspect+clean was popped above)
+    monkeypatch.undo()
+    monkeypatch.setattr(clock, "disturbed", lambda share: False)
+    assert run_stage("plan", workdir, data, *sets) == 0
     assert run_stage("select", workdir, data, *sets) == 0
     sel = json.loads((workdir / "reports/selected.json").read_text())
     entry = next(r for r in sel["runs"] if r["run"] == "tiny")

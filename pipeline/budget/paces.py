@@ -1,21 +1,30 @@
-"""A machine's paces beyond the probes: each stage's own cost (``StageCosts``: a model stage's
-process start, a GPU's first use, the stages without models), measured on this machine and
-kept beside the probes in data/interim/throughput.json. The ledger of each finished stage
-teaches them (``learn``); the next plan here uses them.
+"""reports/paces.json: what a machine measured for the plan, to plan on it again or from elsewhere.
+
+It holds each candidate's costs (the probes), each stage's own cost (``StageCosts``: a
+model stage's process start, a GPU's first use, the stages without models) and what ran before
+the plan (inspect + clean, the plan's probes), with the machine and data they were measured
+on. `make all` writes it, and the ledger of each finished stage teaches it (``learn``, kept
+beside the probes in data/interim/throughput.json); `make plan PACES=<file> TIME=...` plans
+from one instead of measuring: what a budget buys on a machine you are not on.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from pipeline.budget.costs import StageCosts
-from pipeline.budget.plans import Ledger, Plan, locked
+from pipeline.budget.plans import Ledger, Plan, build, locked
+from pipeline.core.config import ConfigError
 from pipeline.core.files import read_json, write_json
 from pipeline.core.paths import Paths
+from pipeline.modeling.base import Cost
 
 log = logging.getLogger(__name__)
+VERSION = 1
 
 
 def machine() -> dict[str, Any]:
@@ -61,6 +70,40 @@ def stage_costs(cache: dict[str, Any], m: dict[str, Any]) -> StageCosts:
         sc.measured["first_use_s"] = f"measured by the plan stage on {time.strftime('%Y-%m-%d')}"
         cache[key(m)] = sc.to_dict()
     return sc
+
+
+def write(paths: Paths, plan: Plan, m: dict[str, Any], data: dict[str, Any], probes: dict[str, str]) -> None:
+    """reports/paces.json from the plan this stage made here (``probes``: where each cost came from)."""
+    before = plan.stages.get("inspect+clean", 0.0)
+    write_json(paths.paces_json, {
+        "version": VERSION, "recorded": time.strftime("%Y-%m-%d %H:%M"), "machine": m, "data": data,
+        "before_s": before, "plan_s": plan.stages.get("plan", 0.0), "stages": StageCosts.of(plan.fixed).to_dict(),
+        "costs": {n: asdict(c) for n, c in plan.costs.items()},
+        "sources": {"costs": probes, "before_s": "inspect + clean, as they ran before this plan",
+                    "plan_s": "the plan stage's probes, as they ran"}})
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """A paces file, checked: one line naming the file where it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"budget.paces: {path} not found (make all writes reports/paces.json)")
+    try:
+        d = read_json(path)
+    except ValueError as e:
+        raise ConfigError(f"budget.paces: {path} is not JSON ({e})") from None
+    if not isinstance(d, dict) or d.get("version") != VERSION or not isinstance(d.get("costs"), dict):
+        raise ConfigError(f"budget.paces: {path} is not a paces file of version {VERSION} (no 'costs')")
+    return d
+
+
+def costs_of(d: dict[str, Any], names: list[str]) -> dict[str, Cost]:
+    """The candidates' costs as the file has them (a candidate it lacks: not available there)."""
+    out = {}
+    for n in names:
+        c = d["costs"].get(n)
+        out[n] = build(Cost, c) if c else Cost(n, "?", available=False, why="not in the paces file")
+    return out
 
 
 def learn(paths: Paths, plan: Plan, ledger: Ledger, stage: str) -> None:

@@ -1,17 +1,21 @@
 """plan: fit the whole flow into a time budget, from throughput measured on this machine.
 
-Usage: make plan TIME=30m [PRESET=fast|medium|best]     (`make all TIME=30m` runs it first)
+Usage: make plan TIME=30m [PRESET=fast|medium|best] [PACES=reports/paces.json]   (`make all TIME=30m` runs it first)
        python -m pipeline plan --set budget.time=30m budget.preset=best
-Reads:  clean data, reports/inspect.json (suggested max_len), configs/exp/<candidate>.yaml
+Reads:  clean data, reports/inspect.json (suggested max_len), configs/exp/<candidate>.yaml,
+        a paces file where budget.paces names one
 Writes: reports/plan.json (the plan: per stage and run, estimated seconds, the settings, what was
         cut to fit, the expected losses it weighed; then the ledger: the actual seconds as the stages
         finish), data/interim/throughput.json (the measurements, reused, so the same budget on the
-        same machine and data gives the same plan)
+        same machine and data gives the same plan), reports/paces.json (what was measured here)
 
 Each candidate is measured, not guessed: a few optimizer steps of each transformer at the
 data's real token lengths, the classical models fitted on a subsample, the embedding
 encoders' forward pass; a GPU's first use in a fresh process; what each stage costs beyond its
-models, as earlier runs here measured it (priors until then). pipeline.budget turns the costs into a plan: the preset's ceiling, cut until the estimate fits
+models, as earlier runs here measured it (priors until then). With PACES=<file> nothing is
+measured: the plan is for the machine that file was recorded on (`make plan
+PACES=benchmarks/results/paces-h200-2026-12-04.json TIME=10m`: what 10 minutes buy on an H200).
+pipeline.budget turns the costs into a plan: the preset's ceiling, cut until the estimate fits
 the budget less its margin. select, tune and train then follow the plan (a key set with SET
 always wins), and train stops a run at a fold boundary when the next fold would not fit.
 """
@@ -150,7 +154,10 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> Plan | None:
     names, twins = candidates(cfg, paths)
     data = {"name": paths.raw.name, "n_train": len(train),
             "n_test": n_test, "key": clean.digest + value_digest(asdict(cfg.data))}
-    costs, before, plan_s, fixed, _ = measured(cfg, paths, names, train, schema, suggested, data, t_start, t0)
+    if cfg.budget.paces:
+        costs, before, plan_s, fixed, m = from_paces(cfg.budget.paces, names, suggested, data)
+    else:
+        costs, before, plan_s, fixed, m = measured(cfg, paths, names, train, schema, suggested, data, t_start, t0)
     available = budget_s * (1 - cfg.budget.margin) - before - plan_s
     fine_tunes = {n: with_diff(cfg, candidate_diff(n, paths.root)[0]).train.backbone for n in names
                   if costs[n].available and family(costs[n].family).epoch_trained}
@@ -160,11 +167,13 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> Plan | None:
     for r in p.runs:  # the run name train uses (a candidate may be a path to its YAML)
         r.run = with_diff(cfg, candidate_diff(r.name, paths.root)[0]).train.run
     p.stages = {"inspect+clean": before, "plan": plan_s, **p.stages}
-    p.budget, p.margin, p.before_s = cfg.budget.time, cfg.budget.margin, before + plan_s
+    p.budget, p.margin, p.before_s, p.paces = cfg.budget.time, cfg.budget.margin, before + plan_s, cfg.budget.paces or ""
     p.estimate_s = round(sum(p.stages.values()), 1)
     p.t0, p.key, p.diff = t0, planfile.plan_key(cfg), planfile.global_diff(p)
     ledger = Ledger(stages={"inspect+clean": round(max(0.0, t_start - t0), 1)} if started() else {})
     planfile.save(paths, p, ledger)
+    if not cfg.budget.paces:
+        paces.write(paths, p, m, data, {n: "measured" if c.available else c.why for n, c in costs.items()})
     log.info("plan -> %s\n%s", paths.plan_json, format_plan(p, ledger.stages))
     if not p.fits:
         log.warning("plan: even the smallest plan (%.0fs) does not fit %s: the classical models run, the rest is "
@@ -195,6 +204,23 @@ def measured(cfg: Config, paths: Paths, names: list[str], train: pd.DataFrame, s
     fixed = paces.stage_costs(cache, m).to_dict()
     write_json(paths.throughput_json, cache)
     return costs, float(cache[before_key]), float(cache[probe_key]), fixed, m
+
+
+def from_paces(path: str, names: list[str], suggested: int | None, data: dict[str, Any]
+               ) -> tuple[dict[str, Cost], float, float, dict[str, Any], dict[str, Any]]:
+    """The same from a paces file: the machine it was recorded on, nothing measured here."""
+    d = paces.read(path)
+    costs = paces.costs_of(d, names)
+    for c in costs.values():
+        c.suggested_max_len = suggested or c.suggested_max_len
+    m, there = d.get("machine", {}), d.get("data", {})
+    log.info("plan: paces from %s (%s, %s; recorded %s): nothing is measured here", path, m.get("name", "?"),
+             m.get("device", "?"), d.get("recorded", "?"))
+    if there.get("n_train") and there.get("n_train") != data["n_train"]:
+        log.warning("plan: %s was measured on %s (%s train rows), this data has %d: its per-row and per-step "
+                    "costs are applied to these rows as they stand", path, there.get("name") or "other data",
+                    there.get("n_train"), data["n_train"])
+    return costs, float(d.get("before_s", 0.0)), float(d.get("plan_s", 0.0)), dict(d.get("stages", {})), m
 
 
 def main(argv: list[str] | None = None) -> int:
