@@ -7,6 +7,7 @@
 #   SET="k=v k=v"         overrides such as SET="train.lr=2e-5 folds.seed=7" (split by the program, shell-style)
 #   TIME=30m              wall-time budget of the whole flow (90s, 30m, 2h, 1h30m): `make plan` shows the plan
 #   PRESET=medium         what the budget is spent on: fast | medium | best
+#   PACES=file.json       plan from a recorded paces file (make all writes reports/paces.json) instead of measuring
 #   FOLDS=0,1             train only these folds;  WORKDIR=dir  where artifacts go (default .)
 # The values reach the program through the environment (TEXTCOMP_*), never pasted into a shell
 # command: a DATA path with spaces works, and `;`, `$(...)`, backticks or quotes in it run nothing.
@@ -22,6 +23,7 @@ export TEXTCOMP_CONFIG = $(value CONFIG)
 export TEXTCOMP_SET = $(value SET)
 export TEXTCOMP_TIME = $(value TIME)
 export TEXTCOMP_PRESET = $(value PRESET)
+export TEXTCOMP_PACES = $(value PACES)
 # the budget's clock starts once per `make` invocation (every stage of `make all` shares it)
 export TEXTCOMP_T0 := $(shell date +%s)
 export TEXTCOMP_FOLDS = $(value FOLDS)
@@ -88,7 +90,7 @@ inspect: $(STAMP) ## data report -> reports/inspect.md
 clean: $(STAMP) ## cleaned train/test -> data/interim/
 	$(RUN) clean
 
-plan: $(STAMP) clean ## fit the flow to TIME=30m (PRESET=fast|medium|best) from measured throughput -> reports/plan.json
+plan: $(STAMP) clean ## fit the flow to TIME=30m (PRESET=fast|medium|best) from measured throughput (or PACES=<file>) -> reports/plan.json
 	$(RUN) plan
 
 folds: $(STAMP) clean ## stratified grouped folds -> data/processed/folds.csv

@@ -41,13 +41,15 @@ def env_args(env: dict[str, str] | None = None) -> list[str]:
         args += ["--data", get("DATA")]
     for key in ("PROFILE", "CONFIG"):
         if get(key):
-            args += ["--config", auto_profile() if key == "PROFILE" and get(key) == "auto" else get(key)]
+            args += ["--config", auto_profile(get("PACES")) if key == "PROFILE" and get(key) == "auto" else get(key)]
     sets = shlex.split(get("SET"))
     # TIME / PRESET come first: a SET="budget.time=..." typed by hand still wins
     if get("PRESET"):
         sets.insert(0, f"budget.preset={get('PRESET')}")
     if get("TIME"):
         sets.insert(0, "budget.time=" + json.dumps(get("TIME")))  # a quoted YAML string: 90 stays "90"
+    if get("PACES"):
+        sets.insert(0, "budget.paces=" + json.dumps(get("PACES")))
     if get("FOLDS"):
         sets.append(f"train.folds=[{get('FOLDS')}]")
     if sets:
@@ -55,8 +57,15 @@ def env_args(env: dict[str, str] | None = None) -> list[str]:
     return args
 
 
-def auto_profile() -> str:
-    """PROFILE=auto (make's default): configs/gpu.yaml where torch sees a CUDA device, else cpu.yaml."""
+def auto_profile(paces: str = "") -> str:
+    """PROFILE=auto (make's default): configs/gpu.yaml where torch sees a CUDA device, else cpu.yaml;
+    with PACES=<file>, the profile of the machine that file was recorded on."""
+    if paces:
+        try:
+            return "configs/gpu.yaml" if json.loads(Path(paces).read_text())["machine"]["device"] == "cuda" \
+                else "configs/cpu.yaml"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # the plan stage says what is wrong with the file
     try:
         import torch
 

@@ -123,7 +123,7 @@ def test_families_are_told_apart_only_in_the_registry(tmp_path):
 # -- metrics: told apart only in their registry ---------------------------------------------------
 REGISTRY = "pipeline.core.metrics"
 # files others rewrite now that still hold a metric table: (module, findings), cleared at their merge
-KNOWN_METRIC_TABLES = {"pipeline.budget.planner": 1}  # SEED_METRICS -> metric_of(name).seeds_pay (issue 44)
+KNOWN_METRIC_TABLES: dict[str, int] = {}
 
 
 def _metric_names() -> set[str]:
@@ -180,3 +180,42 @@ def test_metrics_are_told_apart_only_in_the_registry(tmp_path):
                        'SIGN = {"f1": 1, "logloss": -1}\nSEEDS = ("logloss", "roc_auc")\n'
                        'fine = score("logloss", y, p)\ncols = ("cv", "logloss", "accuracy")\nkind == "label"\n')
     assert _metric_comparisons(planted, names) == [1, 3, 4, 5]
+
+
+def _every_import(path: Path) -> set[str]:
+    """The pipeline modules ``path`` names in any import, type-only ones too."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("pipeline"))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
+            found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+    return found & set(modules())
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph`` (strongly connected sets of two modules or more)."""
+    reach = {m: set() for m in graph}
+    for m in graph:  # a small graph: reachability by search from each module
+        todo = list(graph[m])
+        while todo:
+            n = todo.pop()
+            if n in graph and n not in reach[m]:
+                reach[m].add(n)
+                todo += graph[n]
+    groups = {frozenset({m, *(n for n in reach[m] if m in reach[n])}) for m in graph}
+    return sorted(sorted(g) for g in groups if len(g) > 1)
+
+
+def test_the_budget_and_the_model_families_import_in_one_direction():
+    """The family interface holds ``Cost``; the budget reads it. Nothing in modeling names the
+    budget, not even for a type, and no circle runs through the budget (planner, costs and the
+    families' cost formulas once formed one of eight files)."""
+    every = {m: _every_import(p) - {m} for m, p in modules().items()}
+    assert not {m: sorted(i for i in deps if layer(i) == "pipeline.budget")
+                for m, deps in every.items() if layer(m) == "pipeline.modeling"
+                and any(layer(i) == "pipeline.budget" for i in deps)}
+    sub = {m: {i for i in deps if layer(i) in ("pipeline.budget", "pipeline.modeling")}
+           for m, deps in every.items() if layer(m) in ("pipeline.budget", "pipeline.modeling")}
+    assert not [c for c in _circles(sub) if any(layer(m) == "pipeline.budget" for m in c)]
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]  # the check finds one

@@ -7,10 +7,10 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from pipeline.budget.planner import STAGES_AFTER_TRAIN
+from pipeline.budget.plans import STAGES_AFTER_TRAIN
 
 if TYPE_CHECKING:
-    from pipeline.budget.planner import Plan
+    from pipeline.budget.plans import Plan
 
 GRACE = 0.05  # share of the budget a run may overrun to finish its last fold(s)
 SHARED = 0.10  # other processes' share of the machine's CPU above which a timing measured them too
@@ -105,14 +105,3 @@ class Deadline:
         """How far past the deadline a run may go to finish its last folds (an incomplete run
         is not blended, so stopping it one fold short throws all of it away): 5% of the budget."""
         return GRACE * float(self.plan.budget_s if self.plan else 0.0)
-
-    def slowdown(self) -> float:
-        """Actual / estimated seconds of the stages finished so far in this run (>= 1 only when slower)."""
-        if not self.plan:
-            return 1.0
-        est = act = 0.0
-        for s, v in self.plan.stages.items():
-            if v.actual_s is not None and s not in ("inspect+clean", "plan") and v.estimate_s > 30:
-                est += v.estimate_s
-                act += v.actual_s
-        return max(1.0, act / est) if est else 1.0

@@ -1,23 +1,24 @@
-"""reports/plan.json: made by the plan stage, applied by select, tune and train, kept current.
+"""reports/plan.json: made by the plan stage, applied by select, tune and train; its ledger kept
+current as the stages run.
 
 A plan applies only to the config it was made for (``plan_key``) and, for its clock, only to
 the `make` invocation that made it (``clock.Deadline``). ``apply`` layers the plan's shared
 settings (``global_diff``) under the user's SET overrides; ``run_diff`` is one run's epochs,
-max_len and seeds. Every stage records its actual seconds beside its estimate (``record``).
+max_len and seeds. Every stage records its actual seconds in the ledger (``record``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pipeline.budget import paces
 from pipeline.budget.clock import started
-from pipeline.budget.planner import Plan
+from pipeline.budget.plans import Ledger, Plan, from_file, locked, to_file
 from pipeline.core.config import FAMILIES, Config, with_diff
 from pipeline.core.experiments import candidate_diff
 from pipeline.core.files import read_json, write_json
@@ -35,7 +36,7 @@ def global_diff(plan: Plan) -> dict[str, Any]:
         "folds": {"n_splits": plan.n_splits},
         "select": {"candidates": runs, "top_k": max(1, len(runs)), "max_train_rows": plan.select_rows},
         "tune": {"n_trials": max(1, plan.trials if plan.tune_transformers else plan.classical_trials),
-                 "families": tuned_families(plan.tune_transformers),
+                 "families": tuned_families(plan.tune_transformers, plan.classical_trials > 0),
                  **({"timeout_s": plan.tune_timeout_s} if plan.tune_timeout_s else {})},
     }
     if not plan.augment:
@@ -44,10 +45,11 @@ def global_diff(plan: Plan) -> dict[str, Any]:
     return diff
 
 
-def tuned_families(fine_tunes: bool) -> list[str]:
+def tuned_families(fine_tunes: bool, classical: bool = True) -> list[str]:
     """tune.families under a plan: every family tuned by default, the epoch-trained ones only
-    where the plan kept their trials."""
-    return [n for n in FAMILIES if family(n).tuned_by_default and (fine_tunes or not family(n).epoch_trained)]
+    where the plan kept their trials, the others where it kept theirs."""
+    return [n for n in FAMILIES if family(n).tuned_by_default
+            and (fine_tunes if family(n).epoch_trained else classical)]
 
 
 def run_diff(plan: Plan, name: str, seed: int) -> dict[str, Any]:
@@ -90,8 +92,13 @@ def plan_key(cfg: Config) -> str:
                         | {"pinned": pinned_keys(cfg)})
 
 
+def load(paths: Paths) -> tuple[Plan, Ledger] | None:
+    return from_file(read_json(paths.plan_json)) if paths.plan_json.exists() else None
+
+
 def load_plan(paths: Paths) -> Plan | None:
-    return Plan.from_dict(read_json(paths.plan_json)) if paths.plan_json.exists() else None
+    got = load(paths)
+    return got[0] if got else None
 
 
 def apply(cfg: Config, paths: Paths) -> Config:
@@ -117,52 +124,39 @@ def active(cfg: Config) -> Plan | None:
     return getattr(cfg, "_plan", None)
 
 
-def save_plan(paths: Paths, plan: Plan) -> None:
-    write_json(paths.plan_json, plan.to_dict())
+def save(paths: Paths, plan: Plan, ledger: Ledger) -> None:
+    write_json(paths.plan_json, to_file(plan, ledger))
 
 
-def update_plan(paths: Paths, change: Callable[[Plan], None]) -> Plan | None:
-    """Read, change and atomically rewrite reports/plan.json, under a lock: `make -jN all` runs
-    stages side by side, and two of them recording their seconds must not lose one."""
+def update_ledger(paths: Paths, change: Callable[[Ledger], None]) -> tuple[Plan, Ledger] | None:
+    """Read, change and atomically rewrite the ledger in reports/plan.json, under the lock."""
     if not paths.plan_json.exists():
         return None
-    with _locked(paths.plan_json.with_name(".plan.lock")):
-        plan = load_plan(paths)
-        if plan is None:
+    with locked(paths.plan_json.with_name(".plan.lock")):
+        got = load(paths)
+        if got is None:
             return None
-        change(plan)
-        save_plan(paths, plan)
-    return plan
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # no advisory locks (Windows): stages there run one at a time
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        change(got[1])
+        save(paths, *got)
+    return got
 
 
 def record(paths: Paths, stage: str) -> None:
     """The stage's actual seconds beside its estimate: from the previous stage's end to now
-    (its python start included), for the `make` invocation that made the plan."""
+    (its python start included), for the `make` invocation that made the plan; what it teaches
+    about this machine's stage costs goes where the probes are kept (``paces.learn``)."""
     plan = load_plan(paths)
     t0 = started()
     if plan is None or t0 is None or plan.t0 != t0 or stage not in plan.stages:
         return
     now = time.time()
 
-    def change(p: Plan) -> None:
-        last = p.last_end or (t0 + (p.stages["inspect+clean"].actual_s or 0.0))
-        p.stages[stage].actual_s = round(now - last, 1)
-        p.last_end = now
-        p.elapsed_s = round(now - t0, 1)
+    def change(led: Ledger) -> None:
+        last = led.last_end or (t0 + led.stages.get("inspect+clean", 0.0))
+        led.stages[stage] = round(now - last, 1)
+        led.last_end = now
+        led.elapsed_s = round(now - t0, 1)
 
-    update_plan(paths, change)
+    got = update_ledger(paths, change)
+    if got is not None:
+        paces.learn(paths, *got, stage)

@@ -366,6 +366,11 @@ class BudgetConfig:
     preset: str = "medium"  # fast (classical + a short transformer), medium (the profile), best (every candidate that fits)
     margin: float = 0.1  # share of the budget kept free for estimation error
     probe_steps: int = 6  # optimizer steps timed per transformer candidate, at spread padded lengths (after a warm-up pass)
+    paces: str | None = None  # a paces file (make all writes reports/paces.json): plan for that machine, measure nothing
+    # candidate pairings, in configs/ (base.yaml, exp/<candidate>.yaml), never in code:
+    medium_extra: list[str] = field(default_factory=list)  # what PRESET=medium adds to the profile's candidates
+    best_extra: list[str] = field(default_factory=list)  # what PRESET=best adds (each where its backbone is set up)
+    twin: str | None = None  # a fine-tune's frozen-encoder candidate: what it becomes when it does not fit
 
     def validate(self) -> None:
         _choice("budget.preset", self.preset, PRESETS)

@@ -367,6 +367,11 @@ class Paths:
         return self.reports / "plan.json"
 
     @property
+    def paces_json(self) -> Path:
+        """What this machine measured for the plan (make plan PACES=<file> plans from one)."""
+        return self.reports / "paces.json"
+
+    @property
     def throughput_json(self) -> Path:
         """Measured throughput of each candidate on this machine (the planner's cache)."""
         return self.interim / "throughput.json"

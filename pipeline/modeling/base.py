@@ -3,7 +3,8 @@
 A family (a fine-tuned transformer, TF-IDF + a linear model, a frozen encoder + a logistic
 regression) is used the way a scikit-learn estimator is: the cross-validation code gives it
 one fold's rows (``FoldData``) and gets back the fold's validation and test predictions
-(``FoldOutput``); the planner asks it what a fold costs; tune asks it what to search. Its
+(``FoldOutput``); the planner asks it what a fold costs, from the candidate's measured
+``Cost``; tune asks it what to search. Its
 name is looked up once, in the registry (``pipeline.modeling.families.family``), and nothing
 outside the registry branches on it: callers read the family's traits (``epoch_trained``,
 ``never_cut`` ...) instead.
@@ -11,6 +12,7 @@ outside the registry branches on it: callers read the family's traits (``epoch_t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +23,73 @@ import numpy as np
 if TYPE_CHECKING:  # type names only: importing this module loads neither torch nor optuna
     import optuna
 
-    from pipeline.budget.costs import Cost
     from pipeline.core.config import Config, TrainConfig
+
+
+@dataclass
+class Cost:
+    """One candidate's measured costs on one machine and data: what its family's cost formula
+    (``Family.fold_seconds``) reads. The time budget (pipeline.budget) turns them into seconds
+    per fold, run and stage; a family's probe measures them (``Family.probe``)."""
+
+    name: str
+    family: str  # transformer, classical, embedding
+    batch_size: int = 32
+    token_batches: bool = False  # train.token_batches: batches filled to batch_size x max_len tokens
+    batch_tokens: int | None = None  # train.batch_tokens: batches filled to this many tokens instead
+    max_rows: int | None = None  # token batches hold at most this many rows (train.token_batch_max_rows)
+    step_s: float = 0.0  # transformer: seconds per optimizer step (batch_size rows at max_len)
+    step_fit: list[float] | None = None  # transformer: [a, b]: a step over a batch of T padded tokens takes a + b*T s
+    infer_row_s: float = 0.0  # transformer / embedding encoder: seconds per row predicted
+    test_infer_row_s: float | None = None  # transformer: per test row (float32 where training is bf16 on CPU)
+    load_s: float = 0.0  # transformer: model build + one checkpoint save
+    fit_row_s: float = 0.0  # classical (and an embedding head): seconds per training row of one fold's fit
+    pred_row_s: float | None = None  # classical: seconds per row predicted (None: as fit_row_s)
+    fit_fixed_s: float = 0.0  # classical: seconds a fit costs whatever its size
+    max_len: int = 64  # the candidate's max_len when measured
+    lengths: dict[str, float] = field(default_factory=dict)  # max_len -> mean padded tokens per text
+    suggested_max_len: int | None = None
+    epochs: int = 2  # the candidate's own epochs (its config)
+    available: bool = True  # the backbone is installed
+    why: str = ""  # why not available
+    max_positions: int | None = None  # transformer: the longest input its position embeddings allow
+    windows: dict[str, float] = field(default_factory=dict)  # train.chunks: max_len -> windows per text
+    chunk_training: bool = False  # train.chunk_training: training reads every window too
+    device: str = "cpu"  # where it was measured, and runs: cuda or cpu
+
+    def windows_at(self, max_len: int) -> float:
+        """Mean windows a text is read in at ``max_len`` (1 without train.chunks)."""
+        if not self.windows:
+            return 1.0
+        return self.windows.get(str(max_len), self.windows.get(str(self.max_len), 1.0))
+
+    def length_scale(self, max_len: int) -> float:
+        """Step time scales with the tokens actually fed (length-grouped batches pad little)."""
+        base = self.lengths.get(str(self.max_len))
+        new = self.lengths.get(str(max_len))
+        return new / base if base and new else max_len / self.max_len
+
+    def token_budget(self, max_len: int) -> int | None:
+        """Padded tokens a training batch is filled to at ``max_len`` (None: batches in rows)."""
+        return self.batch_tokens or (self.batch_size * max_len if self.token_batches else None)
+
+    def steps(self, rows: float, max_len: int) -> tuple[int, float]:
+        """(optimizer steps, seconds per step) of one epoch over ``rows`` rows at ``max_len``:
+        batches of batch_size rows at the measured step, or, under token batches, batches filled
+        to the token budget (at most max_rows rows) at the step the probe's fit (seconds against
+        padded tokens) puts there: on a GPU a small batch costs its kernel launches, not its tokens."""
+        tokens = self.lengths.get(str(max_len))
+        budget = self.token_budget(max_len)
+        if budget and self.step_fit and tokens:
+            a, b = self.step_fit
+            per_step = min(budget / tokens, self.max_rows or math.inf)
+            return math.ceil(rows / per_step), a + b * per_step * tokens
+        return math.ceil(rows / self.batch_size), self.step_s * self.length_scale(max_len)
+
+    def row_seconds(self, max_len: int) -> float:
+        """Training seconds per row per epoch at ``max_len`` (what a run's measured pace is held against)."""
+        n, step = self.steps(1e6, max_len)
+        return n * step / 1e6
 
 
 @dataclass

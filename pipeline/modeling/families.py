@@ -9,7 +9,6 @@ a model load no torch). To add a family: a module with its fit code, a class her
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,12 +17,10 @@ import numpy as np
 
 from pipeline.core.config import FAMILIES as CONFIG_FAMILIES
 from pipeline.core.config import Config, ConfigError, TrainConfig
-from pipeline.modeling.base import Family, FoldContext, FoldData, FoldOutput
+from pipeline.modeling.base import Cost, Family, FoldContext, FoldData, FoldOutput
 
 if TYPE_CHECKING:
     import optuna
-
-    from pipeline.budget.costs import Cost
 
 PLAIN_MODEL_FILES = ("model.json", "model.npz")  # a fold model without pickle: settings + arrays
 TOKENIZER_AND_CONFIG = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -183,12 +180,11 @@ class Transformer:
 
     def fold_seconds(self, cost: Cost, rows: int, epochs: int, max_len: int, n_val: int, n_test: int,
                      evals_per_epoch: int = 1) -> float:
-        scale = cost.length_scale(max_len)
         windows = cost.windows_at(max_len)  # train.chunks: every window of a long text is predicted
-        steps = math.ceil(rows * (windows if cost.chunk_training else 1.0) / cost.batch_size) * epochs
+        steps, step_s = cost.steps(rows * (windows if cost.chunk_training else 1.0), max_len)
         test_row_s = cost.infer_row_s if cost.test_infer_row_s is None else cost.test_infer_row_s
-        infer = (n_val * epochs * evals_per_epoch * cost.infer_row_s + n_test * test_row_s) * scale * windows
-        return steps * cost.step_s * scale + infer + cost.load_s * (1 + epochs)
+        infer = (n_val * epochs * evals_per_epoch * cost.infer_row_s + n_test * test_row_s) * windows
+        return steps * epochs * step_s + infer * cost.length_scale(max_len) + cost.load_s * (1 + epochs)
 
     def encode_seconds(self, cost: Cost, rows: int) -> float:
         return 0.0

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.budget.planfile import load_plan
+from pipeline.budget.planfile import load, load_plan
+from pipeline.budget.plans import RunRecord
 from pipeline.core.config import Config
 from pipeline.core.contract import Schema, labels_of, proba_cols
 from pipeline.core.files import read_json, save_figure, write_text
@@ -219,22 +220,26 @@ def analyse_run(run_dir: Path, cfg: Config, paths: Paths, schema: Schema, train:
 
 def budget_section(paths: Paths) -> list[str]:
     """The time budget: per stage and run, planned vs actual seconds; what was cut and re-planned."""
-    plan = load_plan(paths)
-    if plan is None:
+    got = load(paths)
+    if got is None:
         return []
-    rows = [{"stage": s, "estimate_s": v.estimate_s, "actual_s": v.actual_s} for s, v in plan.stages.items()]
+    plan, ledger = got
+    rows = [{"stage": s, "estimate_s": v, "actual_s": ledger.stages.get(s)} for s, v in plan.stages.items()]
+    ran = {r.run_name: ledger.runs.get(r.run_name, RunRecord()) for r in plan.runs}
     runs = pd.DataFrame([{"run": r.name, "family": r.family, "epochs": r.epochs if r.epoch_trained else "",
-                          "estimate_s": r.estimate_s, "actual_s": r.actual_s,
-                          "folds": f"{len(r.folds_done or [])}/{plan.n_splits}" if r.folds_done is not None else "",
-                          "blended": "yes" if r.complete else ("no (stopped)" if r.complete is not None else "")}
+                          "estimate_s": r.estimate_s, "actual_s": ran[r.run_name].actual_s,
+                          "folds": f"{len(ran[r.run_name].folds_done or [])}/{plan.n_splits}"
+                          if ran[r.run_name].folds_done is not None else "",
+                          "blended": "yes" if ran[r.run_name].complete else
+                          ("no (stopped)" if ran[r.run_name].complete is not None else "")}
                          for r in plan.runs])
     md = ["## 0. Time budget\n\n",
           f"Budget **{plan.budget}** ({plan.budget_s:.0f}s, preset {plan.preset}, {plan.device}); "
           f"estimated {plan.estimate_s:.0f}s"
-          + (f", elapsed {plan.elapsed_s:.0f}s when the last stage before this page finished" if plan.elapsed_s
+          + (f", elapsed {ledger.elapsed_s:.0f}s when the last stage before this page finished" if ledger.elapsed_s
              else "") + ".\n\n", _table(pd.DataFrame(rows)), "\n\n", _table(runs), "\n\n"]
     md += [f"- {md_escape(c)}\n" for c in plan.steps] or ["- nothing was cut\n"]
-    md += [f"- while running: {md_escape(c)}\n" for c in plan.replans]
+    md += [f"- while running: {md_escape(c)}\n" for c in ledger.replans]
     return [*md, "\n"]
 
 

@@ -1,18 +1,23 @@
 """plan: fit the whole flow into a time budget, from throughput measured on this machine.
 
-Usage: make plan TIME=30m [PRESET=fast|medium|best]     (`make all TIME=30m` runs it first)
+Usage: make plan TIME=30m [PRESET=fast|medium|best] [PACES=reports/paces.json]   (`make all TIME=30m` runs it first)
        python -m pipeline plan --set budget.time=30m budget.preset=best
-Reads:  clean data, reports/inspect.json (suggested max_len), configs/exp/<candidate>.yaml
-Writes: reports/plan.json (per stage and run: estimated seconds, then the actual ones as the
-        stages finish; the settings; what was cut to fit), data/interim/throughput.json (the
-        measurements, reused, so the same budget on the same machine and data gives the same plan)
+Reads:  clean data, reports/inspect.json (suggested max_len), configs/exp/<candidate>.yaml,
+        a paces file where budget.paces names one
+Writes: reports/plan.json (the plan: per stage and run, estimated seconds, the settings, what was
+        cut to fit, the expected losses it weighed; then the ledger: the actual seconds as the stages
+        finish), data/interim/throughput.json (the measurements, reused, so the same budget on the
+        same machine and data gives the same plan), reports/paces.json (what was measured here)
 
 Each candidate is measured, not guessed: a few optimizer steps of each transformer at the
 data's real token lengths, the classical models fitted on a subsample, the embedding
-encoders' forward pass. pipeline.budget turns that into a plan: the preset's ceiling, cut in
-a fixed, documented order until the estimate fits the budget less its margin. select, tune
-and train then follow the plan (a key set with SET always wins), and train stops a run at a
-fold boundary when the next fold would not fit.
+encoders' forward pass; a GPU's first use in a fresh process; what each stage costs beyond its
+models, as earlier runs here measured it (priors until then). With PACES=<file> nothing is
+measured: the plan is for the machine that file was recorded on (`make plan
+PACES=benchmarks/results/paces-h200-2026-12-04.json TIME=10m`: what 10 minutes buy on an H200).
+pipeline.budget turns the costs into a plan: the preset's ceiling, cut until the estimate fits
+the budget less its margin. select, tune and train then follow the plan (a key set with SET
+always wins), and train stops a run at a fold boundary when the next fold would not fit.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.budget import clock, planfile
+from pipeline.budget import clock, paces, planfile
 from pipeline.budget.clock import started
-from pipeline.budget.costs import AUGMENT_ROWS_PER_S, STAGE_START_S, Cost, Work
-from pipeline.budget.planner import FALLBACK, Plan, Stage, ceiling, extra_candidates, format_plan, make_plan
+from pipeline.budget.costs import AUGMENT_ROWS_PER_S, STAGE_START_S
+from pipeline.budget.moves import measured_losses
+from pipeline.budget.planner import ceiling, extra_candidates, format_plan, make_plan
+from pipeline.budget.plans import Ledger, Plan, Work
 from pipeline.core.config import Config, ConfigError, parse_duration, with_diff
 from pipeline.core.contract import Schema, labels_of, model_inputs
 from pipeline.core.experiments import candidate_diff
@@ -36,22 +43,32 @@ from pipeline.core.files import read_json, write_json
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import require, value_digest
 from pipeline.modeling.backbones import BackboneError, ensure_backbone
+from pipeline.modeling.base import Cost
 from pipeline.modeling.families import family
 from pipeline.runtime import other_texts
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 4000  # texts the probes see (the classical fits: sizes spread enough for a steady per-row slope)
-PROBE_VERSION = 4  # part of the cache key: a changed probe measures again
+PROBE_VERSION = 5  # part of the cache key: a changed probe measures again (5: steps served from DeviceData, fit in padded tokens)
 TIMED = ("step_s", "infer_row_s", "test_infer_row_s", "load_s", "fit_row_s", "pred_row_s", "fit_fixed_s")
 QUIET_FLOOR = 0.4  # a probe that others slowed is planned at >= this share of its measured seconds
 
 
-def candidates(cfg: Config) -> list[str]:
+def candidates(cfg: Config, paths: Paths) -> tuple[list[str], dict[str, str]]:
+    """The candidates to cost (the profile's, the preset's extras, the fine-tunes' frozen twins)
+    and each fine-tune's twin (its experiment file's budget.twin)."""
     names = list(cfg.select.candidates)
     if "select.candidates" not in planfile.pinned_keys(cfg):
-        names += [n for n in extra_candidates(cfg.budget.preset) if n not in names]
-    names += [FALLBACK[n] for n in names if n in FALLBACK and FALLBACK[n] not in names]
-    return names
+        names += [n for n in extra_candidates(cfg) if n not in names]
+    twins = {n: t for n in names if (t := twin_of(cfg, paths, n))}
+    return names + [t for t in twins.values() if t not in names], twins
+
+
+def twin_of(cfg: Config, paths: Paths, name: str) -> str | None:
+    try:
+        return with_diff(cfg, candidate_diff(name, paths.root)[0]).budget.twin
+    except ConfigError:
+        return None
 
 
 def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.ndarray, schema: Schema,
@@ -75,9 +92,10 @@ def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.n
     import torch
 
     device = "cuda" if tc.device != "cpu" and torch.cuda.is_available() else "cpu"
-    fields = {k: getattr(tc, k) for k in ("family", "backbone", "max_len", "batch_size", "eval_batch_size",
-                                          "classical_model", "word_ngrams", "char_ngrams", "max_features",
-                                          "precision", "pad_to_multiple_of", "group_by_length")}
+    fields = {k: getattr(tc, k, None) for k in ("family", "backbone", "max_len", "batch_size", "eval_batch_size",
+                                                "classical_model", "word_ngrams", "char_ngrams", "max_features",
+                                                "precision", "pad_to_multiple_of", "group_by_length", "token_batches",
+                                                "batch_tokens", "token_batch_rows", "eval_batch_tokens")}
     key = value_digest({"name": name, "train": fields, "data": data_key, "device": device,
                         "threads": torch.get_num_threads(), "suggested": suggested, "probe": PROBE_VERSION})
     m = cache.get(key)
@@ -96,13 +114,16 @@ def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.n
                         "are planned at x%.2f (what this process would have had alone; a disturbance need not last, "
                         "and train re-plans on the pace it meets), and not kept in %s", 100 * others.share, name,
                         quiet, paths.throughput_json.name)
-            m = {k: (v * quiet if k in TIMED else v) for k, v in m.items()}
+            m = {k: (v * quiet if k in TIMED else [x * quiet for x in v] if k == "fit" else v) for k, v in m.items()}
         else:
             cache[key] = m
     for k in TIMED:
         if k in m and m[k] is not None:
             setattr(cost, k, float(m[k]))
     cost.lengths = dict(m.get("lengths", {}))
+    cost.device, cost.step_fit = m.get("device", "cpu"), m.get("fit")
+    cost.token_batches, cost.batch_tokens = tc.token_batches, tc.batch_tokens  # token-budget batches, where asked
+    cost.max_rows = tc.token_batch_max_rows()
     cost.windows = dict(m.get("windows", {}))
     cost.max_positions = m.get("max_positions")
     cost.chunk_training = bool(tc.chunks and tc.chunk_training)
@@ -131,44 +152,77 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> Plan | None:
     schema = Schema.load(paths.schema_json)
     train = pd.read_parquet(paths.train_clean)
     n_test = len(pd.read_parquet(paths.test_clean, columns=["id"]))
+    suggested = read_json(paths.inspect_json).get("suggested_max_len") if paths.inspect_json.exists() else None
+    names, twins = candidates(cfg, paths)
+    data = {"name": paths.raw.name, "n_train": len(train),
+            "n_test": n_test, "key": clean.digest + value_digest(asdict(cfg.data))}
+    if cfg.budget.paces:
+        costs, before, plan_s, fixed, m = from_paces(cfg.budget.paces, names, suggested, data)
+    else:
+        costs, before, plan_s, fixed, m = measured(cfg, paths, names, train, schema, suggested, data, t_start, t0)
+    available = budget_s * (1 - cfg.budget.margin) - before - plan_s
+    fine_tunes = {n: with_diff(cfg, candidate_diff(n, paths.root)[0]).train.backbone for n in names
+                  if costs[n].available and family(costs[n].family).epoch_trained}
+    losses = measured_losses(paths, fine_tunes, schema.metric, len(train))
+    top = ceiling(cfg, costs, budget_s, available, planfile.pinned_keys(cfg), schema.metric, twins, losses, fixed)
+    p = make_plan(top, costs, work_of(cfg, len(train), n_test))
+    for r in p.runs:  # the run name train uses (a candidate may be a path to its YAML)
+        r.run = with_diff(cfg, candidate_diff(r.name, paths.root)[0]).train.run
+    p.stages = {"inspect+clean": before, "plan": plan_s, **p.stages}
+    p.budget, p.margin, p.before_s, p.paces = cfg.budget.time, cfg.budget.margin, before + plan_s, cfg.budget.paces or ""
+    p.estimate_s = round(sum(p.stages.values()), 1)
+    p.t0, p.key, p.diff = t0, planfile.plan_key(cfg), planfile.global_diff(p)
+    ledger = Ledger(stages={"inspect+clean": round(max(0.0, t_start - t0), 1)} if started() else {})
+    planfile.save(paths, p, ledger)
+    if not cfg.budget.paces:
+        paces.write(paths, p, m, data, {n: "measured" if c.available else c.why for n, c in costs.items()})
+    log.info("plan -> %s\n%s", paths.plan_json, format_plan(p, ledger.stages))
+    if not p.fits:
+        log.warning("plan: even the smallest plan (%.0fs) does not fit %s: the classical models run, the rest is "
+                    "cut; expect to overrun", p.estimate_s, cfg.budget.time)
+    return p
+
+
+def measured(cfg: Config, paths: Paths, names: list[str], train: pd.DataFrame, schema: Schema,
+             suggested: int | None, data: dict[str, Any], t_start: float, t0: float
+             ) -> tuple[dict[str, Cost], float, float, dict[str, Any], dict[str, Any]]:
+    """The candidates' costs, inspect + clean's and the probes' seconds, and this machine's
+    stage costs, measured here (or as this machine measured them on this data before)."""
     sample = train.sample(n=min(SAMPLE_ROWS, len(train)), random_state=0)
     texts = list(model_inputs(sample, cfg.data))
     for other in other_texts(sample) or []:  # a pair: both texts in one, about the tokens a step feeds
         texts = [f"{a} {b}" for a, b in zip(texts, other)]
     labels = labels_of(sample)
-    suggested = read_json(paths.inspect_json).get("suggested_max_len") if paths.inspect_json.exists() else None
     cache = read_json(paths.throughput_json) if paths.throughput_json.exists() else {}
-    data_key = clean.digest + value_digest(asdict(cfg.data))
+    data_key = data["key"]
     before_key = f"before:{data_key}"
     if before_key not in cache:  # what inspect+clean took, once: a rerun plans on the same number
         cache[before_key] = round(max(0.0, t_start - t0), 1) if started() else 0.0
-    costs = {n: measure(cfg, paths, n, texts, labels, schema, suggested, cache, data_key) for n in candidates(cfg)}
+    costs = {n: measure(cfg, paths, n, texts, labels, schema, suggested, cache, data_key) for n in names}
     probe_key = f"plan_s:{data_key}:{'/'.join(sorted(costs))}"
     if probe_key not in cache:
         cache[probe_key] = round(time.time() - t_start + STAGE_START_S, 1)
+    m = paces.machine()
+    fixed = paces.stage_costs(cache, m).to_dict()
     write_json(paths.throughput_json, cache)
-    before, plan_s = float(cache[before_key]), float(cache[probe_key])
-    available = budget_s * (1 - cfg.budget.margin) - before - plan_s
-    pinned = planfile.pinned_keys(cfg)
-    p = make_plan(ceiling(cfg, costs, budget_s, available, pinned, schema.metric), costs,
-                  work_of(cfg, len(train), n_test))
-    import torch
+    return costs, float(cache[before_key]), float(cache[probe_key]), fixed, m
 
-    for r in p.runs:  # the run name train uses (a candidate may be a path to its YAML)
-        r.run = with_diff(cfg, candidate_diff(r.name, paths.root)[0]).train.run
-    p.stages = {"inspect+clean": Stage(before, round(max(0.0, t_start - t0), 1) if started() else None),
-                "plan": Stage(plan_s), **p.stages}
-    p.budget, p.margin, p.before_s = cfg.budget.time, cfg.budget.margin, before + plan_s
-    p.estimate_s = round(sum(v.estimate_s for v in p.stages.values()), 1)
-    p.device, p.t0, p.key = "cuda" if torch.cuda.is_available() else "cpu", t0, planfile.plan_key(cfg)
-    p.costs, p.replans, p.diff = costs, [], planfile.global_diff(p)
-    p.n_train, p.n_test = len(train), n_test
-    planfile.save_plan(paths, p)
-    log.info("plan -> %s\n%s", paths.plan_json, format_plan(p))
-    if not p.fits:
-        log.warning("plan: even the smallest plan (%.0fs) does not fit %s: the classical models run, the rest is "
-                    "cut; expect to overrun", p.estimate_s, cfg.budget.time)
-    return p
+
+def from_paces(path: str, names: list[str], suggested: int | None, data: dict[str, Any]
+               ) -> tuple[dict[str, Cost], float, float, dict[str, Any], dict[str, Any]]:
+    """The same from a paces file: the machine it was recorded on, nothing measured here."""
+    d = paces.read(path)
+    costs = paces.costs_of(d, names)
+    for c in costs.values():
+        c.suggested_max_len = suggested or c.suggested_max_len
+    m, there = d.get("machine", {}), d.get("data", {})
+    log.info("plan: paces from %s (%s, %s; recorded %s): nothing is measured here", path, m.get("name", "?"),
+             m.get("device", "?"), d.get("recorded", "?"))
+    if there.get("n_train") and there.get("n_train") != data["n_train"]:
+        log.warning("plan: %s was measured on %s (%s train rows), this data has %d: its per-row and per-step "
+                    "costs are applied to these rows as they stand", path, there.get("name") or "other data",
+                    there.get("n_train"), data["n_train"])
+    return costs, float(d.get("before_s", 0.0)), float(d.get("plan_s", 0.0)), dict(d.get("stages", {})), m
 
 
 def main(argv: list[str] | None = None) -> int:

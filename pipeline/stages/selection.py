@@ -64,13 +64,16 @@ def screen(cfg: Config, paths: Paths, name: str) -> dict[str, Any]:
                            "model": family(c.train.family).describe(c.train)}
     t0 = time.perf_counter()
     try:
-        with Others() as others:  # train's re-plan reads these seconds as the run's pace
-            scores = [train_fold(c, td, k, None)[0].best_score for k in c.train.folds]
+        with Others() as others:  # train's re-plan reads the training pace against the probe's
+            outs = [train_fold(c, td, k, None)[0] for k in c.train.folds]
     except (OSError, ValueError) as e:  # a backbone that cannot load (hub name offline, bad dir)
         log.warning("select: candidate %s failed: %s", name, str(e).splitlines()[0][:300])
         return {**row, "score": np.nan, "seconds": np.nan, "error": str(e).splitlines()[0][:300]}
-    row.update(score=float(np.mean(scores)), seconds=round(time.perf_counter() - t0, 2), others_cpu=others.share,
-               error="")
+    row.update(score=float(np.mean([o.best_score for o in outs])), seconds=round(time.perf_counter() - t0, 2),
+               # the fastest fold's: a later fold runs on kernels the first one warmed (a GPU's first steps
+               # cost their shapes' autotuning, not the run's pace); train's re-plan holds it against the probe's
+               train_samples_per_s=round(float(max(o.train_samples_per_s for o in outs)), 3),
+               others_cpu=others.share, error="")
     log.info("select: %s scored %.4f in %.1fs", name, row["score"], row["seconds"])
     if disturbed(others.share):
         log.warning("select: other processes used %.0f%% of the machine's CPU while %s was screened: its %.1fs "

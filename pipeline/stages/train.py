@@ -11,9 +11,10 @@ A killed run resumes: finished folds are kept (their config fingerprint matches)
 fold in progress restarts from its last finished epoch (pipeline.cv.runs).
 
 Under a time budget (reports/plan.json, `make all TIME=30m`), --plan trains the cheap
-families first, re-plans before each other run when the stages so far ran slower than planned
-(an epoch at a time, then the run), and stops a run at a fold boundary when its next fold
-would not finish before ensemble, submit and report must start (pipeline.budget.replan).
+families first (where the plan says so, in a process of their own on the CPU beside the GPU's
+fine-tunes), re-plans before each other run at the pace that run measured against its probe,
+stops a run at a fold boundary when its next fold would not finish before ensemble, submit
+and report must start, and spends time left over (pipeline.budget.replan).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import time
 from pathlib import Path
 
 from pipeline.budget.clock import Deadline
-from pipeline.budget.planfile import active, pinned_keys, update_plan
-from pipeline.budget.planner import Plan
+from pipeline.budget.planfile import active, pinned_keys, update_ledger
+from pipeline.budget.plans import Ledger, Plan, RunRecord
 from pipeline.budget.replan import replan, spare_runs, stage_pace
 from pipeline.core.config import Config, with_diff
 from pipeline.core.files import DataError, read_json
@@ -56,21 +57,66 @@ def run(cfg: Config, paths: Paths, force: bool = False, plan: str | None = None,
     configs = [with_diff(cfg, entry["diff"]) for entry in read_json(plan_path)["runs"]]
     configs.sort(key=lambda c: family(c.train.family).order)  # cheap first: a submission exists early
     deadline = Deadline.load(active(cfg))
+    beside = _cpu_runs(configs, deadline.plan) if deadline.plan and deadline.plan.side_by_side else []
+    pool, future = None, None
+    if beside:  # the CPU's runs in a process of their own while this one trains the fine-tunes on the GPU
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        log.info("train: %s on the CPU beside the fine-tunes on the GPU (the plan found that shorter than one after "
+                 "the other)", ", ".join(c.train.run for c in beside))
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_logging)
+        future = pool.submit(train_runs, beside, paths, force, deadline)
     results, trained, done = [], [], []
-    for i, c in enumerate(configs):
+    gpu = [c for c in configs if c not in beside]
+    for i, c in enumerate(gpu):
         if deadline.end is not None:
-            c = replan(c, configs[i:], deadline, paths, pinned=pinned_keys(cfg))
+            c = replan(c, gpu[i:], deadline, paths, pinned=pinned_keys(cfg))
             if c is None:
                 continue
+        results += [r for _, r, _ in train_runs([c], paths, force, deadline, into=(trained, done))]
+    if future is not None:
+        for c, result, seconds in future.result():
+            results.append(result)
+            trained += [c] if result.cv is not None else []
+            done += [(c, seconds)] if result.cv is not None and result.trained == result.folds_done else []
+        pool.shutdown()
+    for extra in spare_runs(trained, deadline, paths, stage_pace(done, deadline.plan)):
+        results += [r for _, r, _ in train_runs([extra], paths, force, deadline)]
+    return results
+
+
+def train_runs(configs: list[Config], paths: Paths, force: bool, deadline: Deadline,
+               into: tuple[list, list] | None = None) -> list[tuple[Config, RunResult, float]]:
+    """Each run trained in turn, its seconds in the ledger (``into``: the trained runs and
+    those that trained every fold here, with their seconds, appended as they finish)."""
+    out = []
+    for c in configs:
         t0 = time.time()
         result = train_run(c, paths, force, deadline)
-        update_plan(paths, lambda p, r=result, s=time.time() - t0: _record_run(p, r, s))
-        results.append(result)
-        trained += [c] if result.cv is not None else []
-        done += [(c, time.time() - t0)] if result.cv is not None and result.trained == result.folds_done else []
-    for extra in spare_runs(trained, deadline, paths, stage_pace(done, deadline.plan)):
-        results.append(train_run(extra, paths, force, deadline))
-    return results
+        seconds = time.time() - t0
+        update_ledger(paths, lambda led, r=result, s=seconds: _record_run(led, r, s))
+        out.append((c, result, seconds))
+        if into is not None:
+            into[0].extend([c] if result.cv is not None else [])
+            into[1].extend([(c, seconds)] if result.cv is not None and result.trained == result.folds_done else [])
+    return out
+
+
+def _cpu_runs(configs: list[Config], plan: Plan) -> list[Config]:
+    """The runs the plan costed on the CPU (where a GPU run is there to train beside them)."""
+    def device(c: Config) -> str:
+        r = plan.run_plan(c.train.run)
+        return plan.costs[r.name].device if r is not None and r.name in plan.costs else "cpu"
+
+    cpu = [c for c in configs if device(c) == "cpu"]
+    return cpu if len(cpu) < len(configs) else []
+
+
+def _child_logging() -> None:
+    from pipeline.cli import setup_logging
+
+    setup_logging()
 
 
 def relaunch(n: int, argv: list[str]) -> list[RunResult]:
@@ -87,10 +133,8 @@ def relaunch(n: int, argv: list[str]) -> list[RunResult]:
     return []
 
 
-def _record_run(plan: Plan, result: RunResult, seconds: float) -> None:
-    r = plan.run_plan(result.run)
-    if r is not None:
-        r.actual_s, r.folds_done, r.complete = round(seconds, 1), result.folds_done, result.cv is not None
+def _record_run(ledger: Ledger, result: RunResult, seconds: float) -> None:
+    ledger.runs[result.run] = RunRecord(round(seconds, 1), result.folds_done, result.cv is not None)
 
 
 def _args(parser: argparse.ArgumentParser) -> None:
