@@ -322,9 +322,9 @@ def measured_losses(paths: Paths, fine_tunes: dict[str, str], metric: str, n_tra
     """Per fine-tune candidate (name -> backbone): an epoch's worth from the per-epoch validation
     curves of earlier runs of its backbone on this data, and a halving of its rows from earlier
     runs of it on different row subsamples, where those exist."""
-    from pipeline.core.metrics import GREATER_IS_BETTER
+    from pipeline.core.metrics import metric_of
 
-    sign = 1.0 if GREATER_IS_BETTER.get(metric, True) else -1.0
+    sign = float(metric_of(metric).sign)
     out: dict[str, dict[str, Any]] = {}
     for name, backbone in fine_tunes.items():
         runs = _runs_of(paths, backbone)
