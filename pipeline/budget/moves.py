@@ -324,7 +324,7 @@ def measured_losses(paths: Paths, fine_tunes: dict[str, str], metric: str, n_tra
     runs of it on different row subsamples, where those exist."""
     from pipeline.core.metrics import metric_of
 
-    sign = float(metric_of(metric).sign)
+    sign = float(metric_of(metric).sign) if metric else 1.0  # a plan made before the metric was known
     out: dict[str, dict[str, Any]] = {}
     for name, backbone in fine_tunes.items():
         runs = _runs_of(paths, backbone)
