@@ -226,7 +226,18 @@ def gpu(d: dict, results: dict[str, Any], source: str = "") -> Iterator[Row]:
 
 def latest(d: dict, results: dict[str, Any], source: str = "") -> Iterator[Row]:
     date, dev = d.get("date", "-"), d.get("device", CPU)
-    if d.get("train_samples_per_s"):
+    for name, t in (d.get("trainer_cases") or {}).items():
+        ours = t["ours"]
+        parts = [f"x{t[f'speedup_vs_{w}']:.2f} {w.replace('hf_', 'HF ')}" if t.get(f"speedup_vs_{w}") else
+                 f"{w.replace('hf_', 'HF ')} not comparable" for w in ("hf_maxlen", "hf_grouped") if w in t]
+        if "ms_per_step_vs_bare" in t:
+            parts.append(f"x{t['ms_per_step_vs_bare']:.2f} the bare loop's ms/step")
+        if "doctor_logging_overhead" in t:
+            parts.append(f"doctor {t['doctor_logging_overhead']:+.1%}")
+        parts.append(f"{ours.get('host_syncs_in_loop', '-')} host reads in the loop")
+        yield Row(f"trainer samples/s, {t['model']} ({name} case, {t.get('repeats', ours.get('repeats', 1))} rounds)",
+                  "HF Trainer; a bare PyTorch loop", ", ".join(parts), "make bench", date, dev, "latest.json", t)
+    if d.get("train_samples_per_s") and not d.get("trainer_cases"):
         ratios = [d.get("train_speedup_vs_hf"), d.get("train_speedup_vs_hf_grouped")]
         yield Row("trainer samples/s, " + d["trainer"]["model"], "HF Trainer (padding to max_length / "
                   "group_by_length)", " / ".join(f"{x:.2f}x" if x else "not comparable" for x in ratios),
@@ -238,6 +249,15 @@ def latest(d: dict, results: dict[str, Any], source: str = "") -> Iterator[Row]:
 
 
 # -- the other measurements ------------------------------------------------------------------------
+def token_batches(d: dict, results: dict[str, Any], source: str = "") -> Iterator[Row]:
+    runs = d["runs"]
+    figure = "; ".join(f"{r['rows_per_step']:.0f} rows/step {r['diff_vs_r32']:+.4f} (SE {r['se']:.4f})"
+                       for n, r in runs.items() if n != "r32" and "diff_vs_r32" in r)
+    yield Row("CV of token-budget batches (MiniLM, F1)", f"batches of 32 rows (F1 {runs['r32']['cv_f1']:.4f})", figure,
+              d["command"], d.get("date", "-"), CPU, "token_batches.json", d)
+
+
+
 def paired(entries: list[dict], results: dict[str, Any], source: str = "") -> Iterator[Row]:
     for r in entries:
         if r.get("gain") is None:
@@ -286,7 +306,8 @@ def seed_average(entries: list[dict], results: dict[str, Any], source: str = "")
 Reader = Callable[..., Iterator[Row]]
 HEADLINE: dict[str, Reader] = {"budget.json": budget, "shapes.json": shapes, "latest.json": latest}
 OTHER: dict[str, Reader] = {"paired_runs.json": paired, "package.json": package, "bt_throughput.json": bt_throughput,
-                            "cpu_precision.json": cpu_precision, "seed_average.json": seed_average}
+                            "cpu_precision.json": cpu_precision, "seed_average.json": seed_average,
+                            "token_batches.json": token_batches}
 
 
 def reader(name: str) -> tuple[Reader, bool] | None:
