@@ -298,45 +298,132 @@ def load_transformer(folder: Path, device: str = "cpu") -> tuple[Any, Any]:
 
 
 def encode_texts(tokenizer: Any, texts: list[str], max_len: int, pairs: list[list[str]] | None = None,
-                 truncation: str = "head", head_tokens: int = 128, chunks: bool = False, stride: int = 32,
-                 max_chunks: int = 8) -> tuple[list[list[int]], list[list[int]] | None, np.ndarray | None]:
+                 truncation: str = "head", head_tokens: int | None = None, chunks: bool = False, stride: int = 32,
+                 max_chunks: int | None = None) -> tuple[list[list[int]], list[list[int]] | None, np.ndarray | None]:
     """Token ids per model input, the inputs' token type ids (a pair, where the model has them),
     and, with ``chunks``, the row each window belongs to (None without).
 
     One text is cut to ``max_len`` tokens at its head, its tail, or head + tail (the first
-    ``head_tokens``, at most half the room, and the end: Sun et al. 2019's best on IMDb), or
-    into overlapping windows of ``max_len`` tokens that share ``stride`` (at most
-    ``max_chunks``: the first ones and the last). A pair is encoded as a pair, the longer text
-    cut first; with three or more text columns the others are joined into the pair's second
-    text with the separator token. Shared by training and the bundle: one tokenisation."""
+    ``head_tokens`` and the rest of the room from the end; unset, a quarter of the room: Sun et
+    al. 2019's best split, 128 + 382 of 512), or read whole in overlapping windows of ``max_len``
+    tokens that share ``stride`` (``max_chunks``, where set, keeps the first windows and the
+    last; the texts it cuts are logged). A pair is encoded as a pair and keeps both sides: each
+    text gets its share of the room, the longer cut first (``longest_first``), each side cut by
+    the same rule (head, tail, head + tail in proportion) or, with ``chunks``, windowed at its
+    share, the k-th window of the pair reading the two sides at the same relative position. With
+    three or more text columns the others are joined into the pair's second text with the
+    separator token. Shared by training and the bundle: one tokenisation."""
     second = None
     if pairs:
         sep = f" {tokenizer.sep_token} " if getattr(tokenizer, "sep_token", None) else " | "
         second = pairs[0] if len(pairs) == 1 else [sep.join(parts) for parts in zip(*pairs)]
-        if chunks or truncation != "head":
-            raise ValueError("train.chunks and train.truncation=tail/head_tail cut one text; a pair is cut "
-                             "longest text first (set train.truncation=head, train.chunks=false)")
-        enc = tokenizer(list(texts), list(second), truncation="longest_first", max_length=max_len, padding=False)
-        return enc["input_ids"], enc.get("token_type_ids"), None
+        if truncation == "head" and not chunks:  # the tokenizer's own cut (what every pair run before these options did)
+            enc = tokenizer(list(texts), list(second), truncation="longest_first", max_length=max_len, padding=False)
+            return enc["input_ids"], enc.get("token_type_ids"), None
+        return _encode_pairs(tokenizer, texts, second, max_len, truncation, head_tokens, chunks, stride, max_chunks)
     if truncation == "head" and not chunks:  # the tokenizer's own cut (what every run before these options did)
         return tokenizer(list(texts), truncation=True, max_length=max_len, padding=False)["input_ids"], None, None
     prefix, suffix = _specials(tokenizer)
     room = max(1, max_len - len(prefix) - len(suffix))
     bodies = untruncated(tokenizer, texts, add_special_tokens=False)
-    ids, owner = [], []
+    ids, owner, cut = [], [], 0
     for row, body in enumerate(bodies):
         if chunks:
-            pieces = _windows(body, room, stride, max_chunks)
-        elif len(body) <= room:
-            pieces = [body]
-        elif truncation == "tail":
-            pieces = [body[-room:]]
-        else:  # head_tail
-            head = min(head_tokens, room // 2)
-            pieces = [body[:head] + body[len(body) - (room - head):]]
+            pieces = _windows(body, room, stride, None)
+            if max_chunks and len(pieces) > max_chunks:
+                pieces, cut = pieces[:max_chunks - 1] + pieces[-1:], cut + 1
+        else:
+            pieces = [_cut(body, room, truncation, head_tokens)]
         ids += [prefix + p + suffix for p in pieces]
         owner += [row] * len(pieces)
+    _log_cut(cut, len(bodies), max_chunks)
     return ids, None, (np.array(owner, dtype=np.int64) if chunks else None)
+
+
+def head_share(room: int, head_tokens: int | None) -> int:
+    """Tokens head + tail keeps from the start of a text cut to ``room`` tokens: ``head_tokens``
+    (at most the room), unset a quarter of the room (128 of BERT's 510: Sun et al. 2019)."""
+    return min(room, head_tokens) if head_tokens is not None else int(room / 4 + 0.5)
+
+
+def _cut(body: list[int], room: int, truncation: str, head_tokens: int | None) -> list[int]:
+    """One text's tokens cut to ``room``: its head, its tail, or head + tail."""
+    if len(body) <= room:
+        return body
+    if truncation == "tail":
+        return body[len(body) - room:]
+    if truncation == "head_tail":
+        head = head_share(room, head_tokens)
+        return body[:head] + body[len(body) - (room - head):] if head < room else body[:room]
+    return body[:room]
+
+
+def pair_shares(a: int, b: int, room: int) -> tuple[int, int]:
+    """Tokens each text of a pair keeps of ``room``, as ``longest_first`` cuts them: the longer
+    loses tokens first, until both fit or both are at half the room."""
+    if a + b <= room:
+        return a, b
+    short = min(a, b, room // 2)
+    long_ = room - short
+    return (long_, short) if a >= b else (short, long_)
+
+
+def _encode_pairs(tokenizer: Any, texts: list[str], second: list[str], max_len: int, truncation: str,
+                  head_tokens: int | None, chunks: bool, stride: int,
+                  max_chunks: int | None) -> tuple[list[list[int]], list[list[int]] | None, np.ndarray | None]:
+    """Pairs cut by tail or head + tail, or read in windows: both sides kept (encode_texts)."""
+    prefix, middle, suffix, types = _pair_specials(tokenizer)
+    room = max_len - len(prefix) - len(middle) - len(suffix)
+    if room < 2:
+        raise ValueError(f"train.max_len={max_len} leaves no room for the two texts of a pair; raise it")
+    firsts = untruncated(tokenizer, texts, add_special_tokens=False)
+    seconds = untruncated(tokenizer, second, add_special_tokens=False)
+    ids, type_ids, owner, cut = [], [], [], 0
+    for row, (a, b) in enumerate(zip(firsts, seconds)):
+        sa, sb = pair_shares(len(a), len(b), room)
+        if chunks:
+            wa = _windows(a, sa, _side_stride(stride, sa, max_len), None) if sa else [[]]
+            wb = _windows(b, sb, _side_stride(stride, sb, max_len), None) if sb else [[]]
+            n = max(len(wa), len(wb))
+            picks = list(range(n))
+            if max_chunks and n > max_chunks:
+                picks, cut = picks[:max_chunks - 1] + picks[-1:], cut + 1
+            pieces = [(wa[_aligned(k, n, len(wa))], wb[_aligned(k, n, len(wb))]) for k in picks]
+        else:
+            def side(body: list[int], share: int) -> list[int]:
+                head = None if head_tokens is None else int(head_tokens * share / room + 0.5)
+                return _cut(body, share, truncation, head)
+
+            pieces = [(side(a, sa), side(b, sb))]
+        for pa, pb in pieces:
+            ids.append(prefix + pa + middle + pb + suffix)
+            if types is not None:
+                tp, ta, tm, tb, ts = types
+                type_ids.append(tp + [ta] * len(pa) + tm + [tb] * len(pb) + ts)
+        owner += [row] * len(pieces)
+    _log_cut(cut, len(firsts), max_chunks)
+    return ids, (type_ids if types is not None else None), (np.array(owner, dtype=np.int64) if chunks else None)
+
+
+def _side_stride(stride: int, share: int, max_len: int) -> int:
+    """The tokens two windows of one side of a pair share: ``stride`` in proportion to the side's
+    share of the input (less than half of it, so windows move on)."""
+    return min(int(stride * share / max_len + 0.5), max(0, (share - 1) // 2))
+
+
+def _aligned(k: int, n: int, m: int) -> int:
+    """The window of a side with ``m`` windows that the k-th of ``n`` pair windows reads: the
+    same relative position (the first with the first, the last with the last)."""
+    return 0 if n <= 1 or m <= 1 else int(k * (m - 1) / (n - 1) + 0.5)
+
+
+def _log_cut(cut: int, n: int, max_chunks: int | None) -> None:
+    if cut:
+        import logging
+
+        logging.getLogger("textcomp.runtime").warning(
+            "train.max_chunks=%d: %d of %d texts need more windows; their middle windows are not read (unset "
+            "train.max_chunks to read every text whole)", max_chunks, cut, n)
 
 
 def untruncated(tokenizer: Any, texts: list[str], add_special_tokens: bool = True) -> list[list[int]]:
@@ -364,14 +451,37 @@ def _specials(tokenizer: Any) -> tuple[list[int], list[int]]:
     return [], []
 
 
-def _windows(body: list[int], room: int, stride: int, max_chunks: int) -> list[list[int]]:
+def _pair_specials(tokenizer: Any) -> tuple[list[int], list[int], list[int], tuple | None]:
+    """The special tokens around and between a pair's texts ([CLS] a [SEP] b [SEP], <s> a </s></s>
+    b </s>) and the token types of each part (None where the tokenizer gives none), read off
+    its own output for a one-token pair."""
+    enc = tokenizer("a", "b", add_special_tokens=True)
+    full, types = enc["input_ids"], enc.get("token_type_ids")
+    a = tokenizer("a", add_special_tokens=False)["input_ids"]
+    b = tokenizer("b", add_special_tokens=False)["input_ids"]
+    for i in range(len(full) - len(a) + 1):
+        if full[i:i + len(a)] != a:
+            continue
+        for j in range(i + len(a), len(full) - len(b) + 1):
+            if full[j:j + len(b)] == b:
+                parts = full[:i], full[i + len(a):j], full[j + len(b):]
+                if types is None:
+                    return *parts, None
+                return *parts, (types[:i], types[i], types[i + len(a):j], types[j], types[j + len(b):])
+    raise ValueError(f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')}: cannot tell where a pair's two texts "
+                     "sit in its encoding; set train.truncation=head and train.chunks=false")
+
+
+def _windows(body: list[int], room: int, stride: int, max_chunks: int | None = None) -> list[list[int]]:
+    """Windows of ``room`` tokens sharing ``stride`` that cover ``body``, its end always read
+    (``max_chunks``: the first ones and the last)."""
     if len(body) <= room:
         return [body]
     step = max(1, room - stride)
     starts = list(range(0, len(body) - room + 1, step))
     if starts[-1] + room < len(body):
         starts.append(len(body) - room)  # the end is always read
-    if len(starts) > max_chunks:
+    if max_chunks and len(starts) > max_chunks:
         starts = starts[:max_chunks - 1] + starts[-1:]
     return [body[s:s + room] for s in starts]
 
@@ -399,13 +509,33 @@ def _batches(ids: list[list[int]], types: list[list[int]] | None, pad: int, batc
         yield idx, input_ids, mask, type_ids
 
 
-def per_row(logits: np.ndarray, owner: np.ndarray | None, n_rows: int) -> np.ndarray:
-    """Windows' logits averaged per row (chunked long texts); the logits themselves without."""
+CHUNK_POOLS = ("mean", "max", "tokens")  # how a long text's windows make its own output (train.chunk_pool)
+
+
+def per_row(values: np.ndarray, owner: np.ndarray | None, n_rows: int, pool: str = "mean",
+            tokens: np.ndarray | None = None) -> np.ndarray:
+    """Windows' outputs (logits, or a frozen encoder's vectors) pooled per row for chunked long
+    texts: their mean, each column's maximum, or a mean weighted by each window's real
+    ``tokens`` (``pool``: ``tokens`` without them is the mean); the values themselves without windows."""
     if owner is None:
-        return logits
-    out = np.zeros((n_rows, logits.shape[1]), dtype=np.float64)
-    np.add.at(out, owner, logits)
-    return (out / np.bincount(owner, minlength=n_rows)[:, None]).astype(np.float32)
+        return values
+    if pool not in CHUNK_POOLS:
+        raise ValueError(f"train.chunk_pool must be one of {', '.join(CHUNK_POOLS)}; got {pool!r}")
+    if pool == "max":
+        out = np.full((n_rows, values.shape[1]), -np.inf, dtype=np.float64)
+        np.maximum.at(out, owner, values)
+        return out.astype(np.float32)
+    w = np.asarray(tokens, dtype=np.float64) if pool == "tokens" and tokens is not None else np.ones(len(owner))
+    out = np.zeros((n_rows, values.shape[1]), dtype=np.float64)
+    np.add.at(out, owner, values * w[:, None])
+    return (out / np.bincount(owner, weights=w, minlength=n_rows)[:, None]).astype(np.float32)
+
+
+def split_encoding(encoding: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """A member's ``encoding`` (train.truncation / head_tokens / chunks / stride / max_chunks /
+    chunk_pool as trained) as ``encode_texts``' arguments and the windows' pooling."""
+    enc = dict(encoding or {})
+    return enc, enc.pop("pool", "mean")
 
 
 def activate(logits: Any, multilabel: bool) -> Any:
@@ -423,7 +553,8 @@ def predict_transformer(model: Any, tokenizer: Any, texts: list[str], max_len: i
     ``encoding``: train.truncation / head_tokens / chunks / stride / max_chunks as trained."""
     import torch
 
-    ids, types, owner = encode_texts(tokenizer, texts, max_len, pairs, **(encoding or {}))
+    enc, pool = split_encoding(encoding)
+    ids, types, owner = encode_texts(tokenizer, texts, max_len, pairs, **enc)
     logits = torch.empty((len(ids), model.config.num_labels), dtype=torch.float32)
     with torch.inference_mode():
         for idx, input_ids, mask, type_ids in _batches(ids, types, tokenizer.pad_token_id or 0, batch_size,
@@ -432,7 +563,8 @@ def predict_transformer(model: Any, tokenizer: Any, texts: list[str], max_len: i
             out = model(input_ids=torch.from_numpy(input_ids).to(device),
                         attention_mask=torch.from_numpy(mask).to(device), **extra).logits
             logits[torch.from_numpy(idx)] = out.float().cpu()
-    return activate(torch.from_numpy(per_row(logits.numpy(), owner, len(texts))), multilabel).numpy()
+    lengths = np.array([len(x) for x in ids])
+    return activate(torch.from_numpy(per_row(logits.numpy(), owner, len(texts), pool, lengths)), multilabel).numpy()
 
 
 def load_encoder(folder: Path, device: str = "cpu") -> tuple[Any, Any]:
@@ -515,14 +647,15 @@ def predict_onnx(session: Any, tokenizer: Any, texts: list[str], max_len: int, b
                  encoding: dict[str, Any] | None = None) -> np.ndarray:
     """As ``predict_transformer``, on the int8 export (one text column: the export takes no
     token type ids)."""
-    ids, _, owner = encode_texts(tokenizer, texts, max_len, None, **(encoding or {}))
+    enc, pool = split_encoding(encoding)
+    ids, _, owner = encode_texts(tokenizer, texts, max_len, None, **enc)
     logits = None
     for idx, input_ids, mask, _ in _batches(ids, None, tokenizer.pad_token_id or 0, batch_size, pad_to_multiple_of):
         out = session.run(["logits"], {"input_ids": input_ids, "attention_mask": mask})[0]
         if logits is None:
             logits = np.empty((len(ids), out.shape[1]), dtype=np.float32)
         logits[idx] = out
-    z = per_row(logits, owner, len(texts)).astype(np.float64)
+    z = per_row(logits, owner, len(texts), pool, np.array([len(x) for x in ids])).astype(np.float64)
     return _sigmoid(z) if multilabel else _softmax_rows(z)
 
 

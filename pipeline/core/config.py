@@ -120,12 +120,13 @@ class TrainConfig:
     family: str = "transformer"  # transformer (fine-tuned), classical (TF-IDF), embedding (frozen encoder + LR)
     backbone: str = "packaged:minilm"  # local dir, hub name, packaged:minilm or packaged:mpnet
     max_len: int = 64  # max tokens per text (a pair: both texts together)
-    truncation: str = "head"  # long texts: head (the first max_len tokens), tail, head_tail (head_tokens + the end)
-    head_tokens: int = 128  # head_tail: tokens kept from the start (at most half of max_len)
-    chunks: bool = False  # predict long texts as overlapping max_len windows, their logits averaged
-    chunk_training: bool = False  # with chunks: train on every window too (each with its text's label)
+    truncation: str = "head"  # long texts: head (the first max_len tokens), tail, head_tail (head_tokens + the end); a pair cuts each side
+    head_tokens: int | None = None  # head_tail: tokens kept from the start, the rest of max_len from the end; None: a quarter (128 of 512, Sun et al. 2019)
+    chunks: bool = False  # read long texts whole: overlapping max_len windows, pooled per text (the embedding family embeds each)
+    chunk_training: bool = True  # with chunks: train on every window too (each with its text's label and fold)
     stride: int = 32  # chunks: tokens two windows share
-    max_chunks: int = 8  # chunks: at most this many windows per text (the rest of a longer text is cut)
+    max_chunks: int | None = None  # chunks: at most this many windows per text (the first ones and the last; the texts cut are logged)
+    chunk_pool: str = "mean"  # chunks: a text's windows pooled by mean, max, or tokens (a mean weighted by each window's tokens)
     pos_weight: bool = False  # multi-label: weight each label's positives by negatives/positives (rare labels)
     epochs: int = 2  # training epochs per fold
     batch_size: int = 32  # micro-batch size in rows; with token batches, the rows per step the LR is set for
@@ -190,8 +191,18 @@ class TrainConfig:
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _choice("train.classical_model", self.classical_model, ("lr", "nbsvm", "svm"))
         _choice("train.truncation", self.truncation, ("head", "tail", "head_tail"))
-        for name in ("head_tokens", "stride", "max_chunks"):
-            _positive(f"train.{name}", getattr(self, name))
+        _positive("train.stride", self.stride)
+        from pipeline.runtime import CHUNK_POOLS
+
+        _choice("train.chunk_pool", self.chunk_pool, CHUNK_POOLS)
+        if self.head_tokens is not None:
+            _positive("train.head_tokens", self.head_tokens)
+            if self.truncation == "head_tail" and self.head_tokens >= self.max_len:
+                raise ConfigError(f"train.head_tokens ({self.head_tokens}) leaves no tail at train.max_len="
+                                  f"{self.max_len}: set it below, or unset it (a quarter of the room)")
+        if self.max_chunks is not None and self.max_chunks < 2:
+            raise ConfigError(f"train.max_chunks must be >= 2 (the first window and the last) or unset, got "
+                              f"{self.max_chunks}")
         if self.chunks and self.stride >= self.max_len // 2:
             raise ConfigError(f"train.stride ({self.stride}) must be below half of train.max_len ({self.max_len})")
         if self.pseudo_teacher is not None:

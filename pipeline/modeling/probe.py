@@ -86,20 +86,25 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
            "rows_per_step": round(len(ds) / max(1, len(every)), 3) if tc.token_budget() else float(tc.batch_size),
            "device": device.type, "steps_timed": len(times), "fit": [round(a, 6), round(b, 9)],
            "max_positions": max_positions(model.config)}
+    # windows per text were every text read whole at each max_len (train.chunks): what chunks cost the plan
+    chunked = {str(m): round(float(np.mean([n_windows(n, m, tc.stride, tc.max_chunks) for n in full])), 3)
+               for m in {tc.max_len, *max_lens}}
+    out["chunk_windows"] = chunked
     if tc.chunks:
-        out["windows"] = {str(m): round(float(np.mean([n_windows(n, m, tc.stride, tc.max_chunks) for n in full])), 3)
-                          for m in {tc.max_len, *max_lens}}
+        out["windows"] = chunked
     if submission_dtype(device, dtype) != dtype:  # the trainer predicts the test rows in another dtype
         exact = autocast(device, submission_dtype(device, dtype))
         out["test_infer_row_s"] = round(_infer_row_s(model, data, tc, device, exact, mask=mask), 7)
     return out
 
 
-def n_windows(length: int, max_len: int, stride: int, max_chunks: int) -> int:
-    """Windows of ``max_len`` tokens sharing ``stride`` that cover a text of ``length`` tokens."""
+def n_windows(length: int, max_len: int, stride: int, max_chunks: int | None = None) -> int:
+    """Windows of ``max_len`` tokens sharing ``stride`` that cover a text of ``length`` tokens
+    (at most ``max_chunks``, where set)."""
     if length <= max_len:
         return 1
-    return min(max_chunks, 2 + (length - max_len - 1) // max(1, max_len - stride))
+    n = 2 + (length - max_len - 1) // max(1, max_len - stride)
+    return min(max_chunks, n) if max_chunks else n
 
 
 def max_positions(config: object) -> int | None:

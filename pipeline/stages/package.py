@@ -130,7 +130,7 @@ def member_shape(tc: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if tc.get("truncation", "head") != "head" or tc.get("chunks"):
         out["encoding"] = {"truncation": tc["truncation"], "head_tokens": tc["head_tokens"], "chunks": tc["chunks"],
-                           "stride": tc["stride"], "max_chunks": tc["max_chunks"]}
+                           "stride": tc["stride"], "max_chunks": tc["max_chunks"], "pool": tc.get("chunk_pool", "mean")}
     return out
 
 
