@@ -582,13 +582,17 @@ def mean_pool(hidden: Any, mask: Any) -> Any:
 
 
 def embed(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size: int = 128,
-          device: str = "cpu") -> np.ndarray:
+          device: str = "cpu", encoding: dict[str, Any] | None = None) -> np.ndarray:
     """Sentence embeddings as sentence-transformers makes them for the all-* models: the mean
-    of the last hidden states over real tokens, L2-normalised. (n, hidden) float32."""
+    of the last hidden states over real tokens, L2-normalised. (n, hidden) float32. With
+    ``encoding``'s chunks a long text is read whole: every window embedded, the windows pooled
+    (``pool``, train.chunk_pool: their mean, each dimension's maximum, or a mean weighted by their
+    real tokens) and normalised again."""
     import torch
 
+    enc, pool = split_encoding(encoding)
+    ids, _, owner = encode_texts(tokenizer, texts, max_len, None, **enc)
     out = None
-    ids = encode_texts(tokenizer, texts, max_len)[0]
     with torch.inference_mode():
         for idx, input_ids, mask, _ in _batches(ids, None, tokenizer.pad_token_id or 0, batch_size, None):
             m = torch.from_numpy(mask).to(device)
@@ -596,9 +600,14 @@ def embed(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size
             pooled = mean_pool(hidden, m)
             pooled = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
             if out is None:
-                out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+                out = np.empty((len(ids), pooled.shape[1]), dtype=np.float32)
             out[idx] = pooled
-    return out
+    if out is None:
+        return np.empty((0, 0), dtype=np.float32)
+    if owner is None:
+        return out
+    rows = per_row(out, owner, len(texts), pool, np.array([len(x) for x in ids]))
+    return (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def embedding_features(vectors: list[np.ndarray]) -> np.ndarray:
@@ -662,7 +671,8 @@ def predict_onnx(session: Any, tokenizer: Any, texts: list[str], max_len: int, b
 def _embedding_member(bundle: Path, member: dict[str, Any], texts: list[str], pairs: list[list[str]] | None,
                       device: str, batch: int, onnx: bool) -> list[np.ndarray]:
     encoder = load_encoder(bundle / member["encoder"], device)
-    X = embedding_features([embed(*encoder, col, member["max_len"], batch, device) for col in [texts, *(pairs or [])]])
+    X = embedding_features([embed(*encoder, col, member["max_len"], batch, device, member.get("encoding"))
+                            for col in [texts, *(pairs or [])]])
     return [EmbeddingHead.load(bundle / rel).predict_proba(X) for rel in member["folds"]]  # one encoder, every head
 
 

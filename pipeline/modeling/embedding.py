@@ -1,5 +1,6 @@
 """The embedding family: a frozen sentence encoder (MiniLM or mpnet, mean-pooled and
-normalised like sentence-transformers) + a logistic regression per fold.
+normalised like sentence-transformers) + a logistic regression per fold. A text longer than
+max_len is read whole under train.chunks: every window embedded, the windows pooled.
 
 One forward pass over train and test serves every fold (and every rerun: embeddings are
 cached on disk by encoder, max_len and text hash), so it costs a fraction of fine-tuning on
@@ -32,10 +33,21 @@ def _key(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
+def text_encoding(cfg: TrainConfig) -> dict | None:
+    """How the encoder reads a text longer than max_len (runtime.embed): None for the head
+    (the tokenizer's cut), else the run's cut or its windows and their pooling."""
+    if cfg.truncation == "head" and not cfg.chunks:
+        return None
+    from pipeline.modeling.transformer import encoding
+
+    return encoding(cfg, cfg.chunks)
+
+
 def cache_file(cache_dir: Path, cfg: TrainConfig) -> Path:
     source = resolve_backbone(cfg.backbone)
-    tag = hashlib.sha256(json.dumps([source, cfg.max_len]).encode()).hexdigest()[:16]
-    return cache_dir / f"{Path(source).name}-{cfg.max_len}-{tag}.npz"
+    enc = text_encoding(cfg)
+    tag = hashlib.sha256(json.dumps([source, cfg.max_len, *([enc] if enc else [])], sort_keys=True).encode())
+    return cache_dir / f"{Path(source).name}-{cfg.max_len}-{tag.hexdigest()[:16]}.npz"
 
 
 def embeddings(cfg: TrainConfig, texts: list[str], cache_dir: Path | None) -> np.ndarray:
@@ -55,7 +67,7 @@ def embeddings(cfg: TrainConfig, texts: list[str], cache_dir: Path | None) -> np
         for s in progress(slices, len(slices), f"embedding {len(todo)} texts with {cfg.backbone}", "slices"):
             part = todo[s:s + step]
             memo.update(zip([k for k, _ in part], embed(model, tokenizer, [t for _, t in part], cfg.max_len,
-                                                        cfg.eval_batch_size)))
+                                                        cfg.eval_batch_size, encoding=text_encoding(cfg))))
         log.info("embedding: %d new texts encoded with %s in %.1fs (%.0f texts/s); %d from the cache", len(todo),
                  cfg.backbone, time.perf_counter() - t0, len(todo) / max(time.perf_counter() - t0, 1e-9),
                  len(keys) - len(todo))
@@ -95,6 +107,8 @@ def fit_embedding_fold(cfg: TrainConfig, data: FoldData, metric: str, fold: int,
 
 
 def save_head(head: EmbeddingHead, cfg: TrainConfig, folder: Path) -> None:
+    pooling = "mean, L2-normalised" + (f"; windows pooled by {cfg.chunk_pool}, L2-normalised" if cfg.chunks else "")
     save_model_files(folder, {"format": "textcomp-embedding-head/1", "backbone": cfg.backbone,
-                              "max_len": cfg.max_len, "pooling": "mean, L2-normalised", "multilabel": head.multilabel},
+                              "max_len": cfg.max_len, "pooling": pooling, "encoding": text_encoding(cfg),
+                              "multilabel": head.multilabel},
                      {"coef": head.coef, "intercept": head.intercept})

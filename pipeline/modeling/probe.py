@@ -253,15 +253,23 @@ def probe_embedding(tc: TrainConfig, texts: list[str]) -> dict[str, Any]:
 
     from pipeline.modeling.backbones import resolve_backbone
     from pipeline.modeling.data import DeviceData, Encoded
+    from pipeline.modeling.transformer import encoding
     from pipeline.runtime import load_encoder
 
     t0 = time.perf_counter()
     model, tokenizer = load_encoder(Path(resolve_backbone(tc.backbone)))
     load_s = time.perf_counter() - t0
-    ds = Encoded.from_texts(tokenizer, texts, tc.max_len)
+    ds = Encoded.from_texts(tokenizer, texts, tc.max_len)  # a window costs what a text cut to max_len does
     data = DeviceData(ds, tokenizer.pad_token_id or 0, torch.device("cpu"), None)
     plain = TrainConfig(eval_batch_size=tc.eval_batch_size)  # the encoder's pass batches in rows, unpadded
     infer = _infer_row_s(model, data, plain, torch.device("cpu"), contextlib.nullcontext(), warm=False)
-    return {"infer_row_s": round(infer, 7), "load_s": round(load_s, 3), "max_len": tc.max_len, "fit_row_s": 2e-5}
+    out = {"infer_row_s": round(infer, 7), "load_s": round(load_s, 3), "max_len": tc.max_len, "fit_row_s": 2e-5}
+    # windows per text under train.chunks (each embedded): infer_row_s is then paid per window
+    whole = Encoded.from_texts(tokenizer, texts, tc.max_len, encoding=encoding(tc, True)) if texts else ds
+    chunked = {str(tc.max_len): round(len(whole) / max(1, whole.n_rows), 3)}
+    out["chunk_windows"] = chunked
+    if tc.chunks:
+        out["windows"] = chunked
+    return out
 
 
