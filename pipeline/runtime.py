@@ -147,8 +147,8 @@ def text_columns(df: pd.DataFrame) -> list[str]:
 
 def other_texts(df: pd.DataFrame, names: list[str] | None = None) -> list[list[str]] | None:
     """The text columns after the first (a pair's second text), one list each; None for one text.
-    Three or more text columns: each after the first is prefixed with its column's name
-    (``names``: every text column's), since they are joined into the pair's second text."""
+    Three or more text columns: each is prefixed with its column's name (``names``: every text
+    column's; ``model_inputs`` names the first), since they are joined into the pair's second text."""
     cols = text_columns(df)[1:]
     out = [df[c].fillna("").astype(str).tolist() for c in cols]
     if len(out) >= 2 and names:
@@ -156,26 +156,45 @@ def other_texts(df: pd.DataFrame, names: list[str] | None = None) -> list[list[s
     return out or None
 
 
-def pair_features(a: list[str], b: list[str], vectorizer: Any = None) -> np.ndarray:
-    """What a text pair's relation looks like to a linear model, per row: the shared-word ratio
-    (Jaccard of lower-cased word sets), the length ratio (shorter / longer, in characters), and
-    the cosine of the two texts' TF-IDF vectors under ``vectorizer`` (0 without one)."""
+PAIR_FEATURES = ("word_jaccard", "length_ratio", "word_tfidf_cosine", "char3_jaccard", "char_tfidf_cosine")
+
+
+def pair_features(a: list[str], b: list[str], vectorizer: Any = None, char_vectorizer: Any = None,
+                  version: int = 2) -> np.ndarray:
+    """What a text pair's relation looks like to a linear model, per row (``PAIR_FEATURES``): the
+    shared-word ratio (Jaccard of lower-cased word sets), the length ratio (shorter / longer, in
+    characters), the cosine of the two texts' TF-IDF vectors under ``vectorizer`` (0 without
+    one), and (``version`` 2) the shared character-trigram ratio and the cosine under
+    ``char_vectorizer``. Version 1 (models trained before the character features) is the first three."""
     words = re.compile(r"\w+")
-    out = np.zeros((len(a), 3))
+    out = np.zeros((len(a), 3 if version == 1 else len(PAIR_FEATURES)))
     for i, (x, y) in enumerate(zip(a, b)):
         wx, wy = set(words.findall(x.lower())), set(words.findall(y.lower()))
         out[i, 0] = len(wx & wy) / len(wx | wy) if wx | wy else 0.0
         out[i, 1] = min(len(x), len(y)) / max(len(x), len(y), 1)
-    if vectorizer is not None:
-        va, vb = vectorizer.transform(a), vectorizer.transform(b)  # rows are L2-normalised
-        out[:, 2] = np.asarray(va.multiply(vb).sum(1)).ravel()
+        if version > 1:
+            cx, cy = _trigrams(x), _trigrams(y)
+            out[i, 3] = len(cx & cy) / len(cx | cy) if cx | cy else 0.0
+    for col, vec in ((2, vectorizer), (4, char_vectorizer if version > 1 else None)):
+        if vec is not None:
+            va, vb = vec.transform(a), vec.transform(b)  # rows are L2-normalised
+            out[:, col] = np.asarray(va.multiply(vb).sum(1)).ravel()
     return out
 
 
-def model_inputs(df: pd.DataFrame, extra_cols: list[str], template: str, sep: str) -> list[str]:
+def _trigrams(text: str) -> set[str]:
+    t = " ".join(text.lower().split())
+    return {t[i:i + 3] for i in range(max(0, len(t) - 2))}
+
+
+def model_inputs(df: pd.DataFrame, extra_cols: list[str], template: str, sep: str,
+                 names: list[str] | None = None) -> list[str]:
     """The text a model sees: extra columns (e.g. keyword, percent-decoded) joined before the
-    cleaned text."""
+    cleaned text. With three or more text columns (``names``: each one's own name) the first is
+    named as ``other_texts`` names the others: every column once."""
     texts = df["text"].fillna("").astype(str)
+    if names and len(names) >= 3 and len(text_columns(df)) >= 3:
+        texts = names[0] + ": " + texts
     if not extra_cols:
         return texts.tolist()
     parts = []
@@ -221,17 +240,25 @@ def _vectorizer(spec: dict[str, Any], idf: np.ndarray) -> Any:
     return vec
 
 
+JOINT, JOINT_SEP = -1, " || "  # a vectorizer over every text column joined (train.pair_tfidf=joint)
+
+
 def tfidf_features(vectorizers: list[Any], columns: list[int], texts: list[str], pairs: list[list[str]] | None,
-                   with_pair_features: bool) -> Any:
-    """The classical family's features: each vectorizer over its text column (0: the first),
-    then, for a text pair, ``pair_features`` (the first column's first vectorizer for the cosine)."""
+                   with_pair_features: int, blocks: bool = True) -> Any:
+    """The classical family's features: each vectorizer over its text column (0: the first;
+    ``JOINT``: all of them joined, one bag of words for the pair), then, for a text pair,
+    ``pair_features`` of that version (the first word and char vectorizers for the cosines);
+    ``blocks`` false: the pair features alone (a similarity member)."""
     import scipy.sparse as sp
 
     cols = [texts, *(pairs or [])]
-    blocks = [v.transform(cols[c]) for v, c in zip(vectorizers, columns)]
+    if JOINT in columns:
+        joined = [JOINT_SEP.join(parts) for parts in zip(*cols)]
+    parts = [v.transform(joined if c == JOINT else cols[c]) for v, c in zip(vectorizers, columns)] if blocks else []
     if with_pair_features and pairs:
-        blocks.append(sp.csr_matrix(pair_features(texts, pairs[0], vectorizers[0])))
-    return sp.hstack(blocks).tocsr()
+        char = vectorizers[1] if len(vectorizers) > 1 and columns[1] in (0, JOINT) else None
+        parts.append(sp.csr_matrix(pair_features(texts, pairs[0], vectorizers[0], char, int(with_pair_features))))
+    return sp.hstack(parts).tocsr()
 
 
 class LinearTfidfModel:
@@ -257,7 +284,7 @@ class LinearTfidfModel:
 
     def features(self, texts: list[str], pairs: list[list[str]] | None = None) -> Any:
         return tfidf_features(self.vectorizers, [v.get("column", 0) for v in self.spec["vectorizers"]], texts, pairs,
-                              bool(self.spec.get("pair_features")))
+                              int(self.spec.get("pair_features") or 0), bool(self.spec.get("tfidf_blocks", True)))
 
     def predict_proba(self, texts: list[str], pairs: list[list[str]] | None = None) -> np.ndarray:
         X, a, kind = self.features(texts, pairs), self.arrays, self.spec["kind"]
@@ -610,30 +637,86 @@ def embed(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size
     return (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def embedding_features(vectors: list[np.ndarray]) -> np.ndarray:
+# A pair's features are weighted by this before the logistic regression: it is then fitted at
+# train.C = 4 as the raw features at C = 0.5 (the same solution, the intercept unpenalised),
+# which measured best (benchmarks/relation_members.py, frozen MiniLM, 3,000 pairs, 5 folds: log
+# loss at C 0.5 / 4 on the relation shape 0.6384 / 0.6429, on the pair shape 0.6306 / 0.6603).
+PAIR_WEIGHT = 8 ** -0.5
+
+
+def fit_pair_relation(u: np.ndarray, v: np.ndarray, rank: int, sides: bool = False,
+                      weight: float = PAIR_WEIGHT) -> dict[str, Any]:
+    """What ``embedding_features`` needs to read a pair's relation, fitted on training pairs'
+    vectors: the first ``rank`` principal components of both texts' vectors (with their
+    centre); ``sides``: whether each text's own vector is a feature too; ``weight``: the
+    features' scale (``PAIR_WEIGHT``)."""
+    both = np.vstack([u, v]).astype(np.float64)
+    center = both.mean(0)
+    components = np.linalg.svd(both - center, full_matrices=False)[2][:rank]
+    return {"components": components, "center": center, "weight": np.array(weight), "sides": sides}
+
+
+def _products(u: np.ndarray, v: np.ndarray, relation: dict[str, Any]) -> np.ndarray:
+    """The symmetric products a_i b_j + a_j b_i (i <= j) of the two texts' principal components:
+    a bilinear similarity u' W v that a linear model learns (whether both texts sit on the same
+    side of a direction, which |u - v| and u * v, one dimension at a time, cannot tell)."""
+    a = (u - relation["center"]) @ relation["components"].T
+    b = (v - relation["center"]) @ relation["components"].T
+    i, j = np.triu_indices(a.shape[1])
+    return a[:, i] * b[:, j] + a[:, j] * b[:, i]
+
+
+def embedding_features(vectors: list[np.ndarray], relation: dict[str, Any] | None = None) -> np.ndarray:
     """The embedding family's features from each text column's vectors: one column as it is; a
-    pair (u, v) as SBERT's classifier sees it, [u, v, |u - v|, u * v]; more columns side by side."""
+    pair (u, v) as SBERT's classifier sees it, [u, v, |u - v|, u * v], and their cosine, then,
+    with a ``relation`` (``fit_pair_relation``), the products of their principal components
+    (without u and v where it says so), all weighted by its weight; more columns side by side."""
     if len(vectors) == 1:
         return vectors[0]
     if len(vectors) == 2:
         u, v = vectors
-        return np.hstack([u, v, np.abs(u - v), u * v])
+        sides = [u, v] if relation is None or relation["sides"] else []
+        parts = [*sides, np.abs(u - v), u * v, (u * v).sum(1, keepdims=True)]
+        if relation is None:
+            return np.hstack(parts)
+        return np.hstack([*parts, _products(u, v, relation)]) * float(relation["weight"])
     return np.hstack(vectors)
+
+
+RELATION_ARRAYS = ("components", "center", "weight")
 
 
 class EmbeddingHead:
     """The embedding family's fold model: a logistic regression over the frozen encoder's
-    embeddings (``embedding_features``), in ``model.json`` + ``model.npz`` (coef, intercept);
-    multi-label: one binary regression per label."""
+    embeddings (``embedding_features``, a pair's fitted ``relation`` with it), in ``model.json``
+    + ``model.npz`` (coef, intercept, the relation's arrays); multi-label: one binary
+    regression per label."""
 
-    def __init__(self, coef: np.ndarray, intercept: np.ndarray, multilabel: bool = False) -> None:
-        self.coef, self.intercept, self.multilabel = coef, intercept, multilabel
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, multilabel: bool = False,
+                 relation: dict[str, Any] | None = None) -> None:
+        self.coef, self.intercept, self.multilabel, self.relation = coef, intercept, multilabel, relation
 
     @classmethod
     def load(cls, folder: Path) -> EmbeddingHead:
         spec = json.loads((Path(folder) / "model.json").read_text(encoding="utf-8"))
         with np.load(Path(folder) / "model.npz", allow_pickle=False) as z:
-            return cls(z["coef"], z["intercept"], bool(spec.get("multilabel", False)))
+            relation = None
+            if spec.get("relation"):
+                relation = {k: z[f"relation_{k}"] for k in RELATION_ARRAYS}
+                relation["sides"] = bool(spec["relation"]["sides"])
+            return cls(z["coef"], z["intercept"], bool(spec.get("multilabel", False)), relation)
+
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``model.json``'s fields and ``model.npz``'s arrays (no pickle)."""
+        arrays = {"coef": self.coef, "intercept": self.intercept}
+        spec: dict[str, Any] = {"multilabel": self.multilabel, "relation": None}
+        if self.relation is not None:
+            arrays.update({f"relation_{k}": np.asarray(self.relation[k]) for k in RELATION_ARRAYS})
+            spec["relation"] = {"rank": int(len(self.relation["components"])), "sides": bool(self.relation["sides"])}
+        return spec, arrays
+
+    def features(self, vectors: list[np.ndarray]) -> np.ndarray:
+        return embedding_features(vectors, self.relation)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return linear_proba(np.asarray(X, dtype=np.float64), self.coef, self.intercept, self.multilabel)
@@ -671,9 +754,10 @@ def predict_onnx(session: Any, tokenizer: Any, texts: list[str], max_len: int, b
 def _embedding_member(bundle: Path, member: dict[str, Any], texts: list[str], pairs: list[list[str]] | None,
                       device: str, batch: int, onnx: bool) -> list[np.ndarray]:
     encoder = load_encoder(bundle / member["encoder"], device)
-    X = embedding_features([embed(*encoder, col, member["max_len"], batch, device, member.get("encoding"))
-                            for col in [texts, *(pairs or [])]])
-    return [EmbeddingHead.load(bundle / rel).predict_proba(X) for rel in member["folds"]]  # one encoder, every head
+    vectors = [embed(*encoder, col, member["max_len"], batch, device, member.get("encoding"))
+               for col in [texts, *(pairs or [])]]
+    heads = [EmbeddingHead.load(bundle / rel) for rel in member["folds"]]
+    return [head.predict_proba(head.features(vectors)) for head in heads]  # one encoder pass, every head
 
 
 def _classical_member(bundle: Path, member: dict[str, Any], texts: list[str], pairs: list[list[str]] | None,

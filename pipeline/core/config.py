@@ -172,10 +172,15 @@ class TrainConfig:
     # classical family
     classical_model: str = "lr"  # lr (logistic regression), nbsvm, svm (calibrated linear SVM)
     C: float = 4.0  # inverse regularisation strength
-    pair_features: bool = True  # text pairs: shared-word ratio, length ratio, TF-IDF cosine beside the blocks
+    pair_features: bool = True  # text pairs: shared-word and char-trigram ratios, length ratio, word and char TF-IDF cosines beside the blocks
+    tfidf_blocks: bool = True  # the TF-IDF blocks of each text column; false: a pair's similarity features alone
+    pair_tfidf: str = "joint"  # text pairs: one TF-IDF over the texts joined (joint), or one per text column (per_column)
     word_ngrams: list[int] = field(default_factory=lambda: [1, 2])  # word n-gram range
     char_ngrams: list[int] = field(default_factory=lambda: [2, 5])  # char_wb n-gram range
     max_features: int = 200000  # per vectorizer
+    # embedding family
+    pair_rank: int = 32  # text pairs: products of the two texts' first k principal components (a bilinear similarity); 0: none
+    pair_sides: bool = False  # text pairs: each text's own vector u, v too, beside |u - v|, u * v, the cosine and the products
 
     def token_budget(self) -> int | None:
         """Padded tokens a training micro-batch is filled to; None: batches of batch_size rows."""
@@ -190,6 +195,7 @@ class TrainConfig:
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _choice("train.classical_model", self.classical_model, ("lr", "nbsvm", "svm"))
+        _choice("train.pair_tfidf", self.pair_tfidf, ("joint", "per_column"))
         _choice("train.truncation", self.truncation, ("head", "tail", "head_tail"))
         _positive("train.stride", self.stride)
         from pipeline.runtime import CHUNK_POOLS
@@ -209,6 +215,8 @@ class TrainConfig:
             _name("train.pseudo_teacher", self.pseudo_teacher)
         if not 0.5 <= self.pseudo_threshold <= 1:
             raise ConfigError(f"train.pseudo_threshold must be in [0.5, 1], got {self.pseudo_threshold}")
+        if self.pair_rank < 0:
+            raise ConfigError(f"train.pair_rank must be >= 0, got {self.pair_rank}")
         for name in ("max_len", "epochs", "batch_size", "grad_accum", "eval_batch_size", "evals_per_epoch", "log_every"):
             _positive(f"train.{name}", getattr(self, name))
         for name in ("batch_tokens", "eval_batch_tokens"):
