@@ -536,14 +536,15 @@ def _batches(ids: list[list[int]], types: list[list[int]] | None, pad: int, batc
         yield idx, input_ids, mask, type_ids
 
 
-CHUNK_POOLS = ("mean", "max", "tokens")  # how a long text's windows make its own output (train.chunk_pool)
+# How a long text's windows make its own output (train.chunk_pool). A mean weighted by each
+# window's tokens was measured too and dropped: every window of a long text is full (the last one
+# ends at the text's end), so it is the mean (benchmarks/long_reading.py: the same scores).
+CHUNK_POOLS = ("mean", "max")
 
 
-def per_row(values: np.ndarray, owner: np.ndarray | None, n_rows: int, pool: str = "mean",
-            tokens: np.ndarray | None = None) -> np.ndarray:
+def per_row(values: np.ndarray, owner: np.ndarray | None, n_rows: int, pool: str = "mean") -> np.ndarray:
     """Windows' outputs (logits, or a frozen encoder's vectors) pooled per row for chunked long
-    texts: their mean, each column's maximum, or a mean weighted by each window's real
-    ``tokens`` (``pool``: ``tokens`` without them is the mean); the values themselves without windows."""
+    texts: their mean, or each column's maximum (``pool``); the values themselves without windows."""
     if owner is None:
         return values
     if pool not in CHUNK_POOLS:
@@ -552,10 +553,9 @@ def per_row(values: np.ndarray, owner: np.ndarray | None, n_rows: int, pool: str
         out = np.full((n_rows, values.shape[1]), -np.inf, dtype=np.float64)
         np.maximum.at(out, owner, values)
         return out.astype(np.float32)
-    w = np.asarray(tokens, dtype=np.float64) if pool == "tokens" and tokens is not None else np.ones(len(owner))
     out = np.zeros((n_rows, values.shape[1]), dtype=np.float64)
-    np.add.at(out, owner, values * w[:, None])
-    return (out / np.bincount(owner, weights=w, minlength=n_rows)[:, None]).astype(np.float32)
+    np.add.at(out, owner, values)
+    return (out / np.bincount(owner, minlength=n_rows)[:, None]).astype(np.float32)
 
 
 def split_encoding(encoding: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
@@ -590,8 +590,7 @@ def predict_transformer(model: Any, tokenizer: Any, texts: list[str], max_len: i
             out = model(input_ids=torch.from_numpy(input_ids).to(device),
                         attention_mask=torch.from_numpy(mask).to(device), **extra).logits
             logits[torch.from_numpy(idx)] = out.float().cpu()
-    lengths = np.array([len(x) for x in ids])
-    return activate(torch.from_numpy(per_row(logits.numpy(), owner, len(texts), pool, lengths)), multilabel).numpy()
+    return activate(torch.from_numpy(per_row(logits.numpy(), owner, len(texts), pool)), multilabel).numpy()
 
 
 def load_encoder(folder: Path, device: str = "cpu") -> tuple[Any, Any]:
@@ -613,8 +612,7 @@ def embed(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size
     """Sentence embeddings as sentence-transformers makes them for the all-* models: the mean
     of the last hidden states over real tokens, L2-normalised. (n, hidden) float32. With
     ``encoding``'s chunks a long text is read whole: every window embedded, the windows pooled
-    (``pool``, train.chunk_pool: their mean, each dimension's maximum, or a mean weighted by their
-    real tokens) and normalised again."""
+    (``pool``, train.chunk_pool: their mean, or each dimension's maximum) and normalised again."""
     import torch
 
     enc, pool = split_encoding(encoding)
@@ -633,7 +631,7 @@ def embed(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size
         return np.empty((0, 0), dtype=np.float32)
     if owner is None:
         return out
-    rows = per_row(out, owner, len(texts), pool, np.array([len(x) for x in ids]))
+    rows = per_row(out, owner, len(texts), pool)
     return (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
@@ -747,7 +745,7 @@ def predict_onnx(session: Any, tokenizer: Any, texts: list[str], max_len: int, b
         if logits is None:
             logits = np.empty((len(ids), out.shape[1]), dtype=np.float32)
         logits[idx] = out
-    z = per_row(logits, owner, len(texts), pool, np.array([len(x) for x in ids])).astype(np.float64)
+    z = per_row(logits, owner, len(texts), pool).astype(np.float64)
     return _sigmoid(z) if multilabel else _softmax_rows(z)
 
 

@@ -50,8 +50,8 @@ def test_embedding_run_caches_vectors_and_packages(prepared, tiny_bert, monkeypa
 
 
 def test_a_long_text_is_embedded_whole_its_windows_pooled(tiny_bert, tmp_path):
-    """train.chunks: every window of a text embedded and pooled (mean, or weighted by tokens),
-    normalised again; a text that fits is embedded as the head reads it; the cache keeps the two
+    """train.chunks: every window of a text embedded and pooled (their mean, or each dimension's
+    maximum), normalised again; a text that fits is embedded as the head reads it; the cache keeps the two
     readings apart."""
     import torch
 
@@ -67,7 +67,7 @@ def test_a_long_text_is_embedded_whole_its_windows_pooled(tiny_bert, tmp_path):
     texts = [long_a, long_b, "fire near the city"]
     head = embed_texts(model, tok, texts, 16, 8)
     assert np.allclose(head[0], head[1])  # the head cannot tell them apart
-    for pool in ("mean", "tokens"):
+    for pool in ("mean", "max"):
         cfg = TrainConfig(max_len=16, stride=4, chunks=True, chunk_pool=pool)
         whole = embed_texts(model, tok, texts, 16, 8, encoding=text_encoding(cfg))
         assert not np.allclose(whole[0], whole[1]) and np.allclose(whole[2], head[2], atol=1e-6)
@@ -75,8 +75,7 @@ def test_a_long_text_is_embedded_whole_its_windows_pooled(tiny_bert, tmp_path):
         with torch.inference_mode():
             vecs = [torch.nn.functional.normalize(mean_pool(model(input_ids=torch.tensor([w])).last_hidden_state,
                                                             torch.ones(1, len(w))), dim=-1)[0].numpy() for w in ids]
-        weights = np.array([len(w) for w in ids], float) if pool == "tokens" else np.ones(len(ids))
-        want = (np.array(vecs) * weights[:, None]).sum(0) / weights.sum()
+        want = np.max(vecs, axis=0) if pool == "max" else np.mean(vecs, axis=0)
         assert len(ids) > 3 and np.allclose(whole[0], want / np.linalg.norm(want), atol=1e-5)
     assert cache_file(tmp_path, TrainConfig(backbone=str(tiny_bert))) != \
         cache_file(tmp_path, TrainConfig(backbone=str(tiny_bert), chunks=True))

@@ -55,7 +55,7 @@ def test_the_settings_that_cannot_work_are_one_line_config_errors():
     TrainConfig(truncation="head_tail", max_len=64).validate()  # unset: a quarter of the room
     with pytest.raises(ConfigError, match="train.max_chunks must be >= 2"):
         TrainConfig(chunks=True, max_chunks=1).validate()
-    with pytest.raises(ConfigError, match="train.chunk_pool must be one of mean, max, tokens"):
+    with pytest.raises(ConfigError, match="train.chunk_pool must be one of mean, max; got 'median'"):
         TrainConfig(chunk_pool="median").validate()
 
 
@@ -79,12 +79,13 @@ def test_chunks_read_every_token_and_a_limit_is_logged_with_the_texts_it_cuts(to
     assert capped[2] == [w for w, o in zip(ids, owner) if o == 0][-1]  # the end is always read
 
 
-def test_a_texts_windows_are_pooled_by_mean_max_or_tokens():
+def test_a_texts_windows_are_pooled_by_mean_or_max():
     logits = np.array([[1.0, 0.0], [3.0, -2.0], [5.0, 5.0]])
     owner = np.array([0, 0, 1])
     assert per_row(logits, owner, 2).tolist() == [[2.0, -1.0], [5.0, 5.0]]
     assert per_row(logits, owner, 2, "max").tolist() == [[3.0, 0.0], [5.0, 5.0]]
-    assert per_row(logits, owner, 2, "tokens", np.array([30, 10, 7])).tolist() == [[1.5, -0.5], [5.0, 5.0]]
+    with pytest.raises(ValueError, match="train.chunk_pool must be one of mean, max"):
+        per_row(logits, owner, 2, "tokens")
     assert per_row(logits, None, 3, "max") is logits  # no windows: the rows as they are
 
 

@@ -126,7 +126,7 @@ class TrainConfig:
     chunk_training: bool = True  # with chunks: train on every window too (each with its text's label and fold)
     stride: int = 32  # chunks: tokens two windows share
     max_chunks: int | None = None  # chunks: at most this many windows per text (the first ones and the last; the texts cut are logged)
-    chunk_pool: str = "mean"  # chunks: a text's windows pooled by mean, max, or tokens (a mean weighted by each window's tokens)
+    chunk_pool: str = "mean"  # chunks: a text's windows pooled by the mean of their logits (or vectors), or max
     pos_weight: bool = False  # multi-label: weight each label's positives by negatives/positives (rare labels)
     epochs: int = 2  # training epochs per fold
     batch_size: int = 32  # micro-batch size in rows; with token batches, the rows per step the LR is set for

@@ -301,7 +301,7 @@ def predict(model: nn.Module, data: DeviceData, batches: list[list[int]], cast: 
         done = [i for b in mine for i in b]
         for part_rows, part in dist_.gather_objects((done, host[done])):
             host[part_rows] = part
-    rows = torch.from_numpy(per_row(host.numpy(), owner, data.n if n_rows is None else n_rows, pool, data.lengths))
+    rows = torch.from_numpy(per_row(host.numpy(), owner, data.n if n_rows is None else n_rows, pool))
     return activate(rows, multilabel).numpy(), rows.numpy()
 
 
