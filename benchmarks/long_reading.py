@@ -11,7 +11,7 @@ mean or by max), then a logistic regression per fold. transformer: MiniLM fine-t
 reading (head, head_tail, chunks trained on every window); the chunked model's validation
 windows are pooled by mean and by max from the same logits. share: how much reading only
 the head costs as a function of the share of texts longer than max_len (a competition of long
-documents and of short ones, 3 tweets, of the same kind), with word TF-IDF + LR on each text cut
+documents and of short ones, their first max_len / 2 tokens), with word TF-IDF + LR on each text cut
 to its first max_len tokens against the whole text: the gain of reading whole, beside its fold
 noise, is what inspect's threshold rests on. Prints JSON; records nothing.
 """
@@ -132,7 +132,8 @@ def share(df: pd.DataFrame, max_len: int, folds: int, shares: list[float]) -> di
     rng = np.random.default_rng(0)
     y = df["label"].to_numpy()
     full = df["text"].tolist()
-    short = [" ".join(t.split(" ")[: len(t.split(" ")) // 10]) for t in full]  # about 3 tweets' worth of words
+    # a short text: a document's first max_len / 2 tokens (one or two tweets), read whole by any cut
+    short = [tok.decode(x[: max_len // 2]) for x in untruncated(tok, full, add_special_tokens=False)]
     out = {}
     for s in shares:
         long_rows = rng.random(len(full)) < s

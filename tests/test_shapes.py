@@ -221,6 +221,15 @@ def test_inspect_reports_long_texts_and_suggests_a_cut(tmp_path):
     assert run_stage("inspect", work, comp, "inspect.adversarial=false", "train.max_len=64") == 0
     report = json.loads((work / "reports/inspect.json").read_text())
     assert report["long_texts"]["64"] > 0.3 and "head_tail" in report["suggested_truncation"]
+    reading = report["reading"]  # what the planner reads: the share, its threshold, the windows chunks cost
+    assert reading["long"] and reading["share_over"] == report["long_texts"]["64"] and reading["threshold"] == 0.10
+    assert reading["readings"][0] == "chunks" and reading["windows"]["64"] > 1.3 > reading["windows"]["512"] >= 1
+    assert "read them whole in windows" in (work / "reports/inspect.md").read_text()
+    short = tmp_path / "short"
+    short.mkdir()
+    assert run_stage("inspect", short, write_binary_competition(tmp_path / "tweets"), "inspect.adversarial=false") == 0
+    reading = json.loads((short / "reports/inspect.json").read_text())["reading"]
+    assert not reading["long"] and reading["readings"] == ["head"] and reading["windows"]["64"] == 1.0
 
 
 # -- Kaggle's files as they come -----------------------------------------------------------------
