@@ -163,11 +163,10 @@ def test_chunked_training_and_prediction_pool_to_one_row_per_document(tiny_bert)
     texts, y = synthetic_texts(48, [NEG, POS], 2)
     long = [t + " " + _doc(40, i) for i, t in enumerate(texts)]
     data = FoldData(long[:32], np.array(y[:32]), long[32:], np.array(y[32:]), long[40:44])
-    for pool in ("mean", "max"):
-        cfg = TrainConfig(backbone=str(tiny_bert), max_len=24, stride=6, chunks=True, chunk_pool=pool, epochs=1,
-                          batch_size=16, eval_batch_size=32, save_checkpoints=False, precision="fp32")
-        cfg.validate()
-        out = FoldTrainer(cfg, 2, "accuracy", 0).fit(data, load_tokenizer(cfg))
-        assert out.val_proba.shape == (16, 2) and out.test_proba.shape == (4, 2)
-        assert np.allclose(out.val_proba.sum(1), 1)
-        assert out.train_samples_per_s > 0 and out.optimizer_steps > 2  # 32 documents made more windows
+    cfg = TrainConfig(backbone=str(tiny_bert), max_len=24, stride=6, chunks=True, epochs=1, batch_size=16,
+                      eval_batch_size=32, save_checkpoints=False, precision="fp32")  # (max: test_host_syncs)
+    cfg.validate()
+    out = FoldTrainer(cfg, 2, "accuracy", 0).fit(data, load_tokenizer(cfg))
+    assert out.val_proba.shape == (16, 2) and out.test_proba.shape == (4, 2)
+    assert np.allclose(out.val_proba.sum(1), 1)
+    assert out.optimizer_steps > 2  # 32 documents made more windows than two batches of 16
