@@ -147,8 +147,8 @@ def text_columns(df: pd.DataFrame) -> list[str]:
 
 def other_texts(df: pd.DataFrame, names: list[str] | None = None) -> list[list[str]] | None:
     """The text columns after the first (a pair's second text), one list each; None for one text.
-    Three or more text columns: each after the first is prefixed with its column's name
-    (``names``: every text column's), since they are joined into the pair's second text."""
+    Three or more text columns: each is prefixed with its column's name (``names``: every text
+    column's; ``model_inputs`` names the first), since they are joined into the pair's second text."""
     cols = text_columns(df)[1:]
     out = [df[c].fillna("").astype(str).tolist() for c in cols]
     if len(out) >= 2 and names:
@@ -156,26 +156,45 @@ def other_texts(df: pd.DataFrame, names: list[str] | None = None) -> list[list[s
     return out or None
 
 
-def pair_features(a: list[str], b: list[str], vectorizer: Any = None) -> np.ndarray:
-    """What a text pair's relation looks like to a linear model, per row: the shared-word ratio
-    (Jaccard of lower-cased word sets), the length ratio (shorter / longer, in characters), and
-    the cosine of the two texts' TF-IDF vectors under ``vectorizer`` (0 without one)."""
+PAIR_FEATURES = ("word_jaccard", "length_ratio", "word_tfidf_cosine", "char3_jaccard", "char_tfidf_cosine")
+
+
+def pair_features(a: list[str], b: list[str], vectorizer: Any = None, char_vectorizer: Any = None,
+                  version: int = 2) -> np.ndarray:
+    """What a text pair's relation looks like to a linear model, per row (``PAIR_FEATURES``): the
+    shared-word ratio (Jaccard of lower-cased word sets), the length ratio (shorter / longer, in
+    characters), the cosine of the two texts' TF-IDF vectors under ``vectorizer`` (0 without
+    one), and (``version`` 2) the shared character-trigram ratio and the cosine under
+    ``char_vectorizer``. Version 1 (models trained before the character features) is the first three."""
     words = re.compile(r"\w+")
-    out = np.zeros((len(a), 3))
+    out = np.zeros((len(a), 3 if version == 1 else len(PAIR_FEATURES)))
     for i, (x, y) in enumerate(zip(a, b)):
         wx, wy = set(words.findall(x.lower())), set(words.findall(y.lower()))
         out[i, 0] = len(wx & wy) / len(wx | wy) if wx | wy else 0.0
         out[i, 1] = min(len(x), len(y)) / max(len(x), len(y), 1)
-    if vectorizer is not None:
-        va, vb = vectorizer.transform(a), vectorizer.transform(b)  # rows are L2-normalised
-        out[:, 2] = np.asarray(va.multiply(vb).sum(1)).ravel()
+        if version > 1:
+            cx, cy = _trigrams(x), _trigrams(y)
+            out[i, 3] = len(cx & cy) / len(cx | cy) if cx | cy else 0.0
+    for col, vec in ((2, vectorizer), (4, char_vectorizer if version > 1 else None)):
+        if vec is not None:
+            va, vb = vec.transform(a), vec.transform(b)  # rows are L2-normalised
+            out[:, col] = np.asarray(va.multiply(vb).sum(1)).ravel()
     return out
 
 
-def model_inputs(df: pd.DataFrame, extra_cols: list[str], template: str, sep: str) -> list[str]:
+def _trigrams(text: str) -> set[str]:
+    t = " ".join(text.lower().split())
+    return {t[i:i + 3] for i in range(max(0, len(t) - 2))}
+
+
+def model_inputs(df: pd.DataFrame, extra_cols: list[str], template: str, sep: str,
+                 names: list[str] | None = None) -> list[str]:
     """The text a model sees: extra columns (e.g. keyword, percent-decoded) joined before the
-    cleaned text."""
+    cleaned text. With three or more text columns (``names``: each one's own name) the first is
+    named as ``other_texts`` names the others: every column once."""
     texts = df["text"].fillna("").astype(str)
+    if names and len(names) >= 3 and len(text_columns(df)) >= 3:
+        texts = names[0] + ": " + texts
     if not extra_cols:
         return texts.tolist()
     parts = []
@@ -221,17 +240,25 @@ def _vectorizer(spec: dict[str, Any], idf: np.ndarray) -> Any:
     return vec
 
 
+JOINT, JOINT_SEP = -1, " || "  # a vectorizer over every text column joined (train.pair_tfidf=joint)
+
+
 def tfidf_features(vectorizers: list[Any], columns: list[int], texts: list[str], pairs: list[list[str]] | None,
-                   with_pair_features: bool) -> Any:
-    """The classical family's features: each vectorizer over its text column (0: the first),
-    then, for a text pair, ``pair_features`` (the first column's first vectorizer for the cosine)."""
+                   with_pair_features: int, blocks: bool = True) -> Any:
+    """The classical family's features: each vectorizer over its text column (0: the first;
+    ``JOINT``: all of them joined, one bag of words for the pair), then, for a text pair,
+    ``pair_features`` of that version (the first word and char vectorizers for the cosines);
+    ``blocks`` false: the pair features alone (a similarity member)."""
     import scipy.sparse as sp
 
     cols = [texts, *(pairs or [])]
-    blocks = [v.transform(cols[c]) for v, c in zip(vectorizers, columns)]
+    if JOINT in columns:
+        joined = [JOINT_SEP.join(parts) for parts in zip(*cols)]
+    parts = [v.transform(joined if c == JOINT else cols[c]) for v, c in zip(vectorizers, columns)] if blocks else []
     if with_pair_features and pairs:
-        blocks.append(sp.csr_matrix(pair_features(texts, pairs[0], vectorizers[0])))
-    return sp.hstack(blocks).tocsr()
+        char = vectorizers[1] if len(vectorizers) > 1 and columns[1] in (0, JOINT) else None
+        parts.append(sp.csr_matrix(pair_features(texts, pairs[0], vectorizers[0], char, int(with_pair_features))))
+    return sp.hstack(parts).tocsr()
 
 
 class LinearTfidfModel:
@@ -257,7 +284,7 @@ class LinearTfidfModel:
 
     def features(self, texts: list[str], pairs: list[list[str]] | None = None) -> Any:
         return tfidf_features(self.vectorizers, [v.get("column", 0) for v in self.spec["vectorizers"]], texts, pairs,
-                              bool(self.spec.get("pair_features")))
+                              int(self.spec.get("pair_features") or 0), bool(self.spec.get("tfidf_blocks", True)))
 
     def predict_proba(self, texts: list[str], pairs: list[list[str]] | None = None) -> np.ndarray:
         X, a, kind = self.features(texts, pairs), self.arrays, self.spec["kind"]
@@ -298,45 +325,132 @@ def load_transformer(folder: Path, device: str = "cpu") -> tuple[Any, Any]:
 
 
 def encode_texts(tokenizer: Any, texts: list[str], max_len: int, pairs: list[list[str]] | None = None,
-                 truncation: str = "head", head_tokens: int = 128, chunks: bool = False, stride: int = 32,
-                 max_chunks: int = 8) -> tuple[list[list[int]], list[list[int]] | None, np.ndarray | None]:
+                 truncation: str = "head", head_tokens: int | None = None, chunks: bool = False, stride: int = 32,
+                 max_chunks: int | None = None) -> tuple[list[list[int]], list[list[int]] | None, np.ndarray | None]:
     """Token ids per model input, the inputs' token type ids (a pair, where the model has them),
     and, with ``chunks``, the row each window belongs to (None without).
 
     One text is cut to ``max_len`` tokens at its head, its tail, or head + tail (the first
-    ``head_tokens``, at most half the room, and the end: Sun et al. 2019's best on IMDb), or
-    into overlapping windows of ``max_len`` tokens that share ``stride`` (at most
-    ``max_chunks``: the first ones and the last). A pair is encoded as a pair, the longer text
-    cut first; with three or more text columns the others are joined into the pair's second
-    text with the separator token. Shared by training and the bundle: one tokenisation."""
+    ``head_tokens`` and the rest of the room from the end; unset, a quarter of the room: Sun et
+    al. 2019's best split, 128 + 382 of 512), or read whole in overlapping windows of ``max_len``
+    tokens that share ``stride`` (``max_chunks``, where set, keeps the first windows and the
+    last; the texts it cuts are logged). A pair is encoded as a pair and keeps both sides: each
+    text gets its share of the room, the longer cut first (``longest_first``), each side cut by
+    the same rule (head, tail, head + tail in proportion) or, with ``chunks``, windowed at its
+    share, the k-th window of the pair reading the two sides at the same relative position. With
+    three or more text columns the others are joined into the pair's second text with the
+    separator token. Shared by training and the bundle: one tokenisation."""
     second = None
     if pairs:
         sep = f" {tokenizer.sep_token} " if getattr(tokenizer, "sep_token", None) else " | "
         second = pairs[0] if len(pairs) == 1 else [sep.join(parts) for parts in zip(*pairs)]
-        if chunks or truncation != "head":
-            raise ValueError("train.chunks and train.truncation=tail/head_tail cut one text; a pair is cut "
-                             "longest text first (set train.truncation=head, train.chunks=false)")
-        enc = tokenizer(list(texts), list(second), truncation="longest_first", max_length=max_len, padding=False)
-        return enc["input_ids"], enc.get("token_type_ids"), None
+        if truncation == "head" and not chunks:  # the tokenizer's own cut (what every pair run before these options did)
+            enc = tokenizer(list(texts), list(second), truncation="longest_first", max_length=max_len, padding=False)
+            return enc["input_ids"], enc.get("token_type_ids"), None
+        return _encode_pairs(tokenizer, texts, second, max_len, truncation, head_tokens, chunks, stride, max_chunks)
     if truncation == "head" and not chunks:  # the tokenizer's own cut (what every run before these options did)
         return tokenizer(list(texts), truncation=True, max_length=max_len, padding=False)["input_ids"], None, None
     prefix, suffix = _specials(tokenizer)
     room = max(1, max_len - len(prefix) - len(suffix))
     bodies = untruncated(tokenizer, texts, add_special_tokens=False)
-    ids, owner = [], []
+    ids, owner, cut = [], [], 0
     for row, body in enumerate(bodies):
         if chunks:
-            pieces = _windows(body, room, stride, max_chunks)
-        elif len(body) <= room:
-            pieces = [body]
-        elif truncation == "tail":
-            pieces = [body[-room:]]
-        else:  # head_tail
-            head = min(head_tokens, room // 2)
-            pieces = [body[:head] + body[len(body) - (room - head):]]
+            pieces = _windows(body, room, stride, None)
+            if max_chunks and len(pieces) > max_chunks:
+                pieces, cut = pieces[:max_chunks - 1] + pieces[-1:], cut + 1
+        else:
+            pieces = [_cut(body, room, truncation, head_tokens)]
         ids += [prefix + p + suffix for p in pieces]
         owner += [row] * len(pieces)
+    _log_cut(cut, len(bodies), max_chunks)
     return ids, None, (np.array(owner, dtype=np.int64) if chunks else None)
+
+
+def head_share(room: int, head_tokens: int | None) -> int:
+    """Tokens head + tail keeps from the start of a text cut to ``room`` tokens: ``head_tokens``
+    (at most the room), unset a quarter of the room (128 of BERT's 510: Sun et al. 2019)."""
+    return min(room, head_tokens) if head_tokens is not None else int(room / 4 + 0.5)
+
+
+def _cut(body: list[int], room: int, truncation: str, head_tokens: int | None) -> list[int]:
+    """One text's tokens cut to ``room``: its head, its tail, or head + tail."""
+    if len(body) <= room:
+        return body
+    if truncation == "tail":
+        return body[len(body) - room:]
+    if truncation == "head_tail":
+        head = head_share(room, head_tokens)
+        return body[:head] + body[len(body) - (room - head):] if head < room else body[:room]
+    return body[:room]
+
+
+def pair_shares(a: int, b: int, room: int) -> tuple[int, int]:
+    """Tokens each text of a pair keeps of ``room``, as ``longest_first`` cuts them: the longer
+    loses tokens first, until both fit or both are at half the room."""
+    if a + b <= room:
+        return a, b
+    short = min(a, b, room // 2)
+    long_ = room - short
+    return (long_, short) if a >= b else (short, long_)
+
+
+def _encode_pairs(tokenizer: Any, texts: list[str], second: list[str], max_len: int, truncation: str,
+                  head_tokens: int | None, chunks: bool, stride: int,
+                  max_chunks: int | None) -> tuple[list[list[int]], list[list[int]] | None, np.ndarray | None]:
+    """Pairs cut by tail or head + tail, or read in windows: both sides kept (encode_texts)."""
+    prefix, middle, suffix, types = _pair_specials(tokenizer)
+    room = max_len - len(prefix) - len(middle) - len(suffix)
+    if room < 2:
+        raise ValueError(f"train.max_len={max_len} leaves no room for the two texts of a pair; raise it")
+    firsts = untruncated(tokenizer, texts, add_special_tokens=False)
+    seconds = untruncated(tokenizer, second, add_special_tokens=False)
+    ids, type_ids, owner, cut = [], [], [], 0
+    for row, (a, b) in enumerate(zip(firsts, seconds)):
+        sa, sb = pair_shares(len(a), len(b), room)
+        if chunks:
+            wa = _windows(a, sa, _side_stride(stride, sa, max_len), None) if sa else [[]]
+            wb = _windows(b, sb, _side_stride(stride, sb, max_len), None) if sb else [[]]
+            n = max(len(wa), len(wb))
+            picks = list(range(n))
+            if max_chunks and n > max_chunks:
+                picks, cut = picks[:max_chunks - 1] + picks[-1:], cut + 1
+            pieces = [(wa[_aligned(k, n, len(wa))], wb[_aligned(k, n, len(wb))]) for k in picks]
+        else:
+            def side(body: list[int], share: int) -> list[int]:
+                head = None if head_tokens is None else int(head_tokens * share / room + 0.5)
+                return _cut(body, share, truncation, head)
+
+            pieces = [(side(a, sa), side(b, sb))]
+        for pa, pb in pieces:
+            ids.append(prefix + pa + middle + pb + suffix)
+            if types is not None:
+                tp, ta, tm, tb, ts = types
+                type_ids.append(tp + [ta] * len(pa) + tm + [tb] * len(pb) + ts)
+        owner += [row] * len(pieces)
+    _log_cut(cut, len(firsts), max_chunks)
+    return ids, (type_ids if types is not None else None), (np.array(owner, dtype=np.int64) if chunks else None)
+
+
+def _side_stride(stride: int, share: int, max_len: int) -> int:
+    """The tokens two windows of one side of a pair share: ``stride`` in proportion to the side's
+    share of the input (less than half of it, so windows move on)."""
+    return min(int(stride * share / max_len + 0.5), max(0, (share - 1) // 2))
+
+
+def _aligned(k: int, n: int, m: int) -> int:
+    """The window of a side with ``m`` windows that the k-th of ``n`` pair windows reads: the
+    same relative position (the first with the first, the last with the last)."""
+    return 0 if n <= 1 or m <= 1 else int(k * (m - 1) / (n - 1) + 0.5)
+
+
+def _log_cut(cut: int, n: int, max_chunks: int | None) -> None:
+    if cut:
+        import logging
+
+        logging.getLogger("textcomp.runtime").warning(
+            "train.max_chunks=%d: %d of %d texts need more windows; their middle windows are not read (unset "
+            "train.max_chunks to read every text whole)", max_chunks, cut, n)
 
 
 def untruncated(tokenizer: Any, texts: list[str], add_special_tokens: bool = True) -> list[list[int]]:
@@ -364,14 +478,37 @@ def _specials(tokenizer: Any) -> tuple[list[int], list[int]]:
     return [], []
 
 
-def _windows(body: list[int], room: int, stride: int, max_chunks: int) -> list[list[int]]:
+def _pair_specials(tokenizer: Any) -> tuple[list[int], list[int], list[int], tuple | None]:
+    """The special tokens around and between a pair's texts ([CLS] a [SEP] b [SEP], <s> a </s></s>
+    b </s>) and the token types of each part (None where the tokenizer gives none), read off
+    its own output for a one-token pair."""
+    enc = tokenizer("a", "b", add_special_tokens=True)
+    full, types = enc["input_ids"], enc.get("token_type_ids")
+    a = tokenizer("a", add_special_tokens=False)["input_ids"]
+    b = tokenizer("b", add_special_tokens=False)["input_ids"]
+    for i in range(len(full) - len(a) + 1):
+        if full[i:i + len(a)] != a:
+            continue
+        for j in range(i + len(a), len(full) - len(b) + 1):
+            if full[j:j + len(b)] == b:
+                parts = full[:i], full[i + len(a):j], full[j + len(b):]
+                if types is None:
+                    return *parts, None
+                return *parts, (types[:i], types[i], types[i + len(a):j], types[j], types[j + len(b):])
+    raise ValueError(f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')}: cannot tell where a pair's two texts "
+                     "sit in its encoding; set train.truncation=head and train.chunks=false")
+
+
+def _windows(body: list[int], room: int, stride: int, max_chunks: int | None = None) -> list[list[int]]:
+    """Windows of ``room`` tokens sharing ``stride`` that cover ``body``, its end always read
+    (``max_chunks``: the first ones and the last)."""
     if len(body) <= room:
         return [body]
     step = max(1, room - stride)
     starts = list(range(0, len(body) - room + 1, step))
     if starts[-1] + room < len(body):
         starts.append(len(body) - room)  # the end is always read
-    if len(starts) > max_chunks:
+    if max_chunks and len(starts) > max_chunks:
         starts = starts[:max_chunks - 1] + starts[-1:]
     return [body[s:s + room] for s in starts]
 
@@ -399,13 +536,33 @@ def _batches(ids: list[list[int]], types: list[list[int]] | None, pad: int, batc
         yield idx, input_ids, mask, type_ids
 
 
-def per_row(logits: np.ndarray, owner: np.ndarray | None, n_rows: int) -> np.ndarray:
-    """Windows' logits averaged per row (chunked long texts); the logits themselves without."""
+# How a long text's windows make its own output (train.chunk_pool). A mean weighted by each
+# window's tokens was measured too and dropped: every window of a long text is full (the last one
+# ends at the text's end), so it is the mean (benchmarks/long_reading.py: the same scores).
+CHUNK_POOLS = ("mean", "max")
+
+
+def per_row(values: np.ndarray, owner: np.ndarray | None, n_rows: int, pool: str = "mean") -> np.ndarray:
+    """Windows' outputs (logits, or a frozen encoder's vectors) pooled per row for chunked long
+    texts: their mean, or each column's maximum (``pool``); the values themselves without windows."""
     if owner is None:
-        return logits
-    out = np.zeros((n_rows, logits.shape[1]), dtype=np.float64)
-    np.add.at(out, owner, logits)
+        return values
+    if pool not in CHUNK_POOLS:
+        raise ValueError(f"train.chunk_pool must be one of {', '.join(CHUNK_POOLS)}; got {pool!r}")
+    if pool == "max":
+        out = np.full((n_rows, values.shape[1]), -np.inf, dtype=np.float64)
+        np.maximum.at(out, owner, values)
+        return out.astype(np.float32)
+    out = np.zeros((n_rows, values.shape[1]), dtype=np.float64)
+    np.add.at(out, owner, values)
     return (out / np.bincount(owner, minlength=n_rows)[:, None]).astype(np.float32)
+
+
+def split_encoding(encoding: dict[str, Any] | None) -> tuple[dict[str, Any], str]:
+    """A member's ``encoding`` (train.truncation / head_tokens / chunks / stride / max_chunks /
+    chunk_pool as trained) as ``encode_texts``' arguments and the windows' pooling."""
+    enc = dict(encoding or {})
+    return enc, enc.pop("pool", "mean")
 
 
 def activate(logits: Any, multilabel: bool) -> Any:
@@ -423,7 +580,8 @@ def predict_transformer(model: Any, tokenizer: Any, texts: list[str], max_len: i
     ``encoding``: train.truncation / head_tokens / chunks / stride / max_chunks as trained."""
     import torch
 
-    ids, types, owner = encode_texts(tokenizer, texts, max_len, pairs, **(encoding or {}))
+    enc, pool = split_encoding(encoding)
+    ids, types, owner = encode_texts(tokenizer, texts, max_len, pairs, **enc)
     logits = torch.empty((len(ids), model.config.num_labels), dtype=torch.float32)
     with torch.inference_mode():
         for idx, input_ids, mask, type_ids in _batches(ids, types, tokenizer.pad_token_id or 0, batch_size,
@@ -432,7 +590,7 @@ def predict_transformer(model: Any, tokenizer: Any, texts: list[str], max_len: i
             out = model(input_ids=torch.from_numpy(input_ids).to(device),
                         attention_mask=torch.from_numpy(mask).to(device), **extra).logits
             logits[torch.from_numpy(idx)] = out.float().cpu()
-    return activate(torch.from_numpy(per_row(logits.numpy(), owner, len(texts))), multilabel).numpy()
+    return activate(torch.from_numpy(per_row(logits.numpy(), owner, len(texts), pool)), multilabel).numpy()
 
 
 def load_encoder(folder: Path, device: str = "cpu") -> tuple[Any, Any]:
@@ -450,13 +608,16 @@ def mean_pool(hidden: Any, mask: Any) -> Any:
 
 
 def embed(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size: int = 128,
-          device: str = "cpu") -> np.ndarray:
+          device: str = "cpu", encoding: dict[str, Any] | None = None) -> np.ndarray:
     """Sentence embeddings as sentence-transformers makes them for the all-* models: the mean
-    of the last hidden states over real tokens, L2-normalised. (n, hidden) float32."""
+    of the last hidden states over real tokens, L2-normalised. (n, hidden) float32. With
+    ``encoding``'s chunks a long text is read whole: every window embedded, the windows pooled
+    (``pool``, train.chunk_pool: their mean, or each dimension's maximum) and normalised again."""
     import torch
 
+    enc, pool = split_encoding(encoding)
+    ids, _, owner = encode_texts(tokenizer, texts, max_len, None, **enc)
     out = None
-    ids = encode_texts(tokenizer, texts, max_len)[0]
     with torch.inference_mode():
         for idx, input_ids, mask, _ in _batches(ids, None, tokenizer.pad_token_id or 0, batch_size, None):
             m = torch.from_numpy(mask).to(device)
@@ -464,35 +625,96 @@ def embed(model: Any, tokenizer: Any, texts: list[str], max_len: int, batch_size
             pooled = mean_pool(hidden, m)
             pooled = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
             if out is None:
-                out = np.empty((len(texts), pooled.shape[1]), dtype=np.float32)
+                out = np.empty((len(ids), pooled.shape[1]), dtype=np.float32)
             out[idx] = pooled
-    return out
+    if out is None:
+        return np.empty((0, 0), dtype=np.float32)
+    if owner is None:
+        return out
+    rows = per_row(out, owner, len(texts), pool)
+    return (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def embedding_features(vectors: list[np.ndarray]) -> np.ndarray:
+# A pair's features are weighted by this before the logistic regression: it is then fitted at
+# train.C = 4 as the raw features at C = 0.5 (the same solution, the intercept unpenalised),
+# which measured best (benchmarks/relation_members.py, frozen MiniLM, 3,000 pairs, 5 folds: log
+# loss at C 0.5 / 4 on the relation shape 0.6384 / 0.6429, on the pair shape 0.6306 / 0.6603).
+PAIR_WEIGHT = 8 ** -0.5
+
+
+def fit_pair_relation(u: np.ndarray, v: np.ndarray, rank: int, sides: bool = False,
+                      weight: float = PAIR_WEIGHT) -> dict[str, Any]:
+    """What ``embedding_features`` needs to read a pair's relation, fitted on training pairs'
+    vectors: the first ``rank`` principal components of both texts' vectors (with their
+    centre); ``sides``: whether each text's own vector is a feature too; ``weight``: the
+    features' scale (``PAIR_WEIGHT``)."""
+    both = np.vstack([u, v]).astype(np.float64)
+    center = both.mean(0)
+    components = np.linalg.svd(both - center, full_matrices=False)[2][:rank]
+    return {"components": components, "center": center, "weight": np.array(weight), "sides": sides}
+
+
+def _products(u: np.ndarray, v: np.ndarray, relation: dict[str, Any]) -> np.ndarray:
+    """The symmetric products a_i b_j + a_j b_i (i <= j) of the two texts' principal components:
+    a bilinear similarity u' W v that a linear model learns (whether both texts sit on the same
+    side of a direction, which |u - v| and u * v, one dimension at a time, cannot tell)."""
+    a = (u - relation["center"]) @ relation["components"].T
+    b = (v - relation["center"]) @ relation["components"].T
+    i, j = np.triu_indices(a.shape[1])
+    return a[:, i] * b[:, j] + a[:, j] * b[:, i]
+
+
+def embedding_features(vectors: list[np.ndarray], relation: dict[str, Any] | None = None) -> np.ndarray:
     """The embedding family's features from each text column's vectors: one column as it is; a
-    pair (u, v) as SBERT's classifier sees it, [u, v, |u - v|, u * v]; more columns side by side."""
+    pair (u, v) as SBERT's classifier sees it, [u, v, |u - v|, u * v], and their cosine, then,
+    with a ``relation`` (``fit_pair_relation``), the products of their principal components
+    (without u and v where it says so), all weighted by its weight; more columns side by side."""
     if len(vectors) == 1:
         return vectors[0]
     if len(vectors) == 2:
         u, v = vectors
-        return np.hstack([u, v, np.abs(u - v), u * v])
+        sides = [u, v] if relation is None or relation["sides"] else []
+        parts = [*sides, np.abs(u - v), u * v, (u * v).sum(1, keepdims=True)]
+        if relation is None:
+            return np.hstack(parts)
+        return np.hstack([*parts, _products(u, v, relation)]) * float(relation["weight"])
     return np.hstack(vectors)
+
+
+RELATION_ARRAYS = ("components", "center", "weight")
 
 
 class EmbeddingHead:
     """The embedding family's fold model: a logistic regression over the frozen encoder's
-    embeddings (``embedding_features``), in ``model.json`` + ``model.npz`` (coef, intercept);
-    multi-label: one binary regression per label."""
+    embeddings (``embedding_features``, a pair's fitted ``relation`` with it), in ``model.json``
+    + ``model.npz`` (coef, intercept, the relation's arrays); multi-label: one binary
+    regression per label."""
 
-    def __init__(self, coef: np.ndarray, intercept: np.ndarray, multilabel: bool = False) -> None:
-        self.coef, self.intercept, self.multilabel = coef, intercept, multilabel
+    def __init__(self, coef: np.ndarray, intercept: np.ndarray, multilabel: bool = False,
+                 relation: dict[str, Any] | None = None) -> None:
+        self.coef, self.intercept, self.multilabel, self.relation = coef, intercept, multilabel, relation
 
     @classmethod
     def load(cls, folder: Path) -> EmbeddingHead:
         spec = json.loads((Path(folder) / "model.json").read_text(encoding="utf-8"))
         with np.load(Path(folder) / "model.npz", allow_pickle=False) as z:
-            return cls(z["coef"], z["intercept"], bool(spec.get("multilabel", False)))
+            relation = None
+            if spec.get("relation"):
+                relation = {k: z[f"relation_{k}"] for k in RELATION_ARRAYS}
+                relation["sides"] = bool(spec["relation"]["sides"])
+            return cls(z["coef"], z["intercept"], bool(spec.get("multilabel", False)), relation)
+
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``model.json``'s fields and ``model.npz``'s arrays (no pickle)."""
+        arrays = {"coef": self.coef, "intercept": self.intercept}
+        spec: dict[str, Any] = {"multilabel": self.multilabel, "relation": None}
+        if self.relation is not None:
+            arrays.update({f"relation_{k}": np.asarray(self.relation[k]) for k in RELATION_ARRAYS})
+            spec["relation"] = {"rank": int(len(self.relation["components"])), "sides": bool(self.relation["sides"])}
+        return spec, arrays
+
+    def features(self, vectors: list[np.ndarray]) -> np.ndarray:
+        return embedding_features(vectors, self.relation)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return linear_proba(np.asarray(X, dtype=np.float64), self.coef, self.intercept, self.multilabel)
@@ -515,22 +737,25 @@ def predict_onnx(session: Any, tokenizer: Any, texts: list[str], max_len: int, b
                  encoding: dict[str, Any] | None = None) -> np.ndarray:
     """As ``predict_transformer``, on the int8 export (one text column: the export takes no
     token type ids)."""
-    ids, _, owner = encode_texts(tokenizer, texts, max_len, None, **(encoding or {}))
+    enc, pool = split_encoding(encoding)
+    ids, _, owner = encode_texts(tokenizer, texts, max_len, None, **enc)
     logits = None
     for idx, input_ids, mask, _ in _batches(ids, None, tokenizer.pad_token_id or 0, batch_size, pad_to_multiple_of):
         out = session.run(["logits"], {"input_ids": input_ids, "attention_mask": mask})[0]
         if logits is None:
             logits = np.empty((len(ids), out.shape[1]), dtype=np.float32)
         logits[idx] = out
-    z = per_row(logits, owner, len(texts)).astype(np.float64)
+    z = per_row(logits, owner, len(texts), pool).astype(np.float64)
     return _sigmoid(z) if multilabel else _softmax_rows(z)
 
 
 def _embedding_member(bundle: Path, member: dict[str, Any], texts: list[str], pairs: list[list[str]] | None,
                       device: str, batch: int, onnx: bool) -> list[np.ndarray]:
     encoder = load_encoder(bundle / member["encoder"], device)
-    X = embedding_features([embed(*encoder, col, member["max_len"], batch, device) for col in [texts, *(pairs or [])]])
-    return [EmbeddingHead.load(bundle / rel).predict_proba(X) for rel in member["folds"]]  # one encoder, every head
+    vectors = [embed(*encoder, col, member["max_len"], batch, device, member.get("encoding"))
+               for col in [texts, *(pairs or [])]]
+    heads = [EmbeddingHead.load(bundle / rel) for rel in member["folds"]]
+    return [head.predict_proba(head.features(vectors)) for head in heads]  # one encoder pass, every head
 
 
 def _classical_member(bundle: Path, member: dict[str, Any], texts: list[str], pairs: list[list[str]] | None,

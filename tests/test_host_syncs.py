@@ -38,6 +38,7 @@ def _data(n=96) -> FoldData:
     {"token_batches": True, "pad_to_multiple_of": 8, "eval_batch_tokens": 256},
     {"batch_tokens": 96, "batch_size": 4},
     {"clip_norm": None, "precision": "bf16"},
+    {"chunks": True, "stride": 4, "max_len": 16, "chunk_pool": "max"},  # every window a row, pooled per text
 ])
 def test_no_host_sync_between_the_doctors_reads(tiny_bert, kw):
     cfg = _cfg(tiny_bert, **kw)

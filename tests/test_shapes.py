@@ -149,6 +149,35 @@ def test_a_pair_is_learned_from_both_texts_and_not_from_one(tmp_path, shapes_ber
     assert pair < 0.45 < 0.65 < single  # log loss: the pair learns, one text cannot (chance: 0.69)
 
 
+def test_the_relation_shape_is_a_label_neither_text_gives_alone(tmp_path):
+    """benchmarks/shapes.py's relation competition at its tiny size: balanced, each text's own
+    sentiment independent of the label, every tweet used once, the test labels held back; a
+    joint TF-IDF + LR on it scores about the constant."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import shapes
+
+    comp, labels = shapes.build("relation", tmp_path / "comp", size=shapes.TINY["relation"])
+    train, test = pd.read_csv(comp / "train.csv"), pd.read_csv(comp / "test.csv")
+    truth = pd.read_csv(labels)
+    assert len(train) == 400 and len(test) == 100 and "same_sentiment" not in test.columns
+    assert set(truth.columns) == {"id", "same_sentiment"} and list(truth["id"]) == list(test["id"])
+    assert pd.read_csv(comp / "sample_submission.csv")["same_sentiment"].eq(0.5).all()
+    texts = pd.concat([train["sentence1"], train["sentence2"], test["sentence1"], test["sentence2"]])
+    assert texts.is_unique  # no tweet in two pairs: nothing to memorise across folds
+    sentiment = shapes.tweets(11).set_index("text")["sentiment"]
+    first, second = train["sentence1"].map(sentiment), train["sentence2"].map(sentiment)
+    assert ((first == second).astype(int) == train["same_sentiment"]).all()
+    assert set(first) == set(second) == {"negative", "positive"}
+    for side in (first, second):  # P(same | one text's sentiment) is about 1/2 either way
+        rates = train["same_sentiment"].groupby(side).mean()
+        assert rates.between(0.4, 0.6).all(), rates
+    constant = shapes.constant("relation", comp, truth)
+    assert constant == pytest.approx(0.693, abs=0.01)
+    assert shapes.score("relation", shapes.reference("relation", comp), truth) > constant - 0.02
+
+
 def test_transformers_encode_a_true_pair_with_token_types(shapes_bert):
     from transformers import AutoTokenizer
 
@@ -221,6 +250,15 @@ def test_inspect_reports_long_texts_and_suggests_a_cut(tmp_path):
     assert run_stage("inspect", work, comp, "inspect.adversarial=false", "train.max_len=64") == 0
     report = json.loads((work / "reports/inspect.json").read_text())
     assert report["long_texts"]["64"] > 0.3 and "head_tail" in report["suggested_truncation"]
+    reading = report["reading"]  # what the planner reads: the share, its threshold, the windows chunks cost
+    assert reading["long"] and reading["share_over"] == report["long_texts"]["64"] and reading["threshold"] == 0.10
+    assert reading["readings"][0] == "chunks" and reading["windows"]["64"] > 1.3 > reading["windows"]["512"] >= 1
+    assert "read them whole in windows" in (work / "reports/inspect.md").read_text()
+    short = tmp_path / "short"
+    short.mkdir()
+    assert run_stage("inspect", short, write_binary_competition(tmp_path / "tweets"), "inspect.adversarial=false") == 0
+    reading = json.loads((short / "reports/inspect.json").read_text())["reading"]
+    assert not reading["long"] and reading["readings"] == ["head"] and reading["windows"]["64"] == 1.0
 
 
 # -- Kaggle's files as they come -----------------------------------------------------------------

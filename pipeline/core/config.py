@@ -120,12 +120,13 @@ class TrainConfig:
     family: str = "transformer"  # transformer (fine-tuned), classical (TF-IDF), embedding (frozen encoder + LR)
     backbone: str = "packaged:minilm"  # local dir, hub name, packaged:minilm or packaged:mpnet
     max_len: int = 64  # max tokens per text (a pair: both texts together)
-    truncation: str = "head"  # long texts: head (the first max_len tokens), tail, head_tail (head_tokens + the end)
-    head_tokens: int = 128  # head_tail: tokens kept from the start (at most half of max_len)
-    chunks: bool = False  # predict long texts as overlapping max_len windows, their logits averaged
-    chunk_training: bool = False  # with chunks: train on every window too (each with its text's label)
+    truncation: str = "head"  # long texts: head (the first max_len tokens), tail, head_tail (head_tokens + the end); a pair cuts each side
+    head_tokens: int | None = None  # head_tail: tokens kept from the start, the rest of max_len from the end; None: a quarter (128 of 512, Sun et al. 2019)
+    chunks: bool = False  # read long texts whole: overlapping max_len windows, pooled per text (the embedding family embeds each)
+    chunk_training: bool = True  # with chunks: train on every window too (each with its text's label and fold)
     stride: int = 32  # chunks: tokens two windows share
-    max_chunks: int = 8  # chunks: at most this many windows per text (the rest of a longer text is cut)
+    max_chunks: int | None = None  # chunks: at most this many windows per text (the first ones and the last; the texts cut are logged)
+    chunk_pool: str = "mean"  # chunks: a text's windows pooled by the mean of their logits (or vectors), or max
     pos_weight: bool = False  # multi-label: weight each label's positives by negatives/positives (rare labels)
     epochs: int = 2  # training epochs per fold
     batch_size: int = 32  # micro-batch size in rows; with token batches, the rows per step the LR is set for
@@ -172,10 +173,15 @@ class TrainConfig:
     # classical family
     classical_model: str = "lr"  # lr (logistic regression), nbsvm, svm (calibrated linear SVM)
     C: float = 4.0  # inverse regularisation strength
-    pair_features: bool = True  # text pairs: shared-word ratio, length ratio, TF-IDF cosine beside the blocks
+    pair_features: bool = True  # text pairs: shared-word and char-trigram ratios, length ratio, word and char TF-IDF cosines beside the blocks
+    tfidf_blocks: bool = True  # the TF-IDF blocks of each text column; false: a pair's similarity features alone
+    pair_tfidf: str = "joint"  # text pairs: one TF-IDF over the texts joined (joint), or one per text column (per_column)
     word_ngrams: list[int] = field(default_factory=lambda: [1, 2])  # word n-gram range
     char_ngrams: list[int] = field(default_factory=lambda: [2, 5])  # char_wb n-gram range
     max_features: int = 200000  # per vectorizer
+    # embedding family
+    pair_rank: int = 32  # text pairs: products of the two texts' first k principal components (a bilinear similarity); 0: none
+    pair_sides: bool = False  # text pairs: each text's own vector u, v too, beside |u - v|, u * v, the cosine and the products
 
     def token_budget(self) -> int | None:
         """Padded tokens a training micro-batch is filled to; None: batches of batch_size rows."""
@@ -194,15 +200,28 @@ class TrainConfig:
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _choice("train.classical_model", self.classical_model, ("lr", "nbsvm", "svm"))
+        _choice("train.pair_tfidf", self.pair_tfidf, ("joint", "per_column"))
         _choice("train.truncation", self.truncation, ("head", "tail", "head_tail"))
-        for name in ("head_tokens", "stride", "max_chunks"):
-            _positive(f"train.{name}", getattr(self, name))
+        _positive("train.stride", self.stride)
+        from pipeline.runtime import CHUNK_POOLS
+
+        _choice("train.chunk_pool", self.chunk_pool, CHUNK_POOLS)
+        if self.head_tokens is not None:
+            _positive("train.head_tokens", self.head_tokens)
+            if self.truncation == "head_tail" and self.head_tokens >= self.max_len:
+                raise ConfigError(f"train.head_tokens ({self.head_tokens}) leaves no tail at train.max_len="
+                                  f"{self.max_len}: set it below, or unset it (a quarter of the room)")
+        if self.max_chunks is not None and self.max_chunks < 2:
+            raise ConfigError(f"train.max_chunks must be >= 2 (the first window and the last) or unset, got "
+                              f"{self.max_chunks}")
         if self.chunks and self.stride >= self.max_len // 2:
             raise ConfigError(f"train.stride ({self.stride}) must be below half of train.max_len ({self.max_len})")
         if self.pseudo_teacher is not None:
             _name("train.pseudo_teacher", self.pseudo_teacher)
         if not 0.5 <= self.pseudo_threshold <= 1:
             raise ConfigError(f"train.pseudo_threshold must be in [0.5, 1], got {self.pseudo_threshold}")
+        if self.pair_rank < 0:
+            raise ConfigError(f"train.pair_rank must be >= 0, got {self.pair_rank}")
         for name in ("max_len", "epochs", "batch_size", "grad_accum", "eval_batch_size", "evals_per_epoch", "log_every"):
             _positive(f"train.{name}", getattr(self, name))
         if self.token_batch_rows < 1:

@@ -629,9 +629,10 @@ def with_labels(df: pd.DataFrame, y: np.ndarray) -> pd.DataFrame:
     return df.assign(label=list(y) if np.ndim(y) == 2 else y)
 
 
-def model_inputs(df: pd.DataFrame, cfg: DataConfig) -> list[str]:
+def model_inputs(df: pd.DataFrame, cfg: DataConfig, names: list[str] | None = None) -> list[str]:
     """The text a model sees: extra columns (e.g. keyword) joined before the cleaned text
-    (pipeline/runtime.py, shared with the inference bundle)."""
+    (pipeline/runtime.py, shared with the inference bundle); ``names``: the text columns' own
+    names, which three or more of them carry."""
     from pipeline.runtime import model_inputs as join
 
-    return join(df, cfg.extra_cols, cfg.extra_template, cfg.sep)
+    return join(df, cfg.extra_cols, cfg.extra_template, cfg.sep, names)

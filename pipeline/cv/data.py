@@ -61,7 +61,7 @@ def _with_inputs(df: pd.DataFrame, cfg: Config, names: list[str]) -> pd.DataFram
     first text with the extra columns joined before it, then the other text columns
     (``names``: the text columns' own names, which three or more of them carry)."""
     df = df.copy()
-    df["input"] = model_inputs(df, cfg.data)
+    df["input"] = model_inputs(df, cfg.data, names)
     for i, col in enumerate(other_texts(df, names) or [], start=1):
         df[f"input_{i}"] = col
     return df

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -21,24 +23,26 @@ class FoldMaker:
         self.n_splits = n_splits
         self.random_state = random_state
 
-    def fit(self, texts: list[str] | pd.Series, labels: np.ndarray,
+    def fit(self, texts: list[str] | list[tuple[str, ...]] | pd.Series, labels: np.ndarray,
             group_keys: list[pd.Series] | None = None) -> FoldMaker:
-        """``texts``: the key text of each row (a pair: its texts joined); ``group_keys``: more
-        columns whose equal values must share a fold (folds.group_cols), joined with the
-        near-duplicate groups (connected components: A~B by text and B~C by question: one group)."""
+        """``texts``: the text of each row, or its texts (a pair: a tuple, keyed in either order, so
+        (b, a) is grouped with (a, b)); ``group_keys``: more columns whose equal values must share
+        a fold (folds.group_cols), joined with the near-duplicate groups (connected components:
+        A~B by text and B~C by question: one group)."""
         labels = np.asarray(labels)
         if labels.ndim == 1:
             counts = np.bincount(pd.factorize(labels)[0])
             if counts.min() < self.n_splits:
                 raise DataError(f"folds: a class has only {counts.min()} rows, fewer than folds.n_splits="
                                 f"{self.n_splits}")
-        texts = pd.Series(list(texts))
         # near-duplicates group together; a text with no letter or digit keeps its own exact key
-        keys = [near_key(t) or "\x00" + norm_key(t) for t in texts]
+        keys = [row_key(t, lambda x: near_key(x) or "\x00" + norm_key(x)) for t in texts]
         groups = pd.factorize(pd.Series(keys))[0]
-        self.merged_groups_ = int(texts.map(norm_key).nunique() - len(set(groups)))
-        if group_keys:
-            groups = _components([groups, *[pd.factorize(k.astype(str))[0] for k in group_keys]])
+        self.merged_groups_ = int(len({row_key(t, norm_key) for t in texts}) - len(set(groups)))
+        if group_keys:  # one namespace: a question id in qid1 of one row and qid2 of another is one question
+            codes = pd.factorize(pd.concat([k.astype(str) for k in group_keys], ignore_index=True))[0]
+            n = len(groups)
+            groups = _components([[groups], [codes[i * n:(i + 1) * n] for i in range(len(group_keys))]])
         self.folds_ = self._multilabel(labels, groups) if labels.ndim == 2 else self._single(labels, groups)
         self.groups_ = groups
         return self
@@ -68,17 +72,27 @@ class FoldMaker:
         return group_fold[groups]
 
 
-def _components(labelings: list[np.ndarray]) -> np.ndarray:
-    """Rows that share a value under any labeling, transitively, get one group id."""
+def row_key(texts: str | tuple[str, ...] | list[str], key: Callable[[str], str]) -> str:
+    """A row's key under ``key``: its text's, or its texts' in sorted order (a pair in either order
+    is one key)."""
+    if isinstance(texts, str):
+        return key(texts)
+    return "\x1f".join(sorted(key(str(t)) for t in texts))
+
+
+def _components(labelings: list[list[np.ndarray]]) -> np.ndarray:
+    """Rows that share a value under any labeling, transitively, get one group id; the arrays of
+    one labeling share its values (a value in either of its columns is one node)."""
     import scipy.sparse as sp
     from scipy.sparse.csgraph import connected_components
 
-    n = len(labelings[0])
+    n = len(labelings[0][0])
     rows, cols, offset = [], [], n
-    for lab in labelings:  # a bipartite graph: row -> (labeling, value) node
-        rows.append(np.arange(n))
-        cols.append(offset + lab)
-        offset += int(lab.max()) + 1
+    for arrays in labelings:  # a bipartite graph: row -> (labeling, value) node
+        for lab in arrays:
+            rows.append(np.arange(n))
+            cols.append(offset + lab)
+        offset += int(max(lab.max() for lab in arrays)) + 1
     r, c = np.concatenate(rows), np.concatenate(cols)
     graph = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(offset, offset))
     _, comp = connected_components(graph, directed=False)

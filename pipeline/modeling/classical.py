@@ -19,7 +19,9 @@ from pipeline.core.config import ConfigError, TrainConfig
 from pipeline.core.files import atomic_path, write_json
 from pipeline.core.metrics import confidence, confidence_histogram
 from pipeline.modeling.base import FoldData, FoldOutput
-from pipeline.runtime import tfidf_features
+from pipeline.runtime import JOINT, JOINT_SEP, tfidf_features
+
+PAIR_VERSION = 2  # runtime.pair_features' version new models use (word + character similarities)
 
 
 def _binary_lr(X: sp.csr_matrix, y: np.ndarray, C: float, random_state: int, max_iter: int) -> LogisticRegression | float:
@@ -39,14 +41,15 @@ def _coef(est: LogisticRegression | float, n_features: int) -> tuple[np.ndarray,
 class TfidfClassifier:
     """scikit-learn-style: ``fit(texts, y, pairs)`` -> self; ``predict_proba(texts, pairs)`` -> (n, k).
 
-    Features: word + char TF-IDF blocks per text column (``pairs``: the columns after the first),
-    and for a text pair ``runtime.pair_features``. ``y``: class indices (n,), or a multi-label
+    Features: word + char TF-IDF blocks per text column (``pairs``: the columns after the first;
+    ``joint``: one pair of blocks over a pair's texts joined), and for a text pair ``runtime.pair_features`` (``blocks`` false: those alone, a similarity
+    member that reads only how alike the two texts are). ``y``: class indices (n,), or a multi-label
     0/1 matrix (n, L): one binary model per label (one-vs-rest LR, or NB-SVM with per-label NB
     ratios)."""
 
     def __init__(self, model: str = "lr", C: float = 4.0, word_ngrams: tuple[int, int] = (1, 2),
                  char_ngrams: tuple[int, int] = (2, 5), max_features: int = 200000, random_state: int = 0,
-                 pair_features: bool = True) -> None:
+                 pair_features: bool = True, blocks: bool = True, joint: bool = True) -> None:
         self.model = model
         self.C = C
         self.word_ngrams = word_ngrams
@@ -54,13 +57,23 @@ class TfidfClassifier:
         self.max_features = max_features
         self.random_state = random_state
         self.pair_features = pair_features
+        self.blocks = blocks
+        self.joint = joint
 
     def _features(self, texts: list[str], pairs: list[list[str]] | None = None) -> sp.csr_matrix:
-        return tfidf_features(self.vectorizers_, self.columns_, texts, pairs, self.pair_features)
+        if not self.blocks and not (self.pair_features and pairs):
+            raise ConfigError("train.tfidf_blocks=false leaves a model the pair features only, and this "
+                              "competition has one text column (or train.pair_features=false): set it true")
+        return tfidf_features(self.vectorizers_, self.columns_, texts, pairs, PAIR_VERSION if self.pair_features else 0,
+                              self.blocks)
 
     def _fit_vectorizers(self, cols: list[list[str]]) -> None:
         self.vectorizers_, self.columns_ = [], []
-        for c, col in enumerate(cols):
+        if self.joint and len(cols) > 1:  # one bag of words over the pair's texts joined
+            cols = {JOINT: [JOINT_SEP.join(parts) for parts in zip(*cols)]}
+        else:
+            cols = dict(enumerate(cols))
+        for c, col in cols.items():
             word = TfidfVectorizer(ngram_range=tuple(self.word_ngrams), min_df=2, sublinear_tf=True,
                                    max_features=self.max_features, lowercase=True)
             char = TfidfVectorizer(analyzer="char_wb", ngram_range=tuple(self.char_ngrams), min_df=2,
@@ -74,6 +87,7 @@ class TfidfClassifier:
     def fit(self, texts: list[str], y: np.ndarray, pairs: list[list[str]] | None = None) -> TfidfClassifier:
         y = np.asarray(y)
         self.multilabel_ = y.ndim == 2
+        self.pairs_ = bool(pairs)
         self._fit_vectorizers([texts, *(pairs or [])])
         X = self._features(texts, pairs)
         if self.multilabel_:
@@ -144,7 +158,8 @@ class TfidfClassifier:
         kind = self.model
         spec = {"format": "textcomp-linear-tfidf/1", "kind": kind, "vectorizers": vecs,
                 "classes": [int(c) for c in self.classes_], "multilabel": self.multilabel_,
-                "pair_features": self.pair_features and len(set(self.columns_)) > 1}
+                "pair_features": PAIR_VERSION if self.pair_features and self.pairs_ else 0,
+                "tfidf_blocks": self.blocks}
         if kind == "nbsvm" or self.multilabel_:  # one binary model per class (nbsvm) or per label
             n = len(self.ratios_[0])
             if kind == "nbsvm":
@@ -165,7 +180,8 @@ class TfidfClassifier:
 def fit_classical_fold(cfg: TrainConfig, data: FoldData, metric: str, fold: int) -> FoldOutput:
     t0 = time.perf_counter()
     clf = TfidfClassifier(cfg.classical_model, cfg.C, tuple(cfg.word_ngrams), tuple(cfg.char_ngrams),
-                          cfg.max_features, random_state=cfg.seed + fold, pair_features=cfg.pair_features)
+                          cfg.max_features, random_state=cfg.seed + fold, pair_features=cfg.pair_features,
+                          blocks=cfg.tfidf_blocks, joint=cfg.pair_tfidf == "joint")
     clf.fit(data.train_texts, data.train_labels, data.train_pairs)
     val = clf.predict_proba(data.val_texts, data.val_pairs)
     test = clf.predict_proba(data.test_texts, data.test_pairs)

@@ -25,28 +25,36 @@ if TYPE_CHECKING:
 class Encoded(torch.utils.data.Dataset):
     """Token ids per model input (no padding), token type ids for a pair, optional labels:
     class indices (n,) or a multi-label 0/1 matrix (n, L). With long texts cut into windows
-    (``owner``: the row of each window) an item is a window; ``n_rows`` counts the rows."""
+    (``owner``: the row of each window) an item is a window; ``n_rows`` counts the rows, and
+    ``pool`` says how a row's windows are pooled at prediction (runtime.per_row)."""
 
     def __init__(self, input_ids: list[list[int]], labels: np.ndarray | None = None,
                  token_type_ids: list[list[int]] | None = None, owner: np.ndarray | None = None,
-                 n_rows: int | None = None) -> None:
+                 n_rows: int | None = None, pool: str = "mean") -> None:
         self.input_ids = input_ids
         self.labels = labels
         self.token_type_ids = token_type_ids
         self.owner = owner
         self.n_rows = len(input_ids) if n_rows is None else n_rows
+        self.pool = pool
 
     @classmethod
     def from_texts(cls, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len: int,
                    labels: np.ndarray | None = None, pairs: list[list[str]] | None = None,
                    encoding: dict[str, Any] | None = None) -> Encoded:
-        """``encoding``: truncation, head_tokens, chunks, stride, max_chunks (runtime.encode_texts)."""
-        from pipeline.runtime import encode_texts
+        """``encoding``: truncation, head_tokens, chunks, stride, max_chunks, pool (runtime.encode_texts,
+        runtime.per_row). A cut the tokenizer cannot make is a one-line ConfigError."""
+        from pipeline.core.config import ConfigError
+        from pipeline.runtime import encode_texts, split_encoding
 
-        ids, types, owner = encode_texts(tokenizer, texts, max_len, pairs, **(encoding or {}))
+        enc, pool = split_encoding(encoding)
+        try:
+            ids, types, owner = encode_texts(tokenizer, texts, max_len, pairs, **enc)
+        except ValueError as e:  # runtime.py imports nothing of the pipeline: its errors become the contract's
+            raise ConfigError(str(e)) from None
         if owner is not None and labels is not None:
             labels = np.asarray(labels)[owner]  # every window carries its text's label
-        return cls(ids, labels, types, owner, len(texts))
+        return cls(ids, labels, types, owner, len(texts), pool)
 
     def __len__(self) -> int:
         return len(self.input_ids)

@@ -124,7 +124,7 @@ class Embedding(_Linear):
         return cost.fit_row_s * (rows + n_val + n_test)  # the encoder's pass is paid once per run
 
     def encode_seconds(self, cost: Cost, rows: int) -> float:
-        return cost.infer_row_s * rows
+        return cost.infer_row_s * rows * cost.windows_at(cost.max_len)  # train.chunks: every window is embedded
 
     def bundle_shared(self, member: dict[str, Any], staging: Path, rel: str) -> dict[str, str]:
         """The frozen encoder, once for every fold's head."""

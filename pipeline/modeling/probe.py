@@ -87,20 +87,25 @@ def probe_transformer(tc: TrainConfig, texts: list[str], labels: np.ndarray, n_c
            "rows_per_step": round(len(ds) / max(1, len(every)), 3) if tc.token_budget() else float(tc.batch_size),
            "device": device.type, "steps_timed": len(times), "fit": [round(a, 6), round(b, 9)],
            "max_positions": max_positions(model.config)}
+    # windows per text were every text read whole at each max_len (train.chunks): what chunks cost the plan
+    chunked = {str(m): round(float(np.mean([n_windows(n, m, tc.stride, tc.max_chunks) for n in full])), 3)
+               for m in {tc.max_len, *max_lens}}
+    out["chunk_windows"] = chunked
     if tc.chunks:
-        out["windows"] = {str(m): round(float(np.mean([n_windows(n, m, tc.stride, tc.max_chunks) for n in full])), 3)
-                          for m in {tc.max_len, *max_lens}}
+        out["windows"] = chunked
     if submission_dtype(device, dtype) != dtype:  # the trainer predicts the test rows in another dtype
         exact = autocast(device, submission_dtype(device, dtype))
         out["test_infer_row_s"] = round(_infer_row_s(model, data, tc, device, exact, mask=mask), 7)
     return out
 
 
-def n_windows(length: int, max_len: int, stride: int, max_chunks: int) -> int:
-    """Windows of ``max_len`` tokens sharing ``stride`` that cover a text of ``length`` tokens."""
+def n_windows(length: int, max_len: int, stride: int, max_chunks: int | None = None) -> int:
+    """Windows of ``max_len`` tokens sharing ``stride`` that cover a text of ``length`` tokens
+    (at most ``max_chunks``, where set)."""
     if length <= max_len:
         return 1
-    return min(max_chunks, 2 + (length - max_len - 1) // max(1, max_len - stride))
+    n = 2 + (length - max_len - 1) // max(1, max_len - stride)
+    return min(max_chunks, n) if max_chunks else n
 
 
 def max_positions(config: object) -> int | None:
@@ -249,15 +254,23 @@ def probe_embedding(tc: TrainConfig, texts: list[str]) -> dict[str, Any]:
 
     from pipeline.modeling.backbones import resolve_backbone
     from pipeline.modeling.data import DeviceData, Encoded
+    from pipeline.modeling.transformer import encoding
     from pipeline.runtime import load_encoder
 
     t0 = time.perf_counter()
     model, tokenizer = load_encoder(Path(resolve_backbone(tc.backbone)))
     load_s = time.perf_counter() - t0
-    ds = Encoded.from_texts(tokenizer, texts, tc.max_len)
+    ds = Encoded.from_texts(tokenizer, texts, tc.max_len)  # a window costs what a text cut to max_len does
     data = DeviceData(ds, tokenizer.pad_token_id or 0, torch.device("cpu"), None)
     plain = TrainConfig(eval_batch_size=tc.eval_batch_size)  # the encoder's pass batches in rows, unpadded
     infer = _infer_row_s(model, data, plain, torch.device("cpu"), contextlib.nullcontext(), warm=False)
-    return {"infer_row_s": round(infer, 7), "load_s": round(load_s, 3), "max_len": tc.max_len, "fit_row_s": 2e-5}
+    out = {"infer_row_s": round(infer, 7), "load_s": round(load_s, 3), "max_len": tc.max_len, "fit_row_s": 2e-5}
+    # windows per text under train.chunks (each embedded): infer_row_s is then paid per window
+    whole = Encoded.from_texts(tokenizer, texts, tc.max_len, encoding=encoding(tc, True)) if texts else ds
+    chunked = {str(tc.max_len): round(len(whole) / max(1, whole.n_rows), 3)}
+    out["chunk_windows"] = chunked
+    if tc.chunks:
+        out["windows"] = chunked
+    return out
 
 

@@ -280,9 +280,9 @@ class EMA:
 @torch.inference_mode()
 def predict(model: nn.Module, data: DeviceData, batches: list[list[int]], cast: AbstractContextManager[None],
             n_out: int, owner: np.ndarray | None = None, n_rows: int | None = None, multilabel: bool = False,
-            mask: str | None = None, desc: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+            mask: str | None = None, desc: str | None = None, pool: str = "mean") -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (softmax; multi-label: a sigmoid per label) and logits per row in the
-    dataset's order (``batches``: length-sorted; a long text's windows averaged in logits);
+    dataset's order (``batches``: length-sorted; a long text's windows pooled in logits by ``pool``);
     the logits stay on the device until the last batch. Under several processes each
     predicts a share and all of them see the whole prediction."""
     from pipeline.runtime import activate, per_row
@@ -301,7 +301,7 @@ def predict(model: nn.Module, data: DeviceData, batches: list[list[int]], cast: 
         done = [i for b in mine for i in b]
         for part_rows, part in dist_.gather_objects((done, host[done])):
             host[part_rows] = part
-    rows = torch.from_numpy(per_row(host.numpy(), owner, data.n if n_rows is None else n_rows))
+    rows = torch.from_numpy(per_row(host.numpy(), owner, data.n if n_rows is None else n_rows, pool))
     return activate(rows, multilabel).numpy(), rows.numpy()
 
 

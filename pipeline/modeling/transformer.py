@@ -91,9 +91,10 @@ def set_trainable(model: nn.Module, cfg: TrainConfig, epoch: int) -> None:
 
 def encoding(cfg: TrainConfig, windows: bool) -> dict[str, Any]:
     """How texts are cut (runtime.encode_texts): the run's truncation, and its windows when
-    ``windows`` (prediction under train.chunks; training too under train.chunk_training)."""
+    ``windows`` (prediction under train.chunks; training too under train.chunk_training),
+    pooled per text by train.chunk_pool."""
     return {"truncation": cfg.truncation, "head_tokens": cfg.head_tokens, "chunks": windows,
-            "stride": cfg.stride, "max_chunks": cfg.max_chunks}
+            "stride": cfg.stride, "max_chunks": cfg.max_chunks, "pool": cfg.chunk_pool}
 
 
 @dataclass
@@ -173,7 +174,7 @@ class FoldTrainer:
         cfg = self.cfg
         batches = eval_batches(ds.lengths, cfg.eval_batch_size, cfg.eval_batch_tokens, cfg.pad_to_multiple_of)
         return step_.predict(model, data, batches, self._autocast(exact), self.n_classes, ds.owner, ds.n_rows,
-                             self.multilabel, mask, desc=f"predicting {ds.n_rows} rows")
+                             self.multilabel, mask, desc=f"predicting {ds.n_rows} rows", pool=ds.pool)
 
     # -- the loop -----------------------------------------------------------------------
     def fit(self, data: FoldData, tokenizer: PreTrainedTokenizerBase) -> FoldOutput:

@@ -40,7 +40,8 @@ def _fingerprint(train: pd.DataFrame, cfg: Config) -> dict[str, Any]:
     h = hashlib.sha256()
     for i, t, y in zip(train["id"].astype(str), train["text"], train["label"]):
         h.update(f"{i}\x1f{t}\x1f{y}\x1e".encode())
-    return {"n_splits": cfg.folds.n_splits, "seed": cfg.folds.seed, "rows": len(train), "grouping": "near_key",
+    return {"n_splits": cfg.folds.n_splits, "seed": cfg.folds.seed, "rows": len(train),
+            "grouping": "near_key" if "text_1" not in train.columns else "near_key, pair in either order",
             "data_sha256": h.hexdigest()}
 
 
@@ -81,8 +82,10 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> FoldsResult:
         if col not in train.columns:
             raise DataError(f"folds.group_cols: no column {col!r} in the cleaned train (columns: "
                             f"{', '.join(c for c in train.columns if c not in ('id', 'label'))})")
-    keys = train[text_columns(train)].fillna("").astype(str).agg(" \x1f ".join, axis=1)  # a pair: both texts
-    maker = FoldMaker(cfg.folds.n_splits, cfg.folds.seed).fit(keys, y, [train[c] for c in cfg.folds.group_cols])
+    cols = text_columns(train)
+    texts = train[cols[0]].fillna("").astype(str).tolist() if len(cols) == 1 else \
+        list(train[cols].fillna("").astype(str).itertuples(index=False, name=None))  # a pair keyed in either order
+    maker = FoldMaker(cfg.folds.n_splits, cfg.folds.seed).fit(texts, y, [train[c] for c in cfg.folds.group_cols])
     folds = pd.DataFrame({"id": train["id"], "fold": maker.folds_})
     if y.ndim == 2:  # the share of positives of each label, per fold
         shares = pd.DataFrame(y, columns=[str(c) for c in schema.classes]).groupby(maker.folds_).mean().round(3)

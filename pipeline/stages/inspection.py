@@ -149,13 +149,45 @@ def long_text_shares(tokens: np.ndarray) -> dict[str, float]:
     return {str(m): round(float((tokens > m).mean()), 4) for m in CANDIDATE_MAX_LENS}
 
 
+# The share of texts over max_len from which reading only their head costs score more than the
+# fold noise. Measured on the long-document shape mixed with short texts (benchmarks/long_reading.py
+# --family share: word TF-IDF + LR on each text's first 64 tokens against the whole text, 2,000
+# rows, 5 folds; the gain of reading whole, its SE): a share of 2% -0.009 (0.006), 5% +0.002
+# (0.008), 10% -0.002 (0.007) and +0.023 (0.011) in a second draw, 15% +0.019 (0.008), 20% +0.021
+# (0.009) and +0.027 (0.013), 30% +0.041 (0.009), 50% +0.080 (0.008). From 10% the gain can
+# exceed twice its noise; below, it is noise. A label that lives at a text's end makes a smaller
+# share matter: the planner weighs the share against what reading whole costs.
+LONG_SHARE = 0.10
+READING_STRIDE = 32  # train.stride's default: the windows counted below
+
+
 def suggest_truncation(tokens: np.ndarray, max_len: int) -> str:
     """What to do with texts longer than train.max_len, from their share."""
     share = float((tokens > max_len).mean())
-    if share < 0.05:
+    if share < LONG_SHARE:
         return f"head: {share:.0%} of the texts are longer than train.max_len={max_len}"
-    return (f"{share:.0%} of the texts are longer than train.max_len={max_len}: train.truncation=head_tail keeps "
-            "their start and end; train.chunks=true reads all of them at prediction (or raise train.max_len)")
+    return (f"{share:.0%} of the texts are longer than train.max_len={max_len}: train.chunks=true reads them whole "
+            "(every window, pooled per text); train.truncation=head_tail keeps their start and end at the cost of "
+            "one input (or raise train.max_len)")
+
+
+def reading(tokens: np.ndarray, max_len: int, suggested: int) -> dict[str, Any]:
+    """How long texts should be read, for the planner: the share of texts longer than
+    ``max_len`` (model inputs, specials included; a pair's texts together), whether that share
+    is a real one (``LONG_SHARE``), the mean windows a text takes under train.chunks at each
+    candidate max_len (what chunks multiply a pass by), and the readings in order of
+    preference: chunks (the whole text), head_tail (its start and end, one input), head."""
+    from pipeline.modeling.probe import n_windows
+
+    share = float((tokens > max_len).mean()) if len(tokens) else 0.0
+    long = share >= LONG_SHARE
+    windows = {str(m): round(float(np.mean([n_windows(int(t), m, READING_STRIDE) for t in tokens])), 3)
+               if len(tokens) else 1.0 for m in sorted({*CANDIDATE_MAX_LENS, max_len})}
+    return {"max_len": max_len, "share_over": round(share, 4), "threshold": LONG_SHARE, "long": long,
+            "windows": windows, "stride": READING_STRIDE,
+            "readings": ["chunks", "head_tail", "head"] if long else ["head"],
+            # a GPU reads long texts at the backbone's limit first (512 for BERT-sized encoders)
+            "gpu_max_len": min(512, max(max_len, suggested)) if long else max_len}
 
 
 def analyse(comp: Competition, cfg: Config) -> dict[str, Any]:
@@ -167,6 +199,10 @@ def analyse(comp: Competition, cfg: Config) -> dict[str, Any]:
     tr_text = train[s.text_col].fillna("").astype(str)
     te_text = test[s.text_col].fillna("").astype(str)
     tr_tok, te_tok = token_lengths(tr_text.tolist(), tokenizer), token_lengths(te_text.tolist(), tokenizer)
+    # what a model is fed: a pair's texts together (each other text's tokens, its own specials left out)
+    inputs_tok = tr_tok.copy()
+    for col in s.texts[1:]:
+        inputs_tok += np.maximum(0, token_lengths(train[col].fillna("").astype(str).tolist(), tokenizer) - 1)
     lengths: dict[str, Any] = {}
     for split, texts, tok in (("train", tr_text, tr_tok), ("test", te_text, te_tok)):
         lengths[split] = {"chars": length_stats(texts.str.len().to_numpy()),
@@ -200,8 +236,9 @@ def analyse(comp: Competition, cfg: Config) -> dict[str, Any]:
         "coverage": cfg.inspect.coverage,
         "patterns": {"train": pattern_counts(tr_text), "test": pattern_counts(te_text)},
         "top_tokens": {c: top_tokens(tr_text[m], cfg.inspect.top_tokens) for c, m in masks.items()},
-        "long_texts": long_text_shares(tr_tok),
-        "suggested_truncation": suggest_truncation(tr_tok, cfg.train.max_len),
+        "long_texts": long_text_shares(inputs_tok),
+        "suggested_truncation": suggest_truncation(inputs_tok, cfg.train.max_len),
+        "reading": reading(inputs_tok, cfg.train.max_len, suggest_max_len(inputs_tok, cfg.inspect.coverage)),
         "shift": shift,
         "_token_lengths": {"train": tr_tok.tolist(), "test": te_tok.tolist(),
                            "labels": [str(v) for v in labels.tolist()],
@@ -296,6 +333,7 @@ def render(report: dict[str, Any], figures: dict[str, Path], paths: Paths) -> st
            "\nTexts longer than a max_len (tokens): "
            + ", ".join(f"{m}: {v:.1%}" for m, v in report["long_texts"].items())
            + f". Long texts: {e(report['suggested_truncation'])}.\n",
+           _reading_line(report["reading"]),
            f"\n![lengths]({rel['lengths']})\n\n![by class]({rel['length_by_class']})\n",
            "\n## Noise (rows containing each)\n"]
     pt = report["patterns"]
@@ -312,11 +350,22 @@ def render(report: dict[str, Any], figures: dict[str, Path], paths: Paths) -> st
     return re.sub(r"\n+## ", "\n\n## ", "".join(md)).strip() + "\n"
 
 
+def _reading_line(r: dict[str, Any]) -> str:
+    if not r["long"]:
+        return (f"\nReading: {r['share_over']:.1%} of the model inputs are longer than max_len {r['max_len']} "
+                f"(under the {r['threshold']:.0%} that costs score): the head is read.\n")
+    windows = ", ".join(f"{m}: {w:g}" for m, w in r["windows"].items())
+    return (f"\nReading: **{r['share_over']:.1%} of the model inputs are longer than max_len {r['max_len']}** "
+            f"(from {r['threshold']:.0%} reading only the head costs score): read them whole in windows "
+            f"(`train.chunks=true`; windows per text at each max_len: {windows}), else head + tail "
+            f"(`train.truncation=head_tail`); on a GPU, max_len {r['gpu_max_len']} first.\n")
+
+
 def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
     raw = resolve_raw(paths, cfg.data)
     return inputs_of(paths, [], files=competition_files(raw),
                      config={"data": asdict(cfg.data), "inspect": asdict(cfg.inspect), "backbone": cfg.train.backbone,
-                             "seed": cfg.folds.seed})
+                             "max_len": cfg.train.max_len, "seed": cfg.folds.seed})
 
 
 def run(cfg: Config, paths: Paths, force: bool = False) -> InspectResult:

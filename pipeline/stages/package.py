@@ -130,7 +130,7 @@ def member_shape(tc: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if tc.get("truncation", "head") != "head" or tc.get("chunks"):
         out["encoding"] = {"truncation": tc["truncation"], "head_tokens": tc["head_tokens"], "chunks": tc["chunks"],
-                           "stride": tc["stride"], "max_chunks": tc["max_chunks"]}
+                           "stride": tc["stride"], "max_chunks": tc["max_chunks"], "pool": tc.get("chunk_pool", "mean")}
     return out
 
 
@@ -140,7 +140,7 @@ def onnx_report(paths: Paths, bundle: Path, m: dict[str, Any], schema: Schema, t
     OOF score with each fold's int8 model on its own validation rows, at the run's threshold."""
     from pipeline.core.metrics import score
 
-    texts = runtime.model_inputs(test_frame, m["extra_cols"], m["extra_template"], m["sep"])
+    texts = runtime.model_inputs(test_frame, m["extra_cols"], m["extra_template"], m["sep"], schema.texts)
     t0 = time.perf_counter()
     shape = (bool(m.get("multilabel")), m.get("encoding"))
     test = np.mean([runtime.predict_onnx(*runtime.load_onnx(bundle / rel), texts, m["max_len"], m["batch_size"],
@@ -148,7 +148,8 @@ def onnx_report(paths: Paths, bundle: Path, m: dict[str, Any], schema: Schema, t
     seconds = time.perf_counter() - t0
     oof = pd.read_parquet(paths.run(m["run"]).oof)
     train = pd.read_parquet(paths.train_clean).set_index("id").loc[oof["id"]].reset_index()
-    inputs = np.array(runtime.model_inputs(train, m["extra_cols"], m["extra_template"], m["sep"]), dtype=object)
+    inputs = np.array(runtime.model_inputs(train, m["extra_cols"], m["extra_template"], m["sep"], schema.texts),
+                      dtype=object)
     p8 = np.zeros((len(oof), schema.n_classes))
     for k, rel in enumerate(m["folds"]):
         rows = (oof["fold"] == k).to_numpy()
@@ -201,7 +202,7 @@ def check_members(paths: Paths, bundle: Path, spec: dict[str, Any], schema: Sche
     cols = proba_cols(schema.n_classes)
     pairs = runtime.other_texts(test_frame, schema.texts)
     for m in spec["members"]:
-        texts = runtime.model_inputs(test_frame, m["extra_cols"], m["extra_template"], m["sep"])
+        texts = runtime.model_inputs(test_frame, m["extra_cols"], m["extra_template"], m["sep"], schema.texts)
         t0 = time.perf_counter()
         got = runtime.member_proba(bundle, m, texts, pairs=pairs)
         seconds = time.perf_counter() - t0

@@ -120,7 +120,7 @@ def predict_member(member: dict, frame, device: str, batch_size: int | None, onn
     """The member's test probabilities: the mean over its fold models, as the pipeline averages."""
     import textcomp_runtime as rt
 
-    texts = rt.model_inputs(frame, member["extra_cols"], member["extra_template"], member["sep"])
+    texts = rt.model_inputs(frame, member["extra_cols"], member["extra_template"], member["sep"], text_cols)
     try:
         return rt.member_proba(HERE, member, texts, device, batch_size, onnx, pairs=rt.other_texts(frame, text_cols))
     except FileNotFoundError as e:
