@@ -161,6 +161,10 @@ class TrainConfig:
     seeds: list[int] | None = None  # transformer: train each fold once per seed and average (e.g. [42, 43, 44])
     pseudo_teacher: str | None = None  # pseudo-labels: confident test rows from this run's fold-k model, in fold k
     pseudo_threshold: float = 0.95  # a test row joins fold k's training when the teacher's top probability >= this
+    pretrain_steps: int = 0  # masked-LM steps on the competition's own texts before fine-tuning (0: start from the backbone)
+    pretrain_lr: float = 5e-5  # peak LR of the masked-LM steps (warmup, then linear decay); the fresh MLM head at 10x
+    pretrain_batch_size: int = 32  # texts (windows of max_len tokens) per masked-LM step
+    pretrain_mask: float = 0.15  # share of each text's tokens the masked-LM predicts (BERT's 80/10/10 replacement)
     processes: int | None = None  # train's processes (DDP under torchrun): None = one per visible GPU, 1 on CPU
     folds: list[int] | None = None  # train only these folds (fan-out across machines)
     searched_folds: list[int] = field(default_factory=list)  # folds whose labels select/tune saw (set by the plan)
@@ -198,6 +202,13 @@ class TrainConfig:
             _name("train.pseudo_teacher", self.pseudo_teacher)
         if not 0.5 <= self.pseudo_threshold <= 1:
             raise ConfigError(f"train.pseudo_threshold must be in [0.5, 1], got {self.pseudo_threshold}")
+        if self.pretrain_steps < 0:
+            raise ConfigError(f"train.pretrain_steps must be >= 0, got {self.pretrain_steps}")
+        _positive("train.pretrain_batch_size", self.pretrain_batch_size)
+        if self.pretrain_lr <= 0:
+            raise ConfigError(f"train.pretrain_lr must be > 0, got {self.pretrain_lr}")
+        if not 0 < self.pretrain_mask < 1:
+            raise ConfigError(f"train.pretrain_mask must be in (0, 1), got {self.pretrain_mask}")
         for name in ("max_len", "epochs", "batch_size", "grad_accum", "eval_batch_size", "evals_per_epoch", "log_every"):
             _positive(f"train.{name}", getattr(self, name))
         for name in ("batch_tokens", "eval_batch_tokens"):

@@ -331,6 +331,12 @@ class Paths:
     def embeddings_cache(self) -> Path:
         return self.interim / "embeddings"
 
+    @property
+    def pretrained_cache(self) -> Path:
+        """Encoders pretrained on this competition's texts (train.pretrain_steps), one folder per
+        (backbone, texts digest, steps, masked-LM settings): pipeline.modeling.pretrain."""
+        return self.interim / "pretrained"
+
     def augmented(self, method: str) -> Path:
         return self.interim / "augmented" / f"{check_name(method, 'augment method')}.parquet"
 

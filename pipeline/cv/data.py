@@ -41,6 +41,7 @@ class TrainingData:
     inputs: dict[str, str]  # the upstream manifests read (transaction.inputs_of)
     cache_dir: Path | None = None  # the embedding family's vectors (data/interim/embeddings)
     pseudo: dict[int, pd.DataFrame] | None = None  # fold k -> confident test rows (id, input, label)
+    pretrain_cache: Path | None = None  # encoders pretrained on these texts (data/interim/pretrained)
 
     @property
     def n_splits(self) -> int:
@@ -49,6 +50,14 @@ class TrainingData:
     @property
     def inputs_cols(self) -> list[str]:
         return input_columns(self.train)
+
+    def corpus(self) -> list[str]:
+        """Every model input of train and test, each text column's (pretraining's texts): each
+        distinct text once, in order, empty ones left out."""
+        cols = self.inputs_cols
+        texts = [t for df in (self.train, self.test) for c in cols for t in df[c].astype(str).tolist()]
+        return [t for t in dict.fromkeys(texts) if t.strip()]
+
 
 
 def input_columns(df: pd.DataFrame) -> list[str]:
@@ -89,9 +98,10 @@ def load_training_data(cfg: Config, paths: Paths) -> TrainingData:
         pseudo = pseudo_labels(paths, teacher, test[["id", "input"]], int(train["fold"].max()) + 1,
                                cfg.train.pseudo_threshold, schema.n_classes)
     cols = input_columns(train)
-    return TrainingData(train=train[["id", *cols, "label", "fold"]], test=test[["id", *cols]], schema=schema,
+    train = train[["id", *cols, "label", "fold"]]
+    return TrainingData(train=train, test=test[["id", *cols]], schema=schema,
                         augmented=augmented, fingerprint="|".join(digest), inputs=inputs,
-                        cache_dir=paths.embeddings_cache, pseudo=pseudo)
+                        cache_dir=paths.embeddings_cache, pseudo=pseudo, pretrain_cache=paths.pretrained_cache)
 
 
 def _augmented(cfg: Config, paths: Paths, train: pd.DataFrame, names: list[str]) -> pd.DataFrame:
