@@ -138,6 +138,12 @@ class EnsemblePaths:
         return self.dir / "methods.csv"
 
     @property
+    def oof_nested(self) -> Path:
+        """Each fold's rows blended by the blend fitted on the other folds: what a student
+        distils from (train.teacher), every row's probability from models that never saw it."""
+        return self.dir / "oof_nested.parquet"
+
+    @property
     def weights(self) -> Path:
         return self.dir / "weights.json"
 

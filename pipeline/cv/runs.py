@@ -50,6 +50,9 @@ def starting_point(tc: TrainConfig, td: TrainingData) -> TrainConfig:
     asks for the same: pipeline.modeling.pretrain); its config.yaml and fingerprint keep the
     settings as written."""
     fam = family(tc.family)
+    if tc.teacher and not fam.distills:
+        raise ConfigError(f"train.teacher: family {tc.family} does not learn from soft targets; distil into a "
+                          "transformer (train.family=transformer)")
     if not tc.pretrain_steps:
         return tc
     if not fam.pretrains:

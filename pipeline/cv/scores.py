@@ -94,6 +94,9 @@ def levers(cfg: Config, td: TrainingData) -> dict[str, Any]:
             meta = read_json(folder / pretrain.META)
             out["pretrain"] = {"folder": folder.name, **{k: meta.get(k) for k in (
                 "steps", "seconds", "seconds_per_step", "texts", "windows", "first_loss", "last_loss")}}
+    if tc.teacher and td.teacher is not None:
+        kind, name = td.teacher
+        out["teacher"] = {"kind": kind, "name": name, "temperature": tc.distill_temperature, "alpha": tc.distill_alpha}
     return out
 
 

@@ -42,6 +42,7 @@ class FoldData:
     train_pairs: list[list[str]] | None = None
     val_pairs: list[list[str]] | None = None
     test_pairs: list[list[str]] | None = None
+    train_soft: np.ndarray | None = None  # distillation: a teacher's OOF probabilities per training row
 
     @property
     def multilabel(self) -> bool:
@@ -87,6 +88,7 @@ class Family(Protocol):
     order: int  # where train runs it: cheap families first, so a submission exists early
     tuned_by_default: bool  # the planner budgets tuning trials for it
     exports_onnx: bool  # `make package SET=package.onnx=true` exports its fold models to int8 ONNX
+    distills: bool  # learns from a teacher's soft targets beside the labels (train.teacher)
     pretrains: bool  # has an encoder that masked-LM steps on the competition's texts adapt (train.pretrain_steps)
 
     def describe(self, tc: TrainConfig) -> str:

@@ -40,6 +40,7 @@ class _Linear:
     epoch_trained = False
     exports_onnx = False
     tuned_by_default = True
+    distills = False
     pretrains = False
 
     def prepare(self, tc: TrainConfig) -> object | None:
@@ -154,6 +155,7 @@ class Transformer:
     order = 2
     exports_onnx = True
     tuned_by_default = True
+    distills = True  # train.teacher: the labels and a teacher's OOF probabilities (step.DistillLoss)
     pretrains = True  # train.pretrain_steps: masked-LM steps on the competition's texts first (modeling.pretrain)
 
     def describe(self, tc: TrainConfig) -> str:
