@@ -2,6 +2,7 @@
 probabilities, only where every row's target comes from models that never trained on it; it is
 a run like any other (blended, reported against its teacher, packaged alone)."""
 
+import json
 
 import numpy as np
 import pandas as pd
@@ -113,6 +114,52 @@ def test_a_teacher_is_found_by_name_and_a_blend_of_the_student_itself_is_refused
 
 
 # -- a student as a run -----------------------------------------------------------------------
+def test_a_student_of_the_blend_trains_is_left_out_of_it_and_is_compared_and_packaged(prepared, tiny_bert, capsys):
+    data, work = prepared
+    bert = [f"train.backbone={tiny_bert}", "train.max_len=32", "train.epochs=2", "train.batch_size=16",
+            "train.lr=1e-3", "train.precision=fp32"]
+    assert run_stage("train", work, data, "train.run=tfidf", "train.family=classical") == 0
+    assert run_stage("train", work, data, "train.run=nb", "train.family=classical", "train.classical_model=nbsvm") == 0
+    assert run_stage("train", work, data, "train.run=plain", *bert) == 0
+    assert run_stage("ensemble", work, data, "ensemble.method=mean") == 0
+    blend = work / "ensembles/blend"
+    nested = pd.read_parquet(blend / "oof_nested.parquet")
+    members = [pd.read_parquet(work / f"models/{r}/oof.parquet").set_index("id").loc[nested["id"]]
+               for r in ("nb", "plain", "tfidf")]
+    assert np.allclose(nested["p_1"], np.mean([m["p_1"] for m in members], axis=0))  # a mean has nothing to fit
+    manifest = (work / ".manifests/ensemble-blend.json").read_text()
+    assert run_stage("train", work, data, "train.run=student", "train.teacher=blend", *bert) == 0
+    cv = json.loads((work / "models/student/cv.json").read_text())
+    assert cv["teacher"] == {"kind": "ensemble", "name": "blend", "temperature": 2.0, "alpha": 0.7}
+    student_manifest = json.loads((work / ".manifests/train-student.json").read_text())
+    assert "manifest:ensemble-blend" in student_manifest["inputs"]  # a changed teacher makes the student stale
+    s, p = pd.read_parquet(work / "models/student/oof.parquet"), pd.read_parquet(work / "models/plain/oof.parquet")
+    assert not np.allclose(s["p_1"], p["p_1"])  # the soft targets changed what it learned
+    # the blend again: its own student is left out, so nothing changes under the student
+    assert run_stage("ensemble", work, data, "ensemble.method=mean") == 0
+    assert json.loads((blend / "weights.json").read_text())["runs"] == ["nb", "plain", "tfidf"]
+    assert manifest == (work / ".manifests/ensemble-blend.json").read_text()
+    # ... where a blend under another name takes it like any run
+    assert run_stage("ensemble", work, data, "ensemble.method=mean", "ensemble.name=all") == 0
+    assert "student" in json.loads((work / "ensembles/all/weights.json").read_text())["runs"]
+    assert run_stage("submit", work, data) == 0
+    # the report sets the student against its teacher and against the labels-only twin
+    assert run_stage("report", work, data) == 0
+    page = (work / "reports/index.md").read_text()
+    assert "Pretraining and distillation against what they replace" in page
+    assert "teacher: ensemble blend" in page and "labels only: run plain" in page
+    # the student alone in a bundle, verified against the submission it makes alone
+    assert run_stage("package", work, data, "package.members=student") == 0
+    (bundle,) = [d for d in (work / "dist").iterdir() if d.name.endswith("-student")]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert [m["run"] for m in manifest["predict"]["members"]] == ["student"]
+    assert manifest["source"] == "run student" and manifest["verification"]["rows"] == 60
+    assert not (bundle / "models/tfidf").exists()
+    capsys.readouterr()
+    assert run_stage("package", work, data, "package.members=nobody") == 2
+    assert "package.members='nobody': no published run" in capsys.readouterr().err
+
+
 def test_only_a_fine_tune_learns_from_soft_targets(prepared, capsys):
     data, work = prepared
     assert run_stage("train", work, data, "train.run=tfidf", "train.family=classical") == 0

@@ -369,10 +369,13 @@ class PackageConfig:
     fp16: bool = False  # store transformer weights in fp16 (half the size; probabilities move ~1e-3)
     verify: bool = True  # run the bundle's predict.py on test.csv and compare with submission.csv
     onnx: bool = False  # also an int8 ONNX export per transformer fold (predict.py --onnx; needs onnxruntime)
+    members: str | None = None  # None: what submission.csv came from; a run's name, or student (the distilled run), alone
 
     def validate(self) -> None:
         if self.name is not None:
             _name("package.name", self.name)
+        if self.members is not None:
+            _name("package.members", self.members)
 
 
 PRESETS = ("fast", "medium", "best")
