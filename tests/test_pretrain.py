@@ -65,11 +65,30 @@ def test_masking_takes_the_counted_tokens_never_a_special_or_a_pad(tiny_bert):
     assert 0.07 < float(((new != tok.mask_token_id) & (new == olds)).float().mean()) < 0.14
 
 
-def test_the_head_on_masked_positions_equals_the_whole_models_logits(tiny_bert):
+@pytest.fixture(scope="module")
+def tiny_mpnet(tiny_bert, tmp_path_factory):
+    """An MPNet encoder (what packaged:mpnet is) shipped as sentence-transformers ship it: the base
+    model with its pooler, no MLM head."""
+    from transformers import AutoConfig, AutoModel
+
+    folder = tmp_path_factory.mktemp("tiny_mpnet")
+    tok = _tok(tiny_bert)
+    tok.save_pretrained(folder)
+    config = AutoConfig.for_model("mpnet", vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=64, max_position_embeddings=130,
+                                  pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("which", ["tiny_bert", "tiny_mpnet"])
+def test_the_head_on_masked_positions_equals_the_whole_models_logits(which, request):
     """The fast path (the LM head on the masked positions only) computes what the model's own
     forward does at those positions."""
-    tok = _tok(tiny_bert)
-    model = pretrain.load_masked_lm(tiny_bert).eval()
+    backbone = request.getfixturevalue(which)
+    tok = _tok(backbone)
+    model = pretrain.load_masked_lm(backbone).eval()
     ids, maskable = pretrain.windows(tok, TRAIN[:6], 32)
     batch = next(DeviceData(Encoded(ids), tok.pad_token_id, torch.device("cpu")).iterate([list(range(6))]))
     masked = pretrain.Masking.of(tok, model.config.vocab_size, 0.15, torch.device("cpu")).apply(batch, 9)
@@ -109,16 +128,21 @@ def test_pretraining_lowers_the_loss_on_held_out_text_and_is_cached_by_texts(tin
     assert json.loads((other / "pretrain.json").read_text())["texts"] == len(TRAIN) + 1
 
 
-def test_the_pretrained_encoder_loads_as_the_backbone_does_with_its_pooler(tiny_bert, tmp_path):
-    from transformers import AutoModelForSequenceClassification
+@pytest.mark.parametrize("which, prefix", [("tiny_bert", "bert"), ("tiny_mpnet", "mpnet")])
+def test_the_pretrained_encoder_loads_as_the_backbone_does_with_its_pooler(which, prefix, request, tmp_path):
+    from transformers import AutoModel
 
-    folder = pretrain.ensure(_cfg(tiny_bert, pretrain_steps=5), TRAIN, tmp_path)
-    src = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
-    new = AutoModelForSequenceClassification.from_pretrained(folder)
-    s, n = src.state_dict(), new.state_dict()
-    assert torch.equal(s["bert.pooler.dense.weight"], n["bert.pooler.dense.weight"])  # kept, not re-drawn
-    assert not torch.equal(s["bert.encoder.layer.1.output.dense.weight"], n["bert.encoder.layer.1.output.dense.weight"])
-    assert _tok(folder).get_vocab() == _tok(tiny_bert).get_vocab()
+    backbone = request.getfixturevalue(which)
+    folder = pretrain.ensure(_cfg(backbone, pretrain_steps=5), TRAIN, tmp_path)
+    s, n = AutoModel.from_pretrained(backbone).state_dict(), AutoModel.from_pretrained(folder).state_dict()
+    assert set(s) == set(n)
+    assert torch.equal(s["pooler.dense.weight"], n["pooler.dense.weight"])  # kept, not re-drawn
+    assert not torch.equal(s["encoder.layer.1.output.dense.weight"], n["encoder.layer.1.output.dense.weight"])
+    assert _tok(folder).get_vocab() == _tok(backbone).get_vocab()
+    # and the fine-tune's own loader takes it
+    from pipeline.modeling.transformer import load_model
+
+    assert load_model(_cfg(folder), 2).base_model_prefix == prefix
 
 
 def test_a_killed_build_resumes_to_the_weights_of_an_uninterrupted_one(tiny_bert, tmp_path, monkeypatch):

@@ -67,6 +67,7 @@ HEAD_LR_SCALE = 10.0  # the fresh MLM head's LR, as a multiple of train.pretrain
 WARMUP_RATIO = 0.06  # RoBERTa's (Liu et al. 2019) and Gururangan et al.'s warmup; linear decay after
 CHECKPOINTS = 10  # resume points over a build
 META = "pretrain.json"
+_SAID: set[Path] = set()  # copies whose reuse was logged
 HEAD = "mlm_head.safetensors"
 
 
@@ -90,7 +91,8 @@ class Settings:
         source = resolve_backbone(self.backbone)
         tag = hashlib.sha256(json.dumps([source, texts_digest, dataclasses.asdict(self), VERSION, SEED],
                                         sort_keys=True).encode()).hexdigest()[:16]
-        return Path(cache) / f"{Path(source).name}-{self.steps}steps-{tag}"
+        name = self.backbone.split(":", 1)[1] if self.backbone.startswith("packaged:") else Path(source).name
+        return Path(cache) / f"{name}-{self.steps}steps-{tag}"
 
 
 def digest(texts: list[str]) -> str:
@@ -111,7 +113,10 @@ def ensure(tc: TrainConfig, texts: list[str], cache: Path) -> Path:
     settings = Settings.of(tc)
     folder = settings.folder(cache, digest(texts))
     if (folder / META).exists():
-        log.info("pretrain: %s from the cache (%d masked-LM steps on %d texts)", folder.name, settings.steps, len(texts))
+        if folder not in _SAID:  # once per process, not once per fold
+            _SAID.add(folder)
+            log.info("pretrain: %s from the cache (%d masked-LM steps on %d texts)", folder.name, settings.steps,
+                     len(texts))
         return folder
     if dist_.is_main():
         Pretrainer(tc, texts, folder).run()
