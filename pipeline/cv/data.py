@@ -191,7 +191,7 @@ def fold_data(td: TrainingData, k: int, cfg: TrainConfig) -> tuple[FoldData, pd.
     def pairs(df: pd.DataFrame) -> list[list[str]] | None:
         return [df[c].tolist() for c in others] or None
 
-    soft = rows[td.soft_cols].to_numpy(np.float64) if td.soft_cols else None
+    soft = rows[td.soft_cols].to_numpy(np.float64) if td.soft_cols and cfg.teacher else None
     return FoldData(train_texts=rows["input"].tolist(), train_labels=labels_of(rows),
                     val_texts=val["input"].tolist(), val_labels=labels_of(val),
                     test_texts=td.test["input"].tolist(), train_pairs=pairs(rows), val_pairs=pairs(val),

@@ -53,6 +53,9 @@ def starting_point(tc: TrainConfig, td: TrainingData) -> TrainConfig:
     if tc.teacher and not fam.distills:
         raise ConfigError(f"train.teacher: family {tc.family} does not learn from soft targets; distil into a "
                           "transformer (train.family=transformer)")
+    if tc.teacher and not td.soft_cols:
+        raise ConfigError(f"train.teacher={tc.teacher!r}: these rows were loaded without the teacher's soft targets "
+                          "(select and tune screen candidates on their labels: set train.teacher for `make train`)")
     if not tc.pretrain_steps:
         return tc
     if not fam.pretrains:
