@@ -119,3 +119,36 @@ def test_a_deberta_v3_shaped_fold_reads_nothing_either(tiny_bert, tmp_path):
     syncs, out = training_loop_syncs(FoldTrainer(cfg, 2, "f1", 0), _data(), load_tokenizer(cfg))
     assert syncs.counts.get("loop", 0) == 0, [w for r, w in syncs.where if r == "loop"][:10]
     assert out.optimizer_steps >= 10
+
+
+def test_a_distilled_fold_reads_nothing_either(tiny_bert):
+    """The soft targets live on the device beside the labels; the distillation loss reads none."""
+    data = _data()
+    rng = np.random.default_rng(0)
+    data.train_soft = rng.dirichlet([1, 1], len(data.train_texts))
+    cfg = _cfg(tiny_bert, distill_alpha=0.7, distill_temperature=2.0)
+    syncs, out = training_loop_syncs(FoldTrainer(cfg, 2, "f1", 0), data, load_tokenizer(cfg))
+    assert syncs.counts.get("loop", 0) == 0, [w for r, w in syncs.where if r == "loop"][:10]
+    texts, labels = synthetic_texts(80, [NEG, POS], 1)
+    y = np.array([[v, 1 - v] for v in labels])
+    multi = FoldData(texts[:64], y[:64], texts[64:], y[64:], texts[64:70], train_soft=rng.uniform(size=(64, 2)))
+    syncs, _ = training_loop_syncs(FoldTrainer(cfg, 2, "mean_auc", 0), multi, load_tokenizer(cfg))
+    assert syncs.counts.get("loop", 0) == 0, syncs.where[:10]
+
+
+def test_the_masked_lm_steps_read_nothing_between_the_meters_reads(tiny_bert, tmp_path):
+    """Pretraining (train.pretrain_steps) masks on the device and counts the masked tokens on the
+    host: its steps read nothing; the meter reads once per log_every steps."""
+    from pipeline.modeling import pretrain
+    from pipeline.modeling import step as step_
+    from pipeline.modeling.syncs import HostSyncs
+
+    texts, _ = synthetic_texts(120, [NEG, POS], 2)
+    cfg = _cfg(tiny_bert, pretrain_steps=12, pretrain_batch_size=8, pretrain_lr=1e-3, log_every=4)
+    syncs = HostSyncs()
+    with syncs:
+        syncs.mark(pretrain.Pretrainer, "_steps", "loop")
+        syncs.mark(step_.Meter, "read", "doctor")
+        pretrain.ensure(cfg, texts, tmp_path)
+    assert syncs.counts.get("loop", 0) == 0, [w for r, w in syncs.where if r == "loop"][:10]
+    assert 0 < syncs.counts.get("doctor", 0) <= 12 // cfg.log_every + 10  # and once at each checkpoint

@@ -163,6 +163,13 @@ class TrainConfig:
     seeds: list[int] | None = None  # transformer: train each fold once per seed and average (e.g. [42, 43, 44])
     pseudo_teacher: str | None = None  # pseudo-labels: confident test rows from this run's fold-k model, in fold k
     pseudo_threshold: float = 0.95  # a test row joins fold k's training when the teacher's top probability >= this
+    pretrain_steps: int = 0  # masked-LM steps on the competition's own texts before fine-tuning (0: start from the backbone)
+    pretrain_lr: float = 5e-5  # peak LR of the masked-LM steps (warmup, then linear decay); the fresh MLM head at 10x
+    pretrain_batch_size: int = 32  # texts (windows of max_len tokens) per masked-LM step
+    pretrain_mask: float = 0.15  # share of each text's tokens the masked-LM predicts (BERT's 80/10/10 replacement)
+    teacher: str | None = None  # distillation: a run or an ensemble (run:<name>, ensemble:<name>, or the name) whose OOF probabilities are soft targets
+    distill_temperature: float = 2.0  # softens the teacher's and the student's distributions (Hinton et al. 2015)
+    distill_alpha: float = 0.7  # weight of the soft targets; 1 - alpha on the labels
     processes: int | None = None  # train's processes (DDP under torchrun): None = one per visible GPU, 1 on CPU
     folds: list[int] | None = None  # train only these folds (fan-out across machines)
     searched_folds: list[int] = field(default_factory=list)  # folds whose labels select/tune saw (set by the plan)
@@ -222,6 +229,24 @@ class TrainConfig:
             raise ConfigError(f"train.pseudo_threshold must be in [0.5, 1], got {self.pseudo_threshold}")
         if self.pair_rank < 0:
             raise ConfigError(f"train.pair_rank must be >= 0, got {self.pair_rank}")
+        if self.pretrain_steps < 0:
+            raise ConfigError(f"train.pretrain_steps must be >= 0, got {self.pretrain_steps}")
+        _positive("train.pretrain_batch_size", self.pretrain_batch_size)
+        if self.pretrain_lr <= 0:
+            raise ConfigError(f"train.pretrain_lr must be > 0, got {self.pretrain_lr}")
+        if not 0 < self.pretrain_mask < 1:
+            raise ConfigError(f"train.pretrain_mask must be in (0, 1), got {self.pretrain_mask}")
+        if self.teacher is not None:
+            kind, _, name = self.teacher.rpartition(":")
+            if kind not in ("", "run", "ensemble"):
+                raise ConfigError(f"train.teacher must be run:<name>, ensemble:<name> or a name; got {self.teacher!r}")
+            _name("train.teacher", name)
+            if kind in ("", "run") and name == self.run:
+                raise ConfigError(f"train.teacher={self.teacher!r}: a run cannot be its own teacher")
+        if self.distill_temperature <= 0:
+            raise ConfigError(f"train.distill_temperature must be > 0, got {self.distill_temperature}")
+        if not 0 <= self.distill_alpha <= 1:
+            raise ConfigError(f"train.distill_alpha must be in [0, 1], got {self.distill_alpha}")
         for name in ("max_len", "epochs", "batch_size", "grad_accum", "eval_batch_size", "evals_per_epoch", "log_every"):
             _positive(f"train.{name}", getattr(self, name))
         if self.token_batch_rows < 1:
@@ -370,10 +395,13 @@ class PackageConfig:
     fp16: bool = False  # store transformer weights in fp16 (half the size; probabilities move ~1e-3)
     verify: bool = True  # run the bundle's predict.py on test.csv and compare with submission.csv
     onnx: bool = False  # also an int8 ONNX export per transformer fold (predict.py --onnx; needs onnxruntime)
+    members: str | None = None  # None: what submission.csv came from; a run's name, or student (the distilled run), alone
 
     def validate(self) -> None:
         if self.name is not None:
             _name("package.name", self.name)
+        if self.members is not None:
+            _name("package.members", self.members)
 
 
 PRESETS = ("fast", "medium", "best")

@@ -138,6 +138,12 @@ class EnsemblePaths:
         return self.dir / "methods.csv"
 
     @property
+    def oof_nested(self) -> Path:
+        """Each fold's rows blended by the blend fitted on the other folds: what a student
+        distils from (train.teacher), every row's probability from models that never saw it."""
+        return self.dir / "oof_nested.parquet"
+
+    @property
     def weights(self) -> Path:
         return self.dir / "weights.json"
 
@@ -330,6 +336,12 @@ class Paths:
     @property
     def embeddings_cache(self) -> Path:
         return self.interim / "embeddings"
+
+    @property
+    def pretrained_cache(self) -> Path:
+        """Encoders pretrained on this competition's texts (train.pretrain_steps), one folder per
+        (backbone, texts digest, steps, masked-LM settings): pipeline.modeling.pretrain."""
+        return self.interim / "pretrained"
 
     def augmented(self, method: str) -> Path:
         return self.interim / "augmented" / f"{check_name(method, 'augment method')}.parquet"

@@ -9,6 +9,7 @@ submission comes from, complete and current.
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,9 +17,9 @@ import pandas as pd
 
 from pipeline import runtime
 from pipeline.core.config import Config
-from pipeline.core.contract import Schema, proba_cols
-from pipeline.core.files import DataError, read_json
-from pipeline.core.metrics import metric_of
+from pipeline.core.contract import Schema, encode_labels, proba_cols
+from pipeline.core.files import DataError, read_competition_csv, read_json
+from pipeline.core.metrics import metric_of, score
 from pipeline.core.paths import Paths
 from pipeline.core.sources import competition_files, resolve_raw
 from pipeline.core.transaction import inputs_of, require
@@ -161,3 +162,14 @@ def submission_proba(sub: pd.DataFrame, schema: Schema) -> np.ndarray:
         for r, label in enumerate(listed):
             out[i, index[label]] = len(listed) - r
     return out / out.sum(1, keepdims=True)
+
+
+def holdout_score(paths: Paths, raw: Path, schema: Schema, sub: pd.DataFrame) -> float | None:
+    """Score against the embedded default's held-back labels (never read by training)."""
+    if raw != paths.embedded or not paths.holdout_labels.exists() or schema.multilabel:
+        return None
+    held = read_competition_csv(paths.holdout_labels)
+    merged = sub.merge(held, on=schema.id_col, suffixes=("", "_true"))
+    true_col = f"{schema.label_col}_true" if schema.label_col in sub.columns else schema.label_col
+    y = encode_labels(merged[true_col], schema.classes)
+    return score(schema.metric, y, submission_proba(merged, schema))

@@ -11,6 +11,7 @@ nested score is within one standard error of the fold-wise differences from the 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,15 +163,32 @@ class MethodScore:
     blend: Blend
 
 
+def _per_fold(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, objective: str,
+              tune_thr: bool, stack_C: float) -> Iterator[tuple[np.ndarray, Blend, np.ndarray]]:
+    """Per fold k: its rows, the blend fitted on the other folds, and fold k blended by it."""
+    for k in np.unique(folds):
+        tr, va = folds != k, folds == k
+        b = fit_blend(method, probas[:, tr], y[tr], metric, objective, tune_thr, stack_C)
+        yield va, b, apply_blend(b, probas[:, va])
+
+
+def nested_proba(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, objective: str,
+                 tune_thr: bool, stack_C: float = 1.0) -> np.ndarray:
+    """Each fold's rows blended by the blend fitted on the other folds: probabilities in which
+    no row's own label took part (a student distils from them: pipeline.cv.distill)."""
+    out = np.zeros(probas.shape[1:])
+    for va, _, pred in _per_fold(method, probas, y, folds, metric, objective, tune_thr, stack_C):
+        out[va] = pred
+    return out
+
+
 def evaluate(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, objective: str,
              tune_thr: bool, stack_C: float = 1.0) -> MethodScore:
     blend = fit_blend(method, probas, y, metric, objective, tune_thr, stack_C)
     in_sample = score(metric, y, apply_blend(blend, probas), blend.threshold)
     nested_pred = np.zeros(probas.shape[1:])
-    for k in np.unique(folds):
-        tr, va = folds != k, folds == k
-        b = fit_blend(method, probas[:, tr], y[tr], metric, objective, tune_thr, stack_C)
-        nested_pred[va] = apply_blend(b, probas[:, va])
+    for va, b, pred in _per_fold(method, probas, y, folds, metric, objective, tune_thr, stack_C):
+        nested_pred[va] = pred
         if tune_thr:  # fold k's decisions at the threshold(s) the other folds chose
             nested_pred[va] = metric_of(metric).decided(nested_pred[va], b.threshold, np.ndim(y) == 2)
     nested = score(metric, y, nested_pred)

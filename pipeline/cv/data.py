@@ -1,9 +1,11 @@
 """The rows a run trains on: cleaned train and test, their folds, augmented and pseudo-labelled
-rows, and what one fold may see of them.
+rows, a teacher's soft targets, and what one fold may see of them.
 
 ``fold_rows`` is the leakage rule in one place: fold k trains on the originals outside fold k,
 the augmented copies of those originals and fold k's pseudo-labelled test rows; it validates
-on fold k's originals only.
+on fold k's originals only. A distilled run's training rows carry the teacher's out-of-fold
+probability (pipeline.cv.distill): an augmented copy its source row's, a pseudo-labelled row
+its pseudo-label.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.core.config import Config, TrainConfig
@@ -22,6 +25,7 @@ from pipeline.core.contract import Schema, labels_of, model_inputs, proba_cols
 from pipeline.core.files import DataError
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import inputs_of
+from pipeline.cv import distill
 from pipeline.cv.splits import load_folds
 from pipeline.modeling.base import FoldData
 from pipeline.runtime import other_texts
@@ -41,6 +45,8 @@ class TrainingData:
     inputs: dict[str, str]  # the upstream manifests read (transaction.inputs_of)
     cache_dir: Path | None = None  # the embedding family's vectors (data/interim/embeddings)
     pseudo: dict[int, pd.DataFrame] | None = None  # fold k -> confident test rows (id, input, label)
+    pretrain_cache: Path | None = None  # encoders pretrained on these texts (data/interim/pretrained)
+    teacher: tuple[str, str] | None = None  # distillation: ("run" | "ensemble", name) of train.teacher
 
     @property
     def n_splits(self) -> int:
@@ -49,6 +55,21 @@ class TrainingData:
     @property
     def inputs_cols(self) -> list[str]:
         return input_columns(self.train)
+
+    @property
+    def soft_cols(self) -> list[str]:
+        """The teacher's probability columns of ``train`` (distillation), or none."""
+        return [c for c in self.train.columns if c.startswith(SOFT)]
+
+    def corpus(self) -> list[str]:
+        """Every model input of train and test, each text column's (pretraining's texts): each
+        distinct text once, in order, empty ones left out."""
+        cols = self.inputs_cols
+        texts = [t for df in (self.train, self.test) for c in cols for t in df[c].astype(str).tolist()]
+        return [t for t in dict.fromkeys(texts) if t.strip()]
+
+
+SOFT = "soft_"  # the teacher's probability columns of TrainingData.train: soft_0, soft_1, ...
 
 
 def input_columns(df: pd.DataFrame) -> list[str]:
@@ -89,9 +110,19 @@ def load_training_data(cfg: Config, paths: Paths) -> TrainingData:
         pseudo = pseudo_labels(paths, teacher, test[["id", "input"]], int(train["fold"].max()) + 1,
                                cfg.train.pseudo_threshold, schema.n_classes)
     cols = input_columns(train)
-    return TrainingData(train=train[["id", *cols, "label", "fold"]], test=test[["id", *cols]], schema=schema,
+    train = train[["id", *cols, "label", "fold"]]
+    teacher = None
+    if cfg.train.teacher:
+        teacher = distill.resolve(paths, cfg.train.teacher)
+        stage, teacher_digest = distill.teacher_digest(paths, cfg.train.teacher)
+        inputs = {**inputs, **inputs_of(paths, [stage])}  # whole and current, or one line
+        digest.append(teacher_digest)
+        soft = distill.soft_targets(paths, cfg.train.teacher, train, schema.n_outputs, cfg.train.run)
+        train = train.assign(**{f"{SOFT}{j}": soft[:, j] for j in range(soft.shape[1])})
+    return TrainingData(train=train, test=test[["id", *cols]], schema=schema,
                         augmented=augmented, fingerprint="|".join(digest), inputs=inputs,
-                        cache_dir=paths.embeddings_cache, pseudo=pseudo)
+                        cache_dir=paths.embeddings_cache, pseudo=pseudo, pretrain_cache=paths.pretrained_cache,
+                        teacher=teacher)
 
 
 def _augmented(cfg: Config, paths: Paths, train: pd.DataFrame, names: list[str]) -> pd.DataFrame:
@@ -136,13 +167,19 @@ def fold_rows(td: TrainingData, k: int, max_rows: int | None = None, seed: int =
     train, val = td.train[td.train["fold"] != k], td.train[td.train["fold"] == k]
     if max_rows is not None and len(train) > max_rows:
         train = train.sample(n=max_rows, random_state=seed)
+    soft = td.soft_cols
     cols = ["id", *td.inputs_cols, "label"]
-    rows = train[cols]
+    rows = train[cols + soft]
     if td.augmented is not None:
-        aug = td.augmented[td.augmented["source_id"].isin(set(train["id"]))]
-        rows = pd.concat([rows, aug.rename(columns={"source_id": "id"})[cols]], ignore_index=True)
+        aug = td.augmented[td.augmented["source_id"].isin(set(train["id"]))].rename(columns={"source_id": "id"})
+        if soft:  # a copy learns its source row's soft target
+            aug = aug.merge(train[["id", *soft]], on="id", how="left", validate="many_to_one")
+        rows = pd.concat([rows, aug[cols + soft]], ignore_index=True)
     if td.pseudo is not None:  # test rows only: never a validation row
-        rows = pd.concat([rows, td.pseudo[k][cols]], ignore_index=True)
+        pseudo = td.pseudo[k][cols]
+        if soft:  # no OOF for a test row: its pseudo-label, one-hot
+            pseudo = pseudo.assign(**{c: (pseudo["label"].to_numpy() == j).astype(float) for j, c in enumerate(soft)})
+        rows = pd.concat([rows, pseudo], ignore_index=True)
     return rows.reset_index(drop=True), val.reset_index(drop=True)
 
 
@@ -154,10 +191,11 @@ def fold_data(td: TrainingData, k: int, cfg: TrainConfig) -> tuple[FoldData, pd.
     def pairs(df: pd.DataFrame) -> list[list[str]] | None:
         return [df[c].tolist() for c in others] or None
 
+    soft = rows[td.soft_cols].to_numpy(np.float64) if td.soft_cols and cfg.teacher else None
     return FoldData(train_texts=rows["input"].tolist(), train_labels=labels_of(rows),
                     val_texts=val["input"].tolist(), val_labels=labels_of(val),
                     test_texts=td.test["input"].tolist(), train_pairs=pairs(rows), val_pairs=pairs(val),
-                    test_pairs=pairs(td.test)), val
+                    test_pairs=pairs(td.test), train_soft=soft), val
 
 
 def fingerprint(cfg: TrainConfig, td: TrainingData) -> str:

@@ -21,7 +21,7 @@ import pandas as pd
 from pipeline.budget.clock import Deadline
 from pipeline.budget.replan import FoldGuard
 from pipeline.core import tracking
-from pipeline.core.config import Config
+from pipeline.core.config import Config, ConfigError, TrainConfig
 from pipeline.core.files import DataError
 from pipeline.core.metrics import score, tuned
 from pipeline.core.paths import FoldPaths, Paths
@@ -44,6 +44,29 @@ class RunResult:
     trained: list[int] = dataclasses.field(default_factory=list)  # the folds this call trained (not kept ones)
 
 
+def starting_point(tc: TrainConfig, td: TrainingData) -> TrainConfig:
+    """``tc`` as its family fits it: under ``train.pretrain_steps`` the backbone is the encoder
+    pretrained on this competition's texts (built once, then shared by every fold and run that
+    asks for the same: pipeline.modeling.pretrain); its config.yaml and fingerprint keep the
+    settings as written."""
+    fam = family(tc.family)
+    if tc.teacher and not fam.distills:
+        raise ConfigError(f"train.teacher: family {tc.family} does not learn from soft targets; distil into a "
+                          "transformer (train.family=transformer)")
+    if tc.teacher and not td.soft_cols:
+        raise ConfigError(f"train.teacher={tc.teacher!r}: these rows were loaded without the teacher's soft targets "
+                          "(select and tune screen candidates on their labels: set train.teacher for `make train`)")
+    if not tc.pretrain_steps:
+        return tc
+    if not fam.pretrains:
+        raise ConfigError(f"train.pretrain_steps: family {tc.family} has no encoder to pretrain; set it to 0")
+    if td.pretrain_cache is None:
+        raise DataError("train.pretrain_steps: no cache folder for the pretrained encoder")
+    from pipeline.modeling import pretrain
+
+    return dataclasses.replace(tc, backbone=str(pretrain.ensure(tc, td.corpus(), td.pretrain_cache)))
+
+
 def train_fold(cfg: Config, td: TrainingData, k: int, fold: FoldPaths | None, shared: object | None = None,
                on_eval: Callable[[float, float], None] | None = None) -> tuple[FoldOutput, pd.DataFrame]:
     """Fold k of ``cfg``'s run: fitted by its family, its model saved under ``fold`` (None:
@@ -52,6 +75,7 @@ def train_fold(cfg: Config, td: TrainingData, k: int, fold: FoldPaths | None, sh
     fam = family(tc.family)
     if fam.epoch_trained and tc.seeds and len(tc.seeds) > 1:
         return train_seeds(cfg, td, k, fold, shared if shared is not None else fam.prepare(tc), on_eval)
+    tc = starting_point(tc, td)
     data, val = fold_data(td, k, tc)
     ctx = FoldContext(fold=k, n_classes=td.schema.n_classes, metric=td.schema.metric,
                       checkpoint_dir=fold.resume if fold else None, cache_dir=td.cache_dir, on_eval=on_eval)
@@ -112,10 +136,13 @@ def train_run(cfg: Config, paths: Paths, force: bool = False, deadline: Deadline
     main = dist_.is_main()  # under torchrun / accelerate launch only rank 0 writes artifacts
     log.info("train %s (%s, %s): folds %s; metric %s", tc.run, tc.family, fam.describe(tc), todo, td.schema.metric)
     shared = fam.prepare(tc)  # the tokenizer, once (the embedding family loads its encoder only for new texts)
-    guard = FoldGuard(deadline, paths, tc, n_splits) if deadline is not None else None
 
     def done(k: int) -> bool:
         return store.fold_is_done(run.fold(k), fp, tc.save_checkpoints)
+
+    if tc.pretrain_steps and (force or not all(done(k) for k in todo)):
+        starting_point(tc, td)  # the pretrained encoder, built before the folds (the fold guard times folds)
+    guard = FoldGuard(deadline, paths, tc, n_splits) if deadline is not None else None
 
     if main:
         store.keep_version(paths, tc.run, fp)  # the run's earlier version, before a fold is replaced

@@ -75,9 +75,29 @@ def cv_summary(cfg: Config, td: TrainingData, oof: pd.DataFrame, metas: list[dic
         value, at = metric_of(s.metric).tune(y, p)
         cv["threshold"] = {"value": value, "score": at, "how": metric_of(s.metric).tunes(s.multilabel)}
     cv.update(honest_cv(s.metric, y, p, oof["fold"].to_numpy(), cfg.train.searched_folds))
+    cv.update(levers(cfg, td))
     if family(cfg.train.family).epoch_trained and (choice := epoch_choice(history, s.metric)):
         cv["epoch_choice"] = choice
     return cv
+
+
+def levers(cfg: Config, td: TrainingData) -> dict[str, Any]:
+    """What the run started from and learned from beyond its labels: the pretrained encoder
+    (its steps, and the seconds its build took, paid once by whichever run built it) and the
+    teacher (distillation), for the report's comparisons."""
+    tc, out = cfg.train, {}
+    if tc.pretrain_steps and td.pretrain_cache is not None:
+        from pipeline.modeling import pretrain
+
+        folder = pretrain.find(tc, td.corpus(), td.pretrain_cache)
+        if folder is not None:
+            meta = read_json(folder / pretrain.META)
+            out["pretrain"] = {"folder": folder.name, **{k: meta.get(k) for k in (
+                "steps", "seconds", "seconds_per_step", "texts", "windows", "first_loss", "last_loss")}}
+    if tc.teacher and td.teacher is not None:
+        kind, name = td.teacher
+        out["teacher"] = {"kind": kind, "name": name, "temperature": tc.distill_temperature, "alpha": tc.distill_alpha}
+    return out
 
 
 def log_cv(cv: dict[str, Any], n_splits: int, run_dir: Path) -> None:

@@ -109,6 +109,7 @@ class FoldData:
     train_pairs: list[list[str]] | None = None
     val_pairs: list[list[str]] | None = None
     test_pairs: list[list[str]] | None = None
+    train_soft: np.ndarray | None = None  # distillation: a teacher's OOF probabilities per training row
 
     @property
     def multilabel(self) -> bool:
@@ -154,6 +155,8 @@ class Family(Protocol):
     order: int  # where train runs it: cheap families first, so a submission exists early
     tuned_by_default: bool  # the planner budgets tuning trials for it
     exports_onnx: bool  # `make package SET=package.onnx=true` exports its fold models to int8 ONNX
+    distills: bool  # learns from a teacher's soft targets beside the labels (train.teacher)
+    pretrains: bool  # has an encoder that masked-LM steps on the competition's texts adapt (train.pretrain_steps)
 
     def describe(self, tc: TrainConfig) -> str:
         """The model in a few words for logs and tables (a backbone, a classifier)."""
@@ -174,6 +177,14 @@ class Family(Protocol):
     def fold_seconds(self, cost: Cost, rows: int, epochs: int, max_len: int, n_val: int, n_test: int,
                      evals_per_epoch: int) -> float:
         """One fold: training on ``rows``, predicting validation and test."""
+
+    def probe_pretrain(self, tc: TrainConfig, texts: list[str], steps: int) -> dict[str, Any]:
+        """Measured cost of masked-LM pretraining on these texts (``pretrain_seconds`` reads it);
+        empty where the family does not pretrain."""
+
+    def pretrain_seconds(self, measured: dict[str, Any], steps: int) -> float:
+        """One pretrained encoder of ``steps`` masked-LM steps: paid once per (backbone, texts,
+        steps, settings), shared by every run that starts from it."""
 
     def encode_seconds(self, cost: Cost, rows: int) -> float:
         """Work paid once per run rather than per fold, for ``rows`` rows (a frozen encoder's pass)."""

@@ -26,22 +26,24 @@ class Encoded(torch.utils.data.Dataset):
     """Token ids per model input (no padding), token type ids for a pair, optional labels:
     class indices (n,) or a multi-label 0/1 matrix (n, L). With long texts cut into windows
     (``owner``: the row of each window) an item is a window; ``n_rows`` counts the rows, and
-    ``pool`` says how a row's windows are pooled at prediction (runtime.per_row)."""
+    ``pool`` says how a row's windows are pooled at prediction (runtime.per_row). ``soft``: a
+    teacher's probabilities per row (n, classes or labels), for distillation."""
 
     def __init__(self, input_ids: list[list[int]], labels: np.ndarray | None = None,
                  token_type_ids: list[list[int]] | None = None, owner: np.ndarray | None = None,
-                 n_rows: int | None = None, pool: str = "mean") -> None:
+                 n_rows: int | None = None, pool: str = "mean", soft: np.ndarray | None = None) -> None:
         self.input_ids = input_ids
         self.labels = labels
         self.token_type_ids = token_type_ids
         self.owner = owner
         self.n_rows = len(input_ids) if n_rows is None else n_rows
         self.pool = pool
+        self.soft = soft
 
     @classmethod
     def from_texts(cls, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len: int,
                    labels: np.ndarray | None = None, pairs: list[list[str]] | None = None,
-                   encoding: dict[str, Any] | None = None) -> Encoded:
+                   encoding: dict[str, Any] | None = None, soft: np.ndarray | None = None) -> Encoded:
         """``encoding``: truncation, head_tokens, chunks, stride, max_chunks, pool (runtime.encode_texts,
         runtime.per_row). A cut the tokenizer cannot make is a one-line ConfigError."""
         from pipeline.core.config import ConfigError
@@ -54,7 +56,9 @@ class Encoded(torch.utils.data.Dataset):
             raise ConfigError(str(e)) from None
         if owner is not None and labels is not None:
             labels = np.asarray(labels)[owner]  # every window carries its text's label
-        return cls(ids, labels, types, owner, len(texts), pool)
+        if owner is not None and soft is not None:
+            soft = np.asarray(soft)[owner]  # ... and its text's soft target
+        return cls(ids, labels, types, owner, len(texts), pool, soft)
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -180,6 +184,7 @@ class Batch:
     rows: int
     tokens: int
     padded: bool  # whether any row is shorter than the batch (a model may then need no mask)
+    soft: torch.Tensor | None = None  # a teacher's probabilities (distillation), on the device
 
 
 class DeviceData:
@@ -205,6 +210,7 @@ class DeviceData:
         if ds.labels is not None:
             y = np.asarray(ds.labels)
             self.labels = torch.from_numpy(y.astype(np.float32) if y.ndim == 2 else y.astype(np.int64)).to(device)
+        self.soft = torch.from_numpy(np.asarray(ds.soft, dtype=np.float32)).to(device) if ds.soft is not None else None
         self.n = n
 
     def width(self, rows: list[int]) -> int:
@@ -233,7 +239,8 @@ class DeviceData:
         if self.types is not None:
             inputs["token_type_ids"] = self.types[:, :w].index_select(0, sel)
         labels = self.labels.index_select(0, sel) if self.labels is not None else None
-        return Batch(inputs, labels, sel, len(rows), int(lengths.sum()), int(lengths.min()) < w)
+        soft = self.soft.index_select(0, sel) if self.soft is not None else None
+        return Batch(inputs, labels, sel, len(rows), int(lengths.sum()), int(lengths.min()) < w, soft)
 
 
 def _pack(seqs: list[list[int]], lengths: np.ndarray, width: int, pad: int) -> np.ndarray:

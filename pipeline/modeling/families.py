@@ -37,11 +37,19 @@ class _Linear:
     epoch_trained = False
     exports_onnx = False
     tuned_by_default = True
+    distills = False
+    pretrains = False
 
     def prepare(self, tc: TrainConfig) -> object | None:
         return None
 
     def encode_seconds(self, cost: Cost, rows: int) -> float:
+        return 0.0
+
+    def probe_pretrain(self, tc: TrainConfig, texts: list[str], steps: int) -> dict[str, Any]:
+        return {}
+
+    def pretrain_seconds(self, measured: dict[str, Any], steps: int) -> float:
         return 0.0
 
     def search(self, trial: optuna.Trial, cfg: Config) -> dict[str, Any]:
@@ -144,6 +152,8 @@ class Transformer:
     order = 2
     exports_onnx = True
     tuned_by_default = True
+    distills = True  # train.teacher: the labels and a teacher's OOF probabilities (step.DistillLoss)
+    pretrains = True  # train.pretrain_steps: masked-LM steps on the competition's texts first (modeling.pretrain)
 
     def describe(self, tc: TrainConfig) -> str:
         return tc.backbone
@@ -188,6 +198,17 @@ class Transformer:
 
     def encode_seconds(self, cost: Cost, rows: int) -> float:
         return 0.0
+
+    def probe_pretrain(self, tc: TrainConfig, texts: list[str], steps: int) -> dict[str, Any]:
+        from pipeline.modeling import probe
+
+        return probe.probe_pretrain(tc, texts[:probe.PROBE_ROWS], steps)
+
+    def pretrain_seconds(self, measured: dict[str, Any], steps: int) -> float:
+        """The build's steps at the measured pace, its model built, and a checkpoint every tenth."""
+        from pipeline.modeling.pretrain import CHECKPOINTS
+
+        return steps * float(measured["mlm_step_s"]) + float(measured["load_s"]) * (1 + min(steps, CHECKPOINTS))
 
     def search(self, trial: optuna.Trial, cfg: Config) -> dict[str, Any]:
         t = cfg.tune

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,14 +138,27 @@ def _time_steps(tc: TrainConfig, model: torch.nn.Module, data: DeviceData, batch
     cast = autocast(device, dtype)
     meter = step_.Meter(device)
     model.train()
+
+    def one(rows: list[int]) -> None:
+        batch = next(data.iterate([rows]))
+        meter.add_loss(step_.train_step(model, batch, criterion, cast, scaler, 1, mask), 0)
+        meter.add_step(step_.optimizer_step(model, optimizer, scaler, tc.clip_norm))
+
+    return _timed(batches, one, data, device)
+
+
+def _timed(batches: list[list[int]], one: Callable[[list[int]], None], data: DeviceData,
+           device: torch.device) -> tuple[list[int], list[float]]:
+    """(padded tokens, seconds) of ``one`` step per batch: an untimed pass over every batch
+    first, then two timed ones, each batch keeping its faster time."""
+    import torch
+
     sizes, times = [], []
     for j, rows in enumerate([*batches, *batches, *batches]):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        batch = next(data.iterate([rows]))
-        meter.add_loss(step_.train_step(model, batch, criterion, cast, scaler, 1, mask), 0)
-        meter.add_step(step_.optimizer_step(model, optimizer, scaler, tc.clip_norm))
+        one(rows)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if j >= len(batches):
@@ -152,6 +166,47 @@ def _time_steps(tc: TrainConfig, model: torch.nn.Module, data: DeviceData, batch
             times.append(time.perf_counter() - t)
     half = len(batches)
     return sizes[:half], list(np.minimum(times[:half], times[half:]))
+
+
+def probe_pretrain(tc: TrainConfig, texts: list[str], steps: int) -> dict[str, Any]:
+    """Seconds per masked-LM step (train.pretrain_steps) at these texts' lengths, as the build
+    batches them (``pretrain.build``: windows of max_len tokens, pretrain_batch_size a step): a
+    linear fit in padded tokens of ``steps`` timed steps at spread sizes, averaged over an epoch's
+    batches; ``load_s``: the model built and one checkpoint written. A build of N steps then
+    costs about load_s + N x mlm_step_s (+ N / 10 checkpoint writes, counted in load_s)."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from pipeline.modeling import pretrain
+    from pipeline.modeling import step as step_
+    from pipeline.modeling.device import autocast, pick_dtype
+
+    t0 = time.perf_counter()
+    p = pretrain.build(tc, texts, max(1, steps))
+    with tempfile.TemporaryDirectory() as d:
+        save_file({k: v.detach().to("cpu", copy=True) for k, v in p.model.state_dict().items()}, str(Path(d) / "m.st"))
+    load_s = time.perf_counter() - t0
+    every = p.sampler.batches()
+    padded = np.array([len(b) * p.data.width(b) for b in every])
+    order = np.argsort(padded, kind="stable")
+    picks = [every[int(order[min(len(order) - 1, int(q * len(order)))])] for q in np.linspace(0.05, 0.95, steps)]
+    device = p.data.device
+    cast = autocast(device, pick_dtype(tc, device))
+    meter = step_.Meter(device)
+    p.model.train()
+
+    def one(rows: list[int]) -> None:
+        masked = p.masking.apply(next(p.data.iterate([rows])), pretrain.n_masked(p.maskable, rows, p.masking.share))
+        meter.add_loss(step_.train_step(p.forward, masked, p.criterion, cast, p.scaler, 1, p.mask), 0)
+        meter.add_step(step_.optimizer_step(p.model, p.optimizer, p.scaler, tc.clip_norm, p.scheduler))
+
+    sizes, times = _timed(picks, one, p.data, device)
+    a, b = _linear(np.array(sizes, float), np.array(times))
+    return {"mlm_step_s": round(float(np.mean(a + b * padded)), 5), "load_s": round(load_s, 3),
+            "windows": p.data.n, "steps_per_epoch": len(every), "batch_size": tc.pretrain_batch_size,
+            "max_len": tc.max_len, "steps_timed": len(times), "fit": [round(a, 6), round(b, 9)],
+            "device": device.type}
 
 
 def _infer_row_s(model: torch.nn.Module, data: DeviceData, tc: TrainConfig, device: torch.device,

@@ -96,12 +96,49 @@ def pos_weights(labels: np.ndarray) -> torch.Tensor:
     return torch.tensor(np.where(pos > 0, (len(y) - pos) / np.maximum(pos, 1), 1.0), dtype=torch.float32)
 
 
-def make_criterion(cfg: TrainConfig, labels: np.ndarray | None = None) -> nn.Module:
+class DistillLoss(nn.Module):
+    """Distillation (Hinton et al. 2015): ``(1 - alpha)`` x the labels' loss + ``alpha`` x T^2 x
+    the KL divergence from the teacher's probabilities softened by the temperature T to the
+    student's (T^2 keeps the soft gradients' scale as T changes). One label column: a softmax
+    over the classes, the teacher's softened as softmax(log p / T); multi-label: a Bernoulli per
+    label, sigmoid(logit(p) / T). Computed on the device, read by nobody per step."""
+
+    EPS = 1e-6
+
+    def __init__(self, hard: nn.Module, temperature: float, alpha: float, multilabel: bool) -> None:
+        super().__init__()
+        self.hard = hard
+        self.temperature = temperature
+        self.alpha = alpha
+        self.multilabel = multilabel
+
+    def soft_loss(self, logits: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        t = self.temperature
+        p = teacher.clamp(self.EPS, 1 - self.EPS)
+        if self.multilabel:
+            q = torch.sigmoid(torch.logit(p) / t)
+            z = logits / t
+            # KL of Bernoulli(q) from Bernoulli(sigmoid(z)), per label, averaged
+            kl = q * (torch.log(q) - nn.functional.logsigmoid(z)) + (1 - q) * (torch.log1p(-q) - nn.functional.logsigmoid(-z))
+            return kl.mean()
+        q = torch.softmax(torch.log(p) / t, dim=-1)
+        return nn.functional.kl_div(nn.functional.log_softmax(logits / t, dim=-1), q, reduction="batchmean")
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        t2 = self.temperature ** 2
+        return (1 - self.alpha) * self.hard(logits, labels) + self.alpha * t2 * self.soft_loss(logits, teacher)
+
+
+def make_criterion(cfg: TrainConfig, labels: np.ndarray | None = None, soft: bool = False) -> nn.Module:
     """Cross-entropy with label smoothing; for multi-label targets (``labels`` (n, L)) the
-    smoothed BCE, weighted by ``pos_weights`` under train.pos_weight."""
-    if labels is not None and np.ndim(labels) == 2:
-        return SmoothedBCE(cfg.label_smoothing, pos_weights(labels) if cfg.pos_weight else None)
-    return nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    smoothed BCE, weighted by ``pos_weights`` under train.pos_weight; with ``soft`` (a teacher's
+    probabilities beside the labels) either one inside ``DistillLoss``."""
+    multilabel = labels is not None and np.ndim(labels) == 2
+    if multilabel:
+        hard: nn.Module = SmoothedBCE(cfg.label_smoothing, pos_weights(labels) if cfg.pos_weight else None)
+    else:
+        hard = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    return DistillLoss(hard, cfg.distill_temperature, cfg.distill_alpha, multilabel) if soft else hard
 
 
 def mask_style(model: nn.Module) -> str | None:
@@ -144,7 +181,10 @@ def train_step(forward: nn.Module, batch: Batch, criterion: nn.Module, cast: Abs
     caller never reads it here (``Meter`` does, every few steps)."""
     with cast:
         logits = forward(**model_inputs(batch, mask)).logits
-    loss = criterion(logits.float(), batch.labels)
+    if batch.soft is None:
+        loss = criterion(logits.float(), batch.labels)
+    else:  # distillation: the labels and the teacher's probabilities
+        loss = criterion(logits.float(), batch.labels, batch.soft)
     # Divide by the micro-batches in this optimizer step, so the summed gradient is the mean
     # over all of them: the same gradient as one big batch.
     scaler.scale(loss / n_in_group).backward()

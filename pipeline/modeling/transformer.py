@@ -181,7 +181,7 @@ class FoldTrainer:
         cfg = self.cfg
         seed_everything(cfg.seed + self.fold)
         train_ds = Encoded.from_texts(tokenizer, data.train_texts, cfg.max_len, data.train_labels, data.train_pairs,
-                                      encoding(cfg, cfg.chunks and cfg.chunk_training))
+                                      encoding(cfg, cfg.chunks and cfg.chunk_training), soft=data.train_soft)
         p = self._build(data, tokenizer, train_ds)
         st = self._resume(p)
         st.meter = step_.Meter(self.device)
@@ -243,7 +243,7 @@ class FoldTrainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, total, warm, cfg.schedule, cfg.min_lr_ratio) * scale[min(s, total - 1)])
         scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
-        criterion = step_.make_criterion(cfg, data.train_labels).to(device)
+        criterion = step_.make_criterion(cfg, data.train_labels, soft=data.train_soft is not None).to(device)
         set_trainable(model, cfg, 0)  # DDP registers the trainable parameters once, at wrapping
         forward = dist_.wrap(model, device)  # DDP under torchrun / accelerate launch
         # dynamic shapes from the first step: lengths (and, under token budgets, rows) vary batch to batch

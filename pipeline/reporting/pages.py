@@ -243,7 +243,7 @@ def budget_section(paths: Paths) -> list[str]:
     return [*md, "\n"]
 
 
-def competition_page(paths: Paths, analyses: list[RunAnalysis], schema: Schema) -> str:
+def competition_page(paths: Paths, analyses: list[RunAnalysis], schema: Schema, levers: list[Any] | None = None) -> str:
     r = paths.reports
     md = ["# Competition report\n\n",
           f"Metric **{schema.metric}** · {schema.n_train} train rows · {schema.n_test} test rows · classes "
@@ -289,6 +289,7 @@ def competition_page(paths: Paths, analyses: list[RunAnalysis], schema: Schema) 
         md.append(f"- [`{a.run}`]({_rel(a.page, r)}): CV {a.cv['metric']} {a.cv['cv']:.4f}; "
                   f"{len(a.findings)} finding(s)\n")
         md += [f"    - {f.rule}: {f.message}\n" for f in a.findings[:6]]
+    md += levers_section(levers or [], schema)
     md += ensemble_section(paths)
     if sub:
         md += ["\n## 7. Submission\n\n",
@@ -315,6 +316,26 @@ def ledger_section(paths: Paths, limit: int = 20) -> list[str]:
     return ["\n## 9. Submissions ledger\n\n", f"`submissions/ledger.jsonl`{more}: every file is kept in "
             "`submissions/archive/`; `make reproduce SUB=<sha8>` rebuilds one.\n\n", table, "\n\n",
             ledger.correlation_line(all_rows), "\n"]  # our own words and numbers, no data
+
+
+def levers_section(found: list[Any], schema: Schema) -> list[str]:
+    """Pretraining and distillation against what they replace, on the same folds, with the
+    fold noise (``pipeline.cv.compare.Comparison``s, where both sides exist)."""
+    if not found:
+        return []
+    rows = [(c.lever, c.new.name, f"{c.against}: {c.reference.name}", round(c.new.cv, 4), round(c.reference.cv, 4),
+             f"{c.gain:+.4f}", round(c.se, 4), "yes" if c.beyond_noise else "no (within the noise)",
+             round(c.new.seconds + c.new.extra_seconds), round(c.reference.seconds + c.reference.extra_seconds))
+            for c in found]
+    header = ["lever", "run", "against", f"CV {schema.metric}", "CV (against)", "gain", "SE of fold-wise gains",
+              "gain > SE", "seconds", "seconds (against)"]
+    return ["\n### Pretraining and distillation against what they replace\n\n",
+            md_table(rows, header), "\n\nCV on the concatenated OOF at the metric's default decision (as each run's "
+            "cv.json), on the same folds; the SE is that of the fold-wise differences, the noise a gain must beat. "
+            "Seconds: the folds' training, plus a pretrained encoder's build (paid once by every run that starts "
+            "from it); an ensemble teacher: its members' folds. A student's CV can carry a trace of its validation "
+            "fold's labels through its teacher's other fold models (docs/training.md): the held-back labels are the "
+            "check without it.\n"]
 
 
 def ensemble_section(paths: Paths) -> list[str]:

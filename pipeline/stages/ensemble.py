@@ -1,8 +1,10 @@
 """ensemble: blend the runs' out-of-fold predictions; weights and threshold fitted on OOF only.
 
 Usage: python -m pipeline ensemble [--set ensemble.runs=[tfidf,minilm] ensemble.method=weighted]
-Reads:  models/<run>/{oof,test}.parquet for every finished run (or ensemble.runs)
-Writes: ensembles/<name>/{weights.json, oof.parquet, test.parquet, cv.json, methods.csv}
+Reads:  models/<run>/{oof,test}.parquet for every finished run (or ensemble.runs); a run distilled
+        from this ensemble (train.teacher) is left out
+Writes: ensembles/<name>/{weights.json, oof.parquet, oof_nested.parquet, test.parquet, cv.json, methods.csv}
+        (oof_nested: each fold blended by the blend fitted on the other folds: a student's soft targets)
 
 Methods compared in one table: the best single run, plain probability mean, rank mean,
 majority vote, non-negative weights summing to 1 fitted with scipy.optimize, and stacking
@@ -31,7 +33,17 @@ from pipeline.core.files import DataError, read_json, write_csv, write_json, wri
 from pipeline.core.metrics import metric_of
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import inputs_of, publish
-from pipeline.cv.blend import METHODS, MethodScore, applicable, apply_blend, evaluate, load_runs, one_se_choice
+from pipeline.cv.blend import (
+    METHODS,
+    MethodScore,
+    applicable,
+    apply_blend,
+    evaluate,
+    load_runs,
+    nested_proba,
+    one_se_choice,
+)
+from pipeline.cv.distill import students_of
 from pipeline.cv.store import finished_runs
 
 log = logging.getLogger(__name__)
@@ -46,10 +58,23 @@ class EnsembleResult:
     cv: dict[str, Any]
 
 
+def blended_runs(cfg: Config, paths: Paths) -> list[str]:
+    """``ensemble.runs``, or every finished run but the students distilled from this very
+    ensemble (a blend of its own students would change under them: train.teacher)."""
+    if cfg.ensemble.runs is not None:
+        return cfg.ensemble.runs
+    runs = finished_runs(paths)
+    students = students_of(paths, cfg.ensemble.name, runs)
+    if students:
+        log.info("ensemble %s: leaves out %s, distilled from it (blend them under another ensemble.name)",
+                 cfg.ensemble.name, ", ".join(students))
+    return [r for r in runs if r not in students]
+
+
 def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
     """Every run blended, complete and made from the current clean/folds, or a one-line error."""
-    runs = finished_runs(paths) if cfg.ensemble.runs is None else cfg.ensemble.runs
-    return inputs_of(paths, [f"train-{run}" for run in runs], config={"ensemble": asdict(cfg.ensemble)})
+    return inputs_of(paths, [f"train-{run}" for run in blended_runs(cfg, paths)],
+                     config={"ensemble": asdict(cfg.ensemble)})
 
 
 def scored_folds(paths: Paths, runs: list[str], folds: np.ndarray) -> tuple[list[int], np.ndarray]:
@@ -100,7 +125,7 @@ def _weights_text(runs: list[str], weights: np.ndarray) -> str:
 
 def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
     inputs = stage_inputs(cfg, paths)
-    runs, oofs, tests = load_runs(paths, cfg.ensemble.runs)
+    runs, oofs, tests = load_runs(paths, blended_runs(cfg, paths))
     schema = Schema.load(paths.schema_json)
     cols = proba_cols(schema.n_classes)
     probas = np.stack([o[cols].to_numpy(np.float64) for o in oofs])
@@ -131,6 +156,9 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
     oof_df[cols] = apply_blend(blend, probas)
     test_df = tests[0][["id"]].copy()
     test_df[cols] = apply_blend(blend, test_probas)
+    nested_df = oofs[0][["id", "fold", "label"]].copy()  # every fold, searched ones too: a teacher's soft targets
+    nested_df[cols] = nested_proba(blend.method, probas, y, folds, schema.metric, cfg.ensemble.objective, tune_thr,
+                                   cfg.ensemble.stack_C)
     best_single = next(r for r in results if r.method == "best_single")
     gain = sign * (chosen.nested - best_single.nested)
     weights = {run: float(w) for run, w in zip(runs, np.asarray(blend.weights).reshape(-1, len(runs)).mean(0))}
@@ -145,6 +173,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
     with publish(paths, f"ensemble-{cfg.ensemble.name}", inputs) as tx:  # weights, threshold, predictions together
         write_parquet(tx.path(out.oof), oof_df)
         write_parquet(tx.path(out.test), test_df)
+        write_parquet(tx.path(out.oof_nested), nested_df)
         write_csv(tx.path(out.methods), table)
         write_json(tx.path(out.weights), {"method": blend.method, "runs": runs, "weights": weights,
                                           "threshold": blend.threshold, "stacker": blend.stacker,

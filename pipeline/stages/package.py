@@ -1,6 +1,8 @@
 """package: an offline inference bundle for Kaggle code competitions.
 
 Usage: python -m pipeline package [--set package.name=mybundle package.fp16=true package.verify=false]
+       python -m pipeline package --set package.members=student    (one run alone: the distilled
+       student, or any run by its name; verified against the submission that run alone makes)
 Reads:  submissions/submission.{csv,json} (current: made from today's ensemble and settings),
         what it was made from (ensembles/<name>/weights.json or one run), models/<run>/{config.yaml,
         cv.json, fold<k>/model/}, data/interim/schema.json, reports/clean.json
@@ -42,12 +44,13 @@ from pipeline import runtime
 from pipeline.core.config import Config
 from pipeline.core.contract import Schema, labels_of, proba_cols
 from pipeline.core.environment import git_commit
-from pipeline.core.files import DataError, read_json, write_json, write_text
+from pipeline.core.files import DataError, read_competition_csv, read_json, write_json, write_text
 from pipeline.core.metrics import metric_of
 from pipeline.core.paths import Paths, check_name
 from pipeline.core.sources import competition_files, resolve_raw
-from pipeline.core.submission import submit_inputs
-from pipeline.core.transaction import require
+from pipeline.core.submission import SubmissionValidator, build_submission, holdout_score, submit_inputs
+from pipeline.core.transaction import published, require
+from pipeline.cv.distill import teacher_of
 from pipeline.cv.splits import n_splits as folds_in_csv
 from pipeline.cv.store import fold_models
 from pipeline.modeling.backbones import sha256
@@ -65,13 +68,47 @@ class PackageResult:
     manifest: dict[str, Any]
 
 
-def bundle_name(cfg: Config, paths: Paths) -> str:
+def bundle_name(cfg: Config, paths: Paths, alone: str | None = None) -> str:
+    """package.name, else <competition>-<YYYYMMDD> (-<run> for one run alone)."""
     if cfg.package.name:
         return cfg.package.name
     raw = resolve_raw(paths, cfg.data)
     where = paths.raw.stem if paths.raw.is_file() else raw.name  # a competition zip: its slug
     base = "embedded" if raw == paths.embedded else "".join(c if c.isalnum() or c in "._-" else "-" for c in where)
-    return check_name(f"{base.strip('.-_') or 'competition'}-{datetime.date.today():%Y%m%d}", "package.name")
+    name = f"{base.strip('.-_') or 'competition'}-{datetime.date.today():%Y%m%d}" + (f"-{alone}" if alone else "")
+    return check_name(name, "package.name")
+
+
+def alone_run(cfg: Config, paths: Paths) -> str | None:
+    """The run ``package.members`` names to bundle alone (``student``: the one run distilled
+    from a teacher, unless a run has that very name), or None: what submission.csv came from."""
+    want = cfg.package.members
+    if want is None:
+        return None
+    runs = published(paths, "train")
+    if want in runs:
+        return want
+    if want == "student":
+        students = [r for r in runs if teacher_of(yaml.safe_load(paths.run(r).config.read_text()) or {})]
+        if len(students) == 1:
+            return students[0]
+        raise DataError("package.members=student: " + (f"{len(students)} runs were distilled from a teacher "
+                                                        f"({', '.join(students)}); name one" if students else
+                                                        "no published run was distilled from a teacher "
+                                                        "(train.teacher); train one first"))
+    raise DataError(f"package.members={want!r}: no published run of that name (runs: {', '.join(runs) or 'none'})")
+
+
+def run_submission(cfg: Config, paths: Paths, run: str, schema: Schema) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The submission ``run`` alone makes (as `make submit SET=submit.source=run:<run>` would
+    write it), and its description: what a bundle of that run alone must reproduce."""
+    require(paths, f"train-{run}")
+    sample = read_competition_csv(competition_files(resolve_raw(paths, cfg.data))["sample"])
+    cv = read_json(paths.run(run).cv)
+    sub = build_submission(sample, schema, pd.read_parquet(paths.run(run).test), cv.get("threshold", {}).get("value"),
+                           cfg.submit.clip)
+    SubmissionValidator().fit(sample, schema).validate(sub)
+    return sub, {"source": f"run {run}", "metric": cv["metric"], "cv": cv["cv"], "table": None}
 
 
 def current_submission(cfg: Config, paths: Paths) -> dict[str, Any]:
@@ -266,8 +303,17 @@ def verify(bundle: Path, test_csv: Path, sample_csv: Path, expected: Path, kind:
 
 def run(cfg: Config, paths: Paths, force: bool = False) -> PackageResult:
     schema = Schema.load(paths.schema_json)
-    submission = current_submission(cfg, paths)
-    method, threshold, members, stacker = members_of(cfg, paths)
+    alone = alone_run(cfg, paths)
+    if alone is None:
+        submission = current_submission(cfg, paths)
+        method, threshold, members, stacker = members_of(cfg, paths)
+        expected_sub = None
+    else:
+        expected_sub, submission = run_submission(cfg, paths, alone, schema)
+        threshold = read_json(paths.run(alone).cv).get("threshold", {}).get("value")
+        method, members, stacker = "mean", [{"run": alone, "weight": 1.0}], None
+        log.info("package: run %s alone (package.members=%s), verified against the submission it makes alone",
+                 alone, cfg.package.members)
     members = [describe_member(paths, m, folds_in_csv(paths)) for m in members]
     for m in members:
         if schema.multilabel:  # a sigmoid per label instead of a softmax over classes
@@ -280,7 +326,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> PackageResult:
     if cleaner["spelling"]:
         log.warning("package: clean.spelling=true needs symspellpy (and its compiled editdistpy) on the "
                     "inference machine: it is not shipped in the bundle")
-    name = bundle_name(cfg, paths)
+    name = bundle_name(cfg, paths, alone)
     final = paths.bundle_dir(name)
     staging = paths.bundle_dir(f"{name}.partial")
     paths.remove_tree(staging)  # what a killed run left
@@ -309,11 +355,19 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> PackageResult:
                     "predict": spec, "files": files,
                     "bytes": sum(f["bytes"] for f in files.values())}
         write_json(staging / "manifest.json", manifest)
-        if cfg.package.verify:
-            raw = resolve_raw(paths, cfg.data)
-            files = competition_files(raw)
-            manifest["verification"] = verify(staging, files["test"], files["sample"],
-                                              paths.submission, schema.submission, cfg.package.fp16)
+        raw = resolve_raw(paths, cfg.data)
+        with tempfile.TemporaryDirectory() as tmp:
+            expected = paths.submission
+            if expected_sub is not None:  # one run alone: the submission it makes
+                expected = Path(tmp) / "submission.csv"
+                expected_sub.to_csv(expected, index=False, lineterminator="\n")
+            held = holdout_score(paths, raw, schema, read_competition_csv(expected))
+            if held is not None:  # the embedded default's held-back labels: what the bundle's output scores
+                manifest["holdout_score"] = held
+            if cfg.package.verify:
+                files = competition_files(raw)
+                manifest["verification"] = verify(staging, files["test"], files["sample"],
+                                                  expected, schema.submission, cfg.package.fp16)
             write_json(staging / "manifest.json", manifest)
         _swap(paths, staging, final)
     finally:

@@ -21,6 +21,8 @@ from pipeline.core.files import read_json, write_json, write_text
 from pipeline.core.ledger import ledger_path, rows
 from pipeline.core.paths import Paths
 from pipeline.core.transaction import inputs_of, publish
+from pipeline.cv.compare import comparisons
+from pipeline.cv.distill import teacher_stages
 from pipeline.cv.store import finished_runs
 from pipeline.reporting.markdown import to_html
 from pipeline.reporting.pages import RunAnalysis, analyse_run, closing_summary, competition_page
@@ -30,8 +32,9 @@ log = logging.getLogger(__name__)
 
 def stage_inputs(cfg: Config, paths: Paths) -> dict[str, str]:
     """Everything the page shows: clean, inspect, select, tune, each run, the ensemble, the submission."""
-    optional = [s for s in ("inspect", "select", "tune", f"ensemble-{cfg.ensemble.name}", "submit")
-                if paths.manifest(s).exists()]
+    teachers = teacher_stages(paths, finished_runs(paths))  # a student is compared with its teacher
+    optional = [s for s in dict.fromkeys(("inspect", "select", "tune", f"ensemble-{cfg.ensemble.name}", *teachers,
+                                          "submit")) if paths.manifest(s).exists()]
     kept = ledger_path(paths)  # `make lb` fills public scores in: the page shows them
     return inputs_of(paths, ["clean", *optional, *[f"train-{r}" for r in finished_runs(paths)]],
                      files={"ledger": kept} if kept.is_file() else None, config={"report": asdict(cfg.report)})
@@ -47,7 +50,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> list[RunAnalysis]:
         analyses = [analyse_run(paths.run_dir(r), cfg, paths, schema, train, inspect, tx) for r in runs]
         write_json(tx.path(paths.doctor_json),
                    {a.run: [f.to_dict() for f in a.findings] for a in analyses})
-        md = competition_page(paths, analyses, schema)
+        md = competition_page(paths, analyses, schema, comparisons(paths, schema.metric, schema.n_outputs))
         write_text(tx.path(paths.index_md), md)
         write_text(tx.path(paths.index_html), to_html(md, "competition report"))
         if paths.inspect_md.exists():

@@ -17,12 +17,12 @@ from typing import Any
 import pandas as pd
 
 from pipeline.core.config import Config
-from pipeline.core.contract import Schema, encode_labels
+from pipeline.core.contract import Schema
 from pipeline.core.files import read_competition_csv, read_json, write_json
-from pipeline.core.metrics import score, tuned
+from pipeline.core.metrics import tuned
 from pipeline.core.paths import Paths
 from pipeline.core.sources import competition_files, resolve_raw
-from pipeline.core.submission import SubmissionValidator, build_submission, source, submission_proba, submit_inputs
+from pipeline.core.submission import SubmissionValidator, build_submission, holdout_score, source, submit_inputs
 from pipeline.core.transaction import publish, published
 
 log = logging.getLogger(__name__)
@@ -33,17 +33,6 @@ class SubmitResult:
     submission: pd.DataFrame
     source: str
     holdout_score: float | None
-
-
-def holdout_score(paths: Paths, raw: Path, schema: Schema, sub: pd.DataFrame) -> float | None:
-    """Score against the embedded default's held-back labels (never read by training)."""
-    if raw != paths.embedded or not paths.holdout_labels.exists() or schema.multilabel:
-        return None
-    held = read_competition_csv(paths.holdout_labels)
-    merged = sub.merge(held, on=schema.id_col, suffixes=("", "_true"))
-    true_col = f"{schema.label_col}_true" if schema.label_col in sub.columns else schema.label_col
-    y = encode_labels(merged[true_col], schema.classes)
-    return score(schema.metric, y, submission_proba(merged, schema))
 
 
 def cv_table(paths: Paths, ens: dict[str, Any] | None) -> str:
