@@ -28,7 +28,7 @@ def test_estimates_follow_rows_epochs_folds_and_token_lengths():
 def test_chunked_texts_cost_their_windows():
     base = dict(step_s=0.3, infer_row_s=0.002, load_s=2, max_len=64, epochs=1, lengths={"64": 60.0})
     one = costs_mod.fold_seconds(Cost("m", "transformer", **base), 1000, 1, 64, 300, 500)
-    chunked = Cost("m", "transformer", windows={"64": 3.0}, chunk_training=True, **base)
+    chunked = Cost("m", "transformer", windows={"64": 3.0}, chunks=True, chunk_training=True, **base)
     assert costs_mod.fold_seconds(chunked, 1000, 1, 64, 300, 500) == pytest.approx(3 * (one - 2 * 2) + 2 * 2, rel=0.05)
 
 
@@ -237,3 +237,15 @@ def test_a_gpus_first_use_is_measured_once_per_machine(monkeypatch):
     assert paces.stage_costs(cache, cpu).first_use_s == 0.0 and len(calls) == 1
     monkeypatch.setattr(paces, "first_use_s", lambda: None)  # a failed measurement: the prior, not kept
     assert paces.stage_costs({}, gpu).first_use_s == 0.0
+
+
+def test_a_run_that_starts_from_a_pretrained_encoder_pays_its_build_once():
+    """train.pretrain_steps: the masked-LM build is paid once before the first fold, not per fold
+    or seed (a build found in the cache costs nothing: plan.pretrain_seconds gives 0)."""
+    from pipeline.budget.plans import RunPlan, Work
+
+    base = dict(family="transformer", step_s=0.5, infer_row_s=0.004, load_s=2, max_len=64, epochs=2)
+    run = RunPlan("m", "transformer", epochs=2, max_len=64, seeds=2)
+    work = Work(n_train=2000, n_test=500)
+    plain = costs_mod.run_seconds(Cost("m", **base), run, work, 5, False)
+    assert costs_mod.run_seconds(Cost("m", **base, pretrain_s=300.0), run, work, 5, False) == pytest.approx(plain + 300)

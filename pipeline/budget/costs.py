@@ -9,6 +9,7 @@ the plan stage keeps what it learned beside the probes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -84,6 +85,8 @@ def run_seconds(cost: Cost, run: RunPlan, work: Work, n_splits: int, augment: bo
     augmentation), plus what its family pays once per run (a frozen encoder's pass over the
     rows select's screening did not encode: ``screened``)."""
     fam = family(cost.family)
+    if run.chunks is not None and run.chunks != cost.chunks:  # the plan reads long texts otherwise than the config
+        cost = dataclasses.replace(cost, chunks=run.chunks)
     n_val = math.ceil(work.n_train / n_splits)
     rows = work.n_train - n_val
     if run.rows and fam.epoch_trained:  # train.max_train_rows: a subsample of each fold's rows
@@ -93,7 +96,8 @@ def run_seconds(cost: Cost, run: RunPlan, work: Work, n_splits: int, augment: bo
     per_fold = fold_seconds(cost, rows, run.epochs, run.max_len, n_val, work.n_test, work.evals_per_epoch)
     total = per_fold * n_splits * (run.seeds / work.processes if fam.epoch_trained else 1)
     todo = work.n_train + work.n_test if screened is None else max(0, work.n_train - n_val - screened)
-    return total + fam.encode_seconds(cost, todo)
+    # a pretrained encoder is built once before the first fold (runs that share one each pay it here: an upper bound)
+    return total + fam.encode_seconds(cost, todo) + cost.pretrain_s
 
 
 def on_gpu(plan: Plan, names: list[str]) -> bool:

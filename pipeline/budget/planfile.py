@@ -55,12 +55,15 @@ def tuned_families(fine_tunes: bool, classical: bool = True) -> list[str]:
 def run_diff(plan: Plan, name: str, seed: int) -> dict[str, Any]:
     """One run's planned epochs (a cap: tuning searches at most that many), max_len and seeds."""
     r = next((r for r in plan.runs if r.name == name), None)
-    if r is None or not r.epoch_trained:
+    if r is None:
         return {}
+    if not r.epoch_trained:  # a frozen encoder: how it reads long texts, where the plan decided it
+        return {"train": {"chunks": r.chunks}} if r.chunks is not None else {}
     lo = min(plan.tune_epochs[0], r.epochs)
     return {"train": {"epochs": r.epochs, "max_len": r.max_len,
                       "seeds": [seed + i for i in range(r.seeds)] if r.seeds > 1 else None,
-                      **({"max_train_rows": r.rows} if r.rows else {})},
+                      **({"max_train_rows": r.rows} if r.rows else {}),
+                      **({"chunks": r.chunks} if r.chunks is not None else {})},
             "tune": {"epochs": [lo, r.epochs]}}
 
 

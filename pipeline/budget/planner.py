@@ -39,6 +39,7 @@ from pipeline.budget.moves import (
     FOLDS,
     MAX_LEN,
     MOVES,
+    READING,
     ROWS,
     SEEDS,
     Move,
@@ -62,14 +63,15 @@ log = logging.getLogger(__name__)
 
 def ceiling(cfg: Config, costs: dict[str, Cost], budget_s: float, available_s: float, pinned: list[str],
             metric: str, twins: dict[str, str] | None = None, losses: dict[str, Any] | None = None,
-            fixed: dict[str, Any] | None = None) -> Plan:
+            fixed: dict[str, Any] | None = None, reading: dict[str, Any] | None = None) -> Plan:
     """What the preset runs given unlimited time, from the profile's settings.
 
     fast: the classical candidates + the cheapest transformer for 1 epoch, no transformer
     tuning; medium: the profile as it stands + budget.medium_extra where installed; best:
     budget.best_extra too, one more epoch, twice the trials, three seeds per fold where
     ``metric`` scores probabilities (one for a label metric such as F1, where averaging
-    measured no gain), and screening on all rows."""
+    measured no gain), and screening on all rows. Where inspect found long texts
+    (``reading``), every encoder reads them whole (``read_whole``)."""
     preset = cfg.budget.preset
     names = list(cfg.select.candidates)
     if "select.candidates" not in pinned:
@@ -98,6 +100,10 @@ def ceiling(cfg: Config, costs: dict[str, Cost], budget_s: float, available_s: f
     if preset == "best" and best_seeds == 1 and "train.seeds" not in pinned:
         log.info("budget: best: one seed per fold for metric %s (seed averaging pays in probabilities, "
                  "not in labels: BENCHMARKS.md); SET='train.seeds=[42,43,44]' asks for three", metric)
+    gpu = any(c.device == "cuda" for c in costs.values() if c.available)
+    if reading and reading.get("long"):
+        for r in runs:
+            read_whole(r, costs[r.name], reading, pinned, gpu)
     trials = cfg.tune.n_trials * (2 if preset == "best" and "tune.n_trials" not in pinned else 1)
     return Plan(preset=preset, budget_s=budget_s, available_s=available_s, n_splits=cfg.folds.n_splits,
                 ceiling_folds=cfg.folds.n_splits, select_rows=None if preset == "best" and
@@ -107,7 +113,23 @@ def ceiling(cfg: Config, costs: dict[str, Cost], budget_s: float, available_s: f
                 augment=bool(cfg.augment.methods and cfg.train.augment), runs=runs, pinned=sorted(pinned),
                 classical_trials=cfg.tune.n_trials, metric=metric, seeds_pay=metric_of(metric).seeds_pay, twins=dict(twins or {}),
                 extras=list(cfg.budget.best_extra), losses={**priors(), **(losses or {})}, fixed=dict(fixed or {}),
-                device="cuda" if any(c.device == "cuda" for c in costs.values() if c.available) else "cpu")
+                device="cuda" if gpu else "cpu", reading=dict(reading or {}))
+
+
+def read_whole(r: RunPlan, c: Cost, reading: dict[str, Any], pinned: list[str], gpu: bool) -> None:
+    """An encoder run on long texts (inspect's ``reading``: a real share over max_len) reads them
+    whole: on a GPU a fine-tune first at the backbone's limit (512 for BERT-sized encoders), then,
+    where texts still take more than one window, in windows (train.chunks). The cuts can take
+    the windows back (``moves.Reading``); a reading the user set is never planned over."""
+    if not family(c.family).uses_backbone or {"train.chunks", "train.truncation", "train.max_chunks"} & set(pinned):
+        return
+    if gpu and family(c.family).epoch_trained and "train.max_len" not in pinned:
+        longest = min(int(reading.get("gpu_max_len") or r.max_len), c.max_positions or 512)
+        r.max_len = max(r.max_len, longest)
+    windows = c.windows.get(str(r.max_len)) or (reading.get("windows") or {}).get(str(r.max_len))
+    if windows and windows > 1.0:
+        c.windows.setdefault(str(r.max_len), float(windows))
+        r.chunks = r.ceiling_chunks = True
 
 
 def extra_candidates(cfg: Config) -> list[str]:
@@ -135,7 +157,7 @@ def next_cut(plan: Plan) -> tuple[Plan, str] | None:
     """The next cut (on a GPU: the step with the least expected score lost per second saved)."""
     if plan.device == "cuda":
         return _cheapest_cut(plan)
-    for move in MOVES[:7]:  # trials, screening, augment, seeds, epochs, max_len, folds
+    for move in MOVES[:8]:  # trials, screening, augment, seeds, epochs, max_len, folds, reading
         if move.free(plan):
             for r in targets(plan, move):
                 if what := move.down(plan, r):
@@ -198,7 +220,7 @@ def _cheapest_cut(plan: Plan) -> tuple[Plan, str] | None:
 # -- give-backs ---------------------------------------------------------------------------------
 def refill(plan: Plan) -> Plan:
     """Spend what the cuts left: a later cut (a dropped run) can make an earlier one needless."""
-    for move in (FOLDS, ROWS, EPOCHS):
+    for move in (READING, FOLDS, ROWS, EPOCHS):
         plan = give(plan, move)
     plan = trade_folds_for_epochs(plan)
     for move in (EPOCHS, SEEDS, MAX_LEN):  # a trade takes whole folds, so it may leave room
@@ -218,7 +240,7 @@ def give(plan: Plan, move: Move) -> Plan:
     """``move``'s steps back, one at a time (each fine-tune in plan order), while the plan fits."""
     if not move.free(plan):
         return plan
-    for name in [r.name for r in plan.runs if r.epoch_trained] if move.run_level else [None]:
+    for name in [r.name for r in targets(plan, move)] if move.run_level else [None]:
         while got := tried(plan, step(move, name, up=True)):
             plan, what = got
             plan.add(what)
@@ -345,5 +367,11 @@ def format_plan(plan: Plan, actual: dict[str, float] | None = None) -> str:
     lines.append("  expected loss per step: " + ", ".join(
         f"{k} {loss_of(plan, k):.4f}" for k in ("epoch", "rows", "twin", "frozen", "max_len"))
         + f" (priors{'; measured here: ' + '; '.join(measured) if measured else ''})")
+    if plan.reading.get("long"):
+        reads = [f"{r.name} " + (f"whole ({plan.costs[r.name].windows.get(str(r.max_len), 0):.1f} windows a text at "
+                                 f"max_len {r.max_len})" if READING.chunked(plan, r) else f"by its head (max_len {r.max_len})")
+                 for r in plan.runs if r.name in plan.costs and family(r.family).uses_backbone]
+        lines.append(f"  long texts: {plan.reading['share_over']:.0%} of the inputs over max_len "
+                     f"{plan.reading['max_len']} (inspect): " + ("; ".join(reads) or "no encoder run reads them"))
     lines += [f"  {c}" for c in plan.steps] or ["  cut: nothing (everything the preset asks for fits)"]
     return "\n".join(lines)

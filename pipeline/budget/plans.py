@@ -36,6 +36,8 @@ class RunPlan:
     max_len: int = 64
     seeds: int = 1
     rows: int | None = None  # a fine-tune on a subsample of each fold's training rows (None: all of them)
+    chunks: bool | None = None  # long texts read whole in windows (train.chunks); None: as its config says
+    ceiling_chunks: bool = False  # the ceiling read them whole (give-backs stop there)
     estimate_s: float = 0.0
     screen_s: float = 0.0  # its screening in select
     ceiling_epochs: int = 1  # the preset's epochs before any cut (give-backs stop there)
@@ -94,6 +96,7 @@ class Plan:
     runs: list[RunPlan] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     twins: dict[str, str] = field(default_factory=dict)  # fine-tune -> its frozen-encoder candidate (budget.twin)
+    reading: dict[str, Any] = field(default_factory=dict)  # inspect's "reading": how long the texts are
     extras: list[str] = field(default_factory=list)  # best's candidates, for a medium plan with room (budget.best_extra)
     pinned: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)

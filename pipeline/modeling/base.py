@@ -53,13 +53,15 @@ class Cost:
     available: bool = True  # the backbone is installed
     why: str = ""  # why not available
     max_positions: int | None = None  # transformer: the longest input its position embeddings allow
-    windows: dict[str, float] = field(default_factory=dict)  # train.chunks: max_len -> windows per text
-    chunk_training: bool = False  # train.chunk_training: training reads every window too
+    windows: dict[str, float] = field(default_factory=dict)  # max_len -> windows per text read whole (train.chunks)
+    chunks: bool = False  # train.chunks: every text read whole in windows (else its head: one input a text)
+    chunk_training: bool = False  # train.chunk_training: under chunks, training reads every window too
     device: str = "cpu"  # where it was measured, and runs: cuda or cpu
+    pretrain_s: float = 0.0  # train.pretrain_steps: building its pretrained encoder (0: none, or built already)
 
     def windows_at(self, max_len: int) -> float:
         """Mean windows a text is read in at ``max_len`` (1 without train.chunks)."""
-        if not self.windows:
+        if not self.chunks or not self.windows:
             return 1.0
         return self.windows.get(str(max_len), self.windows.get(str(self.max_len), 1.0))
 

@@ -49,17 +49,23 @@ from pipeline.runtime import other_texts
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 4000  # texts the probes see (the classical fits: sizes spread enough for a steady per-row slope)
-PROBE_VERSION = 5  # part of the cache key: a changed probe measures again (5: steps served from DeviceData, fit in padded tokens)
+PROBE_VERSION = 6  # part of the cache key: a changed probe measures again (6: windows a text would take, read whole)
 TIMED = ("step_s", "infer_row_s", "test_infer_row_s", "load_s", "fit_row_s", "pred_row_s", "fit_fixed_s")
 QUIET_FLOOR = 0.4  # a probe that others slowed is planned at >= this share of its measured seconds
 
 
-def candidates(cfg: Config, paths: Paths) -> tuple[list[str], dict[str, str]]:
-    """The candidates to cost (the profile's, the preset's extras, the fine-tunes' frozen twins)
-    and each fine-tune's twin (its experiment file's budget.twin)."""
+# Text pairs: how alike the two texts are, as a member of its own (seconds at any size; below the
+# constant on both pair shapes, where the blocks of TF-IDF were above it: configs/exp/pair_sim.yaml)
+PAIR_CANDIDATES = ["pair_sim"]
+
+
+def candidates(cfg: Config, paths: Paths, pair: bool = False) -> tuple[list[str], dict[str, str]]:
+    """The candidates to cost (the profile's, the preset's extras, on text pairs the members that
+    read the relation, the fine-tunes' frozen twins) and each fine-tune's twin (its experiment
+    file's budget.twin)."""
     names = list(cfg.select.candidates)
     if "select.candidates" not in planfile.pinned_keys(cfg):
-        names += [n for n in extra_candidates(cfg) if n not in names]
+        names += [n for n in extra_candidates(cfg) + (PAIR_CANDIDATES if pair else []) if n not in names]
     twins = {n: t for n in names if (t := twin_of(cfg, paths, n))}
     return names + [t for t in twins.values() if t not in names], twins
 
@@ -95,7 +101,9 @@ def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.n
     fields = {k: getattr(tc, k, None) for k in ("family", "backbone", "max_len", "batch_size", "eval_batch_size",
                                                 "classical_model", "word_ngrams", "char_ngrams", "max_features",
                                                 "precision", "pad_to_multiple_of", "group_by_length", "token_batches",
-                                                "batch_tokens", "token_batch_rows", "eval_batch_tokens")}
+                                                "batch_tokens", "token_batch_rows", "eval_batch_tokens", "chunks",
+                                                "truncation", "stride", "max_chunks", "chunk_training", "head_tokens",
+                                                "chunk_pool")}
     key = value_digest({"name": name, "train": fields, "data": data_key, "device": device,
                         "threads": torch.get_num_threads(), "suggested": suggested, "probe": PROBE_VERSION})
     m = cache.get(key)
@@ -124,10 +132,29 @@ def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.n
     cost.device, cost.step_fit = m.get("device", "cpu"), m.get("fit")
     cost.token_batches, cost.batch_tokens = tc.token_batches, tc.batch_tokens  # token-budget batches, where asked
     cost.max_rows = tc.token_batch_max_rows()
-    cost.windows = dict(m.get("windows", {}))
+    cost.windows = dict(m.get("windows") or m.get("chunk_windows") or {})  # what reading whole would take
+    cost.chunks = tc.chunks
+    if tc.pretrain_steps and fam.pretrains:
+        cost.pretrain_s = pretrain_seconds(cfg, paths, tc, fam, texts, cache, key)
     cost.max_positions = m.get("max_positions")
-    cost.chunk_training = bool(tc.chunks and tc.chunk_training)
+    cost.chunk_training = tc.chunk_training  # under chunks (the config's or the plan's) training reads windows
     return cost
+
+
+def pretrain_seconds(cfg: Config, paths: Paths, tc: Any, fam: Any, texts: list[str], cache: dict[str, Any],
+                     key: str) -> float:
+    """What building the run's pretrained encoder (train.pretrain_steps) costs: nothing where it is
+    built already, else its masked-LM steps at the probe's pace (measured once per machine, data
+    and settings, like every probe)."""
+    from pipeline.cv.data import load_training_data
+    from pipeline.modeling import pretrain
+
+    if pretrain.find(tc, load_training_data(cfg, paths).corpus(), paths.pretrained_cache) is not None:
+        return 0.0
+    m = cache.get(f"{key}:pretrain")
+    if m is None:
+        m = cache[f"{key}:pretrain"] = fam.probe_pretrain(tc, texts, cfg.budget.probe_steps)
+    return float(fam.pretrain_seconds(m, tc.pretrain_steps))
 
 
 def work_of(cfg: Config, n_train: int, n_test: int) -> Work:
@@ -152,8 +179,9 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> Plan | None:
     schema = Schema.load(paths.schema_json)
     train = pd.read_parquet(paths.train_clean)
     n_test = len(pd.read_parquet(paths.test_clean, columns=["id"]))
-    suggested = read_json(paths.inspect_json).get("suggested_max_len") if paths.inspect_json.exists() else None
-    names, twins = candidates(cfg, paths)
+    inspected = read_json(paths.inspect_json) if paths.inspect_json.exists() else {}
+    suggested = inspected.get("suggested_max_len")
+    names, twins = candidates(cfg, paths, pair=len(schema.texts) >= 2)
     data = {"name": paths.raw.name, "n_train": len(train),
             "n_test": n_test, "key": clean.digest + value_digest(asdict(cfg.data))}
     if cfg.budget.paces:
@@ -164,7 +192,8 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> Plan | None:
     fine_tunes = {n: with_diff(cfg, candidate_diff(n, paths.root)[0]).train.backbone for n in names
                   if costs[n].available and family(costs[n].family).epoch_trained}
     losses = measured_losses(paths, fine_tunes, schema.metric, len(train))
-    top = ceiling(cfg, costs, budget_s, available, planfile.pinned_keys(cfg), schema.metric, twins, losses, fixed)
+    top = ceiling(cfg, costs, budget_s, available, planfile.pinned_keys(cfg), schema.metric, twins, losses, fixed,
+                  inspected.get("reading"))
     p = make_plan(top, costs, work_of(cfg, len(train), n_test))
     for r in p.runs:  # the run name train uses (a candidate may be a path to its YAML)
         r.run = with_diff(cfg, candidate_diff(r.name, paths.root)[0]).train.run

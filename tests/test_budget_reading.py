@@ -1,0 +1,81 @@
+"""Long texts in the plan: where inspect found a real share of texts over max_len, every encoder
+run reads them whole (train.chunks) as its ceiling, a GPU fine-tune first at the backbone's
+limit; the cuts take the windows back before rows or runs; a reading the user set is kept; and
+a pair competition costs the member that reads the relation."""
+
+from budget_helpers import medium_config
+
+from pipeline.budget import planfile
+from pipeline.budget.planner import ceiling, format_plan, make_plan
+from pipeline.budget.plans import Work
+from pipeline.modeling.base import Cost
+
+READING = {"long": True, "max_len": 64, "share_over": 0.62, "windows": {"64": 9.8, "128": 4.6, "512": 1.3},
+           "gpu_max_len": 512}
+WORK = Work(n_train=2000, n_test=800)
+
+
+def _costs(device: str = "cpu") -> dict[str, Cost]:
+    fine = dict(family="transformer", step_s=0.5 if device == "cpu" else 0.013, infer_row_s=0.004, load_s=2,
+                max_len=64, epochs=2, device=device, max_positions=512, chunk_training=True,
+                lengths={"64": 63.0, "512": 480.0})
+    return {"tfidf": Cost("tfidf", "classical", fit_row_s=1e-3),
+            "nbsvm": Cost("nbsvm", "classical", fit_row_s=1e-3),
+            "minilm": Cost("minilm", **fine),
+            "emb_minilm": Cost("emb_minilm", "embedding", infer_row_s=0.003, fit_row_s=2e-5, max_len=128, chunks=True,
+                               windows={"128": 4.6})}
+
+
+def _plan(budget: float, device: str = "cpu", reading: dict | None = READING, *sets: str):
+    cfg = medium_config("medium", "select.candidates=[tfidf,nbsvm,minilm,emb_minilm]", *sets)
+    c = _costs(device)
+    top = ceiling(cfg, c, budget, budget, planfile.pinned_keys(cfg), "accuracy", reading=reading)
+    return make_plan(top, c, WORK)
+
+
+def test_long_texts_are_read_whole_where_the_budget_allows_and_the_plan_says_so():
+    p = _plan(1e6)
+    r = p.named("minilm")
+    assert r.chunks and p.named("emb_minilm").chunks
+    assert planfile.run_diff(p, "minilm", 42)["train"]["chunks"] is True
+    assert planfile.run_diff(p, "emb_minilm", 42) == {"train": {"chunks": True}}
+    text = format_plan(p)
+    assert "long texts: 62% of the inputs over max_len 64 (inspect): minilm whole (9.8 windows a text" in text
+    short = _plan(1e6, reading={**READING, "long": False})
+    assert short.named("minilm").chunks is None and "long texts" not in format_plan(short)
+    # reading whole costs its windows: the same plan on heads is several times cheaper
+    assert p.named("minilm").estimate_s > 5 * short.named("minilm").estimate_s
+
+
+def test_a_tight_budget_takes_the_windows_back_before_the_rows_or_the_run():
+    heads = _plan(1e6, "cpu", {**READING, "long": False}).estimate_s
+    p = _plan(1.3 * heads)  # room for the heads, not for ~10 windows a text even on 3 folds and 1 epoch
+    assert p.fits and "minilm" in {r.name for r in p.runs}
+    assert any("minilm: reads the head of long texts only" in c for c in p.cuts)
+    assert p.named("minilm").rows is None  # no subsample: the windows went first
+    assert planfile.run_diff(p, "minilm", 42)["train"]["chunks"] is False
+
+
+def test_on_a_gpu_a_fine_tune_reads_at_the_backbones_limit_first():
+    p = _plan(1e6, "cuda")
+    r = p.named("minilm")
+    assert r.max_len == 512 and r.chunks  # 1.3 windows a text even at 512
+    assert planfile.run_diff(p, "minilm", 42)["train"]["max_len"] == 512
+
+
+def test_a_reading_the_user_set_is_never_planned_over():
+    p = _plan(1e6, "cpu", READING, "train.chunks=false")
+    assert p.named("minilm").chunks is None and "train" not in planfile.run_diff(p, "emb_minilm", 42)
+
+
+def test_a_pair_competition_costs_the_member_that_reads_the_relation(tmp_path):
+    from pathlib import Path
+
+    from pipeline.core.config import load_config
+    from pipeline.core.paths import Paths
+    from pipeline.stages.plan import candidates
+
+    cfg = load_config([Path(__file__).resolve().parents[1] / "configs" / "base.yaml"])  # candidates not pinned
+    paths = Paths(tmp_path, tmp_path / "raw")
+    assert "pair_sim" in candidates(cfg, paths, pair=True)[0]
+    assert "pair_sim" not in candidates(cfg, paths, pair=False)[0]
