@@ -199,7 +199,8 @@ def shapes(entries: list[dict], results: dict[str, Any], source: str = "") -> It
         cmd = ["python", "benchmarks/shapes.py", "--shape", shape, "--time", time]
         cmd += ["--preset", preset] if preset != "medium" else []
         yield Row(f"{shape} competition ({e['rows'][0]:,}/{e['rows'][1]:,} rows), `make all TIME={time}`",
-                  f"TF-IDF + LR ({e['metric']} {_f(e.get('reference_tfidf_lr'))})",
+                  f"TF-IDF + LR ({e['metric']} {_f(e.get('reference_tfidf_lr'))})"
+                  + (f"; the constant {_f(e['constant'])}" if e.get("constant") is not None else ""),
                   f"{e['metric']} {_f(e.get('holdout'))} held-out, used {_pct(e.get('used'))}", _cmd(cmd),
                   e.get("date", "-"), e.get("machine", CPU), "shapes.json", e)
 

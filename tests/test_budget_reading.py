@@ -79,3 +79,24 @@ def test_a_pair_competition_costs_the_member_that_reads_the_relation(tmp_path):
     paths = Paths(tmp_path, tmp_path / "raw")
     assert "pair_sim" in candidates(cfg, paths, pair=True)[0]
     assert "pair_sim" not in candidates(cfg, paths, pair=False)[0]
+
+
+def test_the_plan_measures_the_pair_member_on_the_pairs_columns(tmp_path, monkeypatch):
+    """pair_sim has nothing but the features that compare a pair's texts (train.tfidf_blocks=false):
+    its probe fits it on the columns, not on the texts joined into one (which stopped the plan
+    stage with "this competition has one text column" on benchmarks/shapes.py's relation shape)."""
+    import json
+
+    from conftest import run_stage, write_pair_competition
+
+    from pipeline.budget import clock
+
+    monkeypatch.setattr(clock, "disturbed", lambda share: False)
+    data = write_pair_competition(tmp_path / "comp", n_train=300, n_test=60)
+    work = tmp_path / "work"
+    assert run_stage("clean", work, data) == 0
+    assert run_stage("plan", work, data, "select.candidates=[tfidf,pair_sim]", "tune.enabled=false",
+                     'budget.time="1h"', "folds.n_splits=2") == 0
+    costs = json.loads((work / "reports/plan.json").read_text())["costs"]
+    assert costs["pair_sim"]["available"] and costs["pair_sim"]["fit_row_s"] > 0
+    assert costs["tfidf"]["fit_row_s"] > 0

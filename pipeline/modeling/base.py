@@ -173,8 +173,10 @@ class Family(Protocol):
         """Write the fold model ``fit`` left in ``FoldOutput.extra["model"]`` to ``folder`` (no pickle)."""
 
     def probe(self, tc: TrainConfig, texts: list[str], labels: np.ndarray, n_classes: int, metric: str,
-              steps: int, max_lens: list[int]) -> dict[str, Any]:
-        """Measured costs on this machine and these texts (the planner's ``Cost`` fields)."""
+              steps: int, max_lens: list[int], columns: list[list[str]] | None = None) -> dict[str, Any]:
+        """Measured costs on this machine and these texts (the planner's ``Cost`` fields). A text
+        pair's ``texts`` are its columns joined (about the tokens a step feeds); ``columns`` are
+        the columns themselves, for a family whose features compare them."""
 
     def fold_seconds(self, cost: Cost, rows: int, epochs: int, max_len: int, n_val: int, n_test: int,
                      evals_per_epoch: int) -> float:

@@ -88,10 +88,10 @@ class Classical(_Linear):
         model.save(folder)
 
     def probe(self, tc: TrainConfig, texts: list[str], labels: np.ndarray, n_classes: int, metric: str,
-              steps: int, max_lens: list[int]) -> dict[str, Any]:
+              steps: int, max_lens: list[int], columns: list[list[str]] | None = None) -> dict[str, Any]:
         from pipeline.modeling import probe
 
-        return probe.probe_classical(tc, texts, labels, metric)
+        return probe.probe_classical(tc, texts, labels, metric, columns)
 
     def fold_seconds(self, cost: Cost, rows: int, epochs: int, max_len: int, n_val: int, n_test: int,
                      evals_per_epoch: int = 1) -> float:
@@ -122,7 +122,7 @@ class Embedding(_Linear):
         embedding.save_head(model, tc, folder)
 
     def probe(self, tc: TrainConfig, texts: list[str], labels: np.ndarray, n_classes: int, metric: str,
-              steps: int, max_lens: list[int]) -> dict[str, Any]:
+              steps: int, max_lens: list[int], columns: list[list[str]] | None = None) -> dict[str, Any]:
         from pipeline.modeling import probe
 
         return probe.probe_embedding(tc, texts[:probe.PROBE_ROWS])
@@ -182,7 +182,7 @@ class Transformer:
             shared.save_pretrained(folder)
 
     def probe(self, tc: TrainConfig, texts: list[str], labels: np.ndarray, n_classes: int, metric: str,
-              steps: int, max_lens: list[int]) -> dict[str, Any]:
+              steps: int, max_lens: list[int], columns: list[list[str]] | None = None) -> dict[str, Any]:
         from pipeline.modeling import probe
 
         n = probe.PROBE_ROWS

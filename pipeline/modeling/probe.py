@@ -255,7 +255,8 @@ def _linear(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(a), float(b)
 
 
-def probe_classical(tc: TrainConfig, texts: list[str], labels: np.ndarray, metric: str) -> dict[str, Any]:
+def probe_classical(tc: TrainConfig, texts: list[str], labels: np.ndarray, metric: str,
+                    columns: list[list[str]] | None = None) -> dict[str, Any]:
     """Seconds per training row, per predicted row, and a fixed cost per fit.
 
     Three fits on real rows: a small and a large training set with the same rows to predict
@@ -264,7 +265,9 @@ def probe_classical(tc: TrainConfig, texts: list[str], labels: np.ndarray, metri
     sizes close together make a noisy slope: hence the spread), then the small training set
     again with more rows to predict gives the prediction rate, far below the training one
     (a fold predicts its validation rows and the whole test set: 13,000 of 33,000 rows of a
-    25k/8k competition). Long documents: the rows are cut to about CLASSICAL_CHARS characters."""
+    25k/8k competition). Long documents: the rows are cut to about CLASSICAL_CHARS characters.
+    A text pair is fitted on its ``columns`` (the pair features compare them; a similarity-only
+    model, train.tfidf_blocks=false, has nothing else to fit)."""
     from pipeline.modeling.base import FoldData
     from pipeline.modeling.classical import fit_classical_fold
 
@@ -279,10 +282,13 @@ def probe_classical(tc: TrainConfig, texts: list[str], labels: np.ndarray, metri
 
     def fit(size: int, more: int = 0) -> float:
         tr = rest[:size]
-        extra = [texts[i] for i in rest[:more]]  # more rows to predict (any texts will do)
-        data = FoldData(train_texts=[texts[i] for i in tr], train_labels=labels[tr],
-                        val_texts=[texts[i] for i in pred], val_labels=labels[pred],
-                        test_texts=[texts[i] for i in pred] + extra)
+        test = np.concatenate([pred, rest[:more]]).astype(int)  # more rows to predict (any will do)
+        first, others = (columns[0], columns[1:]) if columns and len(columns) > 1 else (texts, [])
+        pairs = {f"{k}_pairs": [[col[i] for i in rows] for col in others] or None
+                 for k, rows in (("train", tr), ("val", pred), ("test", test))}
+        data = FoldData(train_texts=[first[i] for i in tr], train_labels=labels[tr],
+                        val_texts=[first[i] for i in pred], val_labels=labels[pred],
+                        test_texts=[first[i] for i in test], **pairs)
         t = time.perf_counter()
         fit_classical_fold(tc, data, metric, 0)
         return time.perf_counter() - t

@@ -49,7 +49,7 @@ from pipeline.runtime import other_texts
 
 log = logging.getLogger(__name__)
 SAMPLE_ROWS = 4000  # texts the probes see (the classical fits: sizes spread enough for a steady per-row slope)
-PROBE_VERSION = 6  # part of the cache key: a changed probe measures again (6: windows a text would take, read whole)
+PROBE_VERSION = 7  # part of the cache key: a changed probe measures again (6: windows a text would take, read whole; 7: a pair's classical models fitted on its columns)
 TIMED = ("step_s", "infer_row_s", "test_infer_row_s", "load_s", "fit_row_s", "pred_row_s", "fit_fixed_s")
 QUIET_FLOOR = 0.4  # a probe that others slowed is planned at >= this share of its measured seconds
 
@@ -78,7 +78,8 @@ def twin_of(cfg: Config, paths: Paths, name: str) -> str | None:
 
 
 def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.ndarray, schema: Schema,
-            suggested: int | None, cache: dict[str, Any], data_key: str) -> Cost:
+            suggested: int | None, cache: dict[str, Any], data_key: str,
+            columns: list[list[str]] | None = None) -> Cost:
     """One candidate's Cost: from the cache when this machine measured it on this data, else probed."""
     try:
         diff, _ = candidate_diff(name, paths.root)
@@ -111,7 +112,7 @@ def measure(cfg: Config, paths: Paths, name: str, texts: list[str], labels: np.n
         t = time.perf_counter()
         with clock.Others() as others:
             m = fam.probe(tc, texts, labels, schema.n_classes, schema.metric, cfg.budget.probe_steps,
-                          [suggested] if suggested else [])
+                          [suggested] if suggested else [], columns)
         m["probe_s"] = round(time.perf_counter() - t, 2)
         m["name"] = name
         log.info("plan: measured %s in %.1fs: %s", name, m["probe_s"],
@@ -218,16 +219,15 @@ def measured(cfg: Config, paths: Paths, names: list[str], train: pd.DataFrame, s
     """The candidates' costs, inspect + clean's and the probes' seconds, and this machine's
     stage costs, measured here (or as this machine measured them on this data before)."""
     sample = train.sample(n=min(SAMPLE_ROWS, len(train)), random_state=0)
-    texts = list(model_inputs(sample, cfg.data))
-    for other in other_texts(sample) or []:  # a pair: both texts in one, about the tokens a step feeds
-        texts = [f"{a} {b}" for a, b in zip(texts, other)]
+    columns = [list(model_inputs(sample, cfg.data)), *(other_texts(sample) or [])]
+    texts = [" ".join(parts) for parts in zip(*columns)]  # a pair: its texts in one, about the tokens a step feeds
     labels = labels_of(sample)
     cache = read_json(paths.throughput_json) if paths.throughput_json.exists() else {}
     data_key = data["key"]
     before_key = f"before:{data_key}"
     if before_key not in cache:  # what inspect+clean took, once: a rerun plans on the same number
         cache[before_key] = round(max(0.0, t_start - t0), 1) if started() else 0.0
-    costs = {n: measure(cfg, paths, n, texts, labels, schema, suggested, cache, data_key) for n in names}
+    costs = {n: measure(cfg, paths, n, texts, labels, schema, suggested, cache, data_key, columns) for n in names}
     probe_key = f"plan_s:{data_key}:{'/'.join(sorted(costs))}"
     if probe_key not in cache:
         cache[probe_key] = round(time.time() - t_start + STAGE_START_S, 1)
