@@ -200,13 +200,51 @@ def test_spare_time_is_costed_at_the_pace_of_the_runs_this_stage_trained(tmp_pat
     at x0.82; costed at x1.56 the frozen twin did not fit the 83 s left."""
     P, plan, c, full_s = rows_setup(tmp_path, epochs=1)
     p = from_file(plan)[0]
-    assert stage_pace([(c, full_s * 0.8)], p) == pytest.approx(0.8)
-    assert stage_pace([(c, 30.0)], p) is None  # under a minute of evidence: the plan's estimates
+    assert stage_pace([(c, full_s * 0.8, 0.0)], p) == pytest.approx(0.8)
+    assert stage_pace([(c, 30.0, 0.0)], p) is None  # under a minute of evidence: the plan's estimates
     rows = with_diff(c, {"train": {"max_train_rows": 3040}})  # costed at the rows it ran with
-    assert stage_pace([(rows, config_seconds(p, "minilm", rows.train))], p) == pytest.approx(1.0)
+    assert stage_pace([(rows, config_seconds(p, "minilm", rows.train), None)], p) == pytest.approx(1.0)
     room = twin_seconds(p, "emb_minilm") * 1.2 + 45  # half the 90 s grace is kept back
     assert [e.train.run for e in spare_runs([c], FixedDeadline(room, plan), P, pace=1.5)] == []
     assert [e.train.run for e in spare_runs([c], FixedDeadline(room, plan), P, pace=0.8)] == ["emb_minilm"]
+
+
+def test_a_run_other_processes_slowed_does_not_set_the_pace_of_what_spare_time_buys(tmp_path):
+    """The hog run at 1ab377b: minilm trained while a busy loop held a core for part of it;
+    costed at that pace, the time left after the loop stopped bought the frozen twin only and
+    146 s of the 600 went unused."""
+    P, plan, c, full_s = rows_setup(tmp_path, epochs=1)
+    p = from_file(plan)[0]
+    assert stage_pace([(c, full_s * 1.6, 0.43)], p) is None  # slowed by others: the plan's estimates
+    assert stage_pace([(c, full_s * 1.6, 0.05)], p) == pytest.approx(1.6)  # its own pace, however slow
+    rows = with_diff(c, {"train": {"max_train_rows": 3040}})
+    assert stage_pace([(c, full_s * 1.6, 0.43), (rows, config_seconds(p, "minilm", rows.train) * 0.9, 0.0)],
+                      p) == pytest.approx(0.9)  # the undisturbed run alone
+
+
+def test_train_hands_the_spare_time_each_runs_share_of_other_processes(tmp_path, monkeypatch):
+    """The train stage measures, per run, the CPU other processes used while it trained, and
+    passes it with the run's seconds to the pace the spare runs are costed at."""
+    from pipeline.cv.runs import RunResult
+    from pipeline.stages import train
+
+    class Busy:  # other processes held 40% of the CPU while the run trained
+        share = None
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.share = 0.4
+
+    P, plan, c, _ = rows_setup(tmp_path, epochs=1)
+    monkeypatch.setattr(train, "Others", Busy)
+    monkeypatch.setattr(train, "train_run", lambda c, paths, force, deadline=None: RunResult(
+        c.train.run, paths.models / c.train.run, {"cv": 0.8}, [0, 1], [0, 1]))
+    trained, done = [], []
+    out = train.train_runs([c], P, False, FixedDeadline(900, plan), into=(trained, done))
+    assert [x[3] for x in out] == [0.4] and trained == [c]
+    assert [(cc.train.run, share) for cc, _, share in done] == [(c.train.run, 0.4)]
 
 
 def test_the_fold_guard_costs_a_fold_at_the_rows_it_trains_on(tmp_path):

@@ -250,14 +250,19 @@ def twin_config(c: Config, twin: str, paths: Paths) -> Config:
     return with_diff(c, diff)
 
 
-def stage_pace(done: list[tuple[Config, float]], plan: Plan | None) -> float | None:
+def stage_pace(done: list[tuple[Config, float, float | None]], plan: Plan | None) -> float | None:
     """Actual / estimated seconds of the runs this train stage trained (each costed at the
     config it ran with), where they add up to a minute or more: the newest evidence of this
-    machine's pace, from the runs themselves."""
+    machine's pace, from the runs themselves. Each run comes with the share of the CPU other
+    processes used while it trained; a run they slowed is left out (a disturbance need not
+    last: the time after it is costed at the runs' own pace, as the re-plan does with a
+    screening)."""
     if plan is None:
         return None
     est = act = 0.0
-    for c, seconds in done:
+    for c, seconds, others in done:
+        if disturbed(others):
+            continue
         planned = plan.run_plan(c.train.run)
         name = planned.name if planned else c.train.run
         e = config_seconds(plan, name, c.train) if family(c.train.family).epoch_trained else \

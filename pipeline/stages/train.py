@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.budget.clock import Deadline
+from pipeline.budget.clock import Deadline, Others
 from pipeline.budget.planfile import active, pinned_keys, update_ledger
 from pipeline.budget.plans import Ledger, Plan, RunRecord
 from pipeline.budget.replan import replan, spare_runs, stage_pace
@@ -74,32 +74,36 @@ def run(cfg: Config, paths: Paths, force: bool = False, plan: str | None = None,
             c = replan(c, gpu[i:], deadline, paths, pinned=pinned_keys(cfg))
             if c is None:
                 continue
-        results += [r for _, r, _ in train_runs([c], paths, force, deadline, into=(trained, done))]
+        results += [r for _, r, _, _ in train_runs([c], paths, force, deadline, into=(trained, done))]
     if future is not None:
-        for c, result, seconds in future.result():
+        for c, result, seconds, _ in future.result():  # another process of ours: no disturbance of theirs
             results.append(result)
             trained += [c] if result.cv is not None else []
-            done += [(c, seconds)] if result.cv is not None and result.trained == result.folds_done else []
+            done += [(c, seconds, None)] if result.cv is not None and result.trained == result.folds_done else []
         pool.shutdown()
+        done = [(c, s, None) for c, s, _ in done]  # the CPU they shared was our own runs', beside them by plan
     for extra in spare_runs(trained, deadline, paths, stage_pace(done, deadline.plan)):
-        results += [r for _, r, _ in train_runs([extra], paths, force, deadline)]
+        results += [r for _, r, _, _ in train_runs([extra], paths, force, deadline)]
     return results
 
 
 def train_runs(configs: list[Config], paths: Paths, force: bool, deadline: Deadline,
-               into: tuple[list, list] | None = None) -> list[tuple[Config, RunResult, float]]:
+               into: tuple[list, list] | None = None) -> list[tuple[Config, RunResult, float, float | None]]:
     """Each run trained in turn, its seconds in the ledger (``into``: the trained runs and
-    those that trained every fold here, with their seconds, appended as they finish)."""
+    those that trained every fold here, with their seconds and the share of the CPU other
+    processes used meanwhile, appended as they finish)."""
     out = []
     for c in configs:
         t0 = time.time()
-        result = train_run(c, paths, force, deadline)
+        with Others() as others:
+            result = train_run(c, paths, force, deadline)
         seconds = time.time() - t0
         update_ledger(paths, lambda led, r=result, s=seconds: _record_run(led, r, s))
-        out.append((c, result, seconds))
+        out.append((c, result, seconds, others.share))
         if into is not None:
             into[0].extend([c] if result.cv is not None else [])
-            into[1].extend([(c, seconds)] if result.cv is not None and result.trained == result.folds_done else [])
+            into[1].extend([(c, seconds, others.share)]
+                           if result.cv is not None and result.trained == result.folds_done else [])
     return out
 
 
