@@ -47,6 +47,22 @@ def test_long_texts_are_read_whole_where_the_budget_allows_and_the_plan_says_so(
     assert p.named("minilm").estimate_s > 5 * short.named("minilm").estimate_s
 
 
+def test_windows_at_max_len_64_overlap_by_what_the_config_allows():
+    """relation 10m at 1ab377b: the plan read minilm's pairs in windows at max_len 64 with the
+    default stride 32, which the config refuses (below half of max_len), and select stopped."""
+    from pipeline.core.config import load_config, with_diff
+
+    p = _plan(1e6)
+    r = p.named("minilm")
+    assert r.chunks and r.max_len == 64
+    diff = planfile.run_diff(p, "minilm", 42, stride=32)
+    assert diff["train"]["stride"] == 16
+    c = with_diff(load_config([], []), {"train": diff["train"]})  # validates: no ConfigError
+    assert (c.train.chunks, c.train.max_len, c.train.stride) == (True, 64, 16)
+    assert "stride" not in planfile.run_diff(p, "minilm", 42, stride=8)["train"]  # a stride that fits is kept
+    assert "stride" not in planfile.run_diff(p, "emb_minilm", 42, stride=32)["train"]  # 32 is below 128 / 2
+
+
 def test_a_tight_budget_takes_the_windows_back_before_the_rows_or_the_run():
     heads = _plan(1e6, "cpu", {**READING, "long": False}).estimate_s
     p = _plan(1.3 * heads)  # room for the heads, not for ~10 windows a text even on 3 folds and 1 epoch

@@ -52,18 +52,22 @@ def tuned_families(fine_tunes: bool, classical: bool = True) -> list[str]:
             and (fine_tunes if family(n).epoch_trained else classical)]
 
 
-def run_diff(plan: Plan, name: str, seed: int) -> dict[str, Any]:
-    """One run's planned epochs (a cap: tuning searches at most that many), max_len and seeds."""
+def run_diff(plan: Plan, name: str, seed: int, stride: int = 32) -> dict[str, Any]:
+    """One run's planned epochs (a cap: tuning searches at most that many), max_len and seeds;
+    where it reads long texts in windows at a max_len that leaves its ``stride`` (the tokens two
+    windows share) no room (train.stride must be below half of max_len: 32 at max_len 64 is
+    not), the windows share a quarter of max_len instead: fewer windows than the plan costed."""
     r = next((r for r in plan.runs if r.name == name), None)
     if r is None:
         return {}
+    overlap = {"stride": r.max_len // 4} if r.chunks and stride >= r.max_len // 2 else {}
     if not r.epoch_trained:  # a frozen encoder: how it reads long texts, where the plan decided it
-        return {"train": {"chunks": r.chunks}} if r.chunks is not None else {}
+        return {"train": {"chunks": r.chunks, **overlap}} if r.chunks is not None else {}
     lo = min(plan.tune_epochs[0], r.epochs)
     return {"train": {"epochs": r.epochs, "max_len": r.max_len,
                       "seeds": [seed + i for i in range(r.seeds)] if r.seeds > 1 else None,
                       **({"max_train_rows": r.rows} if r.rows else {}),
-                      **({"chunks": r.chunks} if r.chunks is not None else {})},
+                      **({"chunks": r.chunks} if r.chunks is not None else {}), **overlap},
             "tune": {"epochs": [lo, r.epochs]}}
 
 
@@ -73,7 +77,8 @@ def planned_diff(cfg: Config, paths: Paths, name: str) -> tuple[dict[str, Any], 
     diff, path = candidate_diff(name, paths.root)
     plan = active(cfg)
     if plan and name in {r.name for r in plan.runs}:
-        for section, values in run_diff(plan, name, cfg.train.seed).items():
+        stride = diff.get("train", {}).get("stride", cfg.train.stride)
+        for section, values in run_diff(plan, name, cfg.train.seed, stride).items():
             diff[section] = {**diff.get(section, {}), **values}
     return diff, path
 
