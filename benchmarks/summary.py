@@ -10,11 +10,12 @@ naming the command that reproduces it, its date (and commit) and machine, and th
 comes from:
 - `make all` under a budget (budget.json): one row per data set x TIME x preset (a busy loop
   beside it, --hog, is a condition of its own), from the newest commit that measured that data
-  set and preset; earlier commits' runs are history (`python benchmarks/budget_runs.py --table`);
+  set and preset under that condition; earlier commits' runs are history (`python benchmarks/budget_runs.py --table`);
 - each current run's ablation (ablation_*.json) in one row: the members whose leaving out
   costs more than its standard error;
-- each competition shape x TIME (shapes.json); the GPU check, newest per device (gpu-*.json,
-  one row: the trainer and the flow; a --dry-run file is no GPU figure);
+- each competition shape (shapes.json), its newest run at each TIME in one row; the GPU
+  check, newest per device (gpu-*.json, one row: the trainer and the flow; a --dry-run file
+  is no GPU figure);
 - the trainer against Hugging Face Trainer, back-translation against nlpaug (latest.json).
 The other measurements (one experiment each, with its note) follow in a table of their own.
 README.md's table is the current budget rows of the disaster tweets and the embedded default.
@@ -88,16 +89,20 @@ def _key(r: dict) -> tuple:
 
 def current_budget_runs(entries: list[dict]) -> list[dict]:
     """The newest run per data x TIME x preset x hog (the file is in run order), kept where it
-    ran at the newest commit that measured its data set and preset."""
+    ran at the newest commit that measured its data set and preset under the same condition (a
+    machine to itself, or a busy loop beside it: a fix for the busy machine, measured alone, does
+    not turn the quiet machine's runs into history)."""
+    def condition(r: dict) -> tuple:
+        return r["data"], r["preset"], bool(r.get("hog_s"))
+
     newest: dict[tuple, dict] = {}
     for r in entries:
         newest[_key(r)] = r
     last: dict[tuple, dict] = {}
     for r in entries:
-        k = (r["data"], r["preset"])
-        if k not in last or r.get("date", "") >= last[k].get("date", ""):
-            last[k] = r
-    current = [r for r in newest.values() if r.get("commit") == last[(r["data"], r["preset"])].get("commit")]
+        if condition(r) not in last or r.get("date", "") >= last[condition(r)].get("date", ""):
+            last[condition(r)] = r
+    current = [r for r in newest.values() if r.get("commit") == last[condition(r)].get("commit")]
     order = list(README_DATA) + list(dict.fromkeys(r["data"] for r in entries))  # the README's first
     return sorted(current, key=lambda r: (order.index(r["data"]), PRESETS.index(r["preset"])
                                           if r["preset"] in PRESETS else 9, r.get("budget_s") or 0, r.get("hog_s") or 0))
@@ -192,17 +197,28 @@ def ablation(d: dict, results: dict[str, Any], source: str = "") -> Iterator[Row
 
 # -- shapes, GPU, make bench -----------------------------------------------------------------------
 def shapes(entries: list[dict], results: dict[str, Any], source: str = "") -> Iterator[Row]:
+    """One row per competition shape (and preset): the newest run at each TIME, shortest first,
+    each with the command that made it (the row's commands are joined by "; ")."""
     newest: dict[tuple, dict] = {}
     for e in entries:
-        newest[(e["shape"], e["time"], e.get("preset", "medium"))] = e
-    for (shape, time, preset), e in sorted(newest.items(), key=lambda t: (t[0][0], t[1].get("budget_s") or 0)):
-        cmd = ["python", "benchmarks/shapes.py", "--shape", shape, "--time", time]
-        cmd += ["--preset", preset] if preset != "medium" else []
-        yield Row(f"{shape} competition ({e['rows'][0]:,}/{e['rows'][1]:,} rows), `make all TIME={time}`",
+        newest[(e["shape"], e.get("preset", "medium"), e["time"])] = e
+    grouped: dict[tuple, list[dict]] = {}
+    for (shape, preset, _), e in newest.items():
+        grouped.setdefault((shape, preset), []).append(e)
+    for (shape, preset), runs in sorted(grouped.items()):
+        runs.sort(key=lambda e: e.get("budget_s") or 0)
+        e = runs[-1]
+        cmds = [_cmd(["python", "benchmarks/shapes.py", "--shape", shape, "--time", r["time"]]
+                     + (["--preset", preset] if preset != "medium" else [])) for r in runs]
+        times = " and ".join(f"`TIME={r['time']}`" for r in runs)
+        result = "; ".join(f"{r['time']}: {r['metric']} {_f(r.get('holdout'))} held-out, used {_pct(r.get('used'))}"
+                           for r in runs)
+        dates = sorted({r.get("date", "-") for r in runs})
+        yield Row(f"{shape} competition ({e['rows'][0]:,}/{e['rows'][1]:,} rows), `make all` at {times}",
                   f"TF-IDF + LR ({e['metric']} {_f(e.get('reference_tfidf_lr'))})"
                   + (f"; the constant {_f(e['constant'])}" if e.get("constant") is not None else ""),
-                  f"{e['metric']} {_f(e.get('holdout'))} held-out, used {_pct(e.get('used'))}", _cmd(cmd),
-                  e.get("date", "-"), e.get("machine", CPU), "shapes.json", e)
+                  result, "; ".join(cmds), " / ".join(dates), e.get("machine", CPU), "shapes.json",
+                  {**e, "runs_by_time": {r["time"]: r for r in runs}})
 
 
 def gpu(d: dict, results: dict[str, Any], source: str = "") -> Iterator[Row]:

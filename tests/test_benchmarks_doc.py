@@ -82,12 +82,19 @@ def test_every_budget_and_shape_row_cites_the_command_that_made_it():
             assert not env and args.python is None, row.command
     hog = [r for r in budget_rows if r.entry.get("hog_s")]
     assert hog and all("--hog 300" in r.command for r in hog)
-    for row in [r for r in s.headline if r.source == "shapes.json"]:
-        env, words = _typed(row.command)
-        args = shapes.parser().parse_args(words[2:])
-        assert words[:2] == ["python", "benchmarks/shapes.py"] and not env
-        assert (args.shape, args.time, args.preset) == (row.entry["shape"], row.entry["time"],
-                                                       row.entry.get("preset", "medium"))
+    shape_rows = [r for r in s.headline if r.source == "shapes.json"]
+    assert shape_rows
+    for row in shape_rows:  # one row a shape: each TIME's run with its own command
+        times = []
+        for command in row.command.split("; "):
+            env, words = _typed(command)
+            args = shapes.parser().parse_args(words[2:])
+            assert words[:2] == ["python", "benchmarks/shapes.py"] and not env
+            run = row.entry["runs_by_time"][args.time]
+            assert (args.shape, args.preset) == (run["shape"], run.get("preset", "medium")), command
+            assert f"{args.time}: {run['metric']} {run['holdout']:.4f} held-out" in row.result, command
+            times.append(args.time)
+        assert sorted(times) == sorted(row.entry["runs_by_time"])
     for row in [r for r in s.headline if r.source.startswith("ablation")]:
         first, second = row.command.split(" && ")
         run = summary.ablation_run(row.entry, summary.load())
@@ -109,6 +116,20 @@ def _gpu_check(device: str, date: str, speedup: float, cv: float, dry_run: bool 
             "flow": {"rc": 0, "time": "4m", "budget_s": 240.0, "metric": "f1", "cv": cv, "submission_valid": True,
                      "stages": {}, "runs": [], "cuts": [], "replans": []},
             "tests": {"passed": 1, "failed": 2, "skipped": 1, "rc": 1}, "a_field_added_later": {"x": 1}}
+
+
+def test_budget_rows_are_the_newest_commits_per_data_set_preset_and_condition():
+    """A newer commit's run makes the older commit's runs of that data set and preset history,
+    except across conditions: a busy-loop run alone does not retire the quiet machine's runs."""
+    def run(time, commit, date, hog=0.0):
+        return {"data": "d", "time": time, "preset": "medium", "hog_s": hog, "commit": commit, "date": date}
+
+    quiet = [run("10m", "a", "2026-12-05 07:00"), run("30m", "a", "2026-12-05 08:00")]
+    got = summary.current_budget_runs([*quiet, run("10m", "b", "2026-12-05 09:00", hog=300.0)])
+    assert sorted((r["time"], r["commit"], r["hog_s"]) for r in got) == [("10m", "a", 0.0), ("10m", "b", 300.0),
+                                                                          ("30m", "a", 0.0)]
+    got = summary.current_budget_runs([*quiet, run("10m", "b", "2026-12-05 09:00")])
+    assert [(r["time"], r["commit"]) for r in got] == [("10m", "b")]  # the 30m at a is history now
 
 
 def test_gpu_checks_are_rendered_newest_per_device_and_unknown_files_do_not_break_it(tmp_path):
