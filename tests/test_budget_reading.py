@@ -97,6 +97,26 @@ def test_a_pair_competition_costs_the_member_that_reads_the_relation(tmp_path):
     assert "pair_sim" not in candidates(cfg, paths, pair=False)[0]
 
 
+def test_a_pair_competitions_plan_runs_the_member_that_reads_the_relation():
+    """relation 10m at f582ea1: pair_sim was probed on the pair but never planned (the ceiling took
+    the profile's candidates and the preset's extras only), so no member compared the two texts."""
+    from pathlib import Path
+
+    from pipeline.core.config import load_config
+
+    cfg = load_config([Path(__file__).resolve().parents[1] / "configs" / "base.yaml"])  # candidates not pinned
+    assert cfg.budget.pair_extra == ["pair_sim"]
+    c = {**_costs(), "pair_sim": Cost("pair_sim", "classical", fit_row_s=1e-3)}
+    top = ceiling(cfg, c, 1e6, 1e6, [], "logloss", reading=None)
+    assert "pair_sim" in {r.name for r in top.runs}
+    p = make_plan(top, c, WORK)
+    assert "pair_sim" in {r.name for r in p.runs}
+    alone = {n: v for n, v in c.items() if n != "pair_sim"}  # not a pair: nothing costed, nothing planned
+    assert "pair_sim" not in {r.name for r in ceiling(cfg, alone, 1e6, 1e6, [], "logloss").runs}
+    pinned = ceiling(cfg, c, 1e6, 1e6, ["select.candidates"], "logloss")  # the user's candidates stand
+    assert "pair_sim" not in {r.name for r in pinned.runs}
+
+
 def test_the_plan_measures_the_pair_member_on_the_pairs_columns(tmp_path, monkeypatch):
     """pair_sim has nothing but the features that compare a pair's texts (train.tfidf_blocks=false):
     its probe fits it on the columns, not on the texts joined into one (which stopped the plan

@@ -70,12 +70,14 @@ def ceiling(cfg: Config, costs: dict[str, Cost], budget_s: float, available_s: f
     tuning; medium: the profile as it stands + budget.medium_extra where installed; best:
     budget.best_extra too, one more epoch, twice the trials, three seeds per fold where
     ``metric`` scores probabilities (one for a label metric such as F1, where averaging
-    measured no gain), and screening on all rows. Where inspect found long texts
-    (``reading``), every encoder reads them whole (``read_whole``)."""
+    measured no gain), and screening on all rows. On a text-pair competition every preset adds
+    budget.pair_extra (the members that read the relation: only there are they costed). Where
+    inspect found long texts (``reading``), every encoder reads them whole (``read_whole``)."""
     preset = cfg.budget.preset
     names = list(cfg.select.candidates)
     if "select.candidates" not in pinned:
-        names += [n for n in extra_candidates(cfg) if n not in names and n in costs]
+        # the preset's extras, and on text pairs (only there are they costed) budget.pair_extra
+        names += [n for n in extra_candidates(cfg) + list(cfg.budget.pair_extra) if n not in names and n in costs]
     for n in [n for n in names if n in costs and not costs[n].available]:
         log.info("budget: %s left out: %s", n, costs[n].why)
     names = [n for n in names if n in costs and costs[n].available]

@@ -417,6 +417,7 @@ class BudgetConfig:
     # candidate pairings, in configs/ (base.yaml, exp/<candidate>.yaml), never in code:
     medium_extra: list[str] = field(default_factory=list)  # what PRESET=medium adds to the profile's candidates
     best_extra: list[str] = field(default_factory=list)  # what PRESET=best adds (each where its backbone is set up)
+    pair_extra: list[str] = field(default_factory=list)  # what every preset adds on a text-pair competition
     twin: str | None = None  # a fine-tune's frozen-encoder candidate: what it becomes when it does not fit
 
     def validate(self) -> None:

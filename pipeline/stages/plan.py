@@ -54,18 +54,13 @@ TIMED = ("step_s", "infer_row_s", "test_infer_row_s", "load_s", "fit_row_s", "pr
 QUIET_FLOOR = 0.4  # a probe that others slowed is planned at >= this share of its measured seconds
 
 
-# Text pairs: how alike the two texts are, as a member of its own (seconds at any size; below the
-# constant on both pair shapes, where the blocks of TF-IDF were above it: configs/exp/pair_sim.yaml)
-PAIR_CANDIDATES = ["pair_sim"]
-
-
 def candidates(cfg: Config, paths: Paths, pair: bool = False) -> tuple[list[str], dict[str, str]]:
     """The candidates to cost (the profile's, the preset's extras, on text pairs the members that
     read the relation, the fine-tunes' frozen twins) and each fine-tune's twin (its experiment
     file's budget.twin)."""
     names = list(cfg.select.candidates)
     if "select.candidates" not in planfile.pinned_keys(cfg):
-        names += [n for n in extra_candidates(cfg) + (PAIR_CANDIDATES if pair else []) if n not in names]
+        names += [n for n in extra_candidates(cfg) + (cfg.budget.pair_extra if pair else []) if n not in names]
     twins = {n: t for n in names if (t := twin_of(cfg, paths, n))}
     return names + [t for t in twins.values() if t not in names], twins
 
