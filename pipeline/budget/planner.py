@@ -11,7 +11,8 @@ On a CPU the cuts come in a fixed order, the first that still applies each time:
   3. augmentation off
   4. seeds: one per fold; 5. epochs: the costliest fine-tune loses one; 6. max_len: down to
      inspect's suggestion; 7. folds: one fewer for every run (never below 3)
-  8. a frozen encoder whose drop alone makes it fit; else the costliest fine-tune on the
+  8. on a text pair on CPU, the costliest fine-tune gives way to its frozen twin (``twin_pair``);
+     a frozen encoder whose drop alone makes it fit; else the costliest fine-tune on the
      largest tenth of its rows that fits (a frozen encoder first where only that makes a
      subsample fit); else the fine-tune is dropped (its frozen twin in its place), then the
      costliest frozen encoder
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from pipeline.budget.costs import fits, fold_train_rows
@@ -39,9 +41,11 @@ from pipeline.budget.moves import (
     FOLDS,
     MAX_LEN,
     MOVES,
+    PRIORS,
     READING,
     ROWS,
     SEEDS,
+    Expected,
     Move,
     RunPlan,
     loss_of,
@@ -63,7 +67,7 @@ log = logging.getLogger(__name__)
 
 def ceiling(cfg: Config, costs: dict[str, Cost], budget_s: float, available_s: float, pinned: list[str],
             metric: str, twins: dict[str, str] | None = None, losses: dict[str, Any] | None = None,
-            fixed: dict[str, Any] | None = None, reading: dict[str, Any] | None = None) -> Plan:
+            fixed: dict[str, Any] | None = None, reading: dict[str, Any] | None = None, pair: bool = False) -> Plan:
     """What the preset runs given unlimited time, from the profile's settings.
 
     fast: the classical candidates + the cheapest transformer for 1 epoch, no transformer
@@ -72,7 +76,8 @@ def ceiling(cfg: Config, costs: dict[str, Cost], budget_s: float, available_s: f
     ``metric`` scores probabilities (one for a label metric such as F1, where averaging
     measured no gain), and screening on all rows. On a text-pair competition every preset adds
     budget.pair_extra (the members that read the relation: only there are they costed). Where
-    inspect found long texts (``reading``), every encoder reads them whole (``read_whole``)."""
+    inspect found long texts (``reading``), every encoder reads them whole (``read_whole``). On a
+    text ``pair`` on CPU a fine-tune's frozen twin is expected to lose nothing (``twin_pair``)."""
     preset = cfg.budget.preset
     names = list(cfg.select.candidates)
     if "select.candidates" not in pinned:
@@ -114,8 +119,16 @@ def ceiling(cfg: Config, costs: dict[str, Cost], budget_s: float, available_s: f
                 tune_epochs=list(cfg.tune.epochs), tune_rows=cfg.tune.max_train_rows,
                 augment=bool(cfg.augment.methods and cfg.train.augment), runs=runs, pinned=sorted(pinned),
                 classical_trials=cfg.tune.n_trials, metric=metric, seeds_pay=metric_of(metric).seeds_pay, twins=dict(twins or {}),
-                extras=list(cfg.budget.best_extra), losses={**priors(), **(losses or {})}, fixed=dict(fixed or {}),
+                extras=list(cfg.budget.best_extra), losses=_losses(losses, pair and not gpu), fixed=dict(fixed or {}),
                 device="cuda" if gpu else "cpu", reading=dict(reading or {}))
+
+
+def _losses(measured: dict[str, Any] | None, pair_on_cpu: bool) -> dict[str, Any]:
+    """The priors, a text pair's on CPU where it has its own, then what this data measured."""
+    out = priors()
+    if pair_on_cpu:
+        out["twin"] = asdict(Expected(PRIORS["twin_pair"], "prior: a text pair on CPU (twin_pair)"))
+    return {**out, **(measured or {})}
 
 
 def read_whole(r: RunPlan, c: Cost, reading: dict[str, Any], pinned: list[str], gpu: bool) -> None:
@@ -176,6 +189,10 @@ def _last_cut(plan: Plan) -> str | None:
     frozen = sorted((r for r in plan.runs if not r.epoch_trained and not family(r.family).never_cut),
                     key=lambda r: (r.estimate_s, r.name))
     fine_tunes = targets(plan, EPOCHS)
+    if loss_of(plan, "twin") <= loss_of(plan, "frozen"):  # a text pair on CPU: the twin reads the relation as well
+        for r in fine_tunes:
+            if DROP.twin(plan, r):
+                return DROP.down(plan, r)
     if fine_tunes:
         for r in frozen:
             if tried(plan, step(DROP, r.name)):

@@ -177,7 +177,8 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> Plan | None:
     n_test = len(pd.read_parquet(paths.test_clean, columns=["id"]))
     inspected = read_json(paths.inspect_json) if paths.inspect_json.exists() else {}
     suggested = inspected.get("suggested_max_len")
-    names, twins = candidates(cfg, paths, pair=len(schema.texts) >= 2)
+    pair = len(schema.texts) >= 2
+    names, twins = candidates(cfg, paths, pair=pair)
     data = {"name": paths.raw.name, "n_train": len(train),
             "n_test": n_test, "key": clean.digest + value_digest(asdict(cfg.data))}
     if cfg.budget.paces:
@@ -189,7 +190,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> Plan | None:
                   if costs[n].available and family(costs[n].family).epoch_trained}
     losses = measured_losses(paths, fine_tunes, schema.metric, len(train))
     top = ceiling(cfg, costs, budget_s, available, planfile.pinned_keys(cfg), schema.metric, twins, losses, fixed,
-                  inspected.get("reading"))
+                  inspected.get("reading"), pair)
     p = make_plan(top, costs, work_of(cfg, len(train), n_test))
     for r in p.runs:  # the run name train uses (a candidate may be a path to its YAML)
         r.run = with_diff(cfg, candidate_diff(r.name, paths.root)[0]).train.run
