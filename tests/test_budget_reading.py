@@ -140,9 +140,10 @@ def test_the_plan_measures_the_pair_member_on_the_pairs_columns(tmp_path, monkey
     assert costs["tfidf"]["fit_row_s"] > 0
 
 
-def _pair_plan(budget: float, pair: bool, device: str = "cpu"):
+def _pair_plan(budget: float, pair: bool, device: str = "cpu", twin_too: bool = False):
     cfg = medium_config("medium")
-    cfg.select.candidates, cfg.budget.medium_extra = ["tfidf", "nbsvm", "minilm", "emb_mpnet"], []
+    cfg.select.candidates = ["tfidf", "nbsvm", "minilm", "emb_mpnet"] + (["emb_minilm"] if twin_too else [])
+    cfg.budget.medium_extra = []
     fine = dict(step_s=0.5 if device == "cpu" else 0.013, infer_row_s=0.004, load_s=2, max_len=64, epochs=2,
                 device=device)
     c = {"tfidf": Cost("tfidf", "classical", fit_row_s=1e-3), "nbsvm": Cost("nbsvm", "classical", fit_row_s=1e-3),
@@ -167,6 +168,8 @@ def test_a_pair_on_cpu_gives_a_short_fine_tune_up_for_its_frozen_twin_before_a_f
         assert pair.n_splits > single.n_splits  # the folds the fine-tune had cost come back
         assert pair.losses["twin"]["value"] == 0.0 and "pair" in pair.losses["twin"]["source"]
         assert single.losses["twin"]["value"] == 0.035
+    beside = _pair_plan(300.0, pair=True, twin_too=True)  # the twin already planned: the fine-tune goes first
+    assert {r.name for r in beside.runs} == {"tfidf", "nbsvm", "emb_minilm", "emb_mpnet"}
     roomy = _pair_plan(600.0, pair=True)  # where the fine-tune fits, it stays
     assert "minilm" in {r.name for r in roomy.runs}
     gpu = _pair_plan(300.0, pair=True, device="cuda")  # measured on CPU's 1-2 epochs only

@@ -190,8 +190,9 @@ def _last_cut(plan: Plan) -> str | None:
                     key=lambda r: (r.estimate_s, r.name))
     fine_tunes = targets(plan, EPOCHS)
     if loss_of(plan, "twin") <= loss_of(plan, "frozen"):  # a text pair on CPU: the twin reads the relation as well
-        for r in fine_tunes:
-            if DROP.twin(plan, r):
+        planned = {x.name for x in plan.runs}
+        for r in fine_tunes:  # in its place, or already planned beside it
+            if DROP.twin(plan, r) or plan.twins.get(r.name) in planned:
                 return DROP.down(plan, r)
     if fine_tunes:
         for r in frozen:
