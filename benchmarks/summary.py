@@ -320,11 +320,39 @@ def seed_average(entries: list[dict], results: dict[str, Any], source: str = "")
                               e["reference"]["run"]]), "-", CPU, "seed_average.json", e)
 
 
+def levers(entries: list[dict], results: dict[str, Any], source: str = "") -> Iterator[Row]:
+    """Issue 46's levers on one competition each (smoke runs prove the script, they are not figures)."""
+    for e in entries:
+        if e.get("smoke"):
+            continue
+        said = [f"{c['lever']} vs {c['against']} {c['gain']:+.4f} (SE {_f(c['se'])})" for c in e["comparisons"]]
+        b = {x["bundle"]: x for x in e.get("bundles", [])}
+        if "levers-student" in b and "levers-blend" in b:
+            st, bl = b["levers-student"], b["levers-blend"]
+            said.append(f"student bundle {st['mb']:.0f} MB, {st['predict_seconds']:.0f} s vs the blend's "
+                        f"{bl['mb']:.0f} MB, {bl['predict_seconds']:.0f} s")
+        yield Row(f"pretraining ({e['pretrain_steps']} MLM steps) and distillation, minilm, {e['competition']} "
+                  f"({e['metric']}, {e['folds']} folds)", "the plain fine-tune; the teacher blend; labels only",
+                  "; ".join(said), levers_command(e["command"]), str(e.get("date", "-"))[:10], CPU, "levers.json", e)
+
+
+def levers_command(command: str) -> str:
+    """levers.py's command as typed from the project: its work folder a placeholder, a competition
+    folder where the project keeps it (../shared/data/)."""
+    words = shlex.split(command)
+    for i, w in enumerate(words[:-1]):
+        if w == "--work":
+            words[i + 1] = "<work-dir>"
+        elif w == "--data":
+            words[i + 1] = data_arg(Path(words[i + 1]).name)
+    return _cmd(words)
+
+
 Reader = Callable[..., Iterator[Row]]
 HEADLINE: dict[str, Reader] = {"budget.json": budget, "shapes.json": shapes, "latest.json": latest}
 OTHER: dict[str, Reader] = {"paired_runs.json": paired, "package.json": package, "bt_throughput.json": bt_throughput,
                             "cpu_precision.json": cpu_precision, "seed_average.json": seed_average,
-                            "token_batches.json": token_batches}
+                            "token_batches.json": token_batches, "levers.json": levers}
 
 
 def reader(name: str) -> tuple[Reader, bool] | None:

@@ -176,3 +176,35 @@ def test_the_readme_is_one_screen_with_the_own_data_command_early_and_every_topi
     blocks = re.findall(r"```bash\n(.*?)```", "\n".join(lines), re.S)
     assert blocks[0].strip().splitlines()[0].startswith("make all") and \
         blocks[0].strip().splitlines()[1].startswith("make test")
+
+
+def test_a_levers_run_is_one_row_with_its_comparisons_and_a_smoke_run_is_none(tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(summary.RESULTS, results)
+    before = len(summary.summarise(results).other)
+
+    def side(name, cv):
+        return {"name": name, "cv": cv, "folds": [cv] * 5, "seconds": 100.0, "extra_seconds": 0.0}
+
+    def entry(smoke):
+        return {"competition": "nlp-getting-started", "metric": "f1", "folds": 5, "pretrain_steps": 2000,
+                "smoke": smoke, "date": "2026-12-05 13:40",
+                "command": "python benchmarks/levers.py --data /work/shared/data/nlp-getting-started --work /tmp/lev",
+                "comparisons": [{"lever": "pretraining", "against": "plain", "new": side("run minilm_tapt", 0.81),
+                                 "reference": side("run minilm", 0.80), "metric": "f1", "gain": 0.0123,
+                                 "se": 0.0041, "beyond_noise": True},
+                                {"lever": "distillation", "against": "teacher", "new": side("run s", 0.80),
+                                 "reference": side("ensemble blend", 0.82), "metric": "f1", "gain": -0.0187,
+                                 "se": 0.0052, "beyond_noise": False}],
+                "bundles": [{"bundle": "levers-blend", "mb": 601.2, "predict_seconds": 112.4},
+                            {"bundle": "levers-student", "mb": 91.0, "predict_seconds": 20.6}]}
+
+    (results / "levers.json").write_text(json.dumps([entry(True), entry(False)]))
+    s = summary.summarise(results)
+    rows = [r for r in s.other if r.source == "levers.json"]
+    assert len(rows) == 1 and len(s.other) == before + 1 and not s.unread
+    row = rows[0]
+    assert row.result == ("pretraining vs plain +0.0123 (SE 0.0041); distillation vs teacher -0.0187 (SE 0.0052); "
+                          "student bundle 91 MB, 21 s vs the blend's 601 MB, 112 s")
+    assert row.command == "python benchmarks/levers.py --data ../shared/data/nlp-getting-started --work <work-dir>"
+    assert row.date == "2026-12-05" and "/tmp" not in summary.table(results)
