@@ -387,7 +387,7 @@ def summarise(results_dir: Path = RESULTS) -> Summary:
         rows = list(read(results[name], results, name))
         (s.headline if headline else s.other).extend(rows)
         if not rows:
-            why = "a dry run" if results[name].get("dry_run") else "an older check of its device" \
+            why = "a dry run" if isinstance(results[name], dict) and results[name].get("dry_run") else "an older check of its device" \
                 if name.startswith("gpu-") else "of a run since superseded" if name.startswith("ablation") else ""
             s.left_out.append(f"{name} ({why})" if why else name)
     if "budget.json" in results:

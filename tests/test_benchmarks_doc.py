@@ -181,7 +181,7 @@ def test_the_readme_is_one_screen_with_the_own_data_command_early_and_every_topi
 def test_a_levers_run_is_one_row_with_its_comparisons_and_a_smoke_run_is_none(tmp_path):
     results = tmp_path / "results"
     shutil.copytree(summary.RESULTS, results)
-    before = len(summary.summarise(results).other)
+    before = len([r for r in summary.summarise(results).other if r.source != "levers.json"])
 
     def side(name, cv):
         return {"name": name, "cv": cv, "folds": [cv] * 5, "seconds": 100.0, "extra_seconds": 0.0}
@@ -199,6 +199,9 @@ def test_a_levers_run_is_one_row_with_its_comparisons_and_a_smoke_run_is_none(tm
                 "bundles": [{"bundle": "levers-blend", "mb": 601.2, "predict_seconds": 112.4},
                             {"bundle": "levers-student", "mb": 91.0, "predict_seconds": 20.6}]}
 
+    (results / "levers.json").write_text(json.dumps([entry(True)]))  # smoke runs only: named, no row, no crash
+    s = summary.summarise(results)
+    assert "levers.json" in s.left_out and len(s.other) == before
     (results / "levers.json").write_text(json.dumps([entry(True), entry(False)]))
     s = summary.summarise(results)
     rows = [r for r in s.other if r.source == "levers.json"]

@@ -174,3 +174,17 @@ def test_a_pair_on_cpu_gives_a_short_fine_tune_up_for_its_frozen_twin_before_a_f
     assert "minilm" in {r.name for r in roomy.runs}
     gpu = _pair_plan(300.0, pair=True, device="cuda")  # measured on CPU's 1-2 epochs only
     assert gpu.losses["twin"]["value"] == 0.035 and "minilm" in {r.name for r in gpu.runs}
+
+
+def test_the_pair_prior_holds_for_short_fine_tunes_whose_epochs_are_the_plans():
+    """twin_pair was measured against 1 and 2 epochs: a longer fine-tune, or one whose epochs the
+    user set, keeps the usual prior (in the plan's cut and in train's re-plan alike)."""
+    from pipeline.budget.moves import twin_loss
+    from pipeline.budget.plans import RunPlan
+
+    p = _pair_plan(300.0, pair=True)
+    assert twin_loss(p, RunPlan("minilm", "transformer", epochs=2)) == 0.0
+    assert twin_loss(p, RunPlan("minilm", "transformer", epochs=3)) == 0.035
+    p.pinned = ["train.epochs"]
+    assert twin_loss(p, RunPlan("minilm", "transformer", epochs=1)) == 0.035
+    assert twin_loss(_pair_plan(300.0, pair=False), RunPlan("minilm", "transformer", epochs=1)) == 0.035

@@ -69,6 +69,15 @@ def loss_of(plan: Plan, kind: str, run: str | None = None) -> float:
     return float(got["value"]) if got else PRIORS[kind]
 
 
+def twin_loss(plan: Plan, r: RunPlan) -> float:
+    """A fine-tune's expected loss given way to its frozen twin: a text pair's prior on CPU
+    (``twin_pair``, measured against 1-2 epochs) only where the run trains that long and its
+    epochs are the plan's to change; else the usual prior."""
+    v = loss_of(plan, "twin", r.name)
+    short = r.epochs <= 2 and "train.epochs" not in plan.pinned
+    return v if short else max(v, PRIORS["twin"])
+
+
 def rows_loss(plan: Plan, run: str, share: float) -> float:
     """Expected score a fine-tune on ``share`` of its rows loses against all of them."""
     return loss_of(plan, "rows", run) * math.log2(1 / share) if 0 < share < 1 else 0.0
@@ -321,7 +330,7 @@ class Drop(Move):
     def loss(self, plan: Plan, r: RunPlan | None = None) -> float:
         if not r.epoch_trained:
             return loss_of(plan, "frozen")
-        return loss_of(plan, "twin") if self.twin(plan, r) else loss_of(plan, "fine_tune")
+        return twin_loss(plan, r) if self.twin(plan, r) else loss_of(plan, "fine_tune")
 
 
 TRIALS, CLASSICAL_TRIALS, SCREENING, AUGMENT = Trials(), ClassicalTrials(), Screening(), Augment()

@@ -11,7 +11,8 @@ On a CPU the cuts come in a fixed order, the first that still applies each time:
   3. augmentation off
   4. seeds: one per fold; 5. epochs: the costliest fine-tune loses one; 6. max_len: down to
      inspect's suggestion; 7. folds: one fewer for every run (never below 3)
-  8. on a text pair on CPU, the costliest fine-tune gives way to its frozen twin (``twin_pair``);
+  8. on a text pair on CPU, the costliest fine-tune of 1-2 epochs (not pinned) gives way to its
+     frozen twin, or goes where its twin is already planned (``twin_pair``);
      a frozen encoder whose drop alone makes it fit; else the costliest fine-tune on the
      largest tenth of its rows that fits (a frozen encoder first where only that makes a
      subsample fit); else the fine-tune is dropped (its frozen twin in its place), then the
@@ -54,6 +55,7 @@ from pipeline.budget.moves import (
     step,
     targets,
     tried,
+    twin_loss,
 )
 from pipeline.budget.plans import MIN_FOLDS, Plan, Work
 from pipeline.core.config import Config
@@ -184,16 +186,16 @@ def next_cut(plan: Plan) -> tuple[Plan, str] | None:
 
 
 def _last_cut(plan: Plan) -> str | None:
-    """Before a fine-tune goes: a frozen encoder whose drop alone makes the plan fit (a
+    """Before a fine-tune goes: on a text pair on CPU, a fine-tune of 1-2 epochs gives way to
+    its frozen twin (``twin_loss``); else a frozen encoder whose drop alone makes the plan fit (a
     fine-tune outscores a frozen encoder), else the fine-tune on a row subsample."""
     frozen = sorted((r for r in plan.runs if not r.epoch_trained and not family(r.family).never_cut),
                     key=lambda r: (r.estimate_s, r.name))
     fine_tunes = targets(plan, EPOCHS)
-    if loss_of(plan, "twin") <= loss_of(plan, "frozen"):  # a text pair on CPU: the twin reads the relation as well
-        planned = {x.name for x in plan.runs}
-        for r in fine_tunes:  # in its place, or already planned beside it
-            if DROP.twin(plan, r) or plan.twins.get(r.name) in planned:
-                return DROP.down(plan, r)
+    planned = {x.name for x in plan.runs}
+    for r in fine_tunes:  # a text pair on CPU: the twin (in its place, or already beside it) reads the relation as well
+        if twin_loss(plan, r) <= loss_of(plan, "frozen") and (DROP.twin(plan, r) or plan.twins.get(r.name) in planned):
+            return DROP.down(plan, r)
     if fine_tunes:
         for r in frozen:
             if tried(plan, step(DROP, r.name)):
@@ -383,7 +385,8 @@ def format_plan(plan: Plan, actual: dict[str, float] | None = None) -> str:
     lines.append(f"  settings: {plan.n_splits} folds; select {plan.select_rows or 'all'} rows; tune trials: "
                  f"{', '.join(t for t in tuned if t) or 'none'}; augment {'on' if plan.augment else 'off'}"
                  + ("; train runs the CPU's runs beside the GPU's" if plan.side_by_side else ""))
-    measured = [f"{k} {v['value']:.4f} ({v['source']})" for k, v in plan.losses.items() if v["source"] != "prior"]
+    measured = [f"{k} {v['value']:.4f} ({v['source']})" for k, v in plan.losses.items()
+                if not v["source"].startswith("prior")]
     lines.append("  expected loss per step: " + ", ".join(
         f"{k} {loss_of(plan, k):.4f}" for k in ("epoch", "rows", "twin", "frozen", "max_len"))
         + f" (priors{'; measured here: ' + '; '.join(measured) if measured else ''})")

@@ -25,7 +25,17 @@ import pandas as pd
 
 from pipeline.budget.clock import Deadline, disturbed
 from pipeline.budget.costs import fold_seconds, fold_train_rows, run_seconds
-from pipeline.budget.moves import EPOCHS, MAX_LEN, ROWS, Move, loss_of, measured_losses, row_shares, rows_loss
+from pipeline.budget.moves import (
+    EPOCHS,
+    MAX_LEN,
+    ROWS,
+    Move,
+    loss_of,
+    measured_losses,
+    row_shares,
+    rows_loss,
+    twin_loss,
+)
 from pipeline.budget.planfile import update_ledger
 from pipeline.budget.plans import Plan, RunPlan, Work
 from pipeline.core.config import Config, ConfigError, TrainConfig, with_diff
@@ -141,7 +151,7 @@ def options(c: Config, own: float, per_epoch: float, plan: Plan, paths: Paths, p
                           {"train": {"max_len": v.max_len}}))
     twin = p.twins.get(name)  # (one the plan dropped too: at this pace it may fit)
     if twin and twin in plan.costs and plan.costs[twin].available and not plan.run_plan(twin):
-        out.append(Option(f"{twin} (its encoder frozen + LR) instead", twin_seconds(plan, twin), loss_of(p, "twin"),
+        out.append(Option(f"{twin} (its encoder frozen + LR) instead", twin_seconds(plan, twin), twin_loss(p, run),
                           None, twin))
     if planned is not None and plan.n_train:
         full = fold_train_rows(plan.n_train, plan.n_splits)
