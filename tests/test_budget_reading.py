@@ -188,3 +188,55 @@ def test_the_pair_prior_holds_for_short_fine_tunes_whose_epochs_are_the_plans():
     p.pinned = ["train.epochs"]
     assert twin_loss(p, RunPlan("minilm", "transformer", epochs=1)) == 0.035
     assert twin_loss(_pair_plan(300.0, pair=False), RunPlan("minilm", "transformer", epochs=1)) == 0.035
+
+
+def _long_plan(budget: float, device: str = "cpu", pinned: tuple[str, ...] = (), twin_whole: bool = True):
+    """benchmarks/shapes.py's long shape in small: the profile's candidates with the frozen mpnet,
+    minilm's twin emb_minilm (costed reading whole where ``twin_whole``)."""
+    cfg = medium_config("medium")
+    cfg.select.candidates = ["tfidf", "nbsvm", "minilm", "emb_mpnet"]
+    cfg.budget.medium_extra = []
+    c = _costs(device)
+    c["emb_minilm"].chunks = twin_whole
+    c["emb_mpnet"] = Cost("emb_mpnet", "embedding", infer_row_s=0.02, fit_row_s=2e-5, max_len=128, chunks=True,
+                          windows={"128": 4.6}, device=device)
+    top = ceiling(cfg, c, budget, budget, list(pinned), "accuracy", twins={"minilm": "emb_minilm"}, reading=READING)
+    return make_plan(top, c, WORK)
+
+
+def test_on_cpu_a_fine_tune_that_would_read_only_the_heads_gives_way_to_its_twin_reading_whole():
+    """long 30m at 1ab377b: the plan cut minilm's windows, dropped emb_mpnet "so that the
+    fine-tunes fit" and trained minilm on the heads for 632 s of the 1,800: CV accuracy 0.6065
+    against emb_minilm reading whole 0.7245 on the same folds (+0.118, SE 0.014); the stack gave
+    minilm a coefficient of 0.05 (tfidf 1.53). Where its windows do not fit, the fine-tune goes and its twin
+    reads whole; the frozen mpnet stays."""
+    for budget in (200.0, 400.0, 500.0, 900.0):
+        p = _long_plan(budget)
+        names = {r.name for r in p.runs}
+        assert p.fits and "minilm" not in names and "emb_minilm" in names, budget
+        assert p.named("emb_minilm").chunks  # the twin reads whole
+        assert any(s.startswith("cut: minilm: dropped") and "emb_minilm (its encoder frozen + LR) instead" in s
+                   and "on the heads only" in s for s in p.steps)
+        assert not any("so that the fine-tunes fit" in s for s in p.steps)
+    assert "emb_mpnet" in {r.name for r in _long_plan(500.0).runs}  # the room minilm's heads took
+    assert _long_plan(200.0).named("emb_minilm").chunks  # a later cut that takes its windows gives them back
+    roomy = _long_plan(1200.0)  # its windows fit: the fine-tune reads whole and stays
+    assert roomy.named("minilm").chunks and "emb_minilm" not in {r.name for r in roomy.runs}
+    # what stays as it was: the user's candidates, a twin that would read the heads too, a GPU
+    for p in (_long_plan(500.0, pinned=("select.candidates",)), _long_plan(500.0, twin_whole=False)):
+        assert p.named("minilm").chunks is False and not any("on the heads only" in s for s in p.steps)
+    for budget in (150.0, 500.0):  # on a GPU the cheapest cut per second decides (its fine-tune reads at 512 first)
+        assert not any("on the heads only" in s for s in _long_plan(budget, device="cuda").steps)
+
+
+def test_the_long_text_prior_holds_where_the_fine_tune_reads_heads_and_its_twin_reads_whole():
+    from pipeline.budget.moves import twin_loss
+    from pipeline.budget.plans import RunPlan
+
+    p = _long_plan(500.0)
+    heads = RunPlan("minilm", "transformer", epochs=3, chunks=False, ceiling_chunks=True)
+    assert twin_loss(p, heads) == 0.0  # any number of epochs: the heads are what it reads
+    assert twin_loss(p, RunPlan("minilm", "transformer", epochs=3, chunks=True, ceiling_chunks=True)) == 0.035
+    assert twin_loss(_long_plan(500.0, twin_whole=False), heads) == 0.035
+    p.device = "cuda"
+    assert twin_loss(p, heads) == 0.035

@@ -34,6 +34,10 @@ PRIORS = {
     # the same on a text pair, on CPU (a fine-tune of 1-2 epochs): the frozen twin's relation features
     # measured -0.0585 log loss (SE 0.0071) against MiniLM's 1 epoch, +0.0016 (SE 0.0169) against 2 (relation shape)
     "twin_pair": 0.0,
+    # the same where the fine-tune reads long texts by their head only (its windows cut) and its twin reads
+    # them whole, on CPU: long-document shape at 30 minutes (1ab377b), emb_minilm whole - minilm on heads
+    # (2 epochs, max_len 128) +0.118 accuracy (SE 0.014, 5 folds); the stacker weighed minilm 0.05 (tfidf 1.53)
+    "twin_long": 0.0,
     "fine_tune": 0.04,  # a fine-tune dropped with nothing in its place (the GPU record: classical only)
     "frozen": 0.003,  # a frozen encoder's worth to the ensemble (two of them: +0.0044, SE 0.0024)
     "max_len": 0.001,  # max_len at inspect's suggestion (it covers 99% of the texts)
@@ -70,12 +74,23 @@ def loss_of(plan: Plan, kind: str, run: str | None = None) -> float:
 
 
 def twin_loss(plan: Plan, r: RunPlan) -> float:
-    """A fine-tune's expected loss given way to its frozen twin: a text pair's prior on CPU
-    (``twin_pair``, measured against 1-2 epochs) only where the run trains that long and its
-    epochs are the plan's to change; else the usual prior."""
+    """A fine-tune's expected loss given way to its frozen twin: on CPU, where the fine-tune reads
+    long texts by their head only and its twin reads them whole, ``twin_long``; a text pair's
+    prior on CPU (``twin_pair``, measured against 1-2 epochs) only where the run trains that long
+    and its epochs are the plan's to change; else the usual prior."""
     v = loss_of(plan, "twin", r.name)
+    if reads_heads_beside_a_whole_twin(plan, r):
+        return min(v, PRIORS["twin_long"])
     short = r.epochs <= 2 and "train.epochs" not in plan.pinned
     return v if short else max(v, PRIORS["twin"])
+
+
+def reads_heads_beside_a_whole_twin(plan: Plan, r: RunPlan) -> bool:
+    """On CPU, on long texts: a fine-tune whose windows were cut (it reads each text's head) with
+    a frozen twin that reads them whole."""
+    twin = plan.costs.get(plan.twins.get(r.name, ""))
+    return (plan.device == "cpu" and bool(plan.reading.get("long")) and r.epoch_trained and r.ceiling_chunks
+            and not READING.chunked(plan, r) and twin is not None and twin.chunks)
 
 
 def rows_loss(plan: Plan, run: str, share: float) -> float:
@@ -263,6 +278,11 @@ class Reading(Move):
             return None
         windows = plan.costs[r.name].windows.get(str(r.max_len))
         r.chunks = False
+        if reads_heads_beside_a_whole_twin(plan, r) and DROP.free(plan) and (
+                DROP.twin(plan, r) or plan.twins[r.name] in {x.name for x in plan.runs}):
+            # on CPU a fine-tune on the heads loses to its twin reading whole (twin_long): not kept for its heads
+            return (f"{DROP.down(plan, r)}: reading every window ({windows or 0:.1f} a text) does not fit, and on "
+                    "the heads only it is expected to lose to its twin reading them whole")
         return (f"{r.name}: reads the head of long texts only instead of every window"
                 + (f" ({windows:.1f} a text)" if windows else ""))
 
@@ -323,7 +343,9 @@ class Drop(Move):
         plan.dropped.append(r.name)
         alt = self.twin(plan, r)
         if alt:
-            plan.runs.insert(i, RunPlan(alt, plan.costs[alt].family, max_len=plan.costs[alt].max_len))
+            whole = plan.costs[alt].chunks and bool(plan.reading.get("long"))  # its windows a cut may take and give back
+            plan.runs.insert(i, RunPlan(alt, plan.costs[alt].family, max_len=plan.costs[alt].max_len,
+                                        chunks=True if whole else None, ceiling_chunks=whole))
             return f"{r.name}: dropped (estimated {r.estimate_s:.0f}s); {alt} (its encoder frozen + LR) instead"
         return f"{r.name}: dropped (estimated {r.estimate_s:.0f}s)"
 

@@ -10,7 +10,9 @@ On a CPU the cuts come in a fixed order, the first that still applies each time:
   2. the screening subsample halved (down to 500 rows)
   3. augmentation off
   4. seeds: one per fold; 5. epochs: the costliest fine-tune loses one; 6. max_len: down to
-     inspect's suggestion; 7. folds: one fewer for every run (never below 3)
+     inspect's suggestion; 7. folds: one fewer for every run (never below 3); 7b. reading: long
+     texts by their heads, not in windows (a fine-tune whose frozen twin reads them whole gives
+     way to that twin instead: ``twin_long``)
   8. on a text pair on CPU, the costliest fine-tune of 1-2 epochs (not pinned) gives way to its
      frozen twin, or goes where its twin is already planned (``twin_pair``);
      a frozen encoder whose drop alone makes it fit; else the costliest fine-tune on the
