@@ -17,8 +17,11 @@ labels-only twin), the blend, `minilm_tapt` (minilm + train.pretrain_steps=--pre
 report, and two bundles (the blend; package.members=minilm_student). A rerun resumes: finished
 folds, the pretrained encoder and published stages are kept. The comparisons are
 pipeline.cv.compare's (what the report shows): CV on the concatenated OOF, the fold-wise gains and
-their SE, seconds. Appends one entry to --out (default benchmarks/results/levers.json; a
---smoke run writes beside the work directory unless --out says otherwise).
+their SE, seconds; then each comparison's two sides on the held-back labels (the embedded
+default's, a shape's), from their test predictions, with a paired bootstrap SE: a student's CV
+leans its way, the held-back labels do not. Appends one entry to --out (default
+benchmarks/results/levers.json; a --smoke run writes beside the work directory unless --out says
+otherwise); `--rescore` scores a finished work directory's sides into its entry.
 """
 
 from __future__ import annotations
@@ -86,6 +89,49 @@ def held_back(sub_path: Path, labels: Path | None, shape: str | None, manifest: 
     return manifest.get("holdout_score")
 
 
+def held_back_sides(work: Path, data: Path | None, labels: Path | None, found: list, resamples: int = 2000) -> list[dict]:
+    """Each comparison's two sides on the held-back labels, from their test predictions
+    (models/<run>/test.parquet, ensembles/<name>/test.parquet) at the metric's default decision,
+    with the SE of the difference from a paired bootstrap over the rows (seed 0): what settles a
+    gain that CV cannot (a student's CV leans its way: pipeline/cv/distill.py). One label column
+    only; none without held-back labels."""
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.core.contract import Schema, encode_labels, proba_cols
+    from pipeline.core.metrics import score
+    from pipeline.core.paths import Paths
+
+    paths = Paths.make(work, data)
+    schema = Schema.load(paths.schema_json)
+    if labels is None or not labels.exists() or schema.multilabel:
+        return []
+    held = pd.read_csv(labels)
+    held[schema.id_col] = held[schema.id_col].astype(str)
+    y = encode_labels(held[schema.label_col], schema.classes)
+
+    def proba(side: str) -> np.ndarray:
+        kind, name = side.split(" ", 1)
+        f = paths.run(name).test if kind == "run" else paths.ensemble(name).test
+        t = pd.read_parquet(f)
+        t[schema.id_col if schema.id_col in t.columns else "id"] = t[schema.id_col if schema.id_col in t.columns
+                                                                     else "id"].astype(str)
+        t = t.set_index(schema.id_col if schema.id_col in t.columns else "id")
+        return t.loc[held[schema.id_col], proba_cols(schema.n_outputs)].to_numpy()
+
+    rng = np.random.default_rng(0)
+    boots = [rng.integers(0, len(y), len(y)) for _ in range(resamples)]
+    out = []
+    for c in found:
+        a, b = proba(c.new.name), proba(c.reference.name)
+        diffs = [score(c.metric, y[i], a[i]) - score(c.metric, y[i], b[i]) for i in boots]
+        new, ref = score(c.metric, y, a), score(c.metric, y, b)
+        out.append({"lever": c.lever, "new": c.new.name, "reference": c.reference.name, "new_score": round(new, 4),
+                    "reference_score": round(ref, 4), "gain": round(new - ref, 4),
+                    "se": round(float(np.std(diffs, ddof=1)), 4), "rows": len(y), "cv_gain": round(c.gain, 4)})
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     where = ap.add_mutually_exclusive_group(required=True)
@@ -101,6 +147,8 @@ def main() -> int:
     ap.add_argument("--smoke", action="store_true", help="the smallest settings: 2 folds, 1 epoch, 20 pretraining "
                                                          "steps, tfidf + minilm, a 400/120-row embedded default")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--rescore", action="store_true", help="run nothing: score a finished work directory's sides on "
+                                                           "the held-back labels into its entry in --out")
     args = ap.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -119,8 +167,13 @@ def main() -> int:
 
         if args.rows:
             shapes.SIZES[args.shape] = tuple(int(x) for x in args.rows.split(":"))
-        data, labels = shapes.build(args.shape, work / "comp")
+        if args.rescore:  # the competition built by the run being rescored
+            data, labels = work / "comp", work / "test_labels.csv"
+        else:
+            data, labels = shapes.build(args.shape, work / "comp")
         shape = args.shape
+    if args.rescore:
+        return rescore(work, data, labels if shape else None, args)
     seconds: dict[str, float] = {}
     seconds["clean"] = stage(work, data, "clean", *sets, log=log)
     seconds["folds"] = stage(work, data, "folds", *sets, f"folds.n_splits={folds}", log=log)
@@ -148,10 +201,11 @@ def main() -> int:
     if args.embedded:
         labels = paths.holdout_labels
     found = comparisons(paths, schema.metric, schema.n_outputs)
+    held = held_back_sides(work, data, labels, found)
     entry = {
         "competition": "embedded" if args.embedded else (f"shape:{shape}" if shape else data.name),
         "metric": schema.metric, "folds": folds, "pretrain_steps": steps, "members": members, "smoke": args.smoke,
-        "sets": sets, "comparisons": [c.to_dict() for c in found],
+        "sets": sets, "comparisons": [c.to_dict() for c in found], "held_back": held,
         "bundles": [bundle_stats(work, n, data_dir, labels, shape) for n in ("levers-blend", "levers-student")],
         "stage_seconds": seconds, "work": str(work), "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end",
@@ -165,9 +219,41 @@ def main() -> int:
         print(f"{c.lever:12s} {c.new.name:22s} vs {c.against} ({c.reference.name}): {c.new.cv:.4f} vs "
               f"{c.reference.cv:.4f}, gain {c.gain:+.4f} (SE {c.se:.4f}{', beyond the noise' if c.beyond_noise else ''}); "
               f"seconds {c.new.seconds + c.new.extra_seconds:.0f} vs {c.reference.seconds + c.reference.extra_seconds:.0f}")
+    show_held_back(held)
     for b in entry["bundles"]:
         print(f"bundle {b['bundle']}: {b['mb']} MB, predict.py {b['predict_seconds']}s (peak {b['peak_mb']} MB), "
               f"CV {b['cv']}, held-back {b['holdout']}")
+    print(f"-> {out}")
+    return 0
+
+
+def show_held_back(held: list[dict]) -> None:
+    for h in held:
+        print(f"held-back {h['lever']:12s} {h['new']:22s} vs {h['reference']}: {h['new_score']:.4f} vs "
+              f"{h['reference_score']:.4f}, gain {h['gain']:+.4f} (paired bootstrap SE {h['se']:.4f}, {h['rows']} rows; "
+              f"CV said {h['cv_gain']:+.4f})")
+
+
+def rescore(work: Path, data: Path | None, labels: Path | None, args: argparse.Namespace) -> int:
+    """--rescore: the held-back sides of a finished work directory, into its newest entry."""
+    from pipeline.core.contract import Schema
+    from pipeline.core.paths import Paths
+    from pipeline.cv.compare import comparisons
+
+    paths = Paths.make(work, data)
+    schema = Schema.load(paths.schema_json)
+    if args.embedded:
+        labels = paths.holdout_labels
+    held = held_back_sides(work, data, labels, comparisons(paths, schema.metric, schema.n_outputs))
+    out = args.out or RESULTS
+    results = json.loads(out.read_text()) if out.exists() else []
+    mine = [e for e in results if e.get("work") == str(work)]
+    if not mine:
+        print(f"{out}: no entry for {work}", file=sys.stderr)
+        return 2
+    mine[-1]["held_back"] = held
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    show_held_back(held)
     print(f"-> {out}")
     return 0
 

@@ -325,7 +325,11 @@ def levers(entries: list[dict], results: dict[str, Any], source: str = "") -> It
     for e in entries:
         if e.get("smoke"):
             continue
-        said = [f"{c['lever']} vs {c['against']} {c['gain']:+.4f} (SE {_f(c['se'])})" for c in e["comparisons"]]
+        held = {(h["new"], h["reference"]): h for h in e.get("held_back", [])}
+        said = [f"{c['lever']} vs {c['against']} {c['gain']:+.4f} (SE {_f(c['se'])})"
+                + (f", held-back {h['gain']:+.4f} (SE {_f(h['se'])})"
+                   if (h := held.get((c["new"]["name"], c["reference"]["name"]))) else "")
+                for c in e["comparisons"]]
         b = {x["bundle"]: x for x in e.get("bundles", [])}
         if "levers-student" in b and "levers-blend" in b:
             st, bl = b["levers-student"], b["levers-blend"]

@@ -114,7 +114,7 @@ def test_a_teacher_is_found_by_name_and_a_blend_of_the_student_itself_is_refused
 
 
 # -- a student as a run -----------------------------------------------------------------------
-def test_a_student_of_the_blend_trains_is_left_out_of_it_and_is_compared_and_packaged(prepared, tiny_bert, capsys):
+def test_a_student_of_the_blend_trains_is_left_out_of_blends_and_is_compared_and_packaged(prepared, tiny_bert, capsys):
     data, work = prepared
     bert = [f"train.backbone={tiny_bert}", "train.max_len=32", "train.epochs=1", "train.batch_size=16",
             "train.lr=1e-3", "train.precision=fp32"]
@@ -138,8 +138,11 @@ def test_a_student_of_the_blend_trains_is_left_out_of_it_and_is_compared_and_pac
     assert run_stage("ensemble", work, data, "ensemble.method=mean") == 0
     assert json.loads((blend / "weights.json").read_text())["runs"] == ["plain", "tfidf"]
     assert manifest == (work / ".manifests/ensemble-blend.json").read_text()
-    # ... where a blend under another name takes it like any run
+    # ... and so does a blend under another name (a student's OOF leans its way), unless ensemble.runs names it
     assert run_stage("ensemble", work, data, "ensemble.method=mean", "ensemble.name=all") == 0
+    assert json.loads((work / "ensembles/all/weights.json").read_text())["runs"] == ["plain", "tfidf"]
+    assert run_stage("ensemble", work, data, "ensemble.method=mean", "ensemble.name=all",
+                     "ensemble.runs=[plain,student,tfidf]") == 0
     assert "student" in json.loads((work / "ensembles/all/weights.json").read_text())["runs"]
     assert run_stage("submit", work, data) == 0
     # the report sets the student against its teacher and against the labels-only twin

@@ -2,7 +2,7 @@
 
 Usage: python -m pipeline ensemble [--set ensemble.runs=[tfidf,minilm] ensemble.method=weighted]
 Reads:  models/<run>/{oof,test}.parquet for every finished run (or ensemble.runs); a run distilled
-        from this ensemble (train.teacher) is left out
+        from a teacher (train.teacher) only where ensemble.runs names it (its OOF leans its way)
 Writes: ensembles/<name>/{weights.json, oof.parquet, oof_nested.parquet, test.parquet, cv.json, methods.csv}
         (oof_nested: each fold blended by the blend fitted on the other folds: a student's soft targets)
 
@@ -59,15 +59,20 @@ class EnsembleResult:
 
 
 def blended_runs(cfg: Config, paths: Paths) -> list[str]:
-    """``ensemble.runs``, or every finished run but the students distilled from this very
-    ensemble (a blend of its own students would change under them: train.teacher)."""
+    """``ensemble.runs``, or every finished run but the students (``train.teacher``): a student's
+    OOF leans its way (its teacher's fold models saw its validation fold: pipeline.cv.distill),
+    so a blend fitted on OOF would lean on it; ``ensemble.runs`` naming one blends it."""
     if cfg.ensemble.runs is not None:
+        if students := students_of(paths, cfg.ensemble.runs):
+            log.warning("ensemble %s: blends %s as ensemble.runs says; a student's OOF leans its way (its teacher's "
+                        "fold models saw its validation fold), so the blend's CV does too: check on held-back labels",
+                        cfg.ensemble.name, ", ".join(students))
         return cfg.ensemble.runs
     runs = finished_runs(paths)
-    students = students_of(paths, cfg.ensemble.name, runs)
+    students = students_of(paths, runs)
     if students:
-        log.info("ensemble %s: leaves out %s, distilled from it (blend them under another ensemble.name)",
-                 cfg.ensemble.name, ", ".join(students))
+        log.info("ensemble %s: leaves out %s, distilled from a teacher (a student's OOF leans its way; "
+                 "ensemble.runs naming it blends it)", cfg.ensemble.name, ", ".join(students))
     return [r for r in runs if r not in students]
 
 
