@@ -7,7 +7,7 @@ from budget_helpers import medium_config
 
 from pipeline.budget import planfile
 from pipeline.budget.planner import ceiling, format_plan, make_plan
-from pipeline.budget.plans import Work
+from pipeline.budget.plans import Ledger, Work
 from pipeline.modeling.base import Cost
 
 READING = {"long": True, "max_len": 64, "share_over": 0.62, "windows": {"64": 9.8, "128": 4.6, "512": 1.3},
@@ -240,3 +240,38 @@ def test_the_long_text_prior_holds_where_the_fine_tune_reads_heads_and_its_twin_
     assert twin_loss(_long_plan(500.0, twin_whole=False), heads) == 0.035
     p.device = "cuda"
     assert twin_loss(p, heads) == 0.035
+
+
+def test_spare_time_does_not_buy_back_a_fine_tune_on_the_heads_beside_its_twin_reading_whole(tmp_path):
+    """long 30m at 9d15d07: the plan gave minilm way to emb_minilm reading whole; spare time
+    then bought minilm back on the heads (375 s of 1,800) for CV accuracy 0.5800 beside the
+    twin's 0.7245. On CPU it is not bought; on a GPU, or where the twin reads the heads, it is."""
+    import json
+
+    from budget_helpers import FixedDeadline
+
+    from pipeline.budget.replan import spare_runs
+    from pipeline.core.config import load_config, with_diff
+    from pipeline.core.paths import Paths
+
+    def spare(device: str, twin_whole: bool = True) -> tuple[list[str], list[str]]:
+        p = _long_plan(500.0, device=device, twin_whole=twin_whole)
+        p.runs = [r for r in p.runs if r.name != "minilm"]
+        p.dropped = [*p.dropped, "minilm"]
+        if "emb_minilm" not in {r.name for r in p.runs}:
+            from pipeline.budget.plans import RunPlan
+
+            p.runs.append(RunPlan("emb_minilm", "embedding", max_len=128, chunks=twin_whole or None))
+        P = Paths.make(tmp_path / f"{device}{twin_whole}")
+        P.reports.mkdir(parents=True, exist_ok=True)
+        planfile.save(P, p, Ledger())
+        d = json.loads(P.plan_json.read_text())
+        trained = [with_diff(load_config([], []), {"train": {"run": "emb_minilm", "family": "embedding"}})]
+        got = [c.train.run for c in spare_runs(trained, FixedDeadline(5000, d), P)]
+        return got, json.loads(P.plan_json.read_text())["replans"]
+
+    got, said = spare("cpu")
+    assert "minilm" not in got
+    assert any("not minilm" in s and "beside emb_minilm reading them whole" in s for s in said)
+    assert "minilm" in spare("cuda")[0]  # on a GPU its windows are what a cut takes last
+    assert "minilm" in spare("cpu", twin_whole=False)[0]  # a twin on the heads too: nothing to lose to

@@ -93,6 +93,17 @@ def reads_heads_beside_a_whole_twin(plan: Plan, r: RunPlan) -> bool:
             and not READING.chunked(plan, r) and twin is not None and twin.chunks)
 
 
+def heads_only_beside_a_whole_twin(plan: Plan, name: str) -> str | None:
+    """On CPU, on long texts: the planned frozen twin that reads them whole beside fine-tune
+    ``name`` (not planned). Bought back on time left over, the fine-tune would read the heads
+    only, expected to add nothing beside that twin (``twin_long``; long 30m at 9d15d07: minilm
+    bought so on 375 s of spare time, CV accuracy 0.5800 against emb_minilm's 0.7245)."""
+    twin = next((r for r in plan.runs if r.name == plan.twins.get(name)), None)
+    if plan.device == "cpu" and plan.reading.get("long") and twin is not None and READING.chunked(plan, twin):
+        return twin.name
+    return None
+
+
 def rows_loss(plan: Plan, run: str, share: float) -> float:
     """Expected score a fine-tune on ``share`` of its rows loses against all of them."""
     return loss_of(plan, "rows", run) * math.log2(1 / share) if 0 < share < 1 else 0.0

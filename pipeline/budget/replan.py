@@ -30,6 +30,7 @@ from pipeline.budget.moves import (
     MAX_LEN,
     ROWS,
     Move,
+    heads_only_beside_a_whole_twin,
     loss_of,
     measured_losses,
     row_shares,
@@ -287,7 +288,8 @@ def spare_runs(trained: list[Config], deadline: Deadline, paths: Paths, pace: fl
     start (less half the tolerance), each while it fits and said in one line: the frozen twin
     of each fine-tune that ran and the frozen encoders the plan dropped, cheapest first; then
     one more fine-tune sized to what is still left (the best expected score among its epochs
-    and row subsamples): a fine-tune the plan dropped, else another seed of one that ran. Each
+    and row subsamples): a fine-tune the plan dropped (not one that would read the heads of long
+    texts beside its twin reading them whole, on CPU), else another seed of one that ran. Each
     is costed at ``pace`` (``stage_pace``), else as the plan estimated it."""
     plan, out = deadline.plan, []
     if plan is None or deadline.end is None or not trained:
@@ -324,6 +326,10 @@ def _spare_fine_tune(trained: list[Config], plan: Plan, spend: float, pace: floa
     full = fold_train_rows(plan.n_train, plan.n_splits)
     dropped = [n for n in plan.dropped if n in plan.costs and plan.costs[n].available
                and family(plan.costs[n].family).epoch_trained and not plan.run_plan(n)]
+    for n in [n for n in dropped if heads_only_beside_a_whole_twin(plan, n)]:
+        dropped.remove(n)
+        _say(paths, f"spare time: not {n} (the plan dropped it): on the heads of long texts it is expected to add "
+                    f"nothing beside {heads_only_beside_a_whole_twin(plan, n)} reading them whole")
     sources: list[tuple[str, Config, str]] = []
     for n in dropped:
         try:
