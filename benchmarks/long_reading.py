@@ -7,9 +7,9 @@ each member on the same folds, its fold-to-fold noise beside it.
     python benchmarks/long_reading.py --family share --docs 2000 --max-len 64  # which share of long texts matters
 
 embedding: one encoder pass per reading (head; head_tail; every window, their vectors pooled by
-mean or by max), then a logistic regression per fold. transformer: MiniLM fine-tuned on fold 0 per
-reading (head, head_tail, chunks trained on every window); the chunked model's validation
-windows are pooled by mean and by max from the same logits. share: how much reading only
+mean or by max), then a logistic regression per fold. transformer: MiniLM fine-tuned per
+reading (head, head_tail, chunks trained on every window) on each fold; the chunked model's
+validation windows are pooled by mean (its score) and by max from the same logits. share: how much reading only
 the head costs as a function of the share of texts longer than max_len (a competition of long
 documents and of short ones, their first max_len / 2 tokens), with word TF-IDF + LR on each text cut
 to its first max_len tokens against the whole text: the gain of reading whole, beside its fold
@@ -81,42 +81,44 @@ def embedding(df: pd.DataFrame, max_len: int, folds: int) -> dict:
     return {"metric": "accuracy", "encode_s": seconds, "readings": summary(scores, "head")}
 
 
-def transformer(df: pd.DataFrame, max_len: int, epochs: int, val_share: float) -> dict:
+def transformer(df: pd.DataFrame, max_len: int, epochs: int, folds: int) -> dict:
+    from sklearn.model_selection import StratifiedKFold
+
     from pipeline.core.config import TrainConfig
     from pipeline.modeling.base import FoldData
-    from pipeline.modeling.transformer import FoldTrainer, load_tokenizer
+    from pipeline.modeling.data import DeviceData, Encoded
+    from pipeline.modeling.transformer import FoldTrainer, encoding, load_tokenizer
     from pipeline.runtime import per_row
 
     y = (df["label"] == "positive").to_numpy().astype(int)
-    n_val = int(len(df) * val_share)
     texts = df["text"].tolist()
-    data = FoldData(texts[n_val:], y[n_val:], texts[:n_val], y[:n_val], texts[:2])
     base = dict(backbone="packaged:minilm", max_len=max_len, epochs=epochs, batch_size=16, lr=8e-5, head_lr=1e-3,
                 llrd=0.9, warmup_ratio=0.1, save_checkpoints=False, eval_batch_size=64)
-    out, pools = {}, {}
-    for name, kw in {"head": {}, "head_tail": {"truncation": "head_tail"}, "chunks": {"chunks": True}}.items():
-        cfg = TrainConfig(**base, **kw)
-        cfg.validate()
-        trainer = FoldTrainer(cfg, 2, "accuracy", 0)
-        t0 = time.perf_counter()
-        result = trainer.fit(data, load_tokenizer(cfg))
-        out[name] = {"accuracy": round(result.best_score, 4), "seconds": round(time.perf_counter() - t0, 1),
-                     "optimizer_steps": result.optimizer_steps}
-        if name == "chunks":  # the same windows' logits, pooled each way
-            from pipeline.modeling.data import DeviceData, Encoded
-            from pipeline.modeling.transformer import encoding
-
-            tok = load_tokenizer(cfg)
-            ds = Encoded.from_texts(tok, data.val_texts, max_len, data.val_labels, encoding=encoding(cfg, True))
-            dd = DeviceData(ds, tok.pad_token_id or 0, trainer.device)
-            _, logits = trainer.predict(result.extra["model"], Encoded(ds.input_ids, None, None, None, len(ds)), dd,
-                                        None)
-            for pool in ("mean", "max"):
-                z = per_row(logits, ds.owner, ds.n_rows, pool)
-                pools[pool] = round(float((z.argmax(1) == data.val_labels).mean()), 4)
-            out[name]["windows_per_text"] = round(len(ds) / ds.n_rows, 2)
-    return {"metric": "accuracy", "val_docs": n_val, "train_docs": len(df) - n_val, "readings": out,
-            "chunk_pools": pools}
+    readings = {"head": {}, "head_tail": {"truncation": "head_tail"}, "chunks": {"chunks": True}}
+    scores: dict[str, list[float]] = {name: [] for name in [*readings, "chunks_max"]}
+    seconds: dict[str, float] = {name: 0.0 for name in readings}
+    windows = []
+    for trn, val in StratifiedKFold(folds, shuffle=True, random_state=0).split(texts, y):
+        data = FoldData([texts[i] for i in trn], y[trn], [texts[i] for i in val], y[val], texts[:2])
+        for name, kw in readings.items():
+            cfg = TrainConfig(**base, **kw)
+            cfg.validate()
+            trainer = FoldTrainer(cfg, 2, "accuracy", 0)
+            t0 = time.perf_counter()
+            result = trainer.fit(data, load_tokenizer(cfg))
+            seconds[name] += time.perf_counter() - t0
+            scores[name].append(float(result.best_score))
+            if name == "chunks":  # the same windows' logits pooled by max (the trainer pools by mean)
+                tok = load_tokenizer(cfg)
+                ds = Encoded.from_texts(tok, data.val_texts, max_len, data.val_labels, encoding=encoding(cfg, True))
+                dd = DeviceData(ds, tok.pad_token_id or 0, trainer.device)
+                _, logits = trainer.predict(result.extra["model"], Encoded(ds.input_ids, None, None, None, len(ds)),
+                                            dd, None)
+                z = per_row(logits, ds.owner, ds.n_rows, "max")
+                scores["chunks_max"].append(float((z.argmax(1) == data.val_labels).mean()))
+                windows.append(len(ds) / ds.n_rows)
+    return {"metric": "accuracy", "folds": folds, "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "windows_per_text": round(float(np.mean(windows)), 2), "readings": summary(scores, "head")}
 
 
 def share(df: pd.DataFrame, max_len: int, folds: int, shares: list[float]) -> dict:
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.family == "share":
         result = share(df, args.max_len, args.folds, [float(x) for x in args.shares.split(",")])
     else:
-        result = transformer(df, args.max_len, args.epochs, 1 / 3)
+        result = transformer(df, args.max_len, args.epochs, args.folds)
     print(json.dumps({"family": args.family, "docs": args.docs, "max_len": args.max_len, **result,
                       "wall_s": round(time.time() - t0, 1)}, indent=2))
     return 0
