@@ -326,10 +326,11 @@ def _spare_fine_tune(trained: list[Config], plan: Plan, spend: float, pace: floa
     full = fold_train_rows(plan.n_train, plan.n_splits)
     dropped = [n for n in plan.dropped if n in plan.costs and plan.costs[n].available
                and family(plan.costs[n].family).epoch_trained and not plan.run_plan(n)]
-    for n in [n for n in dropped if heads_only_beside_a_whole_twin(plan, n)]:
-        dropped.remove(n)
-        _say(paths, f"spare time: not {n} (the plan dropped it): on the heads of long texts it is expected to add "
-                    f"nothing beside {heads_only_beside_a_whole_twin(plan, n)} reading them whole")
+    for n in list(dropped):
+        if twin := heads_only_beside_a_whole_twin(plan, n):
+            dropped.remove(n)
+            _say(paths, f"spare time: not {n} (the plan dropped it): on the heads of long texts it is expected to "
+                        f"add nothing beside {twin} reading them whole")
     sources: list[tuple[str, Config, str]] = []
     for n in dropped:
         try:
