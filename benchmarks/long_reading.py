@@ -51,7 +51,7 @@ def summary(scores: dict[str, list[float]], base: str) -> dict[str, dict[str, fl
     return out
 
 
-def embedding(df: pd.DataFrame, max_len: int, folds: int) -> dict:
+def embedding(df: pd.DataFrame, max_len: int, folds: int, stride: int = 32, only: list[str] | None = None) -> dict:
     import torch
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
@@ -67,9 +67,11 @@ def embedding(df: pd.DataFrame, max_len: int, folds: int) -> dict:
     readings, seconds = {}, {}
     for name, kw in {"head": {}, "head_tail": {"truncation": "head_tail"},
                      "chunks_mean": {"chunks": True}, "chunks_max": {"chunks": True, "chunk_pool": "max"}}.items():
+        if only and name not in only:
+            continue
         from pipeline.runtime import embed
 
-        tc = TrainConfig(max_len=max_len, **kw)
+        tc = TrainConfig(max_len=max_len, stride=stride, **kw)
         t0 = time.perf_counter()
         readings[name] = embed(model, tok, texts, max_len, 64, encoding=encoding(tc, tc.chunks))
         seconds[name] = round(time.perf_counter() - t0, 1)
@@ -163,12 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-len", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--stride", type=int, default=32, help="embedding: the tokens two windows share")
+    ap.add_argument("--readings", default=None,
+                    help="embedding: only these readings (comma-separated; head is always read)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/long_reading"))
     args = ap.parse_args(argv)
     df = documents(args.docs, args.work / f"long{args.docs}")
     t0 = time.time()
     if args.family == "embedding":
-        result = embedding(df, args.max_len, args.folds)
+        only = ["head", *args.readings.split(",")] if args.readings else None
+        result = embedding(df, args.max_len, args.folds, args.stride, only)
     elif args.family == "share":
         result = share(df, args.max_len, args.folds, [float(x) for x in args.shares.split(",")])
     else:
