@@ -36,7 +36,7 @@ class TextCleaner:
     ``changes_`` counts, per step, how many rows the last ``transform`` changed.
     """
 
-    def __init__(self, html: bool = True, urls: str | None = "[URL]", mentions: str | None = "[USER]",
+    def __init__(self, html: bool = True, urls: str | None = "[URL]", mentions: str | None = None,
                  mojibake: bool = True, unicode_form: str | None = "NFKC", whitespace: bool = True,
                  lowercase: bool = False, spelling: bool = False) -> None:
         self.html = html

@@ -30,7 +30,7 @@ def test_each_step_off_is_identity():
 
 
 def test_cleaner_counts_changed_rows_and_follows_estimator_contract():
-    c = TextCleaner()
+    c = TextCleaner(mentions="[USER]")
     assert not hasattr(c, "steps_")  # __init__ stores parameters only
     assert c.fit(["x"]) is c
     out = c.transform(["plain text", "go to http://a.b/c", None, "@me  hi"])
@@ -38,6 +38,8 @@ def test_cleaner_counts_changed_rows_and_follows_estimator_contract():
     assert c.changes_["urls"] == 1 and c.changes_["mentions"] == 1 and c.changes_["whitespace"] == 1
     with pytest.raises(RuntimeError):
         TextCleaner().transform(["x"])
+    kept = TextCleaner().fit()  # the default keeps mentions (docs/stages.md: replacing them never paid)
+    assert kept.transform(["@me  hi"]) == ["@me hi"] and "mentions" not in kept.changes_
 
 
 def test_duplicates_majority_relabels_and_ties_drop():

@@ -90,7 +90,8 @@ class InspectConfig:
 class CleanConfig:
     html: bool = True  # strip HTML tags and unescape entities
     urls: str | None = "[URL]"  # replace URLs by this placeholder; None keeps them, "" drops them
-    mentions: str | None = "[USER]"  # replace @mentions by this placeholder; None keeps them
+    mentions: str | None = None  # replace @mentions by this placeholder (e.g. "[USER]"); None keeps them
+    # (kept by default: replacing them never beat keeping them by more than the fold noise: docs/stages.md)
     mojibake: bool = True  # repair mis-decoded text with ftfy
     unicode_form: str | None = "NFKC"  # unicode normalisation form, or None
     whitespace: bool = True  # collapse runs of whitespace, strip ends
