@@ -83,19 +83,10 @@ def lr_score(X, Xv, y, yv, metric: str) -> float:
 
 
 def tfidf_folds(cols: list[np.ndarray], y: np.ndarray, metric: str) -> list[float]:
-    import scipy.sparse as sp
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    from shapes import reference_features
 
     text = cols[0] if len(cols) == 1 else np.array([a + " || " + b for a, b in zip(*cols)], dtype=object)
-    out = []
-    for tr, va in splits(y):
-        vecs = [TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
-                TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True,
-                                max_features=200000)]
-        X = sp.hstack([v.fit_transform(text[tr]) for v in vecs]).tocsr()
-        Xv = sp.hstack([v.transform(text[va]) for v in vecs]).tocsr()
-        out.append(lr_score(X, Xv, y[tr], y[va], metric))
-    return out
+    return [lr_score(*reference_features(text[tr], text[va]), y[tr], y[va], metric) for tr, va in splits(y)]
 
 
 def emb_folds(cols: list[np.ndarray], y: np.ndarray, metric: str) -> list[float]:

@@ -118,10 +118,19 @@ def score(shape: str, sub: pd.DataFrame, truth: pd.DataFrame) -> float:
     return float(accuracy_score(truth["label"], sub["label"]))
 
 
-def reference(shape: str, comp: Path) -> pd.DataFrame:
-    """TF-IDF + LR on the whole train set: the test predictions in the submission's shape."""
+def reference_features(train: pd.Series, test: pd.Series):
+    """The reference model's features: word 1-2 + char 2-5 TF-IDF fitted on ``train``."""
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vecs = [TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True, max_features=200000)]
+    return (sp.hstack([v.fit_transform(train) for v in vecs]).tocsr(),
+            sp.hstack([v.transform(test) for v in vecs]).tocsr())
+
+
+def reference(shape: str, comp: Path) -> pd.DataFrame:
+    """TF-IDF + LR on the whole train set: the test predictions in the submission's shape."""
     from sklearn.linear_model import LogisticRegression
 
     train, test = pd.read_csv(comp / "train.csv"), pd.read_csv(comp / "test.csv")
@@ -131,10 +140,7 @@ def reference(shape: str, comp: Path) -> pd.DataFrame:
         tr, te = train[a] + " || " + train[b], test[a] + " || " + test[b]
     else:
         tr, te = train[text], test[text]
-    vecs = [TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
-            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True, max_features=200000)]
-    Xtr = sp.hstack([v.fit_transform(tr) for v in vecs]).tocsr()
-    Xte = sp.hstack([v.transform(te) for v in vecs]).tocsr()
+    Xtr, Xte = reference_features(tr, te)
     out = test[["id"]].copy()
     if shape == "multilabel":
         for c in ("negative", "neutral", "positive"):
