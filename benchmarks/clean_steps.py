@@ -118,7 +118,7 @@ def finetune_folds(cols: list[np.ndarray], y: np.ndarray, metric: str) -> list[f
         order = torch.from_numpy(tr)[torch.randperm(len(tr), generator=torch.Generator().manual_seed(k))]
         steps = (len(order) + 31) // 32
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min((s + 1) / (0.1 * steps), max(0.0, (steps - s) / (0.9 * steps))))
+            opt, lambda s, n=steps: min((s + 1) / (0.1 * n), max(0.0, (n - s) / (0.9 * n))))
         model.train()
         for s in range(steps):
             b = order[s * 32:(s + 1) * 32]

@@ -320,6 +320,18 @@ def seed_average(entries: list[dict], results: dict[str, Any], source: str = "")
                               e["reference"]["run"]]), "-", CPU, "seed_average.json", e)
 
 
+def ensemble_choice(entries: list[dict], results: dict[str, Any], source: str = "") -> Iterator[Row]:
+    for e in entries:
+        counts = "; ".join(label + " " + ", ".join(f"{m} {n}" for m, n in e[key].items())
+                           for label, key in (("informed", "choices_informed"), ("by metric", "choices_by_metric")))
+        yield Row(f"ensemble choice, a tie also held on the calibrated log loss ({e['source']}, {e['metric']})",
+                  "the one-SE rule on the metric alone",
+                  f"held-back {e['held_informed']:.4f} vs {e['held_by_metric']:.4f}: {e['gain']:+.4f} (SE "
+                  f"{_f(e['gain_se'])}, {e['replicates']} replicates); choices: {counts}",
+                  _cmd(["python", "benchmarks/ensemble_choice.py", "--source", e["source"], "--replicates",
+                        str(e["replicates"])]), str(e.get("date", "-")), e.get("machine", CPU), "ensemble_choice.json", e)
+
+
 def levers(entries: list[dict], results: dict[str, Any], source: str = "") -> Iterator[Row]:
     """Issue 46's levers on one competition each (smoke runs prove the script, they are not figures)."""
     for e in entries:
@@ -356,7 +368,8 @@ Reader = Callable[..., Iterator[Row]]
 HEADLINE: dict[str, Reader] = {"budget.json": budget, "shapes.json": shapes, "latest.json": latest}
 OTHER: dict[str, Reader] = {"paired_runs.json": paired, "package.json": package, "bt_throughput.json": bt_throughput,
                             "cpu_precision.json": cpu_precision, "seed_average.json": seed_average,
-                            "token_batches.json": token_batches, "levers.json": levers}
+                            "token_batches.json": token_batches, "levers.json": levers,
+                            "ensemble_choice.json": ensemble_choice}
 
 
 def reader(name: str) -> tuple[Reader, bool] | None:

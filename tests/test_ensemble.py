@@ -98,6 +98,11 @@ def test_ensemble_and_submit_stages_binary(prepared, workdir):
     # each run alone, scored as the blends are (threshold from the other folds), beside its in-sample score
     assert set(cv["runs_nested"]) == set(cv["runs"]) == {"lr", "nbsvm"}
     assert all(0 < v <= 1 for v in cv["runs_nested"].values())
+    # F1 scores decisions: the rule read the calibrated log loss, and the table shows it per method
+    assert "calibrated log loss" in cv["choice_rule"]
+    assert all(0 < m["calibrated_logloss"] < np.log(2) + 0.05 for m in cv["methods"])
+    chosen = next(m for m in cv["methods"] if m["method"] == cv["chosen"])
+    assert chosen["within_1se"] and chosen["within_1se_calibrated"] and chosen["calibrated_behind"] >= 0
     w = json.loads((workdir / "ensembles/blend/weights.json").read_text())
     assert sum(w["weights"].values()) == pytest.approx(1) and 0 < w["threshold"] < 1
     assert run_stage("submit", workdir, data) == 0
@@ -146,6 +151,77 @@ def test_one_se_rule_takes_the_complex_method_when_it_wins_on_every_fold():
     a = _result("best_single", [0.50, 0.52, 0.49, 0.51, 0.50])
     b = _result("mean", [0.45, 0.47, 0.44, 0.46, 0.45])
     assert one_se_choice([a, b], "logloss")[0] is b
+
+
+def _views(seed: int, second: str, n: int = 600) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two members over a latent z that sets y: the first reads z through noise, under-confident
+    (its logits x0.4); the second reads z through independent noise (``second="view"``) or is
+    pure noise (``"noise"``)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-3 * z))).astype(int)
+    a = 0.4 * (z + rng.normal(size=n))
+    b = z + rng.normal(size=n) if second == "view" else rng.normal(size=n)
+    return np.stack([_two_col(1 / (1 + np.exp(-a))), _two_col(1 / (1 + np.exp(-b)))]), y, np.arange(n) % 5
+
+
+def _choices(probas, y, folds, metric="accuracy"):
+    """(the rule's choice on the metric's fold-wise differences, its choice on the calibrated log loss)"""
+    import dataclasses
+
+    from pipeline.cv.blend import METHODS, applicable, one_se_choice
+
+    results = [evaluate(m, probas, y, folds, metric, "metric", False) for m in applicable(list(METHODS), metric)[0]]
+    by_metric = one_se_choice([dataclasses.replace(r, fold_calibrated=None) for r in results], metric)[0]
+    return by_metric.method, one_se_choice(results, metric)[0].method
+
+
+def test_calibrated_logloss_reads_what_a_member_knows_not_its_scale():
+    from sklearn.metrics import log_loss
+
+    from pipeline.cv.blend import calibrated_logloss
+
+    rng = np.random.default_rng(8)
+    n = 2000
+    z = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-2 * z))).astype(int)
+    folds = np.arange(n) % 5
+    logit = z + 0.5 * rng.normal(size=n)
+    scaled = {s: _two_col(1 / (1 + np.exp(-s * logit))) for s in (0.2, 1.0, 5.0)}
+    raw = {s: log_loss(y, p) for s, p in scaled.items()}
+    cal = {s: calibrated_logloss(p, y, folds).mean() for s, p in scaled.items()}
+    assert max(raw.values()) - min(raw.values()) > 0.1  # the raw log loss punishes the scale
+    assert max(cal.values()) - min(cal.values()) < 0.002  # the calibrated one does not
+    noise = calibrated_logloss(_two_col(rng.uniform(0.01, 0.99, n)), y, folds).mean()
+    assert noise > np.log(2) - 0.01 and noise > cal[1.0] + 0.1  # and knowing nothing scores the constant
+
+
+def test_a_decision_metric_takes_a_second_view_the_metric_alone_misses():
+    """Seed 4: the second member reads the latent signal independently, yet on accuracy's
+    fold-wise differences the combination ties with the best single run; its calibrated log loss
+    shows the gain beyond the noise. Seeds 0-5: every choice on that basis is a combination."""
+    assert _choices(*_views(4, "view")) == ("best_single", "rank")
+    assert all(_choices(*_views(seed, "view"))[1] != "best_single" for seed in range(6))
+
+
+def test_a_decision_metric_adds_no_blend_for_a_noise_member():
+    """A second member that knows nothing: the calibrated log loss never moves the choice away
+    from the single run where the metric keeps it (7 of seeds 8-15; on seed 12 the stack wins on
+    accuracy by more than one SE, and a tie on the metric is what the second step reads)."""
+    picks = {seed: _choices(*_views(seed, "noise")) for seed in range(8, 16)}
+    assert sum(old == "best_single" for old, _ in picks.values()) == 7
+    assert all(new == old for old, new in picks.values())
+
+
+def test_the_rule_reads_probabilities_only_where_the_metric_scores_decisions():
+    from pipeline.cv.blend import reads_probabilities
+
+    probas, y, folds = _views(0, "view", 300)
+    results = [evaluate(m, probas, y, folds, "roc_auc", "metric", False) for m in ("best_single", "mean")]
+    assert all(r.fold_calibrated is not None for r in results)
+    assert [reads_probabilities(results, m) for m in ("accuracy", "f1", "logloss", "roc_auc", "qwk")] == \
+        [True, True, False, False, False]
+    assert not reads_probabilities([_result("best_single", [0.8, 0.7])], "accuracy")  # multi-label: none to read
 
 
 def test_logloss_skips_methods_that_are_not_probabilities(multiclass_comp, workdir):

@@ -5,7 +5,10 @@ non-negative weights summing to 1 fitted with scipy.optimize, and stacking (a re
 logistic regression over the members' log-probabilities). Each gets an in-sample score
 (fitted and scored on all OOF) and a nested one (fitted on folds != k, scored on fold k):
 only the nested one is an honest estimate. ``one_se_choice`` takes the simplest method whose
-nested score is within one standard error of the fold-wise differences from the best.
+nested score is within one standard error of the fold-wise differences from the best. Where the
+metric scores decisions (accuracy, F1), a tie must also hold on each method's calibrated log loss
+(``calibrated_logloss``): a decision moves the metric by whole rows, and at a few hundred rows a
+fold its fold-wise differences hide what the probabilities show (benchmarks/ensemble_choice.py).
 """
 
 from __future__ import annotations
@@ -161,6 +164,11 @@ class MethodScore:
     nested: float
     fold_scores: np.ndarray  # the nested score per fold: the noise a gain must beat
     blend: Blend
+    fold_calibrated: np.ndarray | None = None  # single-label: calibrated_logloss of the nested probabilities
+
+    @property
+    def calibrated(self) -> float | None:
+        return None if self.fold_calibrated is None else float(np.mean(self.fold_calibrated))
 
 
 def _per_fold(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, metric: str, objective: str,
@@ -187,13 +195,39 @@ def evaluate(method: str, probas: np.ndarray, y: np.ndarray, folds: np.ndarray, 
     blend = fit_blend(method, probas, y, metric, objective, tune_thr, stack_C)
     in_sample = score(metric, y, apply_blend(blend, probas), blend.threshold)
     nested_pred = np.zeros(probas.shape[1:])
+    raw = np.zeros(probas.shape[1:])
     for va, b, pred in _per_fold(method, probas, y, folds, metric, objective, tune_thr, stack_C):
-        nested_pred[va] = pred
+        nested_pred[va] = raw[va] = pred
         if tune_thr:  # fold k's decisions at the threshold(s) the other folds chose
             nested_pred[va] = metric_of(metric).decided(nested_pred[va], b.threshold, np.ndim(y) == 2)
     nested = score(metric, y, nested_pred)
     fold_scores = np.array([score(metric, y[folds == k], nested_pred[folds == k]) for k in np.unique(folds)])
-    return MethodScore(method, in_sample, nested, fold_scores, blend)
+    calibrated = calibrated_logloss(raw, y, folds, stack_C) if np.ndim(y) == 1 else None
+    return MethodScore(method, in_sample, nested, fold_scores, blend, calibrated)
+
+
+def calibrated_logloss(proba: np.ndarray, y: np.ndarray, folds: np.ndarray, C: float = 1.0) -> np.ndarray:
+    """Per fold k: the log loss of ``proba`` (n, classes; nested, so no row's own label in it)
+    after a logistic recalibration fitted on the other folds' rows (a stack of one): what the
+    predictions know of the label whatever their scale, so a member's over- or under-confidence
+    neither flatters nor sinks it beside a stack, which is calibrated by construction."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    n_classes = proba.shape[1]
+    X = _stack_features(proba[None])
+    out = []
+    for k in np.unique(folds):
+        tr, va = folds != k, folds == k
+        p = np.full((int(va.sum()), n_classes), 1e-6)
+        if len(np.unique(y[tr])) < 2:  # nothing to calibrate against: the other folds' class shares
+            p[:, np.unique(y[tr])] = 1.0
+        else:
+            lr = LogisticRegression(C=C, max_iter=2000).fit(X[tr], y[tr])
+            p[:, lr.classes_] = lr.predict_proba(X[va])
+        p = np.clip(p, 1e-6, None)
+        out.append(log_loss(y[va], p / p.sum(1, keepdims=True), labels=list(range(n_classes))))
+    return np.array(out)
 
 
 # Simpler first: a blend with fitted weights must earn its extra freedom.
@@ -201,14 +235,36 @@ COMPLEXITY = {"best_single": 0, "mean": 1, "rank": 1, "vote": 1, "weighted": 2, 
               "stack": 3}
 
 
+def reads_probabilities(results: list[MethodScore], metric: str) -> bool:
+    """Does the one-SE rule also read the calibrated log loss? Where the metric scores
+    single-label decisions at a threshold or the argmax (accuracy, F1, macro F1) and every method
+    has probabilities; not for probability or rank metrics, QWK's cut points, multi-label."""
+    m = metric_of(metric)
+    return m.submission == "label" and not m.ordinal and all(r.fold_calibrated is not None for r in results)
+
+
+def informed_ties(ties: list[MethodScore]) -> tuple[list[MethodScore], dict[str, float], MethodScore]:
+    """Of methods that tie on the metric, those whose calibrated log loss is within one standard
+    error of the fold-wise differences from the lowest among them. Returns (kept, SE per
+    method, the lowest)."""
+    sharpest = min(ties, key=lambda r: (r.calibrated, COMPLEXITY[r.method]))
+    ses = {r.method: paired_se(r.fold_calibrated - sharpest.fold_calibrated) for r in ties}
+    return [r for r in ties if r.calibrated - sharpest.calibrated <= ses[r.method] + 1e-12], ses, sharpest
+
+
 def one_se_choice(results: list[MethodScore], metric: str) -> tuple[MethodScore, dict[str, float], MethodScore]:
     """The one-standard-error rule: the best nested score sets the bar; every method whose
     nested score is within one standard error of the fold-wise differences from it ties; the
-    simplest of those is chosen (then the better score). Returns (chosen, SE per method, best)."""
+    simplest of those is chosen (then the better score). Where the metric scores decisions
+    (``reads_probabilities``), a tie must also hold on the calibrated log loss (``informed_ties``):
+    a simpler method that knows measurably less than a tied one gives way to it. Returns
+    (chosen, SE per method on the metric, best)."""
     sign = metric_of(metric).sign
     best = max(results, key=lambda r: (sign * r.nested, -COMPLEXITY[r.method]))
     ses = {r.method: paired_se(sign * (best.fold_scores - r.fold_scores)) for r in results}
     ties = [r for r in results if sign * (best.nested - r.nested) <= ses[r.method] + 1e-12]
+    if reads_probabilities(results, metric):
+        ties = informed_ties(ties)[0]
     return min(ties, key=lambda r: (COMPLEXITY[r.method], -sign * r.nested)), ses, best
 
 

@@ -356,7 +356,8 @@ def ensemble_section(paths: Paths) -> list[str]:
           f"\n\nChosen: **{ens['chosen']}** (nested {ens['nested']:.4f}); "
           f"{'beats' if ens['beats_best_single_nested'] else 'does NOT beat'} the best single run on the "
           f"nested estimate ({ens['best_single_nested']:.4f}). Weights: "
-          f"{', '.join(f'{k} {v:.3f}' for k, v in weights['weights'].items())}.\n"]
+          f"{', '.join(f'{k} {v:.3f}' for k, v in weights['weights'].items())}. "
+          f"The rule: {ens.get('choice_rule', 'the one-SE rule')}.\n"]
     if ens.get("runs_nested"):  # each run alone, scored as the blends are
         md.append(f"\nEach run alone on the scored folds {ens.get('scored_on_folds')}, in-sample / nested "
                   "(nested: fitted, and thresholded, on the other folds, like the blends): "

@@ -39,9 +39,11 @@ from pipeline.cv.blend import (
     applicable,
     apply_blend,
     evaluate,
+    informed_ties,
     load_runs,
     nested_proba,
     one_se_choice,
+    reads_probabilities,
 )
 from pipeline.cv.distill import students_of
 from pipeline.cv.store import finished_runs
@@ -107,18 +109,36 @@ def choose(cfg: Config, results: list[MethodScore], metric: str, skipped: dict[s
         log.info("ensemble: %s has the best nested %s (%.4f) but %s (%.4f) is within one standard error of the "
                  "fold-wise differences (%.4f) and simpler: %s is chosen", best.method, metric,
                  best.nested, chosen.method, chosen.nested, ses[chosen.method], chosen.method)
+    if cfg.ensemble.method == "auto" and reads_probabilities(results, metric):
+        log.info("ensemble: %s scores decisions, so a tie on it also had to hold on the calibrated log loss (each "
+                 "method's nested probabilities recalibrated on the other folds): %s %.4f", metric, chosen.method,
+                 chosen.calibrated)
     return chosen, ses, best
 
 
 def methods_table(results: list[MethodScore], runs: list[str], chosen: MethodScore, best: MethodScore,
-                  ses: dict[str, float], sign: int) -> pd.DataFrame:
-    return pd.DataFrame([{"method": r.method, "in_sample": round(r.in_sample, 5), "nested": round(r.nested, 5),
-                          "weights": _weights_text(runs, r.blend.weights),
-                          "threshold": r.blend.threshold,
-                          "behind_best": round(sign * (best.nested - r.nested), 5),
-                          "se_vs_best": round(ses[r.method], 5),
-                          "within_1se": bool(sign * (best.nested - r.nested) <= ses[r.method] + 1e-12),
-                          "chosen": r is chosen} for r in results])
+                  ses: dict[str, float], metric: str) -> pd.DataFrame:
+    """One row a method: its scores, its gap to the best and the SE of that gap; where the metric
+    scores decisions, among the methods that tie on it, the same on the calibrated log loss."""
+    sign = metric_of(metric).sign
+    within = {r.method: sign * (best.nested - r.nested) <= ses[r.method] + 1e-12 for r in results}
+    informed = reads_probabilities(results, metric)
+    if informed:
+        kept, cal_ses, sharpest = informed_ties([r for r in results if within[r.method]])
+    rows = []
+    for r in results:
+        row = {"method": r.method, "in_sample": round(r.in_sample, 5), "nested": round(r.nested, 5),
+               "weights": _weights_text(runs, r.blend.weights), "threshold": r.blend.threshold,
+               "behind_best": round(sign * (best.nested - r.nested), 5), "se_vs_best": round(ses[r.method], 5),
+               "within_1se": within[r.method]}
+        if informed:
+            tied = r.method in cal_ses
+            row |= {"calibrated_logloss": round(r.calibrated, 5),
+                    "calibrated_behind": round(r.calibrated - sharpest.calibrated, 5) if tied else None,
+                    "calibrated_se": round(cal_ses[r.method], 5) if tied else None,
+                    "within_1se_calibrated": r in kept}
+        rows.append(row | {"chosen": r is chosen})
+    return pd.DataFrame(rows)
 
 
 def _weights_text(runs: list[str], weights: np.ndarray) -> str:
@@ -155,7 +175,7 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
              for i in range(len(runs))]
     singles = {run: a.in_sample for run, a in zip(runs, alone)}
     singles_nested = {run: a.nested for run, a in zip(runs, alone)}
-    table = methods_table(results, runs, chosen, best, ses, sign)
+    table = methods_table(results, runs, chosen, best, ses, schema.metric)
     out = paths.ensemble(cfg.ensemble.name)
     oof_df = oofs[0][["id", "fold", "label"]].copy()
     oof_df[cols] = apply_blend(blend, probas)
@@ -172,7 +192,9 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
           "beats_best_single_nested": bool(gain > 0), "runs": singles, "runs_nested": singles_nested,
           "threshold": blend.threshold,
           "searched_folds": searched, "scored_on_folds": sorted(np.unique(fs).tolist()),
-          "choice_rule": "simplest method within one standard error (fold-wise) of the best nested score",
+          "choice_rule": "simplest method within one standard error (fold-wise) of the best nested score"
+                         + (", and of the lowest calibrated log loss among those" if reads_probabilities(
+                             results, schema.metric) else ""),
           "skipped": skipped,
           "methods": table.drop(columns="chosen").to_dict("records")}
     with publish(paths, f"ensemble-{cfg.ensemble.name}", inputs) as tx:  # weights, threshold, predictions together
