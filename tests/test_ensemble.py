@@ -6,7 +6,7 @@ import pytest
 from conftest import run_stage
 
 from pipeline.core.metrics import f1_curve, score, tune_threshold
-from pipeline.cv.blend import MethodScore, WeightedBlender, evaluate, rank_mean, vote
+from pipeline.cv.blend import MethodScore, WeightedBlender, evaluate, fit_stacker, member_coefs, rank_mean, vote
 
 
 def _two_col(p):
@@ -110,6 +110,19 @@ def test_ensemble_and_submit_stages_binary(prepared, workdir):
     sample = pd.read_csv(data / "sample_submission.csv")
     assert list(sub.columns) == list(sample.columns) and sub["id"].tolist() == sample["id"].tolist()
     assert set(sub["target"]) <= {0, 1}
+    # a stack shows its coefficients on each run's logit, never the equal weights it keeps for the
+    # bundle's fallback mean
+    stack_row = next(m for m in cv["methods"] if m["method"] == "stack")
+    assert stack_row["weights"].startswith("coef lr=")
+    assert run_stage("ensemble", workdir, data, "ensemble.method=stack") == 0
+    w = json.loads((workdir / "ensembles/blend/weights.json").read_text())
+    assert w["method"] == "stack" and w["weights"] == {"lr": 0.5, "nbsvm": 0.5}
+    assert w["stack_coefs"] == pytest.approx(dict(zip(w["runs"], np.ravel(w["stacker"]["coef"]))))
+    assert stack_row["weights"] == "coef " + " ".join(f"{r}={c:.3f}" for r, c in w["stack_coefs"].items())
+    from pipeline.core.paths import Paths
+    from pipeline.reporting.pages import ensemble_section
+    section = "".join(ensemble_section(Paths.make(workdir, data)))
+    assert "Stacker coefficients on each run's logit" in section and "Weights:" not in section
 
 
 def test_submit_probabilities_multiclass_string_labels(multiclass_comp, workdir):
@@ -262,6 +275,26 @@ def test_stacking_beats_averaging_when_members_are_complementary():
     stack = evaluate("stack", probas, y, folds, "logloss", "metric", False)
     mean = evaluate("mean", probas, y, folds, "logloss", "metric", False)
     assert stack.nested < mean.nested - 0.05
+
+
+@pytest.mark.parametrize("shape", ["binary", "multiclass", "multilabel"])
+def test_member_coefs_say_which_member_the_stacker_leans_on(shape):
+    """One member is the truth's log-odds plus noise, the other is noise: the stacker's
+    coefficient for the first is large and the second's near zero, in every layout of its coef."""
+    rng = np.random.default_rng(3)
+    n, k = 4000, {"binary": 2, "multiclass": 3, "multilabel": 2}[shape]
+    if shape == "multilabel":
+        y = rng.integers(0, 2, (n, k))
+        good = np.clip(0.25 + 0.5 * y + rng.normal(0, 0.1, (n, k)), 0.01, 0.99)
+        noise = rng.uniform(0.01, 0.99, (n, k))
+    else:
+        y = rng.integers(0, k, n)
+        logits = 2.0 * np.eye(k)[y] + rng.normal(0, 1, (n, k))
+        good = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        noise = rng.dirichlet(np.ones(k), n)
+    coefs = member_coefs(fit_stacker(np.stack([good, noise]), y, C=1.0), 2)
+    assert coefs.shape == (2,)
+    assert coefs[0] > 0.5 and abs(coefs[1]) < 0.2 * coefs[0]
 
 
 def test_stacking_never_uses_the_scored_folds_labels():

@@ -125,6 +125,20 @@ def fit_stacker(probas: np.ndarray, y: np.ndarray, C: float) -> dict[str, Any]:
     return {"coef": lr.coef_.tolist(), "intercept": lr.intercept_.tolist(), "C": C}
 
 
+def member_coefs(stacker: dict[str, Any], n_members: int) -> np.ndarray:
+    """What a stacker gives each member, one number a member: its coefficient on the member's
+    logit (binary), the mean over labels of those (multi-label), or the mean over classes of the
+    coefficient of class c on the member's log p(c) (multinomial). For reading only: a stack is
+    not a weighted mean, and a member's coefficient may be negative (it corrects another)."""
+    if "per_label" in stacker:
+        return np.mean([np.asarray(s["coef"], dtype=np.float64).ravel() for s in stacker["per_label"]], axis=0)
+    coef = np.asarray(stacker["coef"], dtype=np.float64)
+    if coef.shape[0] == 1:
+        return coef[0]
+    k = coef.shape[0]
+    return np.array([np.mean([coef[c, i * k + c] for c in range(k)]) for i in range(n_members)])
+
+
 def fit_blend(method: str, probas: np.ndarray, y: np.ndarray, metric: str, objective: str,
               tune_thr: bool, stack_C: float = 1.0) -> Blend:
     m = probas.shape[0]

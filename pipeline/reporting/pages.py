@@ -346,6 +346,13 @@ def levers_section(found: list[Any], schema: Schema) -> list[str]:
             "check without it.\n"]
 
 
+def _weights_line(weights: dict) -> str:
+    if weights.get("stack_coefs"):  # a logistic regression over the members' logits, not a weighted mean
+        return ("Stacker coefficients on each run's logit (a negative one corrects the others): "
+                f"{', '.join(f'{k} {v:.3f}' for k, v in weights['stack_coefs'].items())}.")
+    return f"Weights: {', '.join(f'{k} {v:.3f}' for k, v in weights['weights'].items())}."
+
+
 def ensemble_section(paths: Paths) -> list[str]:
     """The first ensemble's methods table, choice and weights."""
     found = paths.ensembles_with_cv()
@@ -355,8 +362,7 @@ def ensemble_section(paths: Paths) -> list[str]:
     md = ["\n## 6. Ensemble\n\n", _table(pd.DataFrame(ens["methods"])),
           f"\n\nChosen: **{ens['chosen']}** (nested {ens['nested']:.4f}); "
           f"{'beats' if ens['beats_best_single_nested'] else 'does NOT beat'} the best single run on the "
-          f"nested estimate ({ens['best_single_nested']:.4f}). Weights: "
-          f"{', '.join(f'{k} {v:.3f}' for k, v in weights['weights'].items())}. "
+          f"nested estimate ({ens['best_single_nested']:.4f}). {_weights_line(weights)} "
           f"The rule: {ens.get('choice_rule', 'the one-SE rule')}.\n"]
     if ens.get("runs_nested"):  # each run alone, scored as the blends are
         md.append(f"\nEach run alone on the scored folds {ens.get('scored_on_folds')}, in-sample / nested "

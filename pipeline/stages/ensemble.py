@@ -35,12 +35,14 @@ from pipeline.core.paths import Paths
 from pipeline.core.transaction import inputs_of, publish
 from pipeline.cv.blend import (
     METHODS,
+    Blend,
     MethodScore,
     applicable,
     apply_blend,
     evaluate,
     informed_ties,
     load_runs,
+    member_coefs,
     nested_proba,
     one_se_choice,
     reads_probabilities,
@@ -128,7 +130,7 @@ def methods_table(results: list[MethodScore], runs: list[str], chosen: MethodSco
     rows = []
     for r in results:
         row = {"method": r.method, "in_sample": round(r.in_sample, 5), "nested": round(r.nested, 5),
-               "weights": _weights_text(runs, r.blend.weights), "threshold": r.blend.threshold,
+               "weights": _weights_text(runs, r.blend), "threshold": r.blend.threshold,
                "behind_best": round(sign * (best.nested - r.nested), 5), "se_vs_best": round(ses[r.method], 5),
                "within_1se": within[r.method]}
         if informed:
@@ -141,8 +143,12 @@ def methods_table(results: list[MethodScore], runs: list[str], chosen: MethodSco
     return pd.DataFrame(rows)
 
 
-def _weights_text(runs: list[str], weights: np.ndarray) -> str:
-    w = np.asarray(weights)
+def _weights_text(runs: list[str], blend: Blend) -> str:
+    """Each run's weight in the blend (per label: its mean over the labels); a stack's are its
+    coefficients on each run's logit, not weights (they may be negative): said so."""
+    if blend.method == "stack":
+        return "coef " + " ".join(f"{run}={v:.3f}" for run, v in zip(runs, member_coefs(blend.stacker, len(runs))))
+    w = np.asarray(blend.weights)
     if w.ndim == 2:  # per label: each run's mean weight over the labels
         w = w.mean(0)
     return " ".join(f"{run}={v:.3f}" for run, v in zip(runs, w))
@@ -186,7 +192,11 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
                                    cfg.ensemble.stack_C)
     best_single = next(r for r in results if r.method == "best_single")
     gain = sign * (chosen.nested - best_single.nested)
+    # weights.json's weights are what the bundle averages with when it cannot run every member (a
+    # stack's: equal); a stack's coefficients, for reading, are beside them
     weights = {run: float(w) for run, w in zip(runs, np.asarray(blend.weights).reshape(-1, len(runs)).mean(0))}
+    coefs = ({run: float(c) for run, c in zip(runs, member_coefs(blend.stacker, len(runs)))}
+             if blend.method == "stack" else None)
     cv = {"metric": schema.metric, "chosen": blend.method, "in_sample": chosen.in_sample,
           "nested": chosen.nested, "best_single_nested": best_single.nested,
           "beats_best_single_nested": bool(gain > 0), "runs": singles, "runs_nested": singles_nested,
@@ -204,13 +214,14 @@ def run(cfg: Config, paths: Paths, force: bool = False) -> EnsembleResult:
         write_csv(tx.path(out.methods), table)
         write_json(tx.path(out.weights), {"method": blend.method, "runs": runs, "weights": weights,
                                           "threshold": blend.threshold, "stacker": blend.stacker,
+                                          **({"stack_coefs": coefs} if coefs else {}),
                                           **({"label_weights": np.asarray(blend.weights).tolist()}
                                              if np.ndim(blend.weights) == 2 else {})})
         write_json(tx.path(out.cv), cv)
     tracking.log_run(cfg, paths, "ensemble", cfg.ensemble.name, metrics={
         "cv": chosen.in_sample, "cv_nested": chosen.nested, "best_single_nested": best_single.nested,
         **{f"nested.{m['method']}": m["nested"] for m in cv["methods"]},
-        **{f"weight.{r}": w for r, w in weights.items()}},
+        **({f"coef.{r}": c for r, c in coefs.items()} if coefs else {f"weight.{r}": w for r, w in weights.items()})},
         params={"ensemble.members": ",".join(runs)}, tags={"textcomp.chosen": blend.method,
                                                              "textcomp.metric": schema.metric},
         artifacts=[out.cv, out.weights, out.methods])
