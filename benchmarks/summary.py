@@ -202,6 +202,10 @@ def shapes(entries: list[dict], results: dict[str, Any], source: str = "") -> It
     newest: dict[tuple, dict] = {}
     for e in entries:
         newest[(e["shape"], e.get("preset", "medium"), e["time"])] = e
+    # the newest run's repeats (the same commit, shape, preset and TIME): a plan follows the machine's
+    # pace, so two runs of one commit may differ; every one is shown, never the best alone
+    repeats = {k: [x for x in entries if (x["shape"], x.get("preset", "medium"), x["time"]) == k
+                   and e.get("commit") and x.get("commit") == e["commit"] and x is not e] for k, e in newest.items()}
     grouped: dict[tuple, list[dict]] = {}
     for (shape, preset, _), e in newest.items():
         grouped.setdefault((shape, preset), []).append(e)
@@ -212,6 +216,8 @@ def shapes(entries: list[dict], results: dict[str, Any], source: str = "") -> It
                      + (["--preset", preset] if preset != "medium" else [])) for r in runs]
         times = " and ".join(f"`TIME={r['time']}`" for r in runs)
         result = "; ".join(f"{r['time']}: {r['metric']} {_f(r.get('holdout'))} held-out, used {_pct(r.get('used'))}"
+                           + "".join(f" (another run at {r['commit']}: {_f(x.get('holdout'))}, used {_pct(x.get('used'))})"
+                                     for x in repeats[(shape, preset, r["time"])])
                            for r in runs)
         dates = sorted({r.get("date", "-") for r in runs})
         yield Row(f"{shape} competition ({e['rows'][0]:,}/{e['rows'][1]:,} rows), `make all` at {times}",

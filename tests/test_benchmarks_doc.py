@@ -105,6 +105,19 @@ def test_every_budget_and_shape_row_cites_the_command_that_made_it():
         assert row.command == "make bench" and re.search(r"^bench:.*\n\t\$\(PYTHON\) benchmarks/run.py", makefile, re.M)
 
 
+def test_a_shape_row_shows_every_run_of_its_newest_commit_not_the_best_alone():
+    def run(commit, holdout, used):
+        return {"shape": "multilabel", "time": "30m", "metric": "mean_auc", "holdout": holdout, "used": used,
+                "reference_tfidf_lr": 0.86, "rows": [5000, 2000], "budget_s": 1800.0, "commit": commit}
+
+    entries = [run("aaaaaaa", 0.8916, 0.91), run("bbbbbbb", 0.8783, 0.85), run("bbbbbbb", 0.8862, 1.03)]
+    (row,) = summary.shapes(entries, {})
+    assert "30m: mean_auc 0.8862 held-out, used 103% (another run at bbbbbbb: 0.8783, used 85%)" in row.result
+    assert "0.8916" not in row.result  # an older commit's run is history, not a repeat
+    (row,) = summary.shapes(entries[:2], {})
+    assert "another run" not in row.result
+
+
 def _gpu_check(device: str, date: str, speedup: float, cv: float, dry_run: bool = False) -> dict:
     """A gpu_check.sh JSON as benchmarks/gpu_check.sh writes it (the fields the summary reads and
     a few it does not)."""
