@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import FILL, run_stage
-from sklearn.metrics import cohen_kappa_score
+from sklearn.metrics import cohen_kappa_score, roc_auc_score
 
 from pipeline import runtime
 from pipeline.core.config import DataConfig
@@ -23,6 +23,7 @@ from pipeline.core.metrics import (
     ORDINAL,
     POSITIVE,
     READS_PROBABILITIES,
+    binary_auc,
     metric_of,
     quadratic_weighted_kappa,
     score,
@@ -73,6 +74,29 @@ def test_runtime_decisions_read_a_number_as_a_threshold_and_a_list_as_ordinal_cu
     assert runtime.decisions(q, [0.5, 1.5]).tolist() == [1, 2, 2]
     assert runtime.decisions(q, [0.6, 1.55]).tolist() == [0, 1, 2]
     assert runtime.decisions(np.array([[0.2, 0.8]]), [0.3, 0.9], multilabel=True).tolist() == [[0, 0]]
+
+
+# -- ROC AUC --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(6))
+def test_binary_auc_is_sklearns_roc_auc_with_ties_and_imbalance(seed):
+    rng = np.random.default_rng(seed)
+    for n, share, decimals in [(7, 0.4, 1), (300, 0.05, 2), (2000, 0.5, 8), (2000, 0.3, 1)]:
+        y = (rng.uniform(size=n) < share).astype(int)
+        y[:2] = [0, 1]  # both classes
+        p = np.round(np.clip(0.3 * y + rng.uniform(size=n), 0, 1), decimals)  # rounding makes ties
+        assert binary_auc(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+        assert score("roc_auc", y, np.column_stack([1 - p, p])) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    Y = (rng.uniform(size=(500, 3)) < 0.3).astype(int)
+    P = rng.uniform(size=(500, 3))
+    want = np.mean([roc_auc_score(Y[:, j], P[:, j]) for j in range(3)])
+    assert score("mean_auc", Y, P) == pytest.approx(want, abs=1e-12)
+
+
+def test_binary_auc_refuses_one_class_and_non_finite_scores():
+    with pytest.raises(ValueError, match="one class"):
+        binary_auc(np.zeros(5), np.linspace(0, 1, 5))
+    with pytest.raises(ValueError, match="NaN"):
+        binary_auc(np.array([0, 1, 0]), np.array([0.1, np.nan, 0.3]))
 
 
 # -- quadratic weighted kappa ---------------------------------------------------------------------

@@ -187,13 +187,32 @@ def _logloss_per_label(y: np.ndarray, p: np.ndarray, t: Any) -> float:
     return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=0)))
 
 
+def binary_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC of 0/1 labels against scores: the Mann-Whitney U over average ranks (a tie counts
+    half), the value sklearn's roc_auc_score gives, without its input checks. A blend's weight
+    search scores thousands of candidate blends: on the multi-label shape (5,000 rows, 3 labels,
+    5 members) sklearn's checks were 155 s of the ensemble stage's 184 s under a profiler."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    score = np.asarray(score, dtype=np.float64)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("ROC AUC: only one class present in the labels")
+    if not np.isfinite(score).all():
+        raise ValueError("ROC AUC: the scores contain NaN or infinity")
+    ranks = rankdata(score)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def _roc_auc(y: np.ndarray, p: np.ndarray, t: Any) -> float:
-    return float(skm.roc_auc_score(y, p[:, 1]))
+    return binary_auc(y, p[:, 1])
 
 
 def _mean_auc(y: np.ndarray, p: np.ndarray, t: Any) -> float:
     """Mean column-wise ROC AUC; a label with one value in ``y`` is left out (it has none)."""
-    aucs = [skm.roc_auc_score(y[:, j], p[:, j]) for j in range(y.shape[1]) if len(np.unique(y[:, j])) == 2]
+    aucs = [binary_auc(y[:, j], p[:, j]) for j in range(y.shape[1]) if len(np.unique(y[:, j])) == 2]
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
