@@ -199,13 +199,14 @@ def ablation(d: dict, results: dict[str, Any], source: str = "") -> Iterator[Row
 def shapes(entries: list[dict], results: dict[str, Any], source: str = "") -> Iterator[Row]:
     """One row per competition shape (and preset): the newest run at each TIME, shortest first,
     each with the command that made it (the row's commands are joined by "; ")."""
-    newest: dict[tuple, dict] = {}
-    for e in entries:
-        newest[(e["shape"], e.get("preset", "medium"), e["time"])] = e
+    def key(e: dict) -> tuple:
+        return e["shape"], e.get("preset", "medium"), e["time"]
+
+    newest = {key(e): e for e in entries}
     # the newest run's repeats (the same commit, shape, preset and TIME): a plan follows the machine's
     # pace, so two runs of one commit may differ; every one is shown, never the best alone
-    repeats = {k: [x for x in entries if (x["shape"], x.get("preset", "medium"), x["time"]) == k
-                   and e.get("commit") and x.get("commit") == e["commit"] and x is not e] for k, e in newest.items()}
+    repeats = {k: [x for x in entries if x is not e and key(x) == k and x.get("commit") == e.get("commit")]
+               if e.get("commit") else [] for k, e in newest.items()}
     grouped: dict[tuple, list[dict]] = {}
     for (shape, preset, _), e in newest.items():
         grouped.setdefault((shape, preset), []).append(e)

@@ -347,10 +347,9 @@ def levers_section(found: list[Any], schema: Schema) -> list[str]:
 
 
 def _weights_line(weights: dict) -> str:
-    if weights.get("stack_coefs"):  # a logistic regression over the members' logits, not a weighted mean
-        return ("Stacker coefficients on each run's logit (a negative one corrects the others): "
-                f"{', '.join(f'{k} {v:.3f}' for k, v in weights['stack_coefs'].items())}.")
-    return f"Weights: {', '.join(f'{k} {v:.3f}' for k, v in weights['weights'].items())}."
+    coefs = weights.get("stack_coefs")  # a logistic regression over the members' logits, not a weighted mean
+    what = "Stacker coefficients on each run's logit (a negative one corrects the others)" if coefs else "Weights"
+    return f"{what}: {', '.join(f'{k} {v:.3f}' for k, v in (coefs or weights['weights']).items())}."
 
 
 def ensemble_section(paths: Paths) -> list[str]:
